@@ -1,0 +1,106 @@
+// What a plugin is: a plain object {kind, name, description, options, create}.
+// `definePlugin` only gives types (like Vite's defineConfig): the options type of `create`
+// is inferred from the JSON Schema literal in `options`.
+import type { PluginKind, PluginContext, PluginProducts } from './types.ts';
+
+/** A JSON Schema (the subset our recipes and plugins use; ajv validates the full language). */
+export type JSONSchema = {
+  type?: 'object' | 'string' | 'number' | 'integer' | 'boolean' | 'array' | 'null' | readonly string[];
+  properties?: { readonly [k: string]: JSONSchema };
+  required?: readonly string[];
+  additionalProperties?: boolean | JSONSchema;
+  items?: JSONSchema;
+  enum?: readonly unknown[];
+  const?: unknown;
+  default?: unknown;
+  description?: string;
+  minimum?: number;
+  maximum?: number;
+  exclusiveMinimum?: number;
+  exclusiveMaximum?: number;
+  minItems?: number;
+  maxItems?: number;
+  minLength?: number;
+  pattern?: string;
+  oneOf?: readonly JSONSchema[];
+  anyOf?: readonly JSONSchema[];
+  examples?: readonly unknown[];
+  [k: string]: unknown;
+};
+
+// ---- FromSchema: a small type-level reading of a JSON Schema literal --------------------------
+type Prim<S> = S extends { enum: readonly (infer E)[] }
+  ? E
+  : S extends { const: infer C }
+    ? C
+    : S extends { type: 'string' }
+      ? string
+      : S extends { type: 'number' | 'integer' }
+        ? number
+        : S extends { type: 'boolean' }
+          ? boolean
+          : S extends { type: 'null' }
+            ? null
+            : S extends { type: 'array'; items: infer I }
+              ? FromSchema<I>[]
+              : S extends { type: 'array' }
+                ? unknown[]
+                : S extends { oneOf: readonly (infer O)[] }
+                  ? FromSchema<O>
+                  : S extends { anyOf: readonly (infer O)[] }
+                    ? FromSchema<O>
+                    : S extends { type: readonly (infer T)[] }
+                      ? Prim<{ type: T }>
+                      : S extends { properties: unknown }
+                        ? Obj<S>
+                        : unknown;
+type Req<S> = S extends { required: readonly (infer R)[] } ? R : never;
+// A property with a `default` is always present after validation (ajv useDefaults).
+type HasDefault<P> = P extends { default: unknown } ? true : false;
+type Obj<S> = S extends { properties: infer P }
+  ? {
+      -readonly [K in keyof P as K extends Req<S> ? K : HasDefault<P[K]> extends true ? K : never]: FromSchema<P[K]>;
+    } & {
+      -readonly [K in keyof P as K extends Req<S> ? never : HasDefault<P[K]> extends true ? never : K]?: FromSchema<
+        P[K]
+      >;
+    }
+  : Record<string, unknown>;
+export type FromSchema<S> = S extends { type: 'object' } ? Obj<S> : Prim<S>;
+
+// ---- the plugin object -------------------------------------------------------------------------
+export interface Plugin<K extends PluginKind = PluginKind, O = any> {
+  kind: K;
+  /** the name a recipe uses in `use:` */
+  name: string;
+  description: string;
+  /** JSON Schema of the options (everything in the recipe entry except `use`). */
+  options: JSONSchema;
+  /** set to the name of a built-in plugin this one deliberately replaces */
+  replaces?: string;
+  create(options: O, context: PluginContext): PluginProducts[K] | Promise<PluginProducts[K]>;
+}
+
+/** Identity helper that infers the option type of `create` from the `options` schema literal. */
+export function definePlugin<K extends PluginKind, const S extends JSONSchema>(plugin: {
+  kind: K;
+  name: string;
+  description: string;
+  options: S;
+  replaces?: string;
+  create(options: FromSchema<S>, context: PluginContext): PluginProducts[K] | Promise<PluginProducts[K]>;
+}): Plugin<K, FromSchema<S>> {
+  return plugin as Plugin<K, FromSchema<S>>;
+}
+
+export function isPlugin(x: unknown): x is Plugin {
+  const p = x as Plugin;
+  return (
+    !!p &&
+    typeof p === 'object' &&
+    typeof p.kind === 'string' &&
+    typeof p.name === 'string' &&
+    typeof p.create === 'function' &&
+    typeof p.options === 'object'
+  );
+}

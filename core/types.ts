@@ -1,0 +1,272 @@
+// The contracts between the core and the plugins: what each kind of plugin produces, and the
+// run context that stages share. Shapes are written as in nanoVLM: B batch, T text length,
+// N image tokens, D / C widths, V vocabulary.
+import type * as tf from '@tensorflow/tfjs';
+
+export type PluginKind =
+  | 'vision'
+  | 'projector'
+  | 'decoder'
+  | 'tokenizer'
+  | 'image-processor'
+  | 'dataset'
+  | 'optimizer'
+  | 'schedule'
+  | 'evaluator'
+  | 'publisher'
+  | 'stage';
+
+export const PLUGIN_KINDS: readonly PluginKind[] = [
+  'vision',
+  'projector',
+  'decoder',
+  'tokenizer',
+  'image-processor',
+  'dataset',
+  'optimizer',
+  'schedule',
+  'evaluator',
+  'publisher',
+  'stage',
+];
+
+// ---- model components ------------------------------------------------------------------------
+
+/**
+ * Trainable parameters of one module, keyed by their nanoVLM state-dict name relative to the
+ * module (e.g. "blocks.0.attn.qkv_proj.weight"), stored in PyTorch layout (Linear weight [out, in]).
+ */
+export type ParamMap = Map<string, tf.Variable>;
+
+export interface Module {
+  readonly params: ParamMap;
+  /** non-trainable tensors that nanoVLM keeps in its state dict (e.g. "rotary_embd.inv_freq") */
+  readonly buffers?: Map<string, tf.Tensor>;
+  /** the fields of nanoVLM's VLMConfig this module corresponds to (vit_*, mp_*, lm_*) */
+  nanovlmConfig(): Record<string, unknown>;
+  dispose(): void;
+}
+
+export interface VisionEncoder extends Module {
+  readonly imageSize: number; // input is [B, 3, imageSize, imageSize]
+  readonly hiddenDim: number; // D
+  readonly numTokens: number; // N tokens out per image
+  /** [B, 3, H, W] -> [B, N, D] */
+  forward(images: tf.Tensor4D, opts?: { training?: boolean }): tf.Tensor3D;
+}
+
+export interface Projector extends Module {
+  readonly outDim: number; // C (= decoder width)
+  outTokens(inTokens: number): number;
+  /** [B, N, D] -> [B, N', C] */
+  forward(x: tf.Tensor3D): tf.Tensor3D;
+}
+
+/** Per-sequence key/value cache of a decoder. Holds kept tensors; dispose() frees them. */
+export interface KVCache {
+  /** number of positions already cached */
+  readonly length: number;
+  dispose(): void;
+}
+
+export interface Decoder extends Module {
+  readonly hiddenDim: number; // C
+  readonly vocabSize: number; // V
+  readonly eosTokenId: number;
+  /** int32 ids [B, T] -> embeddings [B, T, C] */
+  embed(ids: tf.Tensor2D): tf.Tensor3D;
+  /**
+   * Embeddings [B, T, C] -> hidden states after the final norm [B, T, C].
+   * `mask` [B, T_total] (1 real, 0 left padding; T_total = cache length + T) or null for all-real.
+   * With a cache, positions continue from cache.length and the new keys/values are appended.
+   */
+  forward(x: tf.Tensor3D, opts?: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean }): tf.Tensor3D;
+  /** hidden [B, T, C] -> logits [B, T, V] (tied to the embedding when configured) */
+  head(hidden: tf.Tensor3D): tf.Tensor3D;
+  newCache(batchSize: number): KVCache;
+}
+
+// ---- data --------------------------------------------------------------------------------------
+
+/** One training/eval example as a dataset plugin yields it. */
+export interface Sample {
+  /** where it came from, for messages: "digits/train.parquet row 17" */
+  id: string;
+  /** encoded image bytes (PNG, JPEG, WebP, ...) */
+  image: Uint8Array;
+  question: string;
+  /** open answer, or the correct letter ("A".."D") for multiple choice */
+  answer: string;
+  /** multiple choice: option texts in letter order (the question already contains them inline) */
+  choices?: string[];
+  category?: string;
+  l2Category?: string;
+}
+
+export interface Dataset {
+  readonly name: string;
+  /** number of samples if known without reading everything */
+  size(): Promise<number>;
+  /** samples in this dataset's (seeded) order for the given epoch; `skip` skips that many first */
+  samples(opts?: { epoch?: number; skip?: number }): AsyncIterable<Sample>;
+}
+
+export interface Tokenizer {
+  readonly vocabSize: number;
+  readonly eosTokenId: number;
+  readonly padTokenId: number;
+  encode(text: string): number[];
+  decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
+  /** optional chat template rendering (@huggingface/jinja) */
+  applyChatTemplate?(messages: { role: string; content: string }[], opts?: { addGenerationPrompt?: boolean }): string;
+  /** files to publish beside the model (name -> contents), e.g. tokenizer.json */
+  files(): Record<string, string | Uint8Array>;
+}
+
+export interface ImageProcessor {
+  readonly size: number;
+  /** encoded image -> float32 [3, size, size] (CHW), values as the recipe asks ([0,1] or normalised) */
+  process(image: Uint8Array, id?: string): Promise<Float32Array>;
+}
+
+/** A collated batch on the host (typed arrays), ready to become tensors inside the step. */
+export interface HostBatch {
+  batchSize: number;
+  seqLen: number; // T = lm_max_length
+  images: Float32Array; // [B, 3, S, S]
+  imageSize: number; // S
+  inputIds: Int32Array; // [B, T] left padded
+  attentionMask: Int32Array; // [B, T]
+  targets: Int32Array; // [B, T], -100 = ignored
+  /** ids of the samples in this batch */
+  sampleIds: string[];
+}
+
+// ---- optimisation ------------------------------------------------------------------------------
+
+export interface ParamGroup {
+  name: string;
+  /** full parameter names (e.g. "MP.proj.weight") in this group */
+  params: string[];
+  lr: number; // the group's maximum / base learning rate
+}
+
+export interface Optimizer {
+  readonly groups: ParamGroup[];
+  /** apply one update; `lrs[i]` is the current lr of groups[i]; grads keyed by full param name */
+  step(grads: Map<string, tf.Tensor>, lrs: number[]): void;
+  /** state tensors keyed "<param>.<slot>" (e.g. "MP.proj.weight.exp_avg") + step count, for checkpoints */
+  state(): { step: number; tensors: Map<string, tf.Tensor> };
+  loadState(state: { step: number; tensors: Map<string, tf.Tensor> }): void;
+  dispose(): void;
+}
+
+export interface Schedule {
+  /** learning rate at `step` (0-based) of `totalSteps` for a group whose base lr is `maxLr` */
+  lr(step: number, maxLr: number, totalSteps: number): number;
+}
+
+// ---- evaluation and publishing ------------------------------------------------------------------
+
+export interface EvalResult {
+  evaluator: string;
+  dataset: string;
+  /** e.g. {accuracy: 0.91, accuracy_strict: 0.9, unparseable: 0} */
+  metrics: Record<string, number>;
+  /** optional breakdown, e.g. per category: {"fine-grained perception": {accuracy: .9, n: 360}} */
+  breakdown?: Record<string, Record<string, number>>;
+}
+
+export interface Evaluator {
+  readonly name: string;
+  evaluate(ctx: RunContext, dataset: Dataset): Promise<EvalResult>;
+}
+
+export interface Publisher {
+  readonly name: string;
+  /** publish the model folder; returns where it went (path or URL) */
+  publish(ctx: RunContext, folder: string, opts: { dryRun: boolean }): Promise<string>;
+}
+
+export interface Stage {
+  readonly title: string;
+  /** `report` updates the stage's live line (listr2 task output) */
+  run(ctx: RunContext, report: (line: string) => void): Promise<void>;
+}
+
+export interface PluginProducts {
+  vision: VisionEncoder;
+  projector: Projector;
+  decoder: Decoder;
+  tokenizer: Tokenizer;
+  'image-processor': ImageProcessor;
+  dataset: Dataset;
+  optimizer: Optimizer;
+  schedule: Schedule;
+  evaluator: Evaluator;
+  publisher: Publisher;
+  stage: Stage;
+}
+
+// ---- context -----------------------------------------------------------------------------------
+
+export interface Logger {
+  info(msg: string): void;
+  warn(msg: string): void;
+  debug(msg: string): void;
+}
+
+/** What a plugin's create() receives. */
+export interface PluginContext {
+  /** the resolved recipe (plain data) */
+  recipe: Record<string, any>;
+  /** absolute directory of the recipe file: relative paths in options resolve against it */
+  recipeDir: string;
+  /** where this entry sits in the recipe, for messages: "data.train[0]" */
+  yamlPath: string;
+  /** train / val / eval for datasets */
+  role?: 'train' | 'val' | 'eval';
+  seed: number;
+  log: Logger;
+  /** the registry, to build nested plugins by name */
+  registry: RegistryLike;
+  /** model components already built (tokenizer, vision, ...), when a plugin needs them */
+  built?: Partial<PluginProducts>;
+}
+
+export interface RegistryLike {
+  has(kind: PluginKind, name: string): boolean;
+  create<K extends PluginKind>(
+    kind: K,
+    entry: { use: string; [k: string]: unknown },
+    context: Omit<PluginContext, 'registry'>,
+  ): Promise<PluginProducts[K]>;
+}
+
+/** One run, shared by the stages in order. Stages fill in what later stages use. */
+export interface RunContext {
+  recipe: Record<string, any>;
+  recipePath: string;
+  recipeDir: string;
+  runDir: string;
+  backend: string;
+  registry: RegistryLike;
+  log: Logger;
+  /** aborted on SIGINT/SIGTERM: long stages check it between steps */
+  signal: AbortSignal;
+  seed: number;
+  /** set by the load stage (the model type lives in core/model/vlm.ts) */
+  model?: import('./model/vlm.ts').VisionLanguageModel;
+  tokenizer?: Tokenizer;
+  imageProcessor?: ImageProcessor;
+  datasets: { train: Dataset[]; val: Dataset[]; eval: Dataset[] };
+  /** appends one JSON line to <runDir>/metrics.jsonl */
+  metrics(record: Record<string, unknown>): void;
+  evalResults: EvalResult[];
+  /** named files/folders produced (checkpoint, model folder, plots), relative to runDir */
+  artifacts: Record<string, string>;
+  /** free-form facts for the model card: training time, steps, tokens, hardware */
+  facts: Record<string, unknown>;
+  /** CLI flags that stages honour */
+  flags: { resume?: string; force?: boolean; dryRun?: boolean; debug?: boolean };
+}
