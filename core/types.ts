@@ -73,6 +73,8 @@ export interface Decoder extends Module {
   readonly hiddenDim: number; // C
   readonly vocabSize: number; // V
   readonly eosTokenId: number;
+  /** lm_max_length: the text length T the collator pads/truncates to */
+  readonly maxLength: number;
   /** int32 ids [B, T] -> embeddings [B, T, C] */
   embed(ids: tf.Tensor2D): tf.Tensor3D;
   /**
