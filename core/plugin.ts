@@ -79,6 +79,22 @@ export interface Plugin<K extends PluginKind = PluginKind, O = any> {
   /** set to the name of a built-in plugin this one deliberately replaces */
   replaces?: string;
   create(options: O, context: PluginContext): PluginProducts[K] | Promise<PluginProducts[K]>;
+  /**
+   * Model components only: parameter shapes from the options alone (no weights, no download),
+   * for `vlm inspect`. `peers` carries the widths of the components built before this one.
+   */
+  describe?(options: O, peers: ModulePeers): ModuleDescription;
+}
+
+export interface ModulePeers {
+  vision?: { hiddenDim: number; numTokens: number };
+  decoder?: { hiddenDim: number };
+}
+export interface ModuleDescription {
+  /** local parameter name -> shape (tied parameters listed once) */
+  params: Record<string, number[]>;
+  hiddenDim?: number;
+  numTokens?: number;
 }
 
 /** Identity helper that infers the option type of `create` from the `options` schema literal. */
@@ -89,6 +105,7 @@ export function definePlugin<K extends PluginKind, const S extends JSONSchema>(p
   options: S;
   replaces?: string;
   create(options: FromSchema<S>, context: PluginContext): PluginProducts[K] | Promise<PluginProducts[K]>;
+  describe?(options: FromSchema<S>, peers: ModulePeers): ModuleDescription;
 }): Plugin<K, FromSchema<S>> {
   return plugin as Plugin<K, FromSchema<S>>;
 }
