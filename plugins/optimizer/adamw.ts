@@ -1,0 +1,248 @@
+// AdamW with parameter groups, exactly torch 1.13 `torch.optim.AdamW` (single-tensor path,
+// amsgrad=False, maximize=False), as nanoVLM v0.1 train.py uses it:
+//   https://github.com/pytorch/pytorch/blob/v1.13.0/torch/optim/adamw.py (_single_tensor_adamw)
+// For every parameter p with gradient g, at step t (1-based), with the group's current lr:
+//   p *= 1 - lr * wd                       (decoupled weight decay, applied to every parameter)
+//   m  = beta1 * m + (1 - beta1) * g
+//   v  = beta2 * v + (1 - beta2) * g * g
+//   denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+//   p -= (lr / (1 - beta1^t)) * m / denom
+// Groups select parameters by module prefix ("MP" matches "MP.proj.weight"); nanoVLM v0.1 puts
+// MP at 2e-3 and vision_encoder + decoder at 1e-4. `freeze` prefixes are excluded from training.
+import * as tf from '@tensorflow/tfjs';
+import { definePlugin } from '../../core/plugin.ts';
+import { UserError } from '../../core/errors.ts';
+import type { Optimizer, ParamGroup, PluginContext } from '../../core/types.ts';
+
+export interface AdamWGroupOptions {
+  name: string;
+  prefixes: string[];
+  lr: number;
+  weight_decay?: number;
+}
+
+export interface AdamWOptions {
+  /** used when `groups` is absent: one group "all" with every trainable parameter */
+  lr?: number;
+  groups?: AdamWGroupOptions[];
+  weight_decay: number;
+  betas: number[];
+  eps: number;
+  freeze: string[];
+}
+
+/** "MP" matches "MP" and "MP.proj.weight" but not "MPX.w"; "" matches everything. */
+export function matchesPrefix(name: string, prefix: string): boolean {
+  const p = prefix.endsWith('.') ? prefix.slice(0, -1) : prefix;
+  return p === '' || name === p || name.startsWith(p + '.');
+}
+
+/**
+ * Split parameter names into groups by prefix. Frozen names are left out; every other name must
+ * fall in exactly one group (UserError naming it otherwise). `yamlPath` locates the option.
+ */
+export function assignGroups(
+  names: string[],
+  opts: { groups?: AdamWGroupOptions[]; lr?: number; freeze: string[] },
+  yamlPath = 'optimizer',
+): { groups: ParamGroup[]; frozen: string[] } {
+  const frozen = names.filter((n) => opts.freeze.some((f) => matchesPrefix(n, f)));
+  for (const f of opts.freeze) {
+    if (!names.some((n) => matchesPrefix(n, f)))
+      throw new UserError(`freeze prefix "${f}" matches no parameter`, {
+        where: { yamlPath: `${yamlPath}.freeze` },
+        hint: `parameters start with ${[...new Set(names.map((n) => n.split('.')[0]))].join(', ')}`,
+      });
+  }
+  const trainable = names.filter((n) => !frozen.includes(n));
+  let specs = opts.groups;
+  if (!specs || specs.length === 0) {
+    if (opts.lr === undefined)
+      throw new UserError('the optimizer needs either `lr` or `groups`', {
+        where: { yamlPath },
+        hint: 'e.g. optimizer: { use: adamw, lr: 1.0e-3 } or groups: [{ name: all, prefixes: [""], lr: 1.0e-3 }]',
+      });
+    specs = [{ name: 'all', prefixes: [''], lr: opts.lr }];
+  }
+  const groups: ParamGroup[] = specs.map((g) => ({ name: g.name, params: [], lr: g.lr }));
+  for (const n of trainable) {
+    const hits = specs.map((g, i) => (g.prefixes.some((p) => matchesPrefix(n, p)) ? i : -1)).filter((i) => i >= 0);
+    if (hits.length === 0)
+      throw new UserError(`trainable parameter "${n}" is in no optimizer group`, {
+        where: { yamlPath: `${yamlPath}.groups` },
+        hint: `add its module prefix (e.g. "${n.split('.')[0]}") to a group's prefixes, or to optimizer.freeze`,
+      });
+    if (hits.length > 1)
+      throw new UserError(
+        `parameter "${n}" is in several optimizer groups: ${hits.map((i) => specs![i].name).join(', ')}`,
+        { where: { yamlPath: `${yamlPath}.groups` }, hint: 'make the groups\' prefixes disjoint' },
+      );
+    groups[hits[0]].params.push(n);
+  }
+  specs.forEach((g, i) => {
+    if (groups[i].params.length === 0)
+      throw new UserError(`optimizer group "${g.name}" selects no trainable parameter`, {
+        where: { yamlPath: `${yamlPath}.groups[${i}].prefixes` },
+        hint: `prefixes ${JSON.stringify(g.prefixes)} match nothing that is not frozen`,
+      });
+  });
+  return { groups, frozen };
+}
+
+export class AdamW implements Optimizer {
+  readonly groups: ParamGroup[];
+  readonly frozen: string[];
+  private readonly weightDecay: number[];
+  private readonly beta1: number;
+  private readonly beta2: number;
+  private readonly eps: number;
+  private t = 0;
+  private readonly m = new Map<string, tf.Variable>(); // exp_avg
+  private readonly v = new Map<string, tf.Variable>(); // exp_avg_sq
+
+  constructor(
+    private readonly params: Map<string, tf.Variable>,
+    opts: AdamWOptions,
+    yamlPath = 'optimizer',
+  ) {
+    const { groups, frozen } = assignGroups([...params.keys()], opts, yamlPath);
+    this.groups = groups;
+    this.frozen = frozen;
+    this.weightDecay = (opts.groups ?? []).map((g) => g.weight_decay ?? opts.weight_decay);
+    if (this.weightDecay.length === 0) this.weightDecay = [opts.weight_decay];
+    [this.beta1, this.beta2] = opts.betas;
+    this.eps = opts.eps;
+    for (const g of groups)
+      for (const n of g.params) {
+        const p = params.get(n)!;
+        this.m.set(n, tf.variable(tf.zerosLike(p), false));
+        this.v.set(n, tf.variable(tf.zerosLike(p), false));
+      }
+  }
+
+  /** names of the parameters the optimizer updates (all groups, forward-declaration order) */
+  trainable(): string[] {
+    return this.groups.flatMap((g) => g.params);
+  }
+
+  step(grads: Map<string, tf.Tensor>, lrs: number[]): void {
+    this.t += 1;
+    const bc1 = 1 - this.beta1 ** this.t;
+    const bc2Sqrt = Math.sqrt(1 - this.beta2 ** this.t);
+    this.groups.forEach((group, gi) => {
+      const lr = lrs[gi];
+      const decay = 1 - lr * this.weightDecay[gi];
+      const stepSize = lr / bc1;
+      for (const name of group.params) {
+        const g = grads.get(name);
+        if (!g) continue; // like torch: a parameter without gradient is not touched
+        const p = this.params.get(name)!;
+        const m = this.m.get(name)!;
+        const v = this.v.get(name)!;
+        tf.tidy(() => {
+          const pDecayed = tf.mul(p, decay);
+          const mNew = tf.add(tf.mul(m, this.beta1), tf.mul(g, 1 - this.beta1));
+          const vNew = tf.add(tf.mul(v, this.beta2), tf.mul(tf.mul(g, g), 1 - this.beta2));
+          const denom = tf.add(tf.div(tf.sqrt(vNew), bc2Sqrt), this.eps);
+          const pNew = tf.sub(pDecayed, tf.mul(tf.div(mNew, denom), stepSize));
+          m.assign(mNew);
+          v.assign(vNew);
+          p.assign(pNew);
+        });
+      }
+    });
+  }
+
+  state(): { step: number; tensors: Map<string, tf.Tensor> } {
+    const tensors = new Map<string, tf.Tensor>();
+    for (const [n, m] of this.m) tensors.set(`${n}.exp_avg`, m);
+    for (const [n, v] of this.v) tensors.set(`${n}.exp_avg_sq`, v);
+    return { step: this.t, tensors };
+  }
+
+  loadState(state: { step: number; tensors: Map<string, tf.Tensor> }): void {
+    for (const [slots, kind] of [
+      [this.m, 'exp_avg'],
+      [this.v, 'exp_avg_sq'],
+    ] as const) {
+      for (const [n, variable] of slots) {
+        const t = state.tensors.get(`${n}.${kind}`);
+        if (!t)
+          throw new UserError(`optimizer state has no "${n}.${kind}"`, {
+            hint: 'the checkpoint was written for a different model or optimizer configuration; resume with the same recipe',
+          });
+        if (t.shape.join(',') !== variable.shape.join(','))
+          throw new UserError(
+            `optimizer state "${n}.${kind}" has shape [${t.shape}] but the parameter has [${variable.shape}]`,
+            { hint: 'the checkpoint was written for a different model; resume with the same recipe' },
+          );
+        variable.assign(t);
+      }
+    }
+    this.t = state.step;
+  }
+
+  dispose(): void {
+    for (const x of this.m.values()) x.dispose();
+    for (const x of this.v.values()) x.dispose();
+    this.m.clear();
+    this.v.clear();
+  }
+}
+
+/** full nanoVLM parameter names -> variables, from the model components a context has built */
+export function paramsFromContext(context: PluginContext): Map<string, tf.Variable> {
+  const b = context.built ?? {};
+  const params = new Map<string, tf.Variable>();
+  const parts: [string, { params: Map<string, tf.Variable> } | undefined][] = [
+    ['vision_encoder', b.vision],
+    ['decoder', b.decoder],
+    ['MP', b.projector],
+  ];
+  for (const [prefix, mod] of parts) if (mod) for (const [k, v] of mod.params) params.set(`${prefix}.${k}`, v);
+  if (params.size === 0)
+    throw new UserError('the optimizer was created before the model', {
+      where: { yamlPath: context.yamlPath },
+      hint: 'the train stage needs the load stage first (stages: [load, train, ...])',
+    });
+  return params;
+}
+
+const groupSchema = {
+  type: 'object',
+  required: ['name', 'prefixes', 'lr'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', description: 'group name (for logs and metrics)' },
+    prefixes: {
+      type: 'array',
+      items: { type: 'string' },
+      minItems: 1,
+      description: 'module prefixes of the full parameter names, e.g. [MP] or [vision_encoder, decoder]',
+    },
+    lr: { type: 'number', exclusiveMinimum: 0, description: 'maximum learning rate of this group' },
+    weight_decay: { type: 'number', minimum: 0, description: 'overrides the optimizer weight_decay for this group' },
+  },
+} as const;
+
+export default definePlugin({
+  kind: 'optimizer',
+  name: 'adamw',
+  description:
+    'AdamW exactly as torch 1.13 (decoupled weight decay, bias correction) with parameter groups by module prefix and frozen modules.',
+  options: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      lr: { type: 'number', exclusiveMinimum: 0, description: 'learning rate when no groups are given' },
+      groups: { type: 'array', items: groupSchema, description: 'parameter groups; every trainable parameter in exactly one' },
+      weight_decay: { type: 'number', minimum: 0, default: 0.01 },
+      betas: { type: 'array', items: { type: 'number', minimum: 0, exclusiveMaximum: 1 }, minItems: 2, maxItems: 2, default: [0.9, 0.999] },
+      eps: { type: 'number', exclusiveMinimum: 0, default: 1e-8 },
+      freeze: { type: 'array', items: { type: 'string' }, default: [], description: 'module prefixes not trained' },
+    },
+  } as const,
+  create(options, context) {
+    return new AdamW(paramsFromContext(context), options as AdamWOptions, context.yamlPath || 'optimizer');
+  },
+});

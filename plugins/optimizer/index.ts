@@ -1,0 +1,3 @@
+import adamw from './adamw.ts';
+
+export default [adamw];
