@@ -1,3 +1,286 @@
-// Faster kernels registered over tfjs defaults for the backends we run on (owned by the
-// performance work, issue 7). Called once by core/runtime.ts after a backend is chosen.
-export function installFastKernels(_backend: string): void {}
+// Faster kernels registered over tfjs defaults for the backends we run on (performance work,
+// issue 7). Called once by core/runtime.ts after a backend is chosen; model code keeps writing
+// natural ops (`tf.matMul(x, w, false, true)`) and the gradients tfjs builds from them
+// (matMul with transposeA / transposeB) take the fast path too.
+//
+// Why (tfjs-backend-wasm 4.22, src/cc/batch_mat_mul_impl.cc): BatchMatMul / _FusedMatMul call
+// XNNPACK's fully-connected operator (~45 GFLOP/s here) ONLY when neither input is transposed
+// and both batch sizes are 1; every other case (any transpose, any batched product such as
+// attention's [B*H, T, hd] x [B*H, hd, T]) falls into a scalar triple loop at ~1.5-3.5 GFLOP/s.
+// The replacements below:
+//   1. transpose an input with the wasm Transpose kernel when asked (an O(n^2) copy), then
+//   2. run plain products on XNNPACK: a batch-1 right operand folds the left batch into rows
+//      (one call); otherwise one call per batch item on *aliases*: extra tensor ids registered
+//      with the wasm module that point into the existing buffers (no copies), released right
+//      after (that also drops XNNPACK's operator cached on the alias id).
+// Results equal the original kernels up to float32 summation order (test/perf/kernels.test.ts).
+import * as tf from '@tensorflow/tfjs';
+
+type TensorInfo = { dataId: object; shape: number[]; dtype: tf.DataType };
+type WasmData = { id: number; memoryOffset: number; shape: number[]; dtype: string; refCount: number };
+interface WasmBackend {
+  wasm: {
+    cwrap(name: string, ret: null, args: string[]): (...args: unknown[]) => void;
+    tfjs: { registerTensor(id: number, size: number, offset: number): void; disposeData(id: number): void };
+  };
+  dataIdMap: { get(dataId: object): WasmData };
+  dataIdNextNumber: number;
+  makeOutput(shape: number[], dtype: string): TensorInfo;
+  disposeData(dataId: object, force?: boolean): boolean;
+}
+type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; backend: WasmBackend; attrs: Record<string, any> };
+
+const installed = new Set<string>();
+/** Kernel configs we replaced, to restore them (tests compare against the originals). */
+const originals = new Map<string, tf.KernelConfig>();
+
+export function installFastKernels(backend: string): void {
+  if (backend !== 'wasm' || installed.has(backend)) return;
+  installed.add(backend);
+  for (const k of wasmKernels()) replaceKernel(k);
+}
+
+/** Put back the stock tfjs kernels (for tests measuring the replacements against them). */
+export function uninstallFastKernels(backend: string): void {
+  if (!installed.delete(backend)) return;
+  for (const [key, config] of originals) {
+    if (config.backendName !== backend) continue;
+    tf.unregisterKernel(config.kernelName, config.backendName);
+    tf.registerKernel(config);
+    originals.delete(key);
+  }
+}
+
+export function fastKernelsInstalled(backend: string): boolean {
+  return installed.has(backend);
+}
+
+function replaceKernel(config: tf.KernelConfig): void {
+  const old = tf.getKernel(config.kernelName, config.backendName);
+  if (!old) return;
+  originals.set(`${config.kernelName}/${config.backendName}`, old);
+  tf.unregisterKernel(config.kernelName, config.backendName);
+  tf.registerKernel(config);
+  // registerKernel runs setupFunc only when the backend initialises later; run it now if the
+  // backend already exists (the normal case: runtime chose and initialised it first).
+  const b = tf.engine().registry[config.backendName];
+  if (b && config.setupFunc) config.setupFunc(b);
+}
+
+// ---- wasm ------------------------------------------------------------------------------------
+
+let wasmBatchMatMul: (...a: unknown[]) => void;
+let wasmFusedMatMul: (...a: unknown[]) => void;
+
+const FUSED_ACTIVATION: Record<string, number> = { linear: 0, relu: 1, relu6: 2, prelu: 3, leakyrelu: 4, sigmoid: 5, elu: 6 };
+
+function wasmKernels(): tf.KernelConfig[] {
+  return [
+    {
+      kernelName: 'BatchMatMul',
+      backendName: 'wasm',
+      setupFunc: (b) => {
+        wasmBatchMatMul = (b as unknown as WasmBackend).wasm.cwrap('BatchMatMul', null, [
+          'number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number',
+        ]);
+      },
+      kernelFunc: batchMatMul as unknown as tf.KernelFunc,
+    },
+    {
+      kernelName: '_FusedMatMul',
+      backendName: 'wasm',
+      setupFunc: (b) => {
+        wasmFusedMatMul = (b as unknown as WasmBackend).wasm.cwrap('_FusedMatMul', null, [
+          'number', 'array', 'number', 'number', 'array', 'number', 'number', 'number',
+          'number', 'number', 'number', 'number', 'number',
+        ]);
+      },
+      kernelFunc: fusedMatMul as unknown as tf.KernelFunc,
+    },
+  ];
+}
+
+function shapeBytes(shape: number[]): Uint8Array {
+  return new Uint8Array(new Int32Array(shape).buffer);
+}
+
+/** Swap the last two axes with the wasm Transpose kernel (a real copy). */
+function transposeLast2(x: TensorInfo, backend: WasmBackend): TensorInfo {
+  const r = x.shape.length;
+  const perm = [...Array(r).keys()];
+  [perm[r - 2], perm[r - 1]] = [perm[r - 1], perm[r - 2]];
+  const transpose = tf.getKernel('Transpose', 'wasm')!.kernelFunc;
+  return transpose({ inputs: { x } as any, backend: backend as any, attrs: { perm } }) as TensorInfo;
+}
+
+/**
+ * out[i] = a[ia(i)] @ b[ib(i)] for every item of the broadcast batch, with a [..., M, K] and
+ * b [..., K, N] already untransposed. `call(aId, aShape, bId, bShape, outId)` runs one plain
+ * product on XNNPACK.
+ */
+function plainProducts(
+  a: TensorInfo,
+  b: TensorInfo,
+  out: TensorInfo,
+  backend: WasmBackend,
+  call: (aId: number, aShape: number[], bId: number, bShape: number[], outId: number) => void,
+): void {
+  const M = a.shape[a.shape.length - 2];
+  const K = a.shape[a.shape.length - 1];
+  const N = b.shape[b.shape.length - 1];
+  const aOuter = a.shape.slice(0, -2);
+  const bOuter = b.shape.slice(0, -2);
+  const batchA = aOuter.reduce((p, d) => p * d, 1);
+  const batchB = bOuter.reduce((p, d) => p * d, 1);
+  const ad = backend.dataIdMap.get(a.dataId);
+  const bd = backend.dataIdMap.get(b.dataId);
+  const od = backend.dataIdMap.get(out.dataId);
+  if (batchB === 1) {
+    // the same right operand for every item: fold the batch into rows, one product
+    call(ad.id, [1, batchA * M, K], bd.id, [1, K, N], od.id);
+    return;
+  }
+  const outOuter = tf.backend_util.assertAndGetBroadcastShape(aOuter, bOuter);
+  const batch = outOuter.reduce((p, d) => p * d, 1);
+  const aIndex = broadcastIndexer(aOuter, outOuter);
+  const bIndex = broadcastIndexer(bOuter, outOuter);
+  const tfjs = backend.wasm.tfjs;
+  const alias = (base: WasmData, item: number, size: number): number => {
+    const id = backend.dataIdNextNumber++;
+    tfjs.registerTensor(id, size, base.memoryOffset + item * size * 4);
+    return id;
+  };
+  const aAliases = new Map<number, number>();
+  const temps: number[] = [];
+  try {
+    for (let i = 0; i < batch; i++) {
+      const ia = aIndex(i);
+      const ib = bIndex(i);
+      let aId = aAliases.get(ia);
+      if (aId === undefined) {
+        aId = batchA === 1 ? ad.id : alias(ad, ia, M * K);
+        if (batchA !== 1) temps.push(aId);
+        aAliases.set(ia, aId);
+      }
+      const bId = alias(bd, ib, K * N);
+      const oId = alias(od, i, M * N);
+      try {
+        call(aId, [1, M, K], bId, [1, K, N], oId);
+      } finally {
+        tfjs.disposeData(bId); // also frees XNNPACK's operator cached on this id
+        tfjs.disposeData(oId);
+      }
+    }
+  } finally {
+    for (const id of temps) tfjs.disposeData(id);
+  }
+}
+
+/** flat index in the broadcast output batch -> flat index in an operand's own batch */
+function broadcastIndexer(shape: number[], outShape: number[]): (i: number) => number {
+  const size = shape.reduce((p, d) => p * d, 1);
+  if (size === 1) return () => 0;
+  const padded = [...Array(outShape.length - shape.length).fill(1), ...shape];
+  if (padded.every((d, k) => d === outShape[k])) return (i) => i;
+  const strides = padded.map((_, k) => padded.slice(k + 1).reduce((p, d) => p * d, 1));
+  return (i) => {
+    let rest = i;
+    let idx = 0;
+    for (let k = outShape.length - 1; k >= 0; k--) {
+      const c = rest % outShape[k];
+      rest = (rest - c) / outShape[k];
+      if (padded[k] !== 1) idx += c * strides[k];
+    }
+    return idx;
+  };
+}
+
+function outShapeOf(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean): { outShape: number[]; M: number; N: number; K: number } {
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const K2 = tB ? b.shape[rb - 1] : b.shape[rb - 2];
+  const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
+  if (K !== K2) {
+    throw new Error(
+      `Error in matMul: inner shapes (${K}) and (${K2}) of Tensors with shapes ${a.shape} and ${b.shape} and transposeA=${tA} and transposeB=${tB} must match.`,
+    );
+  }
+  const outer = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  return { outShape: [...outer, M, N], M, N, K };
+}
+
+function batchMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const a = inputs.a!;
+  const b = inputs.b!;
+  const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') {
+    throw new Error('BatchMatMul for non non-float32 tensors not yet supported.');
+  }
+  const { outShape } = outShapeOf(a, b, transposeA, transposeB);
+  const out = backend.makeOutput(outShape, 'float32');
+  if (outShape.some((d) => d === 0) || a.shape.some((d) => d === 0)) {
+    if (outShape.every((d) => d > 0)) fill(out, backend, 0);
+    return out;
+  }
+  const aT = transposeA ? transposeLast2(a, backend) : a;
+  const bT = transposeB ? transposeLast2(b, backend) : b;
+  try {
+    plainProducts(aT, bT, out, backend, (aId, aShape, bId, bShape, outId) =>
+      wasmBatchMatMul(aId, shapeBytes(aShape), 3, bId, shapeBytes(bShape), 3, false, false, outId),
+    );
+  } finally {
+    if (aT !== a) backend.disposeData(aT.dataId);
+    if (bT !== b) backend.disposeData(bT.dataId);
+  }
+  return out;
+}
+
+function fusedMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const { a, b, bias, preluActivationWeights } = inputs as Record<string, TensorInfo>;
+  const { transposeA, transposeB, activation, leakyreluAlpha } = attrs;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') {
+    throw new Error('_FusedMatMul for non non-float32 tensors not yet supported.');
+  }
+  const act = FUSED_ACTIVATION[activation as string];
+  if (act === undefined) throw new Error(`${activation} activation not yet supported for _FusedMatMul in the wasm backend.`);
+  let biasId = 0;
+  if (bias != null) {
+    const bd = backend.dataIdMap.get(bias.dataId);
+    if (bd.shape.length !== 1) throw new Error(`_FusedMatMul only supports rank-1 bias but got rank ${bd.shape.length}.`);
+    biasId = bd.id;
+  }
+  const { outShape, N } = outShapeOf(a, b, transposeA, transposeB);
+  const preluId = preluActivationWeights == null ? 0 : backend.dataIdMap.get(preluActivationWeights.dataId).id;
+  // per-item calls see one [M, N] slice: a bias must be per-column (size N); prelu goes to the stock kernel
+  const slicesOk =
+    (bias == null || [1, N].includes(bias.shape[0])) &&
+    preluActivationWeights == null &&
+    !outShape.some((d) => d === 0) &&
+    !(bias != null && bias.shape[0] === 1 && N !== 1); // XNNPACK reads N bias values
+  if (!slicesOk) {
+    const orig = originals.get('_FusedMatMul/wasm')!;
+    return orig.kernelFunc({ inputs: inputs as any, backend: backend as any, attrs }) as TensorInfo;
+  }
+  const out = backend.makeOutput(outShape, 'float32');
+  const aT = transposeA ? transposeLast2(a, backend) : a;
+  const bT = transposeB ? transposeLast2(b, backend) : b;
+  try {
+    plainProducts(aT, bT, out, backend, (aId, aShape, bId, bShape, outId) =>
+      wasmFusedMatMul(aId, shapeBytes(aShape), 3, bId, shapeBytes(bShape), 3, false, false,
+        act, biasId, preluId, leakyreluAlpha || 0, outId),
+    );
+  } finally {
+    if (aT !== a) backend.disposeData(aT.dataId);
+    if (bT !== b) backend.disposeData(bT.dataId);
+  }
+  return out;
+}
+
+function fill(t: TensorInfo, backend: WasmBackend, v: number): void {
+  const d = backend.dataIdMap.get(t.dataId);
+  const size = t.shape.reduce((p, x) => p * x, 1);
+  const heap = (backend.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
+  heap.fill(v, d.memoryOffset / 4, d.memoryOffset / 4 + size);
+}

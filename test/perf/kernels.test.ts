@@ -1,0 +1,171 @@
+// The fast wasm matMul kernels (core/kernels.ts) against a float64 reference and against the
+// stock tfjs kernels they replace: all four transpose combinations, batched and broadcast
+// shapes, the fused variant with bias/activation, and the gradients tfjs builds from matMul.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { useTestBackend } from '../helpers/backend.ts';
+import { installFastKernels, uninstallFastKernels } from '../../core/kernels.ts';
+
+const backend = await useTestBackend();
+const wasmOnly = backend === 'wasm' ? {} : { skip: `fast kernels are wasm-only (test backend is ${backend})` };
+
+/** deterministic values in [-1, 1) */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+/** float64 reference of tf.matMul(a, b, tA, tB) with broadcasting batch dims */
+function reference(a: tf.Tensor, b: tf.Tensor, tA: boolean, tB: boolean): { data: Float64Array; shape: number[] } {
+  const A = a.dataSync();
+  const B = b.dataSync();
+  const ra = a.rank;
+  const rb = b.rank;
+  const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
+  const aOuter = a.shape.slice(0, -2);
+  const bOuter = b.shape.slice(0, -2);
+  const outer = tf.backend_util.assertAndGetBroadcastShape(aOuter, bOuter);
+  const batch = outer.reduce((p, d) => p * d, 1);
+  const index = (shape: number[], i: number) => {
+    const padded = [...Array(outer.length - shape.length).fill(1), ...shape];
+    let rest = i;
+    let idx = 0;
+    let stride = 1;
+    for (let k = outer.length - 1; k >= 0; k--) {
+      const c = rest % outer[k];
+      rest = Math.floor(rest / outer[k]);
+      if (padded[k] !== 1) idx += c * stride;
+      stride *= padded[k];
+    }
+    return idx;
+  };
+  const out = new Float64Array(batch * M * N);
+  for (let bi = 0; bi < batch; bi++) {
+    const ao = index(aOuter, bi) * M * K;
+    const bo = index(bOuter, bi) * K * N;
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = tA ? A[ao + k * M + i] : A[ao + i * K + k];
+          const bv = tB ? B[bo + j * K + k] : B[bo + k * N + j];
+          s += av * bv;
+        }
+        out[bi * M * N + i * N + j] = s;
+      }
+  }
+  return { data: out, shape: [...outer, M, N] };
+}
+
+function assertClose(actual: tf.Tensor, expected: { data: ArrayLike<number>; shape: number[] }, what: string): void {
+  assert.deepEqual(actual.shape, expected.shape, `${what}: shape`);
+  const got = actual.dataSync();
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - expected.data[i]));
+  assert.ok(worst <= 1e-4, `${what}: max abs diff ${worst}`);
+}
+
+// [a shape (untransposed, i.e. [..., M, K]), b shape [..., K, N]]
+const CASES: [number[], number[]][] = [
+  [[5, 7], [7, 3]], // plain 2D
+  [[1, 1], [1, 1]],
+  [[33, 64], [64, 17]],
+  [[4, 6, 8], [4, 8, 5]], // batched, equal batches
+  [[4, 6, 8], [8, 5]], // broadcast b (2D)
+  [[4, 6, 8], [1, 8, 5]], // broadcast b (batch 1)
+  [[6, 8], [3, 8, 5]], // broadcast a
+  [[1, 6, 8], [3, 8, 5]],
+  [[2, 3, 6, 8], [2, 1, 8, 5]], // 4D with broadcast inner batch (attention with shared kv heads)
+  [[2, 1, 6, 8], [1, 3, 8, 5]], // both broadcast
+  [[2, 3, 10, 16], [2, 3, 16, 10]], // attention-like
+];
+
+function operands(aShape: number[], bShape: number[], tA: boolean, tB: boolean, seed: number): [tf.Tensor, tf.Tensor] {
+  const swap = (s: number[]) => [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]];
+  const as = tA ? swap(aShape) : aShape;
+  const bs = tB ? swap(bShape) : bShape;
+  const n = (s: number[]) => s.reduce((p, d) => p * d, 1);
+  return [tf.tensor(values(n(as), seed), as), tf.tensor(values(n(bs), seed + 1), bs)];
+}
+
+test('fast matMul equals the float64 reference and the stock kernel (all transposes, batched, broadcast)', wasmOnly, () => {
+  installFastKernels('wasm');
+  let seed = 1;
+  for (const [aShape, bShape] of CASES)
+    for (const tA of [false, true])
+      for (const tB of [false, true]) {
+        const what = `matMul(${aShape}, ${bShape}, tA=${tA}, tB=${tB})`;
+        const before = tf.memory();
+        const [a, b] = operands(aShape, bShape, tA, tB, seed++);
+        const expected = reference(a, b, tA, tB);
+        const fast = tf.matMul(a, b, tA, tB);
+        assertClose(fast, expected, `${what} fast`);
+        // the stock wasm kernel maps output item i to a[i % batchA], b[i % batchB]: right only
+        // when the flat batches are equal or one of them is 1 (it is wrong for [2,3,..] x [2,1,..])
+        const batchA = aShape.slice(0, -2).reduce((p, d) => p * d, 1);
+        const batchB = bShape.slice(0, -2).reduce((p, d) => p * d, 1);
+        if (batchA === batchB || batchA === 1 || batchB === 1) {
+          uninstallFastKernels('wasm');
+          const stock = tf.matMul(a, b, tA, tB);
+          installFastKernels('wasm');
+          assertClose(stock, expected, `${what} stock`);
+          const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(fast, stock))).dataSync()[0]);
+          assert.ok(diff <= 1e-4, `${what}: fast vs stock ${diff}`);
+          stock.dispose();
+        }
+        tf.dispose([a, b, fast]);
+        assert.equal(tf.memory().numTensors, before.numTensors, `${what}: no leaked tensors`);
+        assert.equal(tf.memory().numDataBuffers, before.numDataBuffers, `${what}: no leaked wasm buffers`);
+      }
+});
+
+test('fast fused matMul (bias, relu) equals matMul + bias + relu', wasmOnly, () => {
+  installFastKernels('wasm');
+  let seed = 100;
+  for (const [aShape, bShape] of CASES)
+    for (const tA of [false, true])
+      for (const tB of [false, true]) {
+        if (aShape.length > 3 || bShape.length > 3) continue; // fused.matMul takes rank <= 3
+        const [a, b] = operands(aShape, bShape, tA, tB, seed++);
+        const N = bShape[bShape.length - 1];
+        const bias = tf.tensor1d(values(N, seed++));
+        const fused = tf.fused.matMul({ a, b, transposeA: tA, transposeB: tB, bias, activation: 'relu' });
+        const ref = reference(a, b, tA, tB);
+        const B = bias.dataSync();
+        const expected = { shape: ref.shape, data: ref.data.map((v, i) => Math.max(0, v + B[i % N])) };
+        assertClose(fused, expected, `fused(${aShape}, ${bShape}, tA=${tA}, tB=${tB})`);
+        tf.dispose([a, b, bias, fused]);
+      }
+});
+
+test('gradients through matMul are unchanged by the fast kernels', wasmOnly, () => {
+  installFastKernels('wasm');
+  const x = tf.tensor(values(15 * 8, 7), [15, 8]);
+  const w = tf.tensor(values(6 * 8, 8), [6, 8]); // PyTorch Linear layout [out, in]
+  const k = tf.tensor(values(3 * 5 * 6, 9), [3, 5, 6]);
+  const f = (x: tf.Tensor, w: tf.Tensor) => {
+    const y = tf.matMul(x, w, false, true).reshape([3, 5, 6]); // [15,8] x [6,8]^T
+    const s = tf.matMul(y, k, false, true); // [3,5,5] batched
+    const t = tf.matMul(s, y, true, false); // [3,5,6] batched, transposeA
+    return tf.sum(tf.mul(t, t));
+  };
+  const g = tf.grads(f);
+  const fast = g([x, w]);
+  uninstallFastKernels('wasm');
+  const stock = g([x, w]);
+  installFastKernels('wasm');
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual(fast[i].shape, stock[i].shape);
+    const rel = tf.max(tf.abs(tf.sub(fast[i], stock[i]))).dataSync()[0] / tf.max(tf.abs(stock[i])).dataSync()[0];
+    assert.ok(rel <= 1e-5, `grad ${i}: relative diff ${rel}`);
+  }
+  tf.dispose([x, w, k, ...fast, ...stock]);
+});
