@@ -1,28 +1,58 @@
 // Where a model or dataset comes from: a local folder, or a Hub repo id `owner/name[@revision]`
-// downloaded into the Hugging Face cache ($HF_HOME/hub, the Hub's own layout). This first
-// version resolves local paths; the Hub download lands in the same function.
+// downloaded into the Hugging Face cache ($HF_HOME/hub, the Hub's own layout, see cache.ts).
+//
+//   resolveSource('runs/x/model')                      -> '/abs/runs/x/model'
+//   resolveSource('owner/name')                        -> '$HF_HOME/hub/models--owner--name/snapshots/<commit>'
+//   resolveSource('owner/data@v1', {repoType: 'dataset', files: p => p.endsWith('.parquet')})
+//
+// A repo already complete in the cache is returned without any HTTP request (a branch name is
+// taken at the commit it pointed to when it was downloaded; pin `@<commit>` or delete
+// refs/<branch> to refresh). HF_HUB_OFFLINE=1 never touches the network.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { UserError } from '../errors.ts';
+import { hubCacheDir, isOffline } from './config.ts';
+import { hubClient, type RetryOptions } from './http.ts';
+import { listRepo, fetchFile, resolveCommit } from './download.ts';
+import {
+  missingFiles,
+  readListing,
+  readRef,
+  repoFolder,
+  snapshotFolder,
+  writeListing,
+  writeRef,
+  type RepoType,
+} from './cache.ts';
+
+export { hubCacheDir, hubEndpoint, isOffline, readToken, redact } from './config.ts';
+export { hubClient, hubError } from './http.ts';
+export { unsafeReason, safeJoin } from './paths.ts';
 
 export interface ResolveOptions {
-  repoType?: 'model' | 'dataset';
+  repoType?: RepoType;
   /** which files of the repo to fetch: a list of paths or a predicate (default: all) */
   files?: string[] | ((path: string) => boolean);
   /** branch, tag or commit; overrides an `@revision` in the id */
   revision?: string;
+  /** progress lines ("downloading model.safetensors (343416 bytes)") */
+  log?: (line: string) => void;
+  /** retry policy for transient HTTP failures (tests shorten the backoff) */
+  retry?: RetryOptions;
 }
 
 // Hub rule for each half of `owner/name`: letters, digits, '-', '_', '.'; no leading/trailing
 // '-' or '.', no '--' or '..'; at most 96 characters.
 const NAME = /^(?![-.])(?!.*(--|\.\.))[A-Za-z0-9._-]{1,96}(?<![-.])$/;
+const REVISION = /^(?!.*\.\.)(?!\/)[A-Za-z0-9._\-/]{1,200}(?<!\/)$/;
 
 /** Split `owner/name[@revision]`; null when `s` is not a repo id. */
 export function parseRepoId(s: string): { repo: string; revision?: string } | null {
+  if (typeof s !== 'string') return null;
   const at = s.indexOf('@');
   const repo = at >= 0 ? s.slice(0, at) : s;
   const revision = at >= 0 ? s.slice(at + 1) : undefined;
-  if (revision !== undefined && !/^[A-Za-z0-9._\-/]{1,200}$/.test(revision)) return null;
+  if (revision !== undefined && !REVISION.test(revision)) return null;
   const parts = repo.split('/');
   if (parts.length !== 2 || !parts.every((p) => NAME.test(p))) return null;
   return { repo, revision };
@@ -40,10 +70,81 @@ export function isRepoId(s: string): boolean {
 export async function resolveSource(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
   const local = resolve(idOrPath);
   if (existsSync(local)) return local;
-  if (!isRepoId(idOrPath)) {
+  const id = parseRepoId(idOrPath);
+  if (!id) {
     throw new UserError(`"${idOrPath}" is neither an existing path nor a Hub repo id (owner/name[@revision])`, {
       hint: 'check the path (relative paths resolve against the current directory) or write the repo id as owner/name',
     });
   }
-  throw new UserError(`downloading ${opts.repoType ?? 'model'} repo ${idOrPath} from the Hub is not implemented yet`);
+  if (opts.revision !== undefined && !REVISION.test(opts.revision)) {
+    throw new UserError(`invalid revision ${JSON.stringify(opts.revision)} for ${id.repo}`);
+  }
+  return resolveRepo(id.repo, opts.revision ?? id.revision ?? 'main', opts);
+}
+
+async function resolveRepo(repo: string, revision: string, opts: ResolveOptions): Promise<string> {
+  const type = opts.repoType ?? 'model';
+  const label = `${type} ${repo}@${revision}`;
+  const storage = repoFolder(hubCacheDir(), type, repo);
+  const pick = selector(opts.files);
+
+  // 1. the cache: complete for what is wanted -> no HTTP at all
+  const names = Array.isArray(opts.files) ? opts.files : undefined;
+  const cached = readRef(storage, revision);
+  if (cached) {
+    const snapshot = snapshotFolder(storage, cached);
+    const listing = readListing(storage, cached);
+    let missing: string[];
+    if (listing) {
+      const absent = names?.filter((p) => !listing.some((f) => f.path === p)) ?? [];
+      if (absent.length) throw noSuchFiles(label, absent);
+      missing = missingFiles(snapshot, listing.filter((f) => pick(f.path)));
+    } else if (names) {
+      missing = missingFiles(snapshot, names.map((path) => ({ path })));
+    } else {
+      // cached by another tool (no listing of ours): completeness is unknown; offline, take it as is
+      missing = isOffline() && existsSync(snapshot) ? [] : ['(unknown: no listing cached)'];
+    }
+    if (missing.length === 0) return snapshot;
+    if (isOffline()) throw offlineError(label, missing, snapshot);
+  } else if (isOffline()) {
+    throw offlineError(label, names ?? ['every file (this revision was never downloaded)'], storage);
+  }
+
+  // 2. the Hub
+  const client = hubClient({ ...opts.retry, log: opts.log });
+  const commit = await resolveCommit(client, type, repo, revision);
+  const snapshot = snapshotFolder(storage, commit);
+  const listing = await listRepo(client, type, repo, commit, snapshot);
+  const absent = names?.filter((p) => !listing.some((f) => f.path === p)) ?? [];
+  if (absent.length) throw noSuchFiles(label, absent);
+  for (const f of listing.filter((f) => pick(f.path))) {
+    await fetchFile(client, type, repo, commit, storage, f, opts.log);
+  }
+  await writeListing(storage, commit, listing);
+  await writeRef(storage, revision, commit);
+  return snapshot;
+}
+
+function selector(files: ResolveOptions['files']): (p: string) => boolean {
+  if (!files) return () => true;
+  if (typeof files === 'function') return files;
+  const set = new Set(files);
+  return (p) => set.has(p);
+}
+
+function noSuchFiles(label: string, paths: string[]): UserError {
+  return new UserError(`${label} has no file ${paths.map((p) => JSON.stringify(p)).join(', ')}`, {
+    hint: 'check the file names against the repo on the Hub (and the revision after "@")',
+  });
+}
+
+function offlineError(label: string, missing: string[], where: string): UserError {
+  return new UserError(
+    `HF_HUB_OFFLINE is set and ${label} is not complete in the cache: missing ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`,
+    {
+      where: { file: where },
+      hint: 'run once without HF_HUB_OFFLINE to download it (HF_HOME must point at the same cache), or pass a local folder',
+    },
+  );
 }
