@@ -28,6 +28,7 @@ import {
 export { hubCacheDir, hubEndpoint, isOffline, readToken, redact } from './config.ts';
 export { hubClient, hubError } from './http.ts';
 export { unsafeReason, safeJoin } from './paths.ts';
+export { uploadFolder, listFolder, formatBytes, repoUrl, type UploadFile, type UploadOptions, type UploadResult } from './upload.ts';
 
 export interface ResolveOptions {
   repoType?: RepoType;
