@@ -1,0 +1,294 @@
+// Text generation for the VLM: nanoVLM v0.1 `VisionLanguageModel.generate` plus what it lacks
+// (https://github.com/huggingface/nanoVLM/blob/v0.1/models/vision_language_model.py, generate):
+//   - a KV cache: the image prefix and the prompt are run once (prefill), then one token per step;
+//     `useCache: false` is nanoVLM's full recompute of [image; prompt; generated] at every step;
+//   - greedy decoding or sampling with temperature / top-k / top-p from a seeded PRNG (reproducible,
+//     one stream per row); nanoVLM v0.1 samples with torch.multinomial from the plain softmax;
+//   - stopping at eos per sequence (`stopAtEos: false` reproduces v0.1, which never stops);
+//   - batches of prompts left-padded to the same length (mask 0 = padding), as nanoVLM's collators do;
+//   - streaming through `onToken`.
+// Sampling runs on the host on one row of logits at a time ([V] floats per row and step).
+import * as tf from '@tensorflow/tfjs';
+import type { ImageProcessor, Tokenizer } from './types.ts';
+import type { VisionLanguageModel } from './model/vlm.ts';
+
+// ---- seeded PRNG -----------------------------------------------------------------------------
+
+/** mulberry32: a small 32-bit PRNG; returns floats in [0, 1). Same generator as ../shared/data uses. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The PRNG of row `row` of a batch generated with `seed`: rows draw from independent streams. */
+export function rowRng(seed: number, row: number): () => number {
+  // mix (seed, row) into one 32-bit seed (splitmix-style constants)
+  let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(row + 1, 0x85ebca6b)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
+  return mulberry32(h ^ (h >>> 16));
+}
+
+// ---- sampling --------------------------------------------------------------------------------
+
+export interface SamplingOptions {
+  /** argmax (the first maximum on ties, like torch.argmax); ignores temperature/topK/topP */
+  greedy?: boolean;
+  /** logits are divided by it; 0 means greedy. Default 1 */
+  temperature?: number;
+  /** keep the k most likely tokens (ties with the k-th kept, as HF TopKLogitsWarper); 0/undefined = all */
+  topK?: number;
+  /** keep the smallest set of most likely tokens whose probability reaches topP (at least one); 1 = all */
+  topP?: number;
+}
+
+/** Index of the largest value (the first one on ties). */
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/**
+ * The candidate tokens and their probabilities after temperature, top-k then top-p
+ * (HF's warper order). Probabilities sum to 1; candidates are sorted by decreasing probability.
+ */
+export function samplingDistribution(
+  logits: ArrayLike<number>,
+  opts: SamplingOptions = {},
+): { ids: number[]; probs: number[] } {
+  const temperature = opts.temperature ?? 1;
+  const V = logits.length;
+  // sort ids by decreasing logit (stable: lower id first on ties)
+  let ids = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
+  // top-k: keep every id whose logit is >= the k-th largest
+  const k = opts.topK ?? 0;
+  if (k > 0 && k < V) {
+    const kth = logits[ids[k - 1]];
+    let end = k;
+    while (end < V && logits[ids[end]] >= kth) end++;
+    ids = ids.slice(0, end);
+  }
+  // softmax over the kept ids at the given temperature (max-subtracted)
+  const max = logits[ids[0]];
+  let probs = ids.map((i) => Math.exp((logits[i] - max) / temperature));
+  let sum = probs.reduce((s, p) => s + p, 0);
+  probs = probs.map((p) => p / sum);
+  // top-p: keep id j while the mass of the ids before it is < topP (the first is always kept)
+  const topP = opts.topP ?? 1;
+  if (topP < 1) {
+    let cum = 0;
+    let end = 0;
+    while (end < ids.length && (end === 0 || cum < topP)) cum += probs[end++];
+    ids = ids.slice(0, end);
+    sum = probs.slice(0, end).reduce((s, p) => s + p, 0);
+    probs = probs.slice(0, end).map((p) => p / sum);
+  }
+  return { ids, probs };
+}
+
+/** Pick the next token from one row of logits [V]. */
+export function sampleToken(logits: ArrayLike<number>, opts: SamplingOptions, rng: () => number): number {
+  if (opts.greedy || opts.temperature === 0) return argmax(logits);
+  const { ids, probs } = samplingDistribution(logits, opts);
+  const r = rng();
+  let cum = 0;
+  for (let j = 0; j < ids.length; j++) {
+    cum += probs[j];
+    if (r < cum) return ids[j];
+  }
+  return ids[ids.length - 1]; // rounding: r just below 1
+}
+
+// ---- generation ------------------------------------------------------------------------------
+
+export interface GenerateInputs {
+  /** int32 [B, T] prompt ids, LEFT padded */
+  inputIds: tf.Tensor2D;
+  /** [B, T] 1 = real token, 0 = left padding; null/undefined = no padding */
+  attentionMask?: tf.Tensor2D | null;
+  /** float32 [B, 3, S, S] */
+  images: tf.Tensor4D;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** default 20 */
+  maxNewTokens?: number;
+  /** PRNG seed for sampling; row i uses rowRng(seed, i). Default 0 */
+  seed?: number;
+  /** KV cache (default true); false = nanoVLM v0.1's full recompute every step */
+  useCache?: boolean;
+  /** default: the decoder's eos id */
+  eosTokenId?: number;
+  /** stop a row at its eos (default true); false = always maxNewTokens tokens, like nanoVLM v0.1 */
+  stopAtEos?: boolean;
+  /** called for every generated token, eos included (row = batch index, step = 0-based position) */
+  onToken?: (row: number, token: number, step: number) => void;
+}
+
+/** Read a small tensor to the host and dispose it. */
+function take(t: tf.Tensor): Float32Array {
+  const data = t.dataSync() as Float32Array;
+  t.dispose();
+  return data;
+}
+
+/**
+ * Generate up to `maxNewTokens` tokens for each row. Returns the new token ids per row; with
+ * `stopAtEos` a row ends before its eos (the eos itself is not returned, but is passed to onToken).
+ * Every tensor created here is disposed before returning (the cache included).
+ */
+export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): number[][] {
+  const decoder = model.decoder;
+  const maxNewTokens = opts.maxNewTokens ?? 20;
+  const useCache = opts.useCache ?? true;
+  const stopAtEos = opts.stopAtEos ?? true;
+  const eos = opts.eosTokenId ?? decoder.eosTokenId;
+  const sampling: SamplingOptions = {
+    greedy: opts.greedy ?? (opts.temperature === undefined && opts.topK === undefined && opts.topP === undefined),
+    temperature: opts.temperature,
+    topK: opts.topK,
+    topP: opts.topP,
+  };
+  const [B, T] = inputs.inputIds.shape;
+  const V = decoder.vocabSize;
+  const rngs = Array.from({ length: B }, (_, i) => rowRng(opts.seed ?? 0, i));
+  const out: number[][] = Array.from({ length: B }, () => []);
+  const done = new Array<boolean>(B).fill(false);
+  if (maxNewTokens <= 0 || B === 0) return out;
+
+  // host copy of the text mask; the full mask is [image 1s ; prompt mask ; 1 per generated token]
+  const promptMask = inputs.attentionMask ? Array.from(inputs.attentionMask.dataSync()) : null;
+  const padded = promptMask !== null && promptMask.some((m) => m === 0);
+
+  // image prefix, computed once: [B, 3, S, S] -> [B, Ni, C]
+  const imageEmbd = tf.tidy(() => model.embedImages(inputs.images));
+  const Ni = imageEmbd.shape[1];
+  const C = imageEmbd.shape[2];
+
+  /** the decoder mask for a sequence of `len` positions, or null when nothing is padded */
+  const maskFor = (len: number): tf.Tensor2D | null => {
+    if (!padded) return null;
+    const m = new Int32Array(B * len).fill(1);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) m[b * len + Ni + t] = promptMask![b * T + t];
+    return tf.tensor2d(m, [B, len], 'int32');
+  };
+  /** hidden [B, L, C] -> logits of the last position [B, V] */
+  const lastLogits = (hidden: tf.Tensor3D): tf.Tensor2D => {
+    const L = hidden.shape[1];
+    const last = hidden.slice([0, L - 1, 0], [B, 1, C]) as tf.Tensor3D; // [B, 1, C]
+    return decoder.head(last).reshape([B, V]) as tf.Tensor2D;
+  };
+
+  const cache = useCache ? decoder.newCache(B) : null;
+  let seq: tf.Tensor3D | null = null; // no-cache path: the full [B, L, C] embedding sequence
+  try {
+    // prefill: [image; prompt] -> logits of the last prompt position
+    let logits = take(
+      tf.tidy(() => {
+        const x = tf.concat([imageEmbd, decoder.embed(inputs.inputIds)], 1) as tf.Tensor3D; // [B, Ni+T, C]
+        if (!cache) seq = tf.keep(x);
+        return lastLogits(decoder.forward(x, { mask: maskFor(Ni + T), cache: cache ?? undefined }));
+      }),
+    );
+    for (let step = 0; step < maxNewTokens; step++) {
+      const next = new Int32Array(B);
+      for (let b = 0; b < B; b++) {
+        if (done[b]) {
+          next[b] = eos; // finished rows keep being fed (their output is ignored)
+          continue;
+        }
+        const tok = sampleToken(logits.subarray(b * V, (b + 1) * V), sampling, rngs[b]);
+        next[b] = tok;
+        opts.onToken?.(b, tok, step);
+        if (stopAtEos && tok === eos) done[b] = true;
+        else out[b].push(tok);
+      }
+      if (step === maxNewTokens - 1 || done.every(Boolean)) break;
+      // one more position: embed the chosen tokens and run the decoder on them
+      const L = Ni + T + step + 1;
+      logits = take(
+        tf.tidy(() => {
+          const e = decoder.embed(tf.tensor2d(next, [B, 1], 'int32')); // [B, 1, C]
+          if (cache) return lastLogits(decoder.forward(e, { mask: maskFor(L), cache }));
+          const x = tf.concat([seq!, e], 1) as tf.Tensor3D; // [B, L, C]
+          seq!.dispose();
+          seq = tf.keep(x);
+          return lastLogits(decoder.forward(x, { mask: maskFor(L) }));
+        }),
+      );
+    }
+  } finally {
+    imageEmbd.dispose();
+    cache?.dispose();
+    (seq as tf.Tensor3D | null)?.dispose();
+  }
+  return out;
+}
+
+// ---- from text and image bytes ---------------------------------------------------------------
+
+export interface PromptBatch {
+  inputIds: Int32Array; // [B, T] left padded with the tokenizer's pad id
+  attentionMask: Int32Array; // [B, T]
+  images: Float32Array; // [B, 3, S, S]
+  batchSize: number;
+  seqLen: number;
+  imageSize: number;
+}
+
+/** Tokenise prompts (already formatted) and preprocess images into one left-padded batch. */
+export async function preparePrompts(
+  tokenizer: Tokenizer,
+  imageProcessor: ImageProcessor,
+  items: { prompt: string; image: Uint8Array | Float32Array; id?: string }[],
+): Promise<PromptBatch> {
+  const B = items.length;
+  const S = imageProcessor.size;
+  const ids = items.map((it) => tokenizer.encode(it.prompt));
+  const T = Math.max(1, ...ids.map((x) => x.length));
+  const inputIds = new Int32Array(B * T).fill(tokenizer.padTokenId);
+  const attentionMask = new Int32Array(B * T);
+  const images = new Float32Array(B * 3 * S * S);
+  for (let b = 0; b < B; b++) {
+    const off = T - ids[b].length; // left padding
+    inputIds.set(ids[b], b * T + off);
+    attentionMask.fill(1, b * T + off, (b + 1) * T);
+    const img = items[b].image;
+    const pixels = img instanceof Float32Array ? img : await imageProcessor.process(img, items[b].id);
+    images.set(pixels, b * 3 * S * S);
+  }
+  return { inputIds, attentionMask, images, batchSize: B, seqLen: T, imageSize: S };
+}
+
+/** Generate for a prepared batch (tensors are created and disposed here). */
+export function generateBatch(model: VisionLanguageModel, batch: PromptBatch, opts: GenerateOptions = {}): number[][] {
+  const { batchSize: B, seqLen: T, imageSize: S } = batch;
+  const inputIds = tf.tensor2d(batch.inputIds, [B, T], 'int32');
+  const attentionMask = tf.tensor2d(batch.attentionMask, [B, T], 'int32');
+  const images = tf.tensor4d(batch.images, [B, 3, S, S]);
+  try {
+    return generate(model, { inputIds, attentionMask, images }, opts);
+  } finally {
+    tf.dispose([inputIds, attentionMask, images]);
+  }
+}
+
+/** Prompts + encoded images -> decoded answers (special tokens skipped). */
+export async function generateText(
+  model: VisionLanguageModel,
+  tokenizer: Tokenizer,
+  imageProcessor: ImageProcessor,
+  items: { prompt: string; image: Uint8Array | Float32Array; id?: string }[],
+  opts: GenerateOptions = {},
+): Promise<string[]> {
+  const batch = await preparePrompts(tokenizer, imageProcessor, items);
+  const tokens = generateBatch(model, batch, { eosTokenId: tokenizer.eosTokenId, ...opts });
+  return tokens.map((t) => tokenizer.decode(t, { skipSpecialTokens: true }));
+}
