@@ -14,6 +14,17 @@
 //      with the wasm module that point into the existing buffers (no copies), released right
 //      after (that also drops XNNPACK's operator cached on the alias id).
 // Results equal the original kernels up to float32 summation order (test/perf/kernels.test.ts).
+//
+// Kernels the wasm backend lacks although training needs them (tfjs falls over with "Kernel 'X'
+// not registered for backend 'wasm'" in the backward pass):
+//   UnsortedSegmentSum    gradient of gather (token embedding, picking target log-probs):
+//                         a scatter-add in JS straight on the wasm heap, O(size of x).
+//   Conv2DBackpropFilter  gradient of conv2d's filter (a patch embedding written as a conv):
+//                         im2col on the heap, then one XNNPACK product cols^T @ dy.
+// Stock kernels that compute every element's source index one by one (~50 ns/element):
+//   Tile (hence broadcastTo, tf.where with a broadcast mask)  -> block copies (copyWithin).
+//   Transpose of rank >= 5 after merging axes (patchify, pixel shuffle) -> contiguous runs
+//                         copied with TypedArray.set when the last axis stays last.
 import * as tf from '@tensorflow/tfjs';
 
 type TensorInfo = { dataId: object; shape: number[]; dtype: tf.DataType };
@@ -33,6 +44,8 @@ type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; backend: Was
 const installed = new Set<string>();
 /** Kernel configs we replaced, to restore them (tests compare against the originals). */
 const originals = new Map<string, tf.KernelConfig>();
+/** Kernels we added where tfjs has none (kept by uninstall: nothing to go back to). */
+const added = new Set<string>();
 
 export function installFastKernels(backend: string): void {
   if (backend !== 'wasm' || installed.has(backend)) return;
@@ -57,9 +70,12 @@ export function fastKernelsInstalled(backend: string): boolean {
 
 function replaceKernel(config: tf.KernelConfig): void {
   const old = tf.getKernel(config.kernelName, config.backendName);
-  if (!old) return;
-  originals.set(`${config.kernelName}/${config.backendName}`, old);
-  tf.unregisterKernel(config.kernelName, config.backendName);
+  if (old) {
+    originals.set(`${config.kernelName}/${config.backendName}`, old);
+    tf.unregisterKernel(config.kernelName, config.backendName);
+  } else {
+    added.add(`${config.kernelName}/${config.backendName}`);
+  }
   tf.registerKernel(config);
   // registerKernel runs setupFunc only when the backend initialises later; run it now if the
   // backend already exists (the normal case: runtime chose and initialised it first).
@@ -97,6 +113,10 @@ function wasmKernels(): tf.KernelConfig[] {
       },
       kernelFunc: fusedMatMul as unknown as tf.KernelFunc,
     },
+    { kernelName: 'Tile', backendName: 'wasm', kernelFunc: tile as unknown as tf.KernelFunc },
+    { kernelName: 'Transpose', backendName: 'wasm', kernelFunc: transpose as unknown as tf.KernelFunc },
+    { kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as unknown as tf.KernelFunc },
+    { kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
   ];
 }
 
@@ -283,4 +303,178 @@ function fill(t: TensorInfo, backend: WasmBackend, v: number): void {
   const size = t.shape.reduce((p, x) => p * x, 1);
   const heap = (backend.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
   heap.fill(v, d.memoryOffset / 4, d.memoryOffset / 4 + size);
+}
+
+type HeapArray = Float32Array | Int32Array | Uint8Array;
+function heapView(t: TensorInfo, backend: WasmBackend): HeapArray {
+  const d = backend.dataIdMap.get(t.dataId);
+  const size = t.shape.reduce((p, x) => p * x, 1);
+  const buf = (backend.wasm as unknown as { HEAPU8: Uint8Array }).HEAPU8.buffer;
+  if (t.dtype === 'int32') return new Int32Array(buf, d.memoryOffset, size);
+  if (t.dtype === 'bool') return new Uint8Array(buf, d.memoryOffset, size);
+  if (t.dtype === 'float32') return new Float32Array(buf, d.memoryOffset, size);
+  throw new Error(`wasm kernels: unsupported dtype ${t.dtype}`);
+}
+
+function stridesOf(shape: number[]): number[] {
+  const st = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    st[i] = acc;
+    acc *= shape[i];
+  }
+  return st;
+}
+
+/** tf.tile: fill one copy of each axis' block, then replicate it with copyWithin. */
+function tile({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const x = inputs.x!;
+  const reps = attrs.reps as number[];
+  const S = x.shape;
+  const outShape = S.map((d, i) => d * reps[i]);
+  const out = backend.makeOutput(outShape, x.dtype);
+  if (outShape.some((d) => d === 0)) return out;
+  if (S.length === 0) {
+    heapView(out, backend).set(heapView(x, backend));
+    return out;
+  }
+  const o = heapView(out, backend);
+  const xs = heapView(x, backend);
+  const xst = stridesOf(S);
+  const ost = stridesOf(outShape);
+  const last = S.length - 1;
+  const fill = (d: number, xOff: number, oOff: number): void => {
+    if (d === last) {
+      o.set(xs.subarray(xOff, xOff + S[d]), oOff);
+      for (let r = 1; r < reps[d]; r++) o.copyWithin(oOff + r * S[d], oOff, oOff + S[d]);
+      return;
+    }
+    for (let i = 0; i < S[d]; i++) fill(d + 1, xOff + i * xst[d], oOff + i * ost[d]);
+    const block = S[d] * ost[d];
+    for (let r = 1; r < reps[d]; r++) o.copyWithin(oOff + r * block, oOff, oOff + block);
+  };
+  fill(0, 0, 0);
+  return out;
+}
+
+/** Rank <= 4 (after dropping size-1 axes and merging axes that stay neighbours) -> stock kernel. */
+function transpose(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const x = inputs.x!;
+  const perm = attrs.perm as number[];
+  // drop size-1 axes, then merge input axes that stay adjacent and in order
+  const keep = x.shape.map((d, i) => (d !== 1 ? i : -1)).filter((i) => i >= 0);
+  const rank = new Map(keep.map((a, i) => [a, i]));
+  const p1 = perm.filter((a) => x.shape[a] !== 1).map((a) => rank.get(a)!);
+  const s1 = keep.map((a) => x.shape[a]);
+  const groups: number[][] = []; // groups of input axes, in output order
+  for (const a of p1) {
+    const g = groups[groups.length - 1];
+    if (g && g[g.length - 1] + 1 === a) g.push(a);
+    else groups.push([a]);
+  }
+  if (groups.length <= 4) return originals.get('Transpose/wasm')!.kernelFunc(args as any) as TensorInfo;
+  const order = [...groups].sort((g, h) => g[0] - h[0]); // groups in input order
+  const inShape = order.map((g) => g.reduce((p, a) => p * s1[a], 1));
+  const inStr = stridesOf(inShape);
+  const pos = new Map(order.map((g, i) => [g, i]));
+  const outDims = groups.map((g) => inShape[pos.get(g)!]);
+  const srcStride = groups.map((g) => inStr[pos.get(g)!]);
+  const outShape = perm.map((a) => x.shape[a]);
+  const out = backend.makeOutput(outShape, x.dtype);
+  const o = heapView(out, backend);
+  const xs = heapView(x, backend);
+  const R = groups.length;
+  const run = srcStride[R - 1] === 1 ? outDims[R - 1] : 1; // contiguous source run
+  const outer = R - (run > 1 ? 1 : 0);
+  const idx = new Array<number>(outer).fill(0);
+  let src = 0;
+  let dst = 0;
+  const total = o.length;
+  while (dst < total) {
+    if (run > 1) {
+      o.set(xs.subarray(src, src + run), dst);
+      dst += run;
+    } else {
+      o[dst++] = xs[src];
+    }
+    // odometer over the outer output axes
+    for (let k = outer - 1; k >= 0; k--) {
+      idx[k]++;
+      src += srcStride[k];
+      if (idx[k] < outDims[k]) break;
+      src -= srcStride[k] * outDims[k];
+      idx[k] = 0;
+    }
+  }
+  return out;
+}
+
+/** out[segmentIds[i], ...] += x[i, ...]; ids outside [0, numSegments) are dropped (as TF). */
+function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const x = inputs.x!;
+  const ids = inputs.segmentIds!;
+  const numSegments = attrs.numSegments as number;
+  const inner = x.shape.slice(ids.shape.length).reduce((p, d) => p * d, 1);
+  const out = backend.makeOutput([numSegments, ...x.shape.slice(ids.shape.length)], x.dtype);
+  // views are taken after makeOutput: an allocation may grow (and replace) the heap buffer
+  const o = heapView(out, backend);
+  o.fill(0);
+  const xs = heapView(x, backend);
+  const is = heapView(ids, backend);
+  for (let i = 0; i < is.length; i++) {
+    const s = is[i];
+    if (s < 0 || s >= numSegments) continue;
+    const src = i * inner;
+    const dst = s * inner;
+    for (let j = 0; j < inner; j++) o[dst + j] += xs[src + j];
+  }
+  return out;
+}
+
+/** dW [fh, fw, inC, outC] of conv2d(x NHWC, W) from dy: im2col, then cols^T @ dy on XNNPACK. */
+function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const x = inputs.x!;
+  const dy = inputs.dy!;
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
+  if (dataFormat !== undefined && dataFormat !== 'NHWC') {
+    throw new Error(`Conv2DBackpropFilter on wasm supports NHWC only, got ${dataFormat}`);
+  }
+  const info = tf.backend_util.computeConv2DInfo(
+    x.shape as [number, number, number, number], filterShape, strides, 1, pad, dimRoundingMode, false, 'channelsLast',
+  );
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, outChannels: OC } = info;
+  const { filterHeight: FH, filterWidth: FW, strideHeight: SH, strideWidth: SW, dilationHeight: DH, dilationWidth: DW } = info;
+  const { top, left } = info.padInfo;
+  const rows = N * OH * OW;
+  const colsW = FH * FW * C;
+  const cols = backend.makeOutput([rows, colsW], 'float32');
+  const c = heapView(cols, backend);
+  const xs = heapView(x, backend);
+  let r = 0;
+  for (let n = 0; n < N; n++)
+    for (let oh = 0; oh < OH; oh++)
+      for (let ow = 0; ow < OW; ow++, r++) {
+        let k = r * colsW;
+        for (let fh = 0; fh < FH; fh++) {
+          const ih = oh * SH - top + fh * DH;
+          for (let fw = 0; fw < FW; fw++) {
+            const iw = ow * SW - left + fw * DW;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) {
+              c.fill(0, k, k + C);
+            } else {
+              const src = ((n * H + ih) * W + iw) * C;
+              c.set(xs.subarray(src, src + C), k);
+            }
+            k += C;
+          }
+        }
+      }
+  const dy2: TensorInfo = { dataId: dy.dataId, shape: [rows, OC], dtype: 'float32' };
+  try {
+    const dw = batchMatMul({ inputs: { a: cols, b: dy2 }, backend, attrs: { transposeA: true, transposeB: false } });
+    return { ...dw, shape: [FH, FW, C, OC] };
+  } finally {
+    backend.disposeData(cols.dataId);
+  }
 }

@@ -169,3 +169,109 @@ test('gradients through matMul are unchanged by the fast kernels', wasmOnly, () 
   }
   tf.dispose([x, w, k, ...fast, ...stock]);
 });
+
+function stockVsFast(f: () => tf.Tensor): [tf.Tensor, tf.Tensor] {
+  installFastKernels('wasm');
+  const fast = f();
+  uninstallFastKernels('wasm');
+  const stock = f();
+  installFastKernels('wasm');
+  return [fast, stock];
+}
+
+test('fast Tile / broadcastTo equal the stock kernel (float32, int32, bool)', wasmOnly, () => {
+  const cases: [number[], number[]][] = [
+    [[1, 1, 5, 7], [3, 4, 1, 1]],
+    [[2, 3], [2, 3]],
+    [[4], [5]],
+    [[2, 1, 3], [1, 4, 2]],
+    [[3, 2, 2, 1, 2], [2, 1, 3, 2, 1]],
+  ];
+  for (const [shape, reps] of cases)
+    for (const dtype of ['float32', 'int32', 'bool'] as const) {
+      const n = shape.reduce((p, d) => p * d, 1);
+      const v = values(n, n + reps[0]);
+      const x = dtype === 'float32' ? tf.tensor(v, shape) : dtype === 'int32' ? tf.tensor(v.map((a) => Math.round(a * 100)), shape, 'int32') : tf.tensor(v, shape).greater(0);
+      const [fast, stock] = stockVsFast(() => tf.tile(x, reps));
+      assert.equal(fast.dtype, dtype);
+      assert.deepEqual(fast.shape, stock.shape);
+      assert.deepEqual(Array.from(fast.dataSync()), Array.from(stock.dataSync()), `tile(${shape}, ${reps}) ${dtype}`);
+      tf.dispose([x, fast, stock]);
+    }
+  const m = tf.tensor([1, 0, 0, 1], [1, 1, 2, 2]).cast('bool');
+  const [fast, stock] = stockVsFast(() => tf.broadcastTo(m, [2, 3, 2, 2]));
+  assert.deepEqual(Array.from(fast.dataSync()), Array.from(stock.dataSync()));
+  tf.dispose([m, fast, stock]);
+});
+
+test('fast Transpose (rank >= 5) equals the stock kernel', wasmOnly, () => {
+  const cases: [number[], number[]][] = [
+    [[2, 3, 2, 4, 2, 4], [0, 2, 4, 1, 3, 5]], // patchify
+    [[2, 3, 2, 4, 2, 4], [5, 4, 3, 2, 1, 0]], // last axis moves
+    [[2, 2, 3, 2, 3, 5], [0, 1, 3, 2, 4, 5]], // pixel shuffle
+    [[2, 1, 3, 1, 4, 5], [4, 0, 2, 1, 5, 3]], // size-1 axes
+    [[2, 3, 4, 5, 6], [0, 1, 2, 4, 3]], // merges down to rank 3
+    [[2, 3, 4], [2, 0, 1]],
+  ];
+  for (const [shape, perm] of cases)
+    for (const dtype of ['float32', 'int32'] as const) {
+      const n = shape.reduce((p, d) => p * d, 1);
+      const x = dtype === 'float32' ? tf.tensor(values(n, n), shape) : tf.range(0, n, 1, 'int32').reshape(shape);
+      const [fast, stock] = stockVsFast(() => tf.transpose(x, perm));
+      assert.deepEqual(fast.shape, stock.shape);
+      assert.deepEqual(Array.from(fast.dataSync()), Array.from(stock.dataSync()), `transpose(${shape}, ${perm}) ${dtype}`);
+      tf.dispose([x, fast, stock]);
+    }
+});
+
+test('UnsortedSegmentSum (missing on stock wasm) and the gather gradient', wasmOnly, () => {
+  installFastKernels('wasm');
+  const x = tf.tensor(values(6 * 4, 3), [6, 4]);
+  const ids = tf.tensor1d([2, 0, 2, -1, 7, 1], 'int32'); // -1 and 7 (>= numSegments) are dropped
+  const y = tf.unsortedSegmentSum(x, ids, 3);
+  const X = x.arraySync() as number[][];
+  const expected = [X[1], X[5], X[0].map((v, j) => v + X[2][j])];
+  assert.deepEqual(y.shape, [3, 4]);
+  (y.arraySync() as number[][]).forEach((row, i) => row.forEach((v, j) => assert.ok(Math.abs(v - expected[i][j]) < 1e-6)));
+  // embedding gradient: d/dE sum(gather(E, ids) * w) = scatter-add of w rows
+  const E = tf.tensor(values(5 * 3, 4), [5, 3]);
+  const tok = tf.tensor2d([[1, 3], [3, 0]], [2, 2], 'int32');
+  const w = tf.tensor(values(2 * 2 * 3, 5), [2, 2, 3]);
+  const dE = tf.grad((e: tf.Tensor) => tf.sum(tf.mul(tf.gather(e, tok), w)))(E);
+  const W = w.arraySync() as number[][][];
+  const want = Array.from({ length: 5 }, () => [0, 0, 0]);
+  [[1, 3], [3, 0]].forEach((r, i) => r.forEach((t, j) => W[i][j].forEach((v, k) => (want[t][k] += v))));
+  (dE.arraySync() as number[][]).forEach((row, i) => row.forEach((v, k) => assert.ok(Math.abs(v - want[i][k]) < 1e-6)));
+  tf.dispose([x, ids, y, E, tok, w, dE]);
+});
+
+test('Conv2DBackpropFilter (missing on stock wasm) equals a direct sum', wasmOnly, () => {
+  installFastKernels('wasm');
+  for (const [stride, pad, k] of [[4, 'valid', 4], [1, 'same', 3], [2, 'valid', 3]] as const) {
+    const x = tf.tensor(values(2 * 8 * 8 * 3, k), [2, 8, 8, 3]) as tf.Tensor4D;
+    const f = tf.tensor(values(k * k * 3 * 5, 9), [k, k, 3, 5]) as tf.Tensor4D;
+    const y = tf.conv2d(x, f, stride, pad);
+    const dy = tf.tensor(values(y.size, 11), y.shape) as tf.Tensor4D;
+    const dw = tf.grad((w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(x, w as tf.Tensor4D, stride, pad), dy)))(f);
+    // direct: dW[a,b,c,o] = sum x[n, oh*s - pt + a, ow*s - pl + b, c] * dy[n, oh, ow, o]
+    const info = tf.backend_util.computeConv2DInfo(x.shape, f.shape, stride, 1, pad);
+    const X = x.arraySync();
+    const DY = dy.arraySync();
+    const got = dw.arraySync() as number[][][][];
+    for (let a = 0; a < k; a++)
+      for (let b = 0; b < k; b++)
+        for (let c = 0; c < 3; c++)
+          for (let o = 0; o < 5; o++) {
+            let s = 0;
+            for (let n = 0; n < 2; n++)
+              for (let oh = 0; oh < info.outHeight; oh++)
+                for (let ow = 0; ow < info.outWidth; ow++) {
+                  const ih = oh * stride - info.padInfo.top + a;
+                  const iw = ow * stride - info.padInfo.left + b;
+                  if (ih >= 0 && ih < 8 && iw >= 0 && iw < 8) s += X[n][ih][iw][c] * DY[n][oh][ow][o];
+                }
+            assert.ok(Math.abs(got[a][b][c][o] - s) < 1e-4, `conv grad k=${k} s=${stride} ${pad} at ${[a, b, c, o]}: ${got[a][b][c][o]} vs ${s}`);
+          }
+    tf.dispose([x, f, y, dy, dw]);
+  }
+});
