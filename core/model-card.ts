@@ -1,0 +1,216 @@
+// The README.md model card of a published model folder: YAML front matter the Hub reads
+// (library_name, license, pipeline_tag, tags, base_model, datasets) and a body that says what the
+// model is, what it was trained on, how it scored, how long training took on what, and how to
+// load it in TypeScript (nanovlm-ts) and in PyTorch (nanoVLM v0.1, same checkpoint format).
+// Everything goes through redact(): no token can end up in a card.
+import { stringify } from 'yaml';
+import { isRepoId, redact } from './hub/index.ts';
+import type { EvalResult } from './types.ts';
+
+export interface ModelCardInput {
+  /** the recipe's name */
+  name: string;
+  /** the resolved recipe (plain data) */
+  recipe: Record<string, any>;
+  /** where the model will be loadable from: a repo id (hub publisher) or null (local folder) */
+  repoId?: string | null;
+  license?: string;
+  tags?: string[];
+  description?: string;
+  evalResults?: EvalResult[];
+  /** free-form facts (training time, steps, tokens, hardware) from the run */
+  facts?: Record<string, unknown>;
+  backend?: string;
+  /** parameters per module, from VisionLanguageModel.parameterCounts() */
+  parameterCounts?: Record<string, number>;
+  /** files in the folder (name -> bytes), listed at the end */
+  files?: { path: string; size: number }[];
+}
+
+const BASE_TAGS = ['nanovlm', 'nanovlm-ts', 'vision-language-model', 'image-text-to-text'];
+
+/** The backbones the recipe started from: `model.from`, `model.vision.from`, `model.decoder.from` (repo ids only). */
+export function baseModels(recipe: Record<string, any>): string[] {
+  const m = recipe?.model ?? {};
+  const out = [m.from, m.vision?.from, m.decoder?.from].filter((x): x is string => typeof x === 'string' && isRepoId(x));
+  return [...new Set(out.map((x) => x.split('@')[0]))];
+}
+
+/** Hub datasets named by the recipe's data entries (`from` / `repo` / `repo_id` / `dataset` options that are repo ids). */
+export function hubDatasets(recipe: Record<string, any>): string[] {
+  const out: string[] = [];
+  for (const role of ['train', 'val', 'eval']) {
+    for (const e of asArray(recipe?.data?.[role])) {
+      for (const k of ['from', 'repo', 'repo_id', 'dataset']) {
+        const v = e?.[k];
+        if (typeof v === 'string' && isRepoId(v)) out.push(v.split('@')[0]);
+      }
+    }
+  }
+  return [...new Set(out)];
+}
+
+function asArray(x: unknown): any[] {
+  return Array.isArray(x) ? x : x ? [x] : [];
+}
+
+/** "synthetic-shapes (split: train, count: 4000)" for a plugin entry. */
+function describeEntry(e: Record<string, unknown>): string {
+  const opts = Object.entries(e ?? {})
+    .filter(([k, v]) => k !== 'use' && v !== null && v !== undefined && typeof v !== 'object')
+    .map(([k, v]) => `${k}: ${String(v)}`);
+  return `\`${String(e?.use ?? '?')}\`` + (opts.length ? ` (${opts.join(', ')})` : '');
+}
+
+const esc = (s: unknown) => String(s).replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+function fmtNumber(v: number): string {
+  if (Number.isInteger(v)) return v.toLocaleString('en-US');
+  return Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6 ? v.toFixed(4) : v.toExponential(3);
+}
+
+function fmtFact(key: string, v: unknown): string {
+  if (typeof v === 'number') {
+    if (/(_s|_sec|_seconds|seconds)$/.test(key) && v >= 60) {
+      const h = Math.floor(v / 3600);
+      const m = Math.floor((v % 3600) / 60);
+      const s = Math.round(v % 60);
+      return `${h ? `${h} h ` : ''}${m} min ${s} s`;
+    }
+    return fmtNumber(v);
+  }
+  if (v && typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+function humanKey(k: string): string {
+  return k.replace(/[_-]+/g, ' ').replace(/^\w/, (c) => c.toUpperCase());
+}
+
+export function modelCard(input: ModelCardInput): string {
+  const r = input.recipe ?? {};
+  const front: Record<string, unknown> = {
+    library_name: 'nanovlm-ts',
+    license: input.license ?? r.publish?.license ?? 'apache-2.0',
+    pipeline_tag: 'image-text-to-text',
+    tags: [...new Set([...BASE_TAGS, ...(input.tags ?? [])])],
+  };
+  const bases = baseModels(r);
+  if (bases.length) front.base_model = bases;
+  const datasets = hubDatasets(r);
+  if (datasets.length) front.datasets = datasets;
+
+  const where = input.repoId ?? '<path/to/this/folder>';
+  const L: string[] = [];
+  L.push('---', stringify(front).trimEnd(), '---', '');
+  L.push(`# ${input.name}`, '');
+  L.push(
+    input.description ??
+      `A small vision-language model trained with nanovlm-ts (a TypeScript port of ` +
+        `[nanoVLM](https://github.com/huggingface/nanoVLM) v0.1) from the recipe \`recipe.yaml\` in this folder. ` +
+        `The checkpoint (\`config.json\` + \`model.safetensors\`) is in nanoVLM's format.`,
+    '',
+  );
+
+  // ---- model
+  const m = r.model ?? {};
+  L.push('## Model', '', '| module | plugin | parameters |', '|---|---|---:|');
+  const pc = input.parameterCounts ?? {};
+  const rows: [string, unknown][] = [
+    ['vision_encoder', m.vision],
+    ['MP', m.projector],
+    ['decoder', m.decoder],
+  ];
+  for (const [mod, entry] of rows) {
+    L.push(`| ${mod} | ${entry ? describeEntry(entry as Record<string, unknown>) : '-'} | ${pc[mod] !== undefined ? fmtNumber(pc[mod]) : '-'} |`);
+  }
+  if (pc.total !== undefined) L.push(`| **total** | | **${fmtNumber(pc.total)}** |`);
+  L.push('');
+  if (bases.length) L.push(`Initialised from: ${bases.map((b) => `[${b}](https://huggingface.co/${b})`).join(', ')}.`, '');
+  if (m.tokenizer) L.push(`Tokenizer: ${describeEntry(m.tokenizer)}.`, '');
+
+  // ---- data
+  L.push('## Training data', '');
+  const data = r.data ?? {};
+  let anyData = false;
+  for (const role of ['train', 'val', 'eval']) {
+    const entries = asArray(data[role]);
+    entries.forEach((e, i) => {
+      anyData = true;
+      L.push(`- \`data.${role}[${i}]\`: ${describeEntry(e)}`);
+    });
+  }
+  if (!anyData) L.push('No data section in the recipe (the model was not trained by this run).');
+  L.push('');
+  if (r.train) {
+    const t = r.train;
+    const keys = ['batch_size', 'grad_accum', 'epochs', 'max_steps'].filter((k) => t[k] !== undefined && t[k] !== null);
+    if (keys.length) L.push(`Training settings: ${keys.map((k) => `${k} ${t[k]}`).join(', ')}` + (r.optimizer?.use ? `, optimizer \`${r.optimizer.use}\`` : '') + '.', '');
+  }
+
+  // ---- eval
+  L.push('## Evaluation', '');
+  const results = input.evalResults ?? [];
+  if (results.length) {
+    L.push('| evaluator | dataset | metric | value |', '|---|---|---|---:|');
+    for (const res of results) {
+      for (const [k, v] of Object.entries(res.metrics)) L.push(`| ${esc(res.evaluator)} | ${esc(res.dataset)} | ${esc(k)} | ${fmtNumber(v)} |`);
+    }
+    for (const res of results.filter((x) => x.breakdown && Object.keys(x.breakdown).length)) {
+      const metrics = [...new Set(Object.values(res.breakdown!).flatMap((b) => Object.keys(b)))];
+      L.push('', `${esc(res.evaluator)} on ${esc(res.dataset)}, by category:`, '', `| category | ${metrics.join(' | ')} |`, `|---|${metrics.map(() => '---:').join('|')}|`);
+      for (const [cat, b] of Object.entries(res.breakdown!)) L.push(`| ${esc(cat)} | ${metrics.map((k) => (b[k] !== undefined ? fmtNumber(b[k]) : '-')).join(' | ')} |`);
+    }
+  } else {
+    L.push('No evaluation was run.');
+  }
+  L.push('');
+
+  // ---- training run
+  L.push('## Training run', '', '| | |', '|---|---|');
+  if (input.backend) L.push(`| Backend | tfjs ${esc(input.backend)} |`);
+  for (const [k, v] of Object.entries(input.facts ?? {})) {
+    if (v === undefined || v === null) continue;
+    L.push(`| ${esc(humanKey(k))} | ${esc(fmtFact(k, v))} |`);
+  }
+  L.push('');
+
+  // ---- usage
+  L.push(
+    '## How to use',
+    '',
+    '### TypeScript (nanovlm-ts)',
+    '',
+    '```ts',
+    `import { loadModel, generateText } from 'nanovlm-ts';`,
+    '',
+    `const { model, tokenizer, imageProcessor } = await loadModel('${where}', { registry }); // registry: the built-in plugins`,
+    `const [answer] = await generateText(model, tokenizer, imageProcessor,`,
+    `  [{ prompt: 'Question: What is in the image? Answer:', image: pngBytes }], { maxNewTokens: 16 });`,
+    '```',
+    '',
+    'or from the command line:',
+    '',
+    '```sh',
+    `vlm generate --model ${where} --image picture.png --prompt "What is in the image?"`,
+    '```',
+    '',
+    '### PyTorch (nanoVLM v0.1)',
+    '',
+    "The weights and `config.json` are nanoVLM's own format, so nanoVLM loads this folder directly:",
+    '',
+    '```python',
+    'from models.vision_language_model import VisionLanguageModel',
+    '',
+    `model = VisionLanguageModel.from_pretrained("${where}")`,
+    '```',
+    '',
+  );
+
+  if (input.files?.length) {
+    L.push('## Files', '', '| file | bytes |', '|---|---:|');
+    for (const f of input.files) L.push(`| \`${esc(f.path)}\` | ${fmtNumber(f.size)} |`);
+    L.push('');
+  }
+  return redact(L.join('\n'));
+}

@@ -1,0 +1,71 @@
+// The publish stage: runs the recipe's `publish.publishers` in order. `local` writes the model
+// folder (<runDir>/model by default); a publisher that uploads (e.g. `hub`) publishes the folder
+// the last `local` wrote — and if no `local` ran before it, the stage writes <runDir>/model first.
+// Writes <runDir>/publish.json: where each publisher put the model (never a token).
+import { join } from 'node:path';
+import { definePlugin } from '../../core/plugin.ts';
+import { atomicWrite } from '../../core/hub/cache.ts';
+import type { Publisher, RunContext, Stage } from '../../core/types.ts';
+
+type Entry = { use: string; [k: string]: unknown };
+
+async function build(ctx: RunContext, entry: Entry, yamlPath: string): Promise<Publisher> {
+  return ctx.registry.create('publisher', entry, {
+    recipe: ctx.recipe,
+    recipeDir: ctx.recipeDir,
+    yamlPath,
+    seed: ctx.seed,
+    log: ctx.log,
+  });
+}
+
+/** Run the publishers of `entries` (default: recipe publish.publishers); returns [name, where] pairs. */
+export async function runPublishers(ctx: RunContext, report: (line: string) => void = () => {}, entries?: Entry[]): Promise<[string, string][]> {
+  const list: Entry[] = entries ?? ctx.recipe?.publish?.publishers ?? [];
+  const dryRun = !!ctx.flags.dryRun;
+  const defaultFolder = join(ctx.runDir, 'model');
+  let folder: string | undefined;
+  const done: [string, string][] = [];
+  for (let i = 0; i < list.length; i++) {
+    const entry = list[i];
+    const yamlPath = `publish.publishers[${i}]`;
+    const publisher = await build(ctx, entry, yamlPath);
+    const writesFolder = entry.use === 'local';
+    if (!writesFolder && !folder) {
+      report(`local: writing ${defaultFolder} for ${entry.use}`);
+      folder = await (await build(ctx, { use: 'local' }, yamlPath)).publish(ctx, defaultFolder, { dryRun });
+      done.push(['local', folder]);
+    }
+    report(`${entry.use}${dryRun && !writesFolder ? ' (dry run)' : ''}`);
+    const where = await publisher.publish(ctx, writesFolder ? defaultFolder : folder!, { dryRun });
+    if (writesFolder) folder = where;
+    done.push([entry.use, where]);
+    ctx.log.info(`${yamlPath} ${entry.use}${dryRun && !writesFolder ? ' (dry run, nothing uploaded)' : ''}: ${where}`);
+  }
+  return done;
+}
+
+export default definePlugin({
+  kind: 'stage',
+  name: 'publish',
+  description: "Runs the recipe's publish.publishers in order (local writes <run>/model; hub uploads it). --dry-run uploads nothing.",
+  options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  create(): Stage {
+    return {
+      title: 'publish',
+      async run(ctx, report) {
+        const done = await runPublishers(ctx, report);
+        if (!done.length) {
+          ctx.log.info('publish: the recipe lists no publishers (publish.publishers is empty)');
+          report('no publishers');
+          return;
+        }
+        await atomicWrite(
+          join(ctx.runDir, 'publish.json'),
+          JSON.stringify({ dry_run: !!ctx.flags.dryRun, published: done.map(([use, where]) => ({ use, where })) }, null, 2) + '\n',
+        );
+        report(done.map(([use, where]) => `${use}: ${where}`).join('; '));
+      },
+    };
+  },
+});
