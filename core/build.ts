@@ -1,0 +1,97 @@
+// Build what a recipe describes, through the registry (core/ knows kinds, never plugin names):
+//   tokenizer -> vision -> decoder -> projector (given vision and decoder) -> VisionLanguageModel
+//   -> image processor (its size defaults to the vision encoder's image size)
+// and the datasets of data.{train,val,eval}. If model.from names a nanoVLM checkpoint (local
+// folder or Hub repo id), its weights are loaded; with no components in the recipe the
+// checkpoint itself says which plugins to build.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { resolveSource } from './hub/index.ts';
+import { VisionLanguageModel } from './model/vlm.ts';
+import { loadCheckpoint, loadWeights } from './weights/checkpoint.ts';
+import type { Dataset, ImageProcessor, PluginContext, PluginProducts, RegistryLike, Tokenizer } from './types.ts';
+
+/** What build functions need to know about the run (a RunContext has all of it). */
+export interface BuildContext {
+  recipe: Record<string, any>;
+  recipeDir: string;
+  seed: number;
+  log: PluginContext['log'];
+}
+
+export interface Components {
+  model: VisionLanguageModel;
+  tokenizer: Tokenizer;
+  imageProcessor: ImageProcessor;
+}
+
+export async function buildComponents(recipe: Record<string, any>, registry: RegistryLike, ctx: BuildContext): Promise<Components> {
+  const m = recipe.model ?? {};
+  const base = { recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log };
+  const built: Partial<PluginProducts> = {};
+  const create = async <K extends keyof PluginProducts>(kind: K, key: string): Promise<PluginProducts[K]> =>
+    registry.create(kind, m[key], { ...base, yamlPath: `model.${key}`, built: { ...built } });
+
+  const tokenizer = await create('tokenizer', 'tokenizer');
+  built.tokenizer = tokenizer;
+
+  let model: VisionLanguageModel;
+  const folder = m.from ? await resolveCheckpoint(m.from, ctx) : undefined;
+  if (m.vision && m.projector && m.decoder) {
+    const vision = (built.vision = await create('vision', 'vision'));
+    const decoder = (built.decoder = await create('decoder', 'decoder'));
+    const projector = (built.projector = await create('projector', 'projector'));
+    model = new VisionLanguageModel({ vision, projector, decoder });
+    if (folder) {
+      ctx.log.info(`loading weights from ${m.from}`);
+      try {
+        loadWeights(model, folder, ctx.log);
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
+    }
+  } else {
+    // model.from alone: the checkpoint's config (or sidecar) names the components
+    ctx.log.info(`building the model described by ${m.from}`);
+    model = await loadCheckpoint(folder!, registry, { ...base, yamlPath: 'model.from' });
+    Object.assign(built, { vision: model.vision, projector: model.projector, decoder: model.decoder });
+  }
+
+  const imageProcessor = await create('image-processor', 'image_processor');
+  return { model, tokenizer, imageProcessor };
+}
+
+/** model.from: a local folder (relative to the recipe) or a Hub repo id (downloaded into the cache). */
+async function resolveCheckpoint(from: string, ctx: BuildContext): Promise<string> {
+  const local = resolve(ctx.recipeDir, from);
+  if (existsSync(local)) return local;
+  const wanted = ['config.json', 'model.safetensors', 'nanovlm-ts.json'];
+  return resolveSource(from, { repoType: 'model', files: (p) => wanted.includes(p), log: (l) => ctx.log.info(l) });
+}
+
+export interface Datasets {
+  train: Dataset[];
+  val: Dataset[];
+  eval: Dataset[];
+}
+
+export async function buildDatasets(recipe: Record<string, any>, registry: RegistryLike, ctx: BuildContext): Promise<Datasets> {
+  const out: Datasets = { train: [], val: [], eval: [] };
+  for (const role of ['train', 'val', 'eval'] as const) {
+    const entries: any[] = recipe.data?.[role] ?? [];
+    for (let i = 0; i < entries.length; i++) {
+      out[role].push(
+        await registry.create('dataset', entries[i], {
+          recipe,
+          recipeDir: ctx.recipeDir,
+          seed: ctx.seed,
+          log: ctx.log,
+          yamlPath: `data.${role}[${i}]`,
+          role,
+        }),
+      );
+    }
+  }
+  return out;
+}

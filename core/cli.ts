@@ -1,0 +1,117 @@
+// `vlm <command> [args]`: dispatch to core/commands/<command>.ts, which exports
+// `main(argv, env): Promise<number>` (the exit code). User mistakes (UserError / UserErrors) are
+// printed as "file:line:col path: message" without a stack trace, exit code 1; `--debug` shows
+// stacks. The built-in plugins come from the caller (bin/vlm.js, tests): core/ knows no plugin.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isUserError, UserError, UserErrors } from './errors.ts';
+import type { Plugin } from './plugin.ts';
+import { didYouMean } from './recipe/did-you-mean.ts';
+import { createRegistry, type Registry } from './registry.ts';
+import type { Logger } from './types.ts';
+
+/** What every command's main() receives. */
+export interface CommandEnv {
+  /** a registry holding the built-in plugins (a command may create fresh ones from `builtins`) */
+  registry: Registry;
+  builtins: readonly Plugin[];
+  debug: boolean;
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown };
+  log: Logger;
+  [k: string]: unknown;
+}
+
+export type CommandMain = (argv: string[], env: CommandEnv) => Promise<number>;
+
+/** Every command, its one-line summary, and who maintains it (docs/architecture.md). */
+export const COMMANDS: Record<string, string> = {
+  run: 'run a recipe: vlm run [recipe] [a.b=value ...] [--resume <run dir>] [--force] [--dry-run]',
+  validate: 'check a recipe (schema + every plugin option), reporting every problem with file:line:col',
+  inspect: 'show the resolved recipe, the plugin graph, parameter counts and a memory estimate',
+  plugins: 'list every registered plugin by kind, with its options',
+  generate: 'generate text for an image with a trained model',
+  eval: 'run the eval stage of a recipe on a given model',
+  compare: 'compare a checkpoint against reference tensors (PyTorch nanoVLM fixtures)',
+  bench: 'benchmark training and generation speed for a recipe',
+  memory: 'peak memory of a training step per batch size',
+  help: 'show this list',
+};
+
+const COMMAND_DIR = join(dirname(fileURLToPath(import.meta.url)), 'commands');
+
+export function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return [
+    'Usage: vlm <command> [options]   (vlm <command> --help for a command\'s options)',
+    '',
+    ...Object.entries(COMMANDS).map(([c, s]) => `  ${c.padEnd(width)}  ${s}`),
+    '',
+    'Global flag: --debug  show stack traces',
+  ].join('\n');
+}
+
+export function consoleLogger(debug: boolean, stream: { write(s: string): unknown } = process.stderr): Logger {
+  return {
+    info: (m) => void stream.write(m + '\n'),
+    warn: (m) => void stream.write(`warning: ${m}\n`),
+    debug: (m) => void (debug && stream.write(`debug: ${m}\n`)),
+  };
+}
+
+export async function cli(
+  argv: string[],
+  opts: { builtins: readonly Plugin[]; stdout?: CommandEnv['stdout']; stderr?: CommandEnv['stderr'] },
+): Promise<number> {
+  const debug = argv.includes('--debug');
+  const stdout = opts.stdout ?? process.stdout;
+  const stderr = opts.stderr ?? process.stderr;
+  const [cmd, ...rest] = argv.filter((a) => a !== '--debug');
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    stdout.write(usage() + '\n');
+    return 0;
+  }
+  try {
+    if (!(cmd in COMMANDS)) {
+      throw new UserError(`unknown command "${cmd}"${didYouMean(cmd, Object.keys(COMMANDS))}`, { hint: 'vlm help lists the commands' });
+    }
+    const file = join(COMMAND_DIR, `${cmd}.ts`);
+    if (!existsSync(file)) throw new UserError(`vlm ${cmd} is not available in this build (${file} is missing)`);
+    const { main } = (await import(file)) as { main: CommandMain };
+    const env: CommandEnv = {
+      registry: createRegistry(opts.builtins),
+      builtins: opts.builtins,
+      debug,
+      stdout,
+      stderr,
+      log: consoleLogger(debug, stderr),
+    };
+    return await main(rest, env);
+  } catch (e) {
+    stderr.write(formatError(e, debug) + '\n');
+    return 1;
+  }
+}
+
+/** How an error reaches the user: UserErrors as "file:line:col path: message", anything else with its stack. */
+export function formatError(e: unknown, debug = false): string {
+  if (isUserError(e)) {
+    const list = e instanceof UserErrors ? e.errors : [e as UserError];
+    const head = list.length > 1 ? `${list.length} problems:\n` : '';
+    const body = list.map((u) => 'error: ' + u.format()).join('\n');
+    return head + body + (debug ? '\n' + stackOf(e) : '');
+  }
+  return `internal error (a bug; please report it with this output): ${stackOf(e)}`;
+}
+
+function stackOf(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  let s = e.stack ?? e.message;
+  let c = e.cause;
+  while (c instanceof Error) {
+    s += `\ncaused by: ${c.stack ?? c.message}`;
+    c = c.cause;
+  }
+  return s;
+}

@@ -1,0 +1,119 @@
+// Choose and start the tfjs backend. `auto` tries, in order: @tensorflow/tfjs-node-gpu,
+// @tensorflow/tfjs-node (optional peer dependencies: their install downloads libtensorflow, so
+// they are never pulled by `npm install`), the embedded wasm backend, then the pure-JS cpu
+// backend, and says which one runs and why the others were skipped.
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from './errors.ts';
+import { installFastKernels } from './kernels.ts';
+
+export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+
+export interface RuntimeInfo {
+  /** tfjs backend name now active: 'tensorflow' | 'wasm' | 'cpu' */
+  backend: string;
+  /** which package provides it */
+  provider: string;
+  /** one line per candidate that was skipped, with the reason */
+  skipped: string[];
+  threads?: number;
+}
+
+interface Candidate {
+  provider: string;
+  backend: string;
+  load(): Promise<void>;
+}
+
+const candidates: Record<string, Candidate> = {
+  'tfjs-node-gpu': { provider: '@tensorflow/tfjs-node-gpu', backend: 'tensorflow', load: () => importOptional('@tensorflow/tfjs-node-gpu') },
+  'tfjs-node': { provider: '@tensorflow/tfjs-node', backend: 'tensorflow', load: () => importOptional('@tensorflow/tfjs-node') },
+  wasm: { provider: '@tensorflow/tfjs-backend-wasm', backend: 'wasm', load: loadWasm },
+  cpu: { provider: '@tensorflow/tfjs (cpu)', backend: 'cpu', load: async () => {} },
+};
+
+const order: Record<BackendChoice, string[]> = {
+  auto: ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'],
+  tensorflow: ['tfjs-node-gpu', 'tfjs-node'],
+  wasm: ['wasm'],
+  cpu: ['cpu'],
+};
+
+async function importOptional(name: string): Promise<void> {
+  // a variable specifier keeps bundlers and tsc from resolving the optional peer
+  const spec: string = name;
+  await import(spec);
+}
+
+async function loadWasm(): Promise<void> {
+  await import('@tensorflow/tfjs-backend-wasm');
+}
+
+/**
+ * Threads for the wasm backend. Only honoured once the threaded wasm build is known to run
+ * under Node (PERF, issue 7, is measuring it): until then this returns undefined and the
+ * single-threaded SIMD build runs. The hook: set `threadedWasmWorks` to true when it does.
+ */
+export const wasmThreads = { threadedWasmWorks: false };
+
+async function setWasmThreads(threads: number | null | undefined): Promise<number | undefined> {
+  if (!threads || !wasmThreads.threadedWasmWorks) return undefined;
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  wasm.setThreadsCount(threads);
+  return threads;
+}
+
+export async function initRuntime(
+  choice: BackendChoice = 'auto',
+  opts: { threads?: number | null; log?: (line: string) => void } = {},
+): Promise<RuntimeInfo> {
+  const skipped: string[] = [];
+  for (const key of order[choice] ?? order.auto) {
+    const c = candidates[key];
+    try {
+      await c.load();
+    } catch (e) {
+      skipped.push(`${c.provider}: ${notInstalled(e) ? 'not installed' : `failed to load (${firstLine(e)})`}`);
+      continue;
+    }
+    let threads: number | undefined;
+    if (c.backend === 'wasm') threads = await setWasmThreads(opts.threads);
+    let ok = false;
+    try {
+      ok = await tf.setBackend(c.backend);
+      await tf.ready();
+    } catch (e) {
+      skipped.push(`${c.provider}: failed to start (${firstLine(e)})`);
+      continue;
+    }
+    if (!ok || tf.getBackend() !== c.backend) {
+      skipped.push(`${c.provider}: failed to start`);
+      continue;
+    }
+    installFastKernels(c.backend);
+    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads };
+    opts.log?.(describeRuntime(info));
+    return info;
+  }
+  if (choice === 'tensorflow') {
+    throw new UserError(`backend "tensorflow" needs @tensorflow/tfjs-node or @tensorflow/tfjs-node-gpu (${skipped.join("; ")})`, {
+      where: { yamlPath: 'runtime.backend' },
+      hint: 'npm install @tensorflow/tfjs-node (CPU) or npm install @tensorflow/tfjs-node-gpu (CUDA GPU), or use runtime.backend=auto',
+    });
+  }
+  throw new UserError(`no tfjs backend could start (${skipped.join('; ')})`, { where: { yamlPath: 'runtime.backend' } });
+}
+
+export function describeRuntime(info: RuntimeInfo): string {
+  const lines = [`backend: ${info.backend} (${info.provider})${info.threads ? `, ${info.threads} threads` : ''}`];
+  for (const s of info.skipped) lines.push(`  skipped ${s}`);
+  return lines.join('\n');
+}
+
+function notInstalled(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND';
+}
+
+function firstLine(e: unknown): string {
+  return String(e instanceof Error ? e.message : e).split('\n')[0];
+}
