@@ -1,0 +1,139 @@
+// nanoVLM v0.1's VLMConfig (models/config.py) as data, and the plain tables between its fields and
+// our recipe's model section (siglip-vit / pixel-shuffle / llama options). A checkpoint's config.json
+// holds exactly these fields, in this order, so PyTorch `VLMConfig(**json)` accepts it.
+import { UserError } from '../errors.ts';
+
+/** VLMConfig defaults, field order as in the dataclass. */
+export const VLM_CONFIG_DEFAULTS = {
+  vit_hidden_dim: 768,
+  vit_inter_dim: 4 * 768,
+  vit_patch_size: 16,
+  vit_img_size: 224,
+  vit_n_heads: 12,
+  vit_dropout: 0.0,
+  vit_n_blocks: 12,
+  vit_ln_eps: 1e-6,
+  vit_cls_flag: false,
+  vit_model_type: 'google/siglip-base-patch16-224',
+
+  lm_hidden_dim: 576,
+  lm_inter_dim: 1536,
+  lm_rms_eps: 1e-5,
+  lm_re_base: 100000,
+  lm_max_position_embeddings: 8192,
+  lm_vocab_size: 49152,
+  lm_n_heads: 9,
+  lm_n_kv_heads: 3,
+  lm_dropout: 0.0,
+  lm_n_blocks: 30,
+  lm_attn_scaling: 1.0,
+  lm_max_length: 128 - 49,
+  lm_use_tokens: false,
+  lm_tie_weights: true,
+  lm_model_type: 'HuggingFaceTB/SmolLM2-135M',
+  lm_tokenizer: 'HuggingFaceTB/cosmo2-tokenizer',
+  lm_eos_token_id: 0,
+
+  mp_pixel_shuffle_factor: 2,
+
+  vlm_load_backbone_weights: true,
+  vlm_checkpoint_path: 'checkpoints/nanoVLM-222M',
+};
+export type VLMConfig = typeof VLM_CONFIG_DEFAULTS;
+export const VLM_CONFIG_FIELDS = Object.keys(VLM_CONFIG_DEFAULTS) as (keyof VLMConfig)[];
+
+/** Exactly the VLMConfig fields, in order: values from `parts`, defaults for the rest, unknown keys dropped. */
+export function toVLMConfig(parts: Record<string, unknown>): VLMConfig {
+  const out: Record<string, unknown> = {};
+  for (const f of VLM_CONFIG_FIELDS) out[f] = f in parts && parts[f] !== undefined ? parts[f] : VLM_CONFIG_DEFAULTS[f];
+  return out as VLMConfig;
+}
+
+/** The built-in plugins a plain nanoVLM config.json maps to. */
+export const NANOVLM_PLUGINS = { vision: 'siglip-vit', projector: 'pixel-shuffle', decoder: 'llama' } as const;
+
+/** VLMConfig field -> [model section, plugin option]. Fields not listed are informational only. */
+export const VLM_CONFIG_TO_RECIPE: Record<string, ['vision' | 'projector' | 'decoder', string]> = {
+  vit_hidden_dim: ['vision', 'hidden_dim'],
+  vit_inter_dim: ['vision', 'inter_dim'],
+  vit_patch_size: ['vision', 'patch_size'],
+  vit_img_size: ['vision', 'image_size'],
+  vit_n_heads: ['vision', 'n_heads'],
+  vit_dropout: ['vision', 'dropout'],
+  vit_n_blocks: ['vision', 'n_blocks'],
+  vit_ln_eps: ['vision', 'ln_eps'],
+  vit_cls_flag: ['vision', 'cls_flag'],
+  lm_hidden_dim: ['decoder', 'hidden_dim'],
+  lm_inter_dim: ['decoder', 'inter_dim'],
+  lm_rms_eps: ['decoder', 'rms_eps'],
+  lm_re_base: ['decoder', 're_base'],
+  lm_max_position_embeddings: ['decoder', 'max_position_embeddings'],
+  lm_vocab_size: ['decoder', 'vocab_size'],
+  lm_n_heads: ['decoder', 'n_heads'],
+  lm_n_kv_heads: ['decoder', 'n_kv_heads'],
+  lm_dropout: ['decoder', 'dropout'],
+  lm_n_blocks: ['decoder', 'n_blocks'],
+  lm_attn_scaling: ['decoder', 'attn_scaling'],
+  lm_max_length: ['decoder', 'max_length'],
+  lm_tie_weights: ['decoder', 'tie_weights'],
+  lm_eos_token_id: ['decoder', 'eos_token_id'],
+  mp_pixel_shuffle_factor: ['projector', 'factor'],
+};
+
+export type ModelSection = {
+  vision: { use: string; [k: string]: unknown };
+  projector: { use: string; [k: string]: unknown };
+  decoder: { use: string; [k: string]: unknown };
+};
+
+/** A plain nanoVLM config.json -> the recipe model section that builds the same model. */
+export function recipeModelFromVLMConfig(cfg: Record<string, unknown>, file = 'config.json'): ModelSection {
+  const out: ModelSection = {
+    vision: { use: NANOVLM_PLUGINS.vision },
+    projector: { use: NANOVLM_PLUGINS.projector },
+    decoder: { use: NANOVLM_PLUGINS.decoder },
+  };
+  for (const f of VLM_CONFIG_FIELDS) {
+    const v = f in cfg ? cfg[f] : VLM_CONFIG_DEFAULTS[f];
+    const to = VLM_CONFIG_TO_RECIPE[f];
+    if (!to) continue;
+    const d = VLM_CONFIG_DEFAULTS[f];
+    if (typeof d !== typeof v) {
+      throw new UserError(`${file}: field ${f} should be a ${typeof d}, found ${JSON.stringify(v)}`, {
+        where: { file },
+      });
+    }
+    out[to[0]][to[1]] = v;
+  }
+  if (cfg.lm_use_tokens === true) {
+    throw new UserError(`${file}: lm_use_tokens = true is not a VLM checkpoint (nanoVLM's VLM uses embeddings)`, {
+      where: { file },
+    });
+  }
+  return out;
+}
+
+/**
+ * Merge shape fields read from a Hub backbone's config.json into plugin options. A field the
+ * recipe set explicitly must agree with the Hub config (otherwise a UserError naming both);
+ * unset fields take the Hub value. `soft` fields (e.g. dropout) keep the recipe value when set.
+ */
+export function mergeHubShapes<T extends Record<string, unknown>>(
+  options: T,
+  hub: Record<string, unknown>,
+  where: { yamlPath: string; configFile: string },
+  soft: string[] = [],
+): T {
+  const out: Record<string, unknown> = { ...options };
+  for (const [k, v] of Object.entries(hub)) {
+    if (v === undefined) continue;
+    if (out[k] === undefined || out[k] === null) out[k] = v;
+    else if (out[k] !== v && !soft.includes(k)) {
+      throw new UserError(
+        `${k}: the recipe sets ${JSON.stringify(out[k])} but the backbone's ${where.configFile} says ${JSON.stringify(v)}`,
+        { where: { yamlPath: `${where.yamlPath}.${k}` }, hint: `remove ${k} from the recipe (it is read from the backbone) or make it match` },
+      );
+    }
+  }
+  return out as T;
+}

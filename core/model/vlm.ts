@@ -1,0 +1,144 @@
+// The vision-language model of nanoVLM v0.1 (models/vision_language_model.py):
+//   image -> vision encoder -> projector = image embeddings [B, Ni, C]; prepended to the token
+//   embeddings; the decoder runs over [image ; text] with a mask of 1s for the image tokens; logits
+//   of the text part; loss = cross-entropy with ignore index -100, mean over counted tokens.
+// Parameters are keyed by nanoVLM's full state-dict names: "vision_encoder.", "MP.", "decoder." + the
+// component's local name.
+import * as tf from '@tensorflow/tfjs';
+import type { Decoder, Projector, VisionEncoder } from '../types.ts';
+import { crossEntropyIgnore } from '../ops.ts';
+import { toVLMConfig } from './config.ts';
+
+export const PREFIX = { vision: 'vision_encoder.', projector: 'MP.', decoder: 'decoder.' } as const;
+
+export interface TrainBatch {
+  images: tf.Tensor4D;
+  inputIds: tf.Tensor2D;
+  attentionMask: tf.Tensor2D | null;
+  targets: tf.Tensor2D;
+}
+
+export class VisionLanguageModel {
+  readonly vision: VisionEncoder;
+  readonly projector: Projector;
+  readonly decoder: Decoder;
+  /** all trainable parameters by full nanoVLM name (the tied head is the embedding, listed once) */
+  readonly params: Map<string, tf.Variable>;
+  /** non-trainable state-dict tensors by full name (decoder.rotary_embd.inv_freq) */
+  readonly buffers: Map<string, tf.Tensor>;
+  readonly numImageTokens: number;
+  readonly imageSize: number;
+  readonly maxLength: number;
+  /** VLMConfig fields to record as they were loaded (string fields such as lm_tokenizer) */
+  configOverrides: Record<string, unknown> = {};
+
+  constructor(parts: { vision: VisionEncoder; projector: Projector; decoder: Decoder }) {
+    this.vision = parts.vision;
+    this.projector = parts.projector;
+    this.decoder = parts.decoder;
+    this.numImageTokens = this.projector.outTokens(this.vision.numTokens);
+    this.imageSize = this.vision.imageSize;
+    this.maxLength = this.decoder.maxLength;
+    this.params = new Map();
+    this.buffers = new Map();
+    for (const [key, mod] of [
+      ['vision', this.vision],
+      ['projector', this.projector],
+      ['decoder', this.decoder],
+    ] as const) {
+      for (const [n, v] of mod.params) this.params.set(PREFIX[key] + n, v);
+      for (const [n, t] of mod.buffers ?? []) this.buffers.set(PREFIX[key] + n, t);
+    }
+  }
+
+  /** [B, 3, S, S] -> [B, Ni, C] */
+  embedImages(images: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor3D {
+    return this.projector.forward(this.vision.forward(images, opts));
+  }
+
+  /** [B, Ni] of ones + attention mask [B, T] -> [B, Ni + T] (float32) */
+  fullMask(attentionMask: tf.Tensor2D, batchSize: number): tf.Tensor2D {
+    return tf.concat([tf.ones([batchSize, this.numImageTokens]), attentionMask.toFloat()], 1) as tf.Tensor2D;
+  }
+
+  /** Decoder hidden states over [image ; text] after the final norm: [B, Ni + T, C]. */
+  hidden(
+    inputIds: tf.Tensor2D,
+    images: tf.Tensor4D,
+    attentionMask: tf.Tensor2D | null,
+    opts: { training?: boolean } = {},
+  ): tf.Tensor3D {
+    const imageEmbd = this.embedImages(images, opts); // [B, Ni, C]
+    const tokenEmbd = this.decoder.embed(inputIds); // [B, T, C]
+    const x = tf.concat([imageEmbd, tokenEmbd], 1) as tf.Tensor3D; // [B, Ni + T, C]
+    const mask = attentionMask ? this.fullMask(attentionMask, inputIds.shape[0]) : null;
+    return this.decoder.forward(x, { mask, training: opts.training });
+  }
+
+  /** Logits of the text part [B, T, V]. */
+  forward(
+    inputIds: tf.Tensor2D,
+    images: tf.Tensor4D,
+    attentionMask: tf.Tensor2D | null,
+    opts: { training?: boolean } = {},
+  ): tf.Tensor3D {
+    return tf.tidy(() => {
+      const h = this.hidden(inputIds, images, attentionMask, opts); // [B, Ni + T, C]
+      const text = h.slice([0, this.numImageTokens, 0], [-1, -1, -1]) as tf.Tensor3D; // [B, T, C]
+      return this.decoder.head(text); // [B, T, V]
+    });
+  }
+
+  /** F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100) */
+  loss(logits: tf.Tensor3D, targets: tf.Tensor2D): tf.Scalar {
+    return tf.tidy(() => crossEntropyIgnore(logits, targets));
+  }
+
+  /**
+   * Loss and d loss / d parameter for the named trainable parameters (default: all). Frozen
+   * parameters are simply not in `trainable`. The caller disposes the returned tensors.
+   */
+  lossAndGrads(batch: TrainBatch, trainable?: string[]): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+    const names = trainable ?? [...this.params.keys()];
+    const vars = names.map((n) => {
+      const v = this.params.get(n);
+      if (!v) throw new Error(`lossAndGrads: no parameter named ${n}`);
+      return v;
+    });
+    const { value, grads } = tf.variableGrads(
+      () => crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets),
+      vars,
+    );
+    const out = new Map<string, tf.Tensor>();
+    names.forEach((n, i) => {
+      const g = grads[vars[i].name];
+      if (g) out.set(n, g);
+    });
+    return { loss: value, grads: out };
+  }
+
+  /** Exactly nanoVLM VLMConfig's fields, in order. */
+  nanovlmConfig(): Record<string, unknown> {
+    return toVLMConfig({
+      ...this.vision.nanovlmConfig(),
+      ...this.projector.nanovlmConfig(),
+      ...this.decoder.nanovlmConfig(),
+      vlm_load_backbone_weights: false,
+      ...this.configOverrides,
+    });
+  }
+
+  parameterCounts(): { vision_encoder: number; MP: number; decoder: number; total: number } {
+    const count = (m: { params: Map<string, tf.Variable> }) => [...m.params.values()].reduce((a, v) => a + v.size, 0);
+    const vision_encoder = count(this.vision);
+    const MP = count(this.projector);
+    const decoder = count(this.decoder);
+    return { vision_encoder, MP, decoder, total: vision_encoder + MP + decoder };
+  }
+
+  dispose(): void {
+    this.vision.dispose();
+    this.projector.dispose();
+    this.decoder.dispose();
+  }
+}

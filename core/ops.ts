@@ -1,0 +1,186 @@
+// Shared tensor ops of the model code, in one place so they can be optimised once (core/kernels.ts
+// swaps backend kernels underneath; these functions stay plain tfjs). Semantics follow PyTorch:
+// Linear weights are [out, in]; LayerNorm uses the biased variance; GELU is the tanh approximation
+// (nn.GELU(approximate='tanh')); RMSNorm is nanoVLM's (x * rsqrt(mean(x^2) + eps) * weight).
+// Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
+import * as tf from '@tensorflow/tfjs';
+
+/** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
+export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Tensor {
+  const inDim = x.shape[x.shape.length - 1];
+  const lead = x.shape.slice(0, -1);
+  const x2 = x.reshape([-1, inDim]) as tf.Tensor2D;
+  let y: tf.Tensor = tf.matMul(x2, w as tf.Tensor2D, false, true); // [M, in] x [out, in]^T -> [M, out]
+  if (b) y = tf.add(y, b);
+  return y.reshape([...lead, w.shape[0]]);
+}
+
+/** LayerNorm over the last axis (biased variance, as torch.nn.LayerNorm). */
+export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
+  const axis = x.shape.length - 1;
+  const mean = tf.mean(x, axis, true);
+  const d = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(d), axis, true);
+  return tf.add(tf.mul(tf.mul(d, tf.rsqrt(tf.add(variance, eps))), weight), bias);
+}
+
+/** nanoVLM RMSNorm: x * rsqrt(mean(x^2, -1) + eps) * weight. */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
+  const axis = x.shape.length - 1;
+  const irms = tf.rsqrt(tf.add(tf.mean(tf.square(x), axis, true), eps));
+  return tf.mul(tf.mul(x, irms), weight);
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+/** GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+export function geluTanh(x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), SQRT_2_OVER_PI);
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
+/** SiLU: x * sigmoid(x). */
+export function silu(x: tf.Tensor): tf.Tensor {
+  return tf.mul(x, tf.sigmoid(x));
+}
+
+/** Softmax over the last axis. */
+export function softmax(x: tf.Tensor): tf.Tensor {
+  return tf.softmax(x, -1);
+}
+
+/** [B, T, H*hd] -> [B, H, T, hd] */
+export function splitHeads(x: tf.Tensor, nHeads: number): tf.Tensor4D {
+  const [B, T, C] = x.shape;
+  return x.reshape([B, T, nHeads, C / nHeads]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+}
+
+/** [B, H, T, hd] -> [B, T, H*hd] */
+export function mergeHeads(x: tf.Tensor): tf.Tensor3D {
+  const [B, H, T, hd] = x.shape;
+  return x.transpose([0, 2, 1, 3]).reshape([B, T, H * hd]) as tf.Tensor3D;
+}
+
+/** float32 min (torch.finfo(torch.float32).min), nanoVLM's additive padding-mask value */
+export const FLOAT32_MIN = -3.4028234663852886e38;
+
+/**
+ * Scaled dot-product attention as nanoVLM's manual path computes it.
+ *   q [B, H, Tq, hd]; k, v [B, Hkv, Tk, hd] with H = Hkv * G. Query head h uses kv head h // G
+ *   (torch repeat_interleave(G, dim=1)); instead of repeating k/v G times, the G query heads of a
+ *   kv head are stacked along the time axis and multiplied against that kv head once.
+ *   causal: query i (absolute position Tk - Tq + i) sees keys j <= Tk - Tq + i; the others get -inf.
+ *   additiveMask [B, Tk] (0 or finfo.min), added after the causal fill.
+ * Returns [B, H, Tq, hd].
+ */
+export function attention(
+  q: tf.Tensor4D,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  opts: { causal?: boolean; additiveMask?: tf.Tensor2D | null; dropout?: number; training?: boolean } = {},
+): tf.Tensor4D {
+  const [B, H, Tq, hd] = q.shape;
+  const [, Hkv, Tk] = k.shape;
+  const G = H / Hkv;
+  const qg = q.reshape([B, Hkv, G * Tq, hd]); // [B, H, Tq, hd] -> [B, Hkv, G*Tq, hd]
+  let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, Hkv, G*Tq, Tk]
+  scores = tf.div(scores.reshape([B, H, Tq, Tk]), Math.sqrt(hd)); // [B, H, Tq, Tk]
+  if (opts.causal) scores = tf.where(causalKeep(Tq, Tk), scores, tf.fill([1, 1, Tq, Tk], -Infinity));
+  if (opts.additiveMask) scores = tf.add(scores, opts.additiveMask.reshape([B, 1, 1, Tk]));
+  let probs = softmax(scores);
+  if (opts.training && opts.dropout) probs = tf.dropout(probs, opts.dropout);
+  const y = tf.matMul(probs.reshape([B, Hkv, G * Tq, Tk]), v); // [B, Hkv, G*Tq, hd]
+  return y.reshape([B, H, Tq, hd]) as tf.Tensor4D;
+}
+
+/** bool [1, 1, Tq, Tk]: true where query i may see key j (j <= Tk - Tq + i) */
+function causalKeep(Tq: number, Tk: number): tf.Tensor4D {
+  const off = Tk - Tq;
+  const rows = tf.range(0, Tq, 1, 'int32').reshape([Tq, 1]);
+  const cols = tf.range(0, Tk, 1, 'int32').reshape([1, Tk]);
+  return tf.lessEqual(cols, tf.add(rows, off)).reshape([1, 1, Tq, Tk]) as tf.Tensor4D;
+}
+
+/** Dropout when training and p > 0, identity otherwise. */
+export function maybeDropout(x: tf.Tensor, p: number, training: boolean | undefined): tf.Tensor {
+  return training && p > 0 ? tf.dropout(x, p) : x;
+}
+
+/**
+ * Cross-entropy over logits [B, T, V] and int targets [B, T], ignoring -100, averaged over the
+ * counted tokens of the whole batch (F.cross_entropy(..., ignore_index=-100)).
+ */
+export function crossEntropyIgnore(logits: tf.Tensor3D, targets: tf.Tensor2D, ignoreIndex = -100): tf.Scalar {
+  const [B, T, V] = logits.shape;
+  const N = B * T;
+  const logp = tf.logSoftmax(logits.reshape([N, V])); // [N, V]
+  const t = targets.reshape([N]).toInt();
+  const valid = tf.notEqual(t, ignoreIndex); // [N]
+  const safeT = tf.where(valid, t, tf.zerosLike(t));
+  const flatIdx = tf.add(tf.mul(tf.range(0, N, 1, 'int32'), tf.scalar(V, 'int32')), safeT);
+  const picked = tf.gather(logp.reshape([N * V]), flatIdx); // [N]
+  const validF = valid.toFloat();
+  const count = tf.sum(validF);
+  return tf.div(tf.neg(tf.sum(tf.mul(picked, validF))), count) as tf.Scalar;
+}
+
+// ---- seeded initialisation ----------------------------------------------------------------------
+
+/** Small deterministic PRNG (mulberry32) with normal and uniform draws; reproducible across runs. */
+export class Rng {
+  private s: number;
+  private spare: number | null = null;
+  constructor(seed: number, stream = '') {
+    let h = (seed >>> 0) ^ 0x9e3779b9;
+    for (let i = 0; i < stream.length; i++) h = Math.imul(h ^ stream.charCodeAt(i), 0x01000193) >>> 0;
+    this.s = h >>> 0;
+  }
+  /** uniform in [0, 1) */
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** standard normal (Box-Muller) */
+  normal(): number {
+    if (this.spare !== null) {
+      const s = this.spare;
+      this.spare = null;
+      return s;
+    }
+    let u = 0;
+    while (u === 0) u = this.next();
+    const v = this.next();
+    const r = Math.sqrt(-2 * Math.log(u));
+    this.spare = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
+  }
+}
+
+function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** N(0, std) (torch.nn.init.normal_) */
+export function normalInit(rng: Rng, shape: number[], std: number): Float32Array {
+  const a = new Float32Array(numel(shape));
+  for (let i = 0; i < a.length; i++) a[i] = rng.normal() * std;
+  return a;
+}
+/** U[0, 1) (torch.rand) */
+export function uniformInit(rng: Rng, shape: number[]): Float32Array {
+  const a = new Float32Array(numel(shape));
+  for (let i = 0; i < a.length; i++) a[i] = rng.next();
+  return a;
+}
+export function constInit(shape: number[], value: number): Float32Array {
+  return new Float32Array(numel(shape)).fill(value);
+}
+
+/** A trainable variable from host data (unnamed: tfjs variable names must be globally unique). */
+export function param(data: Float32Array, shape: number[]): tf.Variable {
+  const t = tf.tensor(data, shape, 'float32');
+  const v = tf.variable(t, true); // shares t's data (ref-counted)
+  t.dispose();
+  return v;
+}

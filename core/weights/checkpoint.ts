@@ -1,0 +1,243 @@
+// nanoVLM checkpoints: a folder with `config.json` (exactly VLMConfig's fields) and `model.safetensors`
+// (the state dict), as VisionLanguageModel.save_pretrained writes them, plus our sidecar
+// `nanovlm-ts.json` ({format_version: 1, model: <recipe model section>}) naming the plugins.
+// As safetensors.torch.save_model does, the tied head/embedding is stored once under the name that
+// sorts first, `decoder.head.weight`, with `__metadata__` {"decoder.token_embedding.weight": "decoder.head.weight"};
+// the RoPE buffer `decoder.rotary_embd.inv_freq` is stored too (nanoVLM's state dict has it).
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../errors.ts';
+import type { Logger, PluginContext, RegistryLike } from '../types.ts';
+import { VisionLanguageModel } from '../model/vlm.ts';
+import { recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
+import { openSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.ts';
+
+export const CONFIG_FILE = 'config.json';
+export const WEIGHTS_FILE = 'model.safetensors';
+export const SIDECAR_FILE = 'nanovlm-ts.json';
+
+/** Tied parameter -> the name nanoVLM's checkpoint stores it under (the alias sorting first). */
+export const TIED_STORED_AS: Record<string, string> = {
+  'decoder.token_embedding.weight': 'decoder.head.weight',
+};
+/** VLMConfig fields kept verbatim from a loaded config.json (informational strings and flags). */
+const PASSTHROUGH_FIELDS = ['vit_model_type', 'lm_model_type', 'lm_tokenizer', 'vlm_checkpoint_path'];
+
+function isTied(model: VisionLanguageModel): boolean {
+  return model.nanovlmConfig().lm_tie_weights === true && !model.params.has('decoder.head.weight');
+}
+
+/** VLMConfig fields typed float in the dataclass */
+const FLOAT_FIELDS = ['vit_dropout', 'vit_ln_eps', 'lm_rms_eps', 'lm_dropout', 'lm_attn_scaling'];
+
+/** Python's repr of a float, as json.dumps writes it (1e-06, 0.0, 1.0). */
+function pyFloat(x: number): string {
+  if (!Number.isFinite(x)) return x > 0 ? 'Infinity' : x < 0 ? '-Infinity' : 'NaN';
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0';
+  const exp = Math.floor(Math.log10(Math.abs(x)));
+  if (exp < -4 || exp >= 16) {
+    const [m, e] = x.toExponential().split('e');
+    const n = Number(e);
+    return `${m}e${n < 0 ? '-' : '+'}${String(Math.abs(n)).padStart(2, '0')}`;
+  }
+  return Number.isInteger(x) ? x.toFixed(1) : String(x);
+}
+
+/** json.dumps(asdict(cfg), indent=4): float fields written as Python floats. */
+export function formatVLMConfig(cfg: Record<string, unknown>): string {
+  const lines = Object.entries(cfg).map(([k, v]) => {
+    const isFloatField = FLOAT_FIELDS.includes(k);
+    return `    ${JSON.stringify(k)}: ${isFloatField && typeof v === 'number' ? pyFloat(v) : JSON.stringify(v)}`;
+  });
+  return `{\n${lines.join(',\n')}\n}`;
+}
+
+/** The tensors nanoVLM's save_pretrained writes, by stored name. */
+export function stateDictToSave(model: VisionLanguageModel): Map<string, { variable: tf.Tensor; shape: number[] }> {
+  const tied = isTied(model);
+  const out = new Map<string, { variable: tf.Tensor; shape: number[] }>();
+  for (const [name, v] of model.params) out.set(tied && TIED_STORED_AS[name] ? TIED_STORED_AS[name] : name, { variable: v, shape: v.shape });
+  for (const [name, t] of model.buffers) out.set(name, { variable: t, shape: t.shape });
+  return out;
+}
+
+/**
+ * Write `config.json` + `model.safetensors` (+ `nanovlm-ts.json` when `sidecar` is given) into `folder`.
+ * Files are written to temporary names and renamed, so a crash never leaves a half-written checkpoint file.
+ */
+export async function saveCheckpoint(
+  model: VisionLanguageModel,
+  folder: string,
+  sidecar?: { model: Record<string, unknown> } | Record<string, unknown>,
+): Promise<void> {
+  mkdirSync(folder, { recursive: true });
+  const tensors = new Map<string, TensorToWrite>();
+  const entries = [...stateDictToSave(model)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const [name, { variable, shape }] of entries) {
+    tensors.set(name, { dtype: 'F32', shape, data: (await variable.data()) as Float32Array });
+  }
+  const metadata: Record<string, string> = {};
+  if (isTied(model)) for (const [alias, kept] of Object.entries(TIED_STORED_AS)) metadata[alias] = kept;
+  writeSafetensors(join(folder, WEIGHTS_FILE), tensors, Object.keys(metadata).length ? metadata : null);
+  writeAtomic(join(folder, CONFIG_FILE), formatVLMConfig(model.nanovlmConfig()));
+  if (sidecar) {
+    const modelSection = 'model' in sidecar && typeof sidecar.model === 'object' ? sidecar.model : sidecar;
+    writeAtomic(join(folder, SIDECAR_FILE), JSON.stringify({ format_version: 1, model: modelSection }, null, 2) + '\n');
+  }
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+/**
+ * Load `folder/model.safetensors` into the model's variables. Every expected parameter must be present
+ * (the tied embedding as `decoder.head.weight` or `decoder.token_embedding.weight`) with its shape;
+ * unexpected tensors are an error (as PyTorch's strict load). NaN/Inf values are warned about.
+ */
+export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pick<Logger, 'warn'>): void {
+  const file = join(folder, WEIGHTS_FILE);
+  if (!existsSync(file)) {
+    throw new UserError(`${file} not found: a nanoVLM checkpoint folder has model.safetensors beside config.json`, { where: { file } });
+  }
+  const f = openSafetensors(file);
+  try {
+    const tied = isTied(model);
+    // 1. plan: where each parameter comes from; check names and shapes before touching any variable
+    const plan: [tf.Variable, string][] = [];
+    const problems: string[] = [];
+    const used = new Set<string>();
+    for (const [name, v] of model.params) {
+      const candidates = [name, ...(tied && TIED_STORED_AS[name] ? [TIED_STORED_AS[name]] : [])];
+      const found = candidates.find((c) => f.has(c));
+      if (!found) {
+        problems.push(`missing tensor "${candidates.join('" or "')}" (shape [${v.shape}])`);
+        continue;
+      }
+      candidates.forEach((c) => f.has(c) && used.add(c));
+      const shape = f.header.entries.get(found)!.shape;
+      if (shape.join() !== v.shape.join()) {
+        problems.push(`tensor "${found}": expected shape [${v.shape}], found [${shape}]`);
+        continue;
+      }
+      plan.push([v, found]);
+    }
+    for (const [name, t] of model.buffers) {
+      if (!f.has(name)) continue; // buffers are recomputed; a file without them is fine
+      used.add(name);
+      const shape = f.header.entries.get(name)!.shape;
+      if (shape.join() !== t.shape.join()) problems.push(`buffer "${name}": expected shape [${t.shape}], found [${shape}]`);
+    }
+    const unexpected = f.names.filter((n) => !used.has(n));
+    if (unexpected.length) problems.push(`unexpected tensors: ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ''}`);
+    if (problems.length) {
+      throw new UserError(`${file} does not match the model built from its config:\n  - ${problems.join('\n  - ')}`, {
+        where: { file },
+        hint: 'the checkpoint and config.json (or nanovlm-ts.json) disagree; re-save the checkpoint or fix the config',
+      });
+    }
+    // 2. load tensor by tensor (one host copy at a time)
+    for (const [v, stored] of plan) {
+      const t = f.read(stored);
+      const data = t.data as Float32Array;
+      if (data.some((x) => !Number.isFinite(x))) log?.warn(`${file}: tensor "${stored}" contains NaN or Inf values`);
+      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
+    }
+    // 3. inv_freq is recomputed from the config; a stored copy that disagrees means a config mismatch
+    for (const [name, t] of model.buffers) {
+      if (!f.has(name)) continue;
+      const stored = f.read(name).data as Float32Array;
+      const ours = t.dataSync() as Float32Array;
+      const worst = stored.reduce((m, x, i) => Math.max(m, Math.abs(x - ours[i]) / Math.max(Math.abs(ours[i]), 1e-30)), 0);
+      if (!(worst <= 1e-5)) log?.warn(`${file}: stored "${name}" differs from the one computed from config.json (relative ${worst.toExponential(2)}); lm_re_base or head dim may not match the weights`);
+    }
+  } finally {
+    f.close();
+  }
+}
+
+/** Recipe model section of a checkpoint folder: from nanovlm-ts.json, else mapped from config.json. */
+export function checkpointModelSection(folder: string): { section: ModelSection; config: Record<string, unknown> } {
+  const cfgFile = join(folder, CONFIG_FILE);
+  if (!existsSync(cfgFile)) {
+    throw new UserError(`${cfgFile} not found: ${folder} is not a nanoVLM checkpoint folder (config.json + model.safetensors)`, {
+      where: { file: cfgFile },
+    });
+  }
+  const config = parseJson(cfgFile);
+  const sidecarFile = join(folder, SIDECAR_FILE);
+  let section: ModelSection;
+  if (existsSync(sidecarFile)) {
+    const side = parseJson(sidecarFile);
+    const m = side.model as Record<string, any> | undefined;
+    if (!m || !m.vision || !m.projector || !m.decoder) {
+      throw new UserError(`${sidecarFile}: "model" must have vision, projector and decoder entries`, { where: { file: sidecarFile } });
+    }
+    // the weights come from this folder: never re-download the backbones
+    const strip = (e: Record<string, unknown>) => Object.fromEntries(Object.entries(e).filter(([k]) => k !== 'from')) as { use: string };
+    section = { vision: strip(m.vision), projector: strip(m.projector), decoder: strip(m.decoder) };
+  } else {
+    section = recipeModelFromVLMConfig(config, cfgFile);
+  }
+  return { section, config };
+}
+
+function parseJson(file: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8'));
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
+    return v;
+  } catch (e) {
+    throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { where: { file } });
+  }
+}
+
+/**
+ * Build the model a checkpoint folder describes through the registry (vision, then decoder, then the
+ * projector with both built), then load its weights.
+ */
+export async function loadCheckpoint(
+  folder: string,
+  registry: RegistryLike,
+  context: Partial<Omit<PluginContext, 'registry'>> = {},
+): Promise<VisionLanguageModel> {
+  const { section, config } = checkpointModelSection(folder);
+  const model = await buildModel(section, registry, context);
+  try {
+    for (const k of PASSTHROUGH_FIELDS) if (typeof config[k] === 'string') model.configOverrides[k] = config[k];
+    loadWeights(model, folder, context.log);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+const quietLog: Logger = { info: () => {}, warn: (m) => console.warn(m), debug: () => {} };
+
+/** Build vision, decoder, then projector (given both) from a model section, and wrap them. */
+export async function buildModel(
+  section: ModelSection,
+  registry: RegistryLike,
+  context: Partial<Omit<PluginContext, 'registry'>> = {},
+): Promise<VisionLanguageModel> {
+  const base: Omit<PluginContext, 'registry'> = {
+    recipe: context.recipe ?? { model: section },
+    recipeDir: context.recipeDir ?? process.cwd(),
+    yamlPath: 'model',
+    seed: context.seed ?? 0,
+    log: context.log ?? quietLog,
+    built: {},
+  };
+  const vision = await registry.create('vision', section.vision, { ...base, yamlPath: 'model.vision' });
+  const decoder = await registry.create('decoder', section.decoder, { ...base, yamlPath: 'model.decoder', built: { vision } });
+  const projector = await registry.create('projector', section.projector, {
+    ...base,
+    yamlPath: 'model.projector',
+    built: { vision, decoder },
+  });
+  return new VisionLanguageModel({ vision, projector, decoder });
+}

@@ -1,0 +1,3 @@
+import llama from './llama.ts';
+
+export default [llama];

@@ -1,0 +1,456 @@
+// Decoder: the Llama / SmolLM2 language model of nanoVLM v0.1 (models/language_model.py), after
+// https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py
+//   token embedding; blocks x = x + attn(norm1(x)); x = x + down(silu(gate(y)) * up(y)), y = norm2(x);
+//   final RMSNorm; head tied to the token embedding when tie_weights.
+//   Rotary embeddings exactly as nanoVLM's RotaryEmbedding (half-split layout, dynamic scaling past
+//   max_position_embeddings, cos/sin times attn_scaling); grouped-query attention (query head h uses
+//   kv head h // (n_heads / n_kv_heads)); masks as nanoVLM's manual attention path (causal -inf, padding
+//   (1 - mask) * finfo.min added, attention output of padded query rows zeroed before out_proj).
+//   A KV cache (newCache) lets generation feed one token at a time; positions continue from its length.
+// Parameter names are nanoVLM's (`blocks.0.attn.q_proj.weight`, ...), PyTorch layout.
+// `from:` loads a Hugging Face Llama checkpoint (LanguageModel.from_pretrained): key table HF_LLAMA_KEYS;
+// a recipe vocab larger than the checkpoint's gets extra rows ~ N(0, 0.02) (seeded).
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
+import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
+import { UserError } from '../../core/errors.ts';
+import { attention, constInit, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
+import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
+import { openSafetensors } from '../../core/weights/safetensors.ts';
+import { resolveSource } from '../../core/hub/index.ts';
+
+export interface LlamaConfig {
+  hidden_dim: number;
+  inter_dim: number;
+  rms_eps: number;
+  re_base: number;
+  max_position_embeddings: number;
+  vocab_size: number;
+  n_heads: number;
+  n_kv_heads: number;
+  n_blocks: number;
+  dropout: number;
+  attn_scaling: number;
+  max_length: number;
+  tie_weights: boolean;
+  eos_token_id: number;
+  /** recorded as lm_model_type */
+  model_type: string;
+}
+
+/** nanoVLM v0.1 defaults (SmolLM2-135M). */
+export const LLAMA_DEFAULTS: LlamaConfig = {
+  hidden_dim: D.lm_hidden_dim,
+  inter_dim: D.lm_inter_dim,
+  rms_eps: D.lm_rms_eps,
+  re_base: D.lm_re_base,
+  max_position_embeddings: D.lm_max_position_embeddings,
+  vocab_size: D.lm_vocab_size,
+  n_heads: D.lm_n_heads,
+  n_kv_heads: D.lm_n_kv_heads,
+  n_blocks: D.lm_n_blocks,
+  dropout: D.lm_dropout,
+  attn_scaling: D.lm_attn_scaling,
+  max_length: D.lm_max_length,
+  tie_weights: D.lm_tie_weights,
+  eos_token_id: D.lm_eos_token_id,
+  model_type: D.lm_model_type,
+};
+
+/** Parameter shapes in nanoVLM's named_parameters() order (the tied head is the embedding, listed once). */
+export function llamaParamShapes(c: LlamaConfig): Record<string, number[]> {
+  const C = c.hidden_dim;
+  const kvDim = (C / c.n_heads) * c.n_kv_heads;
+  const s: Record<string, number[]> = { 'token_embedding.weight': [c.vocab_size, C] };
+  for (let i = 0; i < c.n_blocks; i++) {
+    const b = `blocks.${i}.`;
+    s[b + 'mlp.gate_proj.weight'] = [c.inter_dim, C];
+    s[b + 'mlp.up_proj.weight'] = [c.inter_dim, C];
+    s[b + 'mlp.down_proj.weight'] = [C, c.inter_dim];
+    s[b + 'attn.q_proj.weight'] = [C, C];
+    s[b + 'attn.k_proj.weight'] = [kvDim, C];
+    s[b + 'attn.v_proj.weight'] = [kvDim, C];
+    s[b + 'attn.out_proj.weight'] = [C, C];
+    s[b + 'norm1.weight'] = [C];
+    s[b + 'norm2.weight'] = [C];
+  }
+  s['norm.weight'] = [C];
+  if (!c.tie_weights) s['head.weight'] = [c.vocab_size, C];
+  return s;
+}
+
+// ---- rotary embeddings ---------------------------------------------------------------------------
+
+const f32 = Math.fround;
+
+/** inv_freq = 1 / (base ** (arange(0, hd, 2) / hd)), in float32 as torch computes it. */
+export function ropeInvFreq(c: LlamaConfig): Float32Array {
+  const hd = c.hidden_dim / c.n_heads;
+  const out = new Float32Array(hd / 2);
+  for (let i = 0; i < hd / 2; i++) out[i] = f32(1 / f32(Math.pow(c.re_base, f32((2 * i) / hd))));
+  return out;
+}
+
+/**
+ * nanoVLM RotaryEmbedding.forward for positions [T] (shared by the batch): cos, sin [T, hd].
+ * If max(position) + 1 > max_position_embeddings, inv_freq is divided by (max_pos + 1) / max_position_embeddings.
+ */
+export function ropeCosSin(c: LlamaConfig, positions: number[]): { cos: Float32Array; sin: Float32Array; hd: number } {
+  const hd = c.hidden_dim / c.n_heads;
+  let invFreq = ropeInvFreq(c);
+  const maxSeq = Math.max(...positions) + 1;
+  if (maxSeq > c.max_position_embeddings) {
+    const scale = f32(maxSeq / c.max_position_embeddings);
+    invFreq = invFreq.map((f) => f32(f / scale));
+  }
+  const half = hd / 2;
+  const cos = new Float32Array(positions.length * hd);
+  const sin = new Float32Array(positions.length * hd);
+  for (let t = 0; t < positions.length; t++) {
+    for (let i = 0; i < half; i++) {
+      const freq = f32(positions[t] * invFreq[i]);
+      const cv = f32(f32(Math.cos(freq)) * c.attn_scaling);
+      const sv = f32(f32(Math.sin(freq)) * c.attn_scaling);
+      cos[t * hd + i] = cos[t * hd + i + half] = cv; // emb = cat([freqs, freqs], -1)
+      sin[t * hd + i] = sin[t * hd + i + half] = sv;
+    }
+  }
+  return { cos, sin, hd };
+}
+
+/** rotate_half(x) = cat([-x[..., hd/2:], x[..., :hd/2]], -1) */
+function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
+  const half = x.shape[3] / 2;
+  const [x1, x2] = tf.split(x, [half, half], 3);
+  return tf.concat([tf.neg(x2), x1], 3) as tf.Tensor4D;
+}
+
+/** q * cos + rotate_half(q) * sin, for q [B, H, T, hd] and cos, sin [1, 1, T, hd] */
+function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin)) as tf.Tensor4D;
+}
+
+// ---- KV cache --------------------------------------------------------------------------------------
+
+/** Per-layer keys/values [B, n_kv_heads, length, hd] (after RoPE), kept outside any tf.tidy. */
+export class LlamaKVCache implements KVCache {
+  k: (tf.Tensor4D | null)[];
+  v: (tf.Tensor4D | null)[];
+  length = 0;
+  constructor(
+    readonly batchSize: number,
+    nBlocks: number,
+  ) {
+    this.k = new Array(nBlocks).fill(null);
+    this.v = new Array(nBlocks).fill(null);
+  }
+  /** append this step's k/v of block i and return the full k/v */
+  append(i: number, k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
+    const oldK = this.k[i];
+    const oldV = this.v[i];
+    const fullK = oldK ? (tf.concat([oldK, k], 2) as tf.Tensor4D) : k;
+    const fullV = oldV ? (tf.concat([oldV, v], 2) as tf.Tensor4D) : v;
+    this.k[i] = tf.keep(fullK); // survives the caller's tf.tidy; freed on the next append or dispose()
+    this.v[i] = tf.keep(fullV);
+    oldK?.dispose();
+    oldV?.dispose();
+    return [fullK, fullV];
+  }
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t?.dispose();
+    this.k.fill(null);
+    this.v.fill(null);
+    this.length = 0;
+  }
+}
+
+// ---- the model -----------------------------------------------------------------------------------
+
+export class LlamaDecoder implements Decoder {
+  readonly params = new Map<string, tf.Variable>();
+  readonly buffers = new Map<string, tf.Tensor>();
+  readonly hiddenDim: number;
+  readonly vocabSize: number;
+  readonly eosTokenId: number;
+  readonly maxLength: number;
+  readonly cfg: LlamaConfig;
+  readonly headDim: number;
+
+  constructor(cfg: LlamaConfig, rng: Rng) {
+    this.cfg = cfg;
+    this.hiddenDim = cfg.hidden_dim;
+    this.vocabSize = cfg.vocab_size;
+    this.eosTokenId = cfg.eos_token_id;
+    this.maxLength = cfg.max_length;
+    this.headDim = cfg.hidden_dim / cfg.n_heads;
+    // LanguageModel._init_weights: Linear and Embedding N(0, 0.02), RMSNorm weights 1
+    for (const [name, shape] of Object.entries(llamaParamShapes(cfg))) {
+      const init = /norm[12]?\.weight$/.test(name) ? constInit(shape, 1) : normalInit(rng, shape, 0.02);
+      this.params.set(name, param(init, shape));
+    }
+    const inv = ropeInvFreq(cfg);
+    this.buffers.set('rotary_embd.inv_freq', tf.tensor1d(inv, 'float32'));
+  }
+
+  private p<T extends tf.Tensor = tf.Tensor2D>(name: string): T {
+    return this.params.get(name) as unknown as T;
+  }
+
+  embed(ids: tf.Tensor2D): tf.Tensor3D {
+    return tf.gather(this.p('token_embedding.weight'), ids.toInt()) as tf.Tensor3D; // [B, T] -> [B, T, C]
+  }
+
+  newCache(batchSize: number): LlamaKVCache {
+    return new LlamaKVCache(batchSize, this.cfg.n_blocks);
+  }
+
+  forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean } = {}): tf.Tensor3D {
+    const { n_heads: H, n_kv_heads: Hkv, rms_eps: eps, dropout } = this.cfg;
+    const training = !!opts.training;
+    const cache = opts.cache as LlamaKVCache | undefined;
+    const [B, T] = x.shape;
+    const past = cache?.length ?? 0;
+    const Ttot = past + T;
+
+    // position ids past..past+T-1 (no cumsum over the mask: left padding takes positions too)
+    const positions = Array.from({ length: T }, (_, i) => past + i);
+    const rope = ropeCosSin(this.cfg, positions);
+    const cos = tf.tensor4d(rope.cos, [1, 1, T, rope.hd]);
+    const sin = tf.tensor4d(rope.sin, [1, 1, T, rope.hd]);
+
+    // padding: additive (1 - mask) * finfo.min on keys [B, Ttot]; padded query rows zeroed: keep [B, 1, T, 1]
+    let additive: tf.Tensor2D | null = null;
+    let keepQuery: tf.Tensor | null = null;
+    if (opts.mask) {
+      if (opts.mask.shape[0] !== B || opts.mask.shape[1] !== Ttot) {
+        throw new Error(`decoder mask has shape [${opts.mask.shape}], expected [${B}, ${Ttot}] (cache ${past} + ${T} new)`);
+      }
+      const m = opts.mask.toFloat();
+      additive = tf.mul(tf.sub(1, m), FLOAT32_MIN) as tf.Tensor2D;
+      keepQuery = tf.notEqual(m.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
+    }
+
+    for (let i = 0; i < this.cfg.n_blocks; i++) {
+      const b = `blocks.${i}.`;
+      // attention
+      const h = rmsNorm(x, this.p(b + 'norm1.weight'), eps);
+      let q = splitHeads(linear(h, this.p(b + 'attn.q_proj.weight')), H); // [B, H, T, hd]
+      let k = splitHeads(linear(h, this.p(b + 'attn.k_proj.weight')), Hkv); // [B, Hkv, T, hd]
+      let v = splitHeads(linear(h, this.p(b + 'attn.v_proj.weight')), Hkv);
+      q = applyRope(q, cos, sin);
+      k = applyRope(k, cos, sin);
+      if (cache) [k, v] = cache.append(i, k, v); // [B, Hkv, Ttot, hd]
+      let y: tf.Tensor = attention(q, k, v, { causal: true, additiveMask: additive, dropout, training }); // [B, H, T, hd]
+      if (keepQuery) y = tf.mul(y, keepQuery);
+      y = linear(mergeHeads(y), this.p(b + 'attn.out_proj.weight')); // [B, T, C]
+      x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
+      // MLP
+      const h2 = rmsNorm(x, this.p(b + 'norm2.weight'), eps);
+      const gate = silu(linear(h2, this.p(b + 'mlp.gate_proj.weight'))); // [B, T, inter]
+      const up = linear(h2, this.p(b + 'mlp.up_proj.weight'));
+      x = tf.add(x, linear(tf.mul(gate, up), this.p(b + 'mlp.down_proj.weight'))) as tf.Tensor3D;
+    }
+    if (cache) cache.length = Ttot;
+    return rmsNorm(x, this.p('norm.weight'), eps) as tf.Tensor3D;
+  }
+
+  /** RoPE cos/sin tables [T, hd] for the given positions (what nanoVLM's rotary_embd returns). */
+  ropeTables(positions: number[]): { cos: Float32Array; sin: Float32Array } {
+    return ropeCosSin(this.cfg, positions);
+  }
+
+  /** [B, T, C] -> [B, T, V] */
+  head(hidden: tf.Tensor3D): tf.Tensor3D {
+    const w = this.cfg.tie_weights ? this.p('token_embedding.weight') : this.p('head.weight');
+    return linear(hidden, w) as tf.Tensor3D;
+  }
+
+  nanovlmConfig(): Record<string, unknown> {
+    const c = this.cfg;
+    return {
+      lm_hidden_dim: c.hidden_dim,
+      lm_inter_dim: c.inter_dim,
+      lm_rms_eps: c.rms_eps,
+      lm_re_base: c.re_base,
+      lm_max_position_embeddings: c.max_position_embeddings,
+      lm_vocab_size: c.vocab_size,
+      lm_n_heads: c.n_heads,
+      lm_n_kv_heads: c.n_kv_heads,
+      lm_dropout: c.dropout,
+      lm_n_blocks: c.n_blocks,
+      lm_attn_scaling: c.attn_scaling,
+      lm_max_length: c.max_length,
+      lm_use_tokens: false,
+      lm_tie_weights: c.tie_weights,
+      lm_model_type: c.model_type,
+      lm_eos_token_id: c.eos_token_id,
+    };
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    for (const t of this.buffers.values()) t.dispose();
+    this.params.clear();
+    this.buffers.clear();
+  }
+}
+
+// ---- Hugging Face Llama checkpoints (LanguageModel.from_pretrained) --------------------------------
+
+/** LlamaConfig field -> our option (transformers' defaults for fields the file omits). */
+const HF_LLAMA_CONFIG: [hf: string, ours: keyof LlamaConfig, dflt: number | null][] = [
+  ['hidden_size', 'hidden_dim', 4096],
+  ['intermediate_size', 'inter_dim', 11008],
+  ['rms_norm_eps', 'rms_eps', 1e-6],
+  ['rope_theta', 're_base', 10000],
+  ['max_position_embeddings', 'max_position_embeddings', 2048],
+  ['num_attention_heads', 'n_heads', 32],
+  ['num_key_value_heads', 'n_kv_heads', null], // null: = num_attention_heads
+  ['attention_dropout', 'dropout', 0],
+  ['num_hidden_layers', 'n_blocks', 32],
+];
+
+/** HF key -> nanoVLM key; `{i}` = block index. */
+export const HF_LLAMA_KEYS: [hf: string, ours: string][] = [
+  ['model.embed_tokens.weight', 'token_embedding.weight'],
+  ['model.norm.weight', 'norm.weight'],
+  ['model.layers.{i}.self_attn.q_proj.weight', 'blocks.{i}.attn.q_proj.weight'],
+  ['model.layers.{i}.self_attn.k_proj.weight', 'blocks.{i}.attn.k_proj.weight'],
+  ['model.layers.{i}.self_attn.v_proj.weight', 'blocks.{i}.attn.v_proj.weight'],
+  ['model.layers.{i}.self_attn.o_proj.weight', 'blocks.{i}.attn.out_proj.weight'],
+  ['model.layers.{i}.mlp.gate_proj.weight', 'blocks.{i}.mlp.gate_proj.weight'],
+  ['model.layers.{i}.mlp.up_proj.weight', 'blocks.{i}.mlp.up_proj.weight'],
+  ['model.layers.{i}.mlp.down_proj.weight', 'blocks.{i}.mlp.down_proj.weight'],
+  ['model.layers.{i}.input_layernorm.weight', 'blocks.{i}.norm1.weight'],
+  ['model.layers.{i}.post_attention_layernorm.weight', 'blocks.{i}.norm2.weight'],
+];
+/** only with tie_weights: false */
+export const HF_LLAMA_HEAD: [hf: string, ours: string] = ['lm_head.weight', 'head.weight'];
+
+export function readLlamaConfig(folder: string): { shapes: Partial<LlamaConfig>; vocabSize: number } {
+  const file = join(folder, 'config.json');
+  if (!existsSync(file)) throw new UserError(`${file} not found: a Llama checkpoint folder needs config.json`, { where: { file } });
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { where: { file } });
+  }
+  const out: Record<string, unknown> = {};
+  for (const [hf, ours, dflt] of HF_LLAMA_CONFIG) out[ours] = cfg[hf] ?? dflt ?? cfg.num_attention_heads ?? 32;
+  return { shapes: out as Partial<LlamaConfig>, vocabSize: Number(cfg.vocab_size ?? 32000) };
+}
+
+function loadHfLlama(model: LlamaDecoder, folder: string, rng: Rng, log: (m: string) => void): void {
+  const file = join(folder, 'model.safetensors');
+  const f = openSafetensors(file);
+  try {
+    const table: [string, string][] = [];
+    for (const [hf, ours] of HF_LLAMA_KEYS) {
+      if (!hf.includes('{i}')) table.push([hf, ours]);
+      else for (let i = 0; i < model.cfg.n_blocks; i++) table.push([hf.replaceAll('{i}', String(i)), ours.replaceAll('{i}', String(i))]);
+    }
+    if (!model.cfg.tie_weights) table.push(f.has(HF_LLAMA_HEAD[0]) ? HF_LLAMA_HEAD : ['model.embed_tokens.weight', 'head.weight']);
+    for (const [hf, ours] of table) {
+      if (!f.has(hf)) throw new UserError(`${file}: missing tensor "${hf}" (a Llama checkpoint has it)`, { where: { file } });
+      const t = f.read(hf);
+      const v = model.params.get(ours)!;
+      let data = t.data as Float32Array;
+      const isVocab = ours === 'token_embedding.weight' || ours === 'head.weight';
+      if (isVocab && t.shape[0] < v.shape[0] && t.shape[1] === v.shape[1]) {
+        // vocabulary extension: copy the Hub rows, new rows ~ N(0, 0.02)
+        const ext = new Float32Array(v.size);
+        ext.set(data);
+        ext.set(normalInit(rng, [v.shape[0] - t.shape[0], v.shape[1]], 0.02), data.length);
+        log(`extended ${ours} from ${t.shape[0]} to ${v.shape[0]} rows (new rows ~ N(0, 0.02))`);
+        data = ext;
+      } else if (t.shape.join() !== v.shape.join()) {
+        throw new UserError(`${file}: "${hf}" has shape [${t.shape}], ${ours} expects [${v.shape}]`, { where: { file } });
+      }
+      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
+    }
+  } finally {
+    f.close();
+  }
+}
+
+// ---- plugin ----------------------------------------------------------------------------------------
+
+const options = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    from: {
+      type: ['string', 'null'],
+      description: 'Hugging Face Llama/SmolLM2 checkpoint (repo id or local folder with config.json + model.safetensors); its config sets the shapes',
+    },
+    hidden_dim: { type: 'integer', minimum: 1, description: 'lm_hidden_dim (default 576; from the checkpoint with `from`)' },
+    inter_dim: { type: 'integer', minimum: 1, description: 'lm_inter_dim, MLP width (default 1536)' },
+    rms_eps: { type: 'number', exclusiveMinimum: 0, description: 'lm_rms_eps (default 1e-5)' },
+    re_base: { type: 'number', exclusiveMinimum: 0, description: 'lm_re_base, RoPE base (default 100000)' },
+    max_position_embeddings: { type: 'integer', minimum: 1, description: 'lm_max_position_embeddings (default 8192)' },
+    n_heads: { type: 'integer', minimum: 1, description: 'lm_n_heads (default 9)' },
+    n_kv_heads: { type: 'integer', minimum: 1, description: 'lm_n_kv_heads (default 3)' },
+    n_blocks: { type: 'integer', minimum: 0, description: 'lm_n_blocks (default 30)' },
+    dropout: { type: 'number', minimum: 0, maximum: 1, description: 'lm_dropout, used when training (default 0)' },
+    vocab_size: { type: 'integer', minimum: 1, default: D.lm_vocab_size, description: 'lm_vocab_size; with `from`, at least the checkpoint vocab (extra rows ~ N(0, 0.02))' },
+    attn_scaling: { type: 'number', default: D.lm_attn_scaling, description: 'lm_attn_scaling (multiplies RoPE cos/sin)' },
+    max_length: { type: 'integer', minimum: 1, default: D.lm_max_length, description: 'lm_max_length: text tokens per sample (collator pads/truncates to it)' },
+    tie_weights: { type: 'boolean', default: D.lm_tie_weights, description: 'lm_tie_weights: head shares the token embedding' },
+    eos_token_id: { type: 'integer', minimum: 0, default: D.lm_eos_token_id, description: 'lm_eos_token_id' },
+  },
+} as const;
+
+type Options = { from?: string | null } & Partial<Omit<LlamaConfig, 'model_type'>>;
+
+function configFrom(opts: Options, hub: Partial<LlamaConfig> | null, yamlPath: string, from?: string): LlamaConfig {
+  const explicit = Object.fromEntries(Object.entries(opts).filter(([k, v]) => k !== 'from' && v !== undefined && v !== null));
+  const merged = hub ? mergeHubShapes(explicit, hub, { yamlPath, configFile: `${from}/config.json` }, ['dropout']) : explicit;
+  const c = { ...LLAMA_DEFAULTS, ...merged, model_type: from ?? LLAMA_DEFAULTS.model_type } as LlamaConfig;
+  const fail = (msg: string, key: string) => {
+    throw new UserError(msg, { where: { yamlPath: `${yamlPath}.${key}` } });
+  };
+  if (c.hidden_dim % c.n_heads !== 0) fail(`hidden_dim ${c.hidden_dim} is not divisible by n_heads ${c.n_heads}`, 'n_heads');
+  if ((c.hidden_dim / c.n_heads) % 2 !== 0) fail(`head dim ${c.hidden_dim / c.n_heads} must be even for rotary embeddings`, 'n_heads');
+  if (c.n_heads % c.n_kv_heads !== 0) fail(`n_heads ${c.n_heads} is not divisible by n_kv_heads ${c.n_kv_heads}`, 'n_kv_heads');
+  return c;
+}
+
+export default definePlugin({
+  kind: 'decoder',
+  name: 'llama',
+  description: 'Llama/SmolLM2 decoder (nanoVLM v0.1 LanguageModel) with RoPE, GQA and a KV cache; `from` loads a Hub Llama checkpoint',
+  options,
+  async create(options_, ctx: PluginContext) {
+    const opts = options_ as Options;
+    let hub: { shapes: Partial<LlamaConfig>; vocabSize: number } | null = null;
+    let folder: string | null = null;
+    if (opts.from) {
+      const local = resolve(ctx.recipeDir, opts.from); // a relative folder resolves against the recipe
+      folder = await resolveSource(existsSync(local) ? local : opts.from, { repoType: 'model', files: ['config.json', 'model.safetensors'] });
+      hub = readLlamaConfig(folder);
+    }
+    const cfg = configFrom(opts, hub?.shapes ?? null, ctx.yamlPath, opts.from ?? undefined);
+    if (hub && cfg.vocab_size < hub.vocabSize) {
+      throw new UserError(`vocab_size ${cfg.vocab_size} is smaller than the checkpoint's vocabulary (${hub.vocabSize})`, {
+        where: { yamlPath: `${ctx.yamlPath}.vocab_size` },
+      });
+    }
+    const rng = new Rng(ctx.seed, 'decoder');
+    const model = new LlamaDecoder(cfg, rng);
+    if (folder) {
+      loadHfLlama(model, folder, new Rng(ctx.seed, 'decoder.vocab-extension'), (m) => ctx.log.info(`${ctx.yamlPath}: ${m}`));
+      ctx.log.info(`${ctx.yamlPath}: loaded Llama weights from ${opts.from}`);
+    }
+    return model;
+  },
+  describe(options_): ModuleDescription {
+    const opts = options_ as Options;
+    let hub: Partial<LlamaConfig> | null = null;
+    if (opts.from && existsSync(join(opts.from, 'config.json'))) hub = readLlamaConfig(opts.from).shapes;
+    const cfg = configFrom(opts, hub, 'model.decoder', opts.from ?? undefined);
+    return { params: llamaParamShapes(cfg), hiddenDim: cfg.hidden_dim };
+  },
+});

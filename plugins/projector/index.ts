@@ -1,0 +1,3 @@
+import pixelShuffle from './pixel-shuffle.ts';
+
+export default [pixelShuffle];

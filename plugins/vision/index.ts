@@ -1,0 +1,3 @@
+import siglipVit from './siglip-vit.ts';
+
+export default [siglipVit];

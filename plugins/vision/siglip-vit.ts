@@ -1,0 +1,347 @@
+// Vision encoder: the SigLIP ViT of nanoVLM v0.1 (models/vision_transformer.py), itself following
+// https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py
+//   patch embedding (Conv2d, kernel = stride = patch) + learned position embedding (+ optional CLS),
+//   pre-LN blocks: x = x + out_proj(attn(ln1(x))); x = x + fc2(gelu_tanh(fc1(ln2(x)))),
+//   final LayerNorm on every token (no pooling).
+// Parameter names are nanoVLM's (`blocks.0.attn.qkv_proj.weight`, ...), PyTorch layout.
+// `from:` loads a Hugging Face SigLIP vision checkpoint (ViT.from_pretrained): the key table is
+// HF_SIGLIP_KEYS below; q/k/v are fused into qkv_proj as torch.cat([q, k, v], 0).
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
+import type { PluginContext, VisionEncoder } from '../../core/types.ts';
+import { UserError } from '../../core/errors.ts';
+import { attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from '../../core/ops.ts';
+import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
+import { openSafetensors } from '../../core/weights/safetensors.ts';
+import { resolveSource } from '../../core/hub/index.ts';
+
+export interface ViTConfig {
+  hidden_dim: number;
+  inter_dim: number;
+  patch_size: number;
+  image_size: number;
+  n_heads: number;
+  n_blocks: number;
+  ln_eps: number;
+  cls_flag: boolean;
+  dropout: number;
+  /** recorded as vit_model_type */
+  model_type: string;
+}
+
+/** nanoVLM v0.1 defaults (SigLIP-B/16-224). */
+export const VIT_DEFAULTS: ViTConfig = {
+  hidden_dim: D.vit_hidden_dim,
+  inter_dim: D.vit_inter_dim,
+  patch_size: D.vit_patch_size,
+  image_size: D.vit_img_size,
+  n_heads: D.vit_n_heads,
+  n_blocks: D.vit_n_blocks,
+  ln_eps: D.vit_ln_eps,
+  cls_flag: D.vit_cls_flag,
+  dropout: D.vit_dropout,
+  model_type: D.vit_model_type,
+};
+
+/** Parameter shapes in nanoVLM's named_parameters() order. */
+export function vitParamShapes(c: ViTConfig): Record<string, number[]> {
+  const D = c.hidden_dim;
+  const nPatches = (c.image_size / c.patch_size) ** 2;
+  const s: Record<string, number[]> = {};
+  if (c.cls_flag) s['patch_embedding.cls_token'] = [1, 1, D];
+  s['patch_embedding.position_embedding'] = [1, nPatches + (c.cls_flag ? 1 : 0), D];
+  s['patch_embedding.conv.weight'] = [D, 3, c.patch_size, c.patch_size];
+  s['patch_embedding.conv.bias'] = [D];
+  for (let i = 0; i < c.n_blocks; i++) {
+    const b = `blocks.${i}.`;
+    s[b + 'ln1.weight'] = [D];
+    s[b + 'ln1.bias'] = [D];
+    s[b + 'attn.qkv_proj.weight'] = [3 * D, D];
+    s[b + 'attn.qkv_proj.bias'] = [3 * D];
+    s[b + 'attn.out_proj.weight'] = [D, D];
+    s[b + 'attn.out_proj.bias'] = [D];
+    s[b + 'ln2.weight'] = [D];
+    s[b + 'ln2.bias'] = [D];
+    s[b + 'mlp.fc1.weight'] = [c.inter_dim, D];
+    s[b + 'mlp.fc1.bias'] = [c.inter_dim];
+    s[b + 'mlp.fc2.weight'] = [D, c.inter_dim];
+    s[b + 'mlp.fc2.bias'] = [D];
+  }
+  s['layer_norm.weight'] = [D];
+  s['layer_norm.bias'] = [D];
+  return s;
+}
+
+/** nanoVLM ViT._init_weights: Linear/Conv N(0, 0.02) with zero bias, LayerNorm (1, 0),
+ *  position embedding torch.rand (U[0,1)), CLS token zeros. */
+function vitInit(name: string, shape: number[], rng: Rng): Float32Array {
+  if (name.endsWith('position_embedding')) return uniformInit(rng, shape);
+  if (name.endsWith('cls_token')) return constInit(shape, 0);
+  if (/(^|\.)(ln1|ln2|layer_norm)\.weight$/.test(name)) return constInit(shape, 1);
+  if (name.endsWith('.bias')) return constInit(shape, 0);
+  return normalInit(rng, shape, 0.02);
+}
+
+function validateViT(c: ViTConfig, yamlPath: string): void {
+  const fail = (msg: string, key: string) => {
+    throw new UserError(msg, { where: { yamlPath: `${yamlPath}.${key}` } });
+  };
+  if (c.hidden_dim % c.n_heads !== 0) fail(`hidden_dim ${c.hidden_dim} is not divisible by n_heads ${c.n_heads}`, 'n_heads');
+  if (c.image_size % c.patch_size !== 0) fail(`image_size ${c.image_size} is not divisible by patch_size ${c.patch_size}`, 'patch_size');
+}
+
+export class SiglipViT implements VisionEncoder {
+  readonly params = new Map<string, tf.Variable>();
+  readonly imageSize: number;
+  readonly hiddenDim: number;
+  readonly numTokens: number;
+  readonly cfg: ViTConfig;
+
+  constructor(cfg: ViTConfig, rng: Rng) {
+    this.cfg = cfg;
+    this.imageSize = cfg.image_size;
+    this.hiddenDim = cfg.hidden_dim;
+    this.numTokens = cfg.cls_flag ? 1 : (cfg.image_size / cfg.patch_size) ** 2;
+    for (const [name, shape] of Object.entries(vitParamShapes(cfg))) {
+      this.params.set(name, param(vitInit(name, shape, rng), shape));
+    }
+  }
+
+  private p<T extends tf.Tensor = tf.Tensor>(name: string): T {
+    return this.params.get(name) as unknown as T;
+  }
+
+  /** Conv2d(3, D, kernel=stride=P) as patchify + linear; [B, 3, S, S] -> [B, N, D], patches row-major */
+  private patchEmbedding(images: tf.Tensor4D): tf.Tensor3D {
+    const { patch_size: P, hidden_dim: D } = this.cfg;
+    const [B, C, S] = images.shape;
+    const h = S / P;
+    const w = images.shape[3] / P;
+    // [B, 3, h*P, w*P] -> [B*3*h, P, w, P] -> [B*3*h, w, P, P] -> [B, 3, h, w, P*P]
+    let x: tf.Tensor = images.reshape([B * C * h, P, w, P]).transpose([0, 2, 1, 3]).reshape([B, C, h, w, P * P]);
+    // -> [B, h, w, 3, P*P] -> [B, N, 3*P*P]  (feature order c, ky, kx = the conv kernel's layout)
+    x = x.transpose([0, 2, 3, 1, 4]).reshape([B, h * w, C * P * P]);
+    const kernel = this.p<tf.Tensor4D>('patch_embedding.conv.weight').reshape([D, C * P * P]) as tf.Tensor2D;
+    x = linear(x, kernel, this.p('patch_embedding.conv.bias')); // [B, N, D]
+    if (this.cfg.cls_flag) {
+      const cls = tf.tile(this.p<tf.Tensor3D>('patch_embedding.cls_token'), [B, 1, 1]);
+      x = tf.concat([cls, x], 1); // [B, 1+N, D]
+    }
+    return tf.add(x, this.p('patch_embedding.position_embedding')) as tf.Tensor3D;
+  }
+
+  private block(x: tf.Tensor3D, i: number, training: boolean): tf.Tensor3D {
+    const b = `blocks.${i}.`;
+    const { hidden_dim: D, n_heads: H, ln_eps: eps, dropout } = this.cfg;
+    // attention: qkv [B, T, 3D] split as [q | k | v], heads contiguous hd slices
+    const h = layerNorm(x, this.p(b + 'ln1.weight'), this.p(b + 'ln1.bias'), eps);
+    const qkv = linear(h, this.p<tf.Tensor2D>(b + 'attn.qkv_proj.weight'), this.p(b + 'attn.qkv_proj.bias'));
+    const [q, k, v] = tf.split(qkv, [D, D, D], 2).map((t) => splitHeads(t, H)); // [B, H, T, hd]
+    let y: tf.Tensor = mergeHeads(attention(q, k, v, { causal: false, dropout, training })); // [B, T, D]
+    y = linear(y, this.p<tf.Tensor2D>(b + 'attn.out_proj.weight'), this.p(b + 'attn.out_proj.bias'));
+    x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
+    // MLP
+    const h2 = layerNorm(x, this.p(b + 'ln2.weight'), this.p(b + 'ln2.bias'), eps);
+    let m = geluTanh(linear(h2, this.p<tf.Tensor2D>(b + 'mlp.fc1.weight'), this.p(b + 'mlp.fc1.bias'))); // [B, T, inter]
+    m = linear(m, this.p<tf.Tensor2D>(b + 'mlp.fc2.weight'), this.p(b + 'mlp.fc2.bias')); // [B, T, D]
+    return tf.add(x, maybeDropout(m, dropout, training)) as tf.Tensor3D;
+  }
+
+  /** [B, 3, S, S] -> [B, N, D] (with cls_flag: [B, 1, D], the normalised CLS token) */
+  forward(images: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor3D {
+    const training = !!opts.training;
+    let x = maybeDropout(this.patchEmbedding(images), this.cfg.dropout, training) as tf.Tensor3D;
+    for (let i = 0; i < this.cfg.n_blocks; i++) x = this.block(x, i, training);
+    if (this.cfg.cls_flag) x = x.slice([0, 0, 0], [-1, 1, -1]);
+    return layerNorm(x, this.p('layer_norm.weight'), this.p('layer_norm.bias'), this.cfg.ln_eps) as tf.Tensor3D;
+  }
+
+  nanovlmConfig(): Record<string, unknown> {
+    const c = this.cfg;
+    return {
+      vit_hidden_dim: c.hidden_dim,
+      vit_inter_dim: c.inter_dim,
+      vit_patch_size: c.patch_size,
+      vit_img_size: c.image_size,
+      vit_n_heads: c.n_heads,
+      vit_dropout: c.dropout,
+      vit_n_blocks: c.n_blocks,
+      vit_ln_eps: c.ln_eps,
+      vit_cls_flag: c.cls_flag,
+      vit_model_type: c.model_type,
+    };
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    this.params.clear();
+  }
+}
+
+// ---- Hugging Face SigLIP checkpoints (ViT.from_pretrained) -----------------------------------------
+
+/** SiglipVisionConfig field -> our option (transformers' defaults for fields the file omits). */
+const HF_SIGLIP_CONFIG: [hf: string, ours: keyof ViTConfig, dflt: number][] = [
+  ['hidden_size', 'hidden_dim', 768],
+  ['intermediate_size', 'inter_dim', 3072],
+  ['patch_size', 'patch_size', 16],
+  ['image_size', 'image_size', 224],
+  ['num_attention_heads', 'n_heads', 12],
+  ['num_hidden_layers', 'n_blocks', 12],
+  ['layer_norm_eps', 'ln_eps', 1e-6],
+  ['attention_dropout', 'dropout', 0],
+];
+
+/** HF key -> nanoVLM key; `{i}` = block index. Keys of the file not listed (vision_model.head.*, text_model.*, logit_*) are ignored. */
+export const HF_SIGLIP_KEYS: [hf: string, ours: string][] = [
+  ['vision_model.embeddings.patch_embedding.weight', 'patch_embedding.conv.weight'],
+  ['vision_model.embeddings.patch_embedding.bias', 'patch_embedding.conv.bias'],
+  ['vision_model.embeddings.position_embedding.weight', 'patch_embedding.position_embedding'], // [N, D] -> [1, N, D]
+  ['vision_model.post_layernorm.weight', 'layer_norm.weight'],
+  ['vision_model.post_layernorm.bias', 'layer_norm.bias'],
+  ['vision_model.encoder.layers.{i}.layer_norm1.weight', 'blocks.{i}.ln1.weight'],
+  ['vision_model.encoder.layers.{i}.layer_norm1.bias', 'blocks.{i}.ln1.bias'],
+  ['vision_model.encoder.layers.{i}.layer_norm2.weight', 'blocks.{i}.ln2.weight'],
+  ['vision_model.encoder.layers.{i}.layer_norm2.bias', 'blocks.{i}.ln2.bias'],
+  ['vision_model.encoder.layers.{i}.mlp.fc1.weight', 'blocks.{i}.mlp.fc1.weight'],
+  ['vision_model.encoder.layers.{i}.mlp.fc1.bias', 'blocks.{i}.mlp.fc1.bias'],
+  ['vision_model.encoder.layers.{i}.mlp.fc2.weight', 'blocks.{i}.mlp.fc2.weight'],
+  ['vision_model.encoder.layers.{i}.mlp.fc2.bias', 'blocks.{i}.mlp.fc2.bias'],
+  ['vision_model.encoder.layers.{i}.self_attn.out_proj.weight', 'blocks.{i}.attn.out_proj.weight'],
+  ['vision_model.encoder.layers.{i}.self_attn.out_proj.bias', 'blocks.{i}.attn.out_proj.bias'],
+];
+/** Fused on load: qkv_proj = cat([q_proj, k_proj, v_proj], 0), for weight and bias. */
+export const HF_SIGLIP_QKV = {
+  q: 'vision_model.encoder.layers.{i}.self_attn.q_proj.{w}',
+  k: 'vision_model.encoder.layers.{i}.self_attn.k_proj.{w}',
+  v: 'vision_model.encoder.layers.{i}.self_attn.v_proj.{w}',
+  ours: 'blocks.{i}.attn.qkv_proj.{w}',
+};
+
+/** Read a SigLIP config.json (flat SiglipVisionConfig, or a full SiglipConfig with vision_config). */
+export function readSiglipConfig(folder: string): Partial<ViTConfig> {
+  const file = join(folder, 'config.json');
+  if (!existsSync(file)) throw new UserError(`${file} not found: a SigLIP checkpoint folder needs config.json`, { where: { file } });
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { where: { file } });
+  }
+  const cfg = (raw.model_type === 'siglip' && raw.vision_config ? raw.vision_config : raw) as Record<string, unknown>;
+  const out: Partial<ViTConfig> = {};
+  for (const [hf, ours, dflt] of HF_SIGLIP_CONFIG) (out as Record<string, unknown>)[ours] = cfg[hf] ?? dflt;
+  return out;
+}
+
+function loadHfSiglip(model: SiglipViT, folder: string): void {
+  const file = join(folder, 'model.safetensors');
+  const f = openSafetensors(file);
+  try {
+    const sets: [string, Float32Array, number[]][] = [];
+    const read = (hf: string) => {
+      if (!f.has(hf)) throw new UserError(`${file}: missing tensor "${hf}" (a SigLIP vision checkpoint has it)`, { where: { file } });
+      const t = f.read(hf);
+      return { data: t.data as Float32Array, shape: t.shape };
+    };
+    for (let i = 0; i < model.cfg.n_blocks; i++) {
+      for (const [hfT, oursT] of HF_SIGLIP_KEYS) {
+        if (!hfT.includes('{i}') && i > 0) continue;
+        const hf = hfT.replace('{i}', String(i));
+        const t = read(hf);
+        sets.push([oursT.replace('{i}', String(i)), t.data, t.shape]);
+      }
+      for (const w of ['weight', 'bias']) {
+        const parts = (['q', 'k', 'v'] as const).map((x) => read(HF_SIGLIP_QKV[x].replace('{i}', String(i)).replace('{w}', w)));
+        const data = new Float32Array(parts.reduce((a, p) => a + p.data.length, 0));
+        let o = 0;
+        for (const p of parts) {
+          data.set(p.data, o);
+          o += p.data.length;
+        }
+        sets.push([HF_SIGLIP_QKV.ours.replace('{i}', String(i)).replace('{w}', w), data, [parts.reduce((a, p) => a + p.shape[0], 0), ...parts[0].shape.slice(1)]]);
+      }
+    }
+    for (const [name, data, shape] of sets) {
+      const v = model.params.get(name)!;
+      let s = shape;
+      if (name === 'patch_embedding.position_embedding' && shape.length === 2) s = [1, ...shape]; // [N, D] -> [1, N, D]
+      if (s.join() !== v.shape.join()) {
+        throw new UserError(`${file}: tensor for ${name} has shape [${shape}], the model expects [${v.shape}]`, { where: { file } });
+      }
+      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
+    }
+  } finally {
+    f.close();
+  }
+}
+
+// ---- plugin ------------------------------------------------------------------------------------------
+
+const options = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    from: {
+      type: ['string', 'null'],
+      description: 'Hugging Face SigLIP vision checkpoint (repo id or local folder with config.json + model.safetensors); its config sets the shapes',
+    },
+    hidden_dim: { type: 'integer', minimum: 1, description: 'vit_hidden_dim (default 768; from the checkpoint with `from`)' },
+    inter_dim: { type: 'integer', minimum: 1, description: 'vit_inter_dim, MLP width (default 3072)' },
+    patch_size: { type: 'integer', minimum: 1, description: 'vit_patch_size (default 16)' },
+    image_size: { type: 'integer', minimum: 1, description: 'vit_img_size (default 224)' },
+    n_heads: { type: 'integer', minimum: 1, description: 'vit_n_heads (default 12)' },
+    n_blocks: { type: 'integer', minimum: 0, description: 'vit_n_blocks (default 12)' },
+    ln_eps: { type: 'number', exclusiveMinimum: 0, description: 'vit_ln_eps (default 1e-6)' },
+    cls_flag: { type: 'boolean', description: 'vit_cls_flag: prepend a CLS token and output only it (default false)' },
+    dropout: { type: 'number', minimum: 0, maximum: 1, description: 'vit_dropout, used when training (default 0)' },
+  },
+} as const;
+
+type Options = { from?: string | null } & Partial<Omit<ViTConfig, 'model_type'>>;
+
+/** The full config from options (+ the checkpoint's config.json when `from` is a local folder). */
+function configFrom(opts: Options, hub: Partial<ViTConfig> | null, yamlPath: string, from?: string): ViTConfig {
+  const explicit = Object.fromEntries(Object.entries(opts).filter(([k, v]) => k !== 'from' && v !== undefined && v !== null));
+  const merged = hub ? mergeHubShapes(explicit, hub, { yamlPath, configFile: `${from}/config.json` }, ['dropout']) : explicit;
+  const cfg = { ...VIT_DEFAULTS, ...merged, model_type: from ?? VIT_DEFAULTS.model_type } as ViTConfig;
+  validateViT(cfg, yamlPath);
+  return cfg;
+}
+
+export default definePlugin({
+  kind: 'vision',
+  name: 'siglip-vit',
+  description: "SigLIP ViT encoder (nanoVLM v0.1 ViT): patch tokens after the final LayerNorm; `from` loads a Hub SigLIP checkpoint",
+  options,
+  async create(options_, ctx: PluginContext) {
+    const opts = options_ as Options;
+    let hub: Partial<ViTConfig> | null = null;
+    let folder: string | null = null;
+    if (opts.from) {
+      const local = resolve(ctx.recipeDir, opts.from); // a relative folder resolves against the recipe
+      folder = await resolveSource(existsSync(local) ? local : opts.from, {
+        repoType: 'model',
+        files: ['config.json', 'model.safetensors'],
+      });
+      hub = readSiglipConfig(folder);
+    }
+    const cfg = configFrom(opts, hub, ctx.yamlPath, opts.from ?? undefined);
+    const model = new SiglipViT(cfg, new Rng(ctx.seed, 'vision'));
+    if (folder) {
+      loadHfSiglip(model, folder);
+      ctx.log.info(`${ctx.yamlPath}: loaded SigLIP weights from ${opts.from}`);
+    }
+    return model;
+  },
+  describe(options_): ModuleDescription {
+    const opts = options_ as Options;
+    let hub: Partial<ViTConfig> | null = null;
+    if (opts.from && existsSync(join(opts.from, 'config.json'))) hub = readSiglipConfig(opts.from);
+    const cfg = configFrom(opts, hub, 'model.vision', opts.from ?? undefined);
+    const nTok = cfg.cls_flag ? 1 : (cfg.image_size / cfg.patch_size) ** 2;
+    return { params: vitParamShapes(cfg), hiddenDim: cfg.hidden_dim, numTokens: nTok };
+  },
+});
