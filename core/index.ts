@@ -1,0 +1,28 @@
+// nanovlm-ts as a library: load a trained model (run directory, model folder or Hub repo id) and
+// generate from images and prompts without the CLI.
+//
+//   import { loadModel, generateText } from 'nanovlm-ts';
+//   const { model, tokenizer, imageProcessor } = await loadModel('runs/shapes-tiny-.../', { registry });
+//   const [answer] = await generateText(model, tokenizer, imageProcessor,
+//     [{ prompt: 'Question: What colour is the circle? Answer:', image: pngBytes }], { maxNewTokens: 8 });
+//   model.dispose();
+//
+// `registry` holds the plugins the model was built from (the built-ins: see docs/generation.md).
+export { loadModel, resolveModelFolder, type LoadedModel, type LoadModelOptions } from './load-model.ts';
+export {
+  generate,
+  generateBatch,
+  generateText,
+  preparePrompts,
+  sampleToken,
+  samplingDistribution,
+  mulberry32,
+  type GenerateInputs,
+  type GenerateOptions,
+  type SamplingOptions,
+  type PromptBatch,
+} from './generate.ts';
+export { definePlugin, type Plugin, type JSONSchema } from './plugin.ts';
+export { UserError, UserErrors, isUserError } from './errors.ts';
+export type { VisionLanguageModel } from './model/vlm.ts';
+export type * from './types.ts';
