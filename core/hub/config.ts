@@ -75,7 +75,7 @@ export function rememberSecret(secret: string): void {
  * characters) replaced by "hf_***", and Bearer credentials removed.
  */
 export function redact(text: string): string {
-  let out = text;
+  let out = text.replace(/(Bearer\s+)[A-Za-z0-9._~+/=-]+/gi, '$1***');
   for (const s of secrets) out = out.split(s).join('hf_***');
-  return out.replace(/\bhf_[A-Za-z0-9_-]{8,}/g, 'hf_***').replace(/(Bearer\s+)[^\s"',;]+/gi, '$1***');
+  return out.replace(/\bhf_[A-Za-z0-9_-]{8,}/g, 'hf_***');
 }
