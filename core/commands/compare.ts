@@ -393,7 +393,7 @@ async function compareBackbones(opts: CompareOptions, rel: (r: number) => number
     const vision = await opts.registry.create('vision', { use: 'siglip-vit', from: join(dir, 'siglip') }, ctx);
     try {
       const images = toTensor(need(opts.inputs, readSafetensors(resolve(opts.inputs)).tensors, 'images'), 'float32') as tf.Tensor4D;
-      const out = vision.forward(images);
+      const out = tf.tidy(() => vision.forward(images));
       rows.push(forwardRow('vit_out', (await out.data()) as Float32Array, expected.get('vit_out')!, rel));
       tf.dispose([images, out]);
     } finally {
