@@ -9,6 +9,7 @@ import type { PluginKind } from '../types.ts';
 import { loadWithExtends } from './extends.ts';
 import { applyOverrides, parseOverride, type Override } from './overrides.ts';
 import { formatPath, type SourceMap } from './positions.ts';
+import { recipeSchema } from './schema.ts';
 import { validateRecipe } from './validate.ts';
 
 export interface ResolvedRecipe {
@@ -63,7 +64,14 @@ export async function resolveRecipe(file: string, opts: { registry: Registry; ov
 /** The resolved recipe as YAML (written to <run dir>/recipe.yaml). */
 export function recipeToYaml(r: ResolvedRecipe): string {
   const { data } = r;
-  return `# resolved from ${r.chain.join(' <- ')}\n` + stringify(data, { lineWidth: 0 });
+  const order = Object.keys(recipeSchema.properties ?? {});
+  const sorted = Object.fromEntries(
+    Object.keys(data)
+      .sort((a, b) => order.indexOf(a) - order.indexOf(b))
+      .filter((k) => k !== 'extends')
+      .map((k) => [k, data[k]]),
+  );
+  return `# resolved from ${r.chain.join(' <- ')}\n` + stringify(sorted, { lineWidth: 0 });
 }
 
 

@@ -1,0 +1,89 @@
+// `vlm run [recipe] [a.b=value ...] [--resume <run dir>] [--force] [--dry-run] [--debug]`
+// The whole trace: resolve the recipe (core/recipe) -> start the backend (core/runtime.ts) ->
+// create the run directory and context (core/run.ts) -> create the stage plugins by name and run
+// them in order (core/pipeline.ts). With no recipe: recipes/shapes-tiny.yaml (no network needed).
+import { existsSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { CommandEnv } from '../cli.ts';
+import { UserError } from '../errors.ts';
+import { runPipeline } from '../pipeline.ts';
+import { isOverride } from '../recipe/overrides.ts';
+import { resolveRecipe } from '../recipe/index.ts';
+import { createRun } from '../run.ts';
+import { initRuntime } from '../runtime.ts';
+import type { Stage } from '../types.ts';
+
+export const DEFAULT_RECIPE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'recipes', 'shapes-tiny.yaml');
+
+export const USAGE = `Usage: vlm run [recipe.yaml] [key.path=value ...] [options]
+
+  recipe.yaml           the recipe (default: recipes/shapes-tiny.yaml; with --resume: <run dir>/recipe.yaml)
+  key.path=value        override a recipe value, e.g. train.batch_size=8 data.train[0].count=100
+  --resume <run dir>    continue an interrupted run from its latest checkpoint
+  --force               reuse an existing run directory / resume with a changed recipe
+  --dry-run             run, but publishers do not upload
+  --debug               stack traces and debug lines`;
+
+/** Split argv into recipe path, overrides and flags. */
+export function parseRunArgs(argv: string[]) {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      resume: { type: 'string' },
+      force: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+      debug: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const overrides = positionals.filter(isOverride);
+  const rest = positionals.filter((p) => !isOverride(p));
+  if (rest.length > 1) throw new UserError(`one recipe at a time (got ${rest.join(', ')})`, { hint: 'overrides are written key.path=value' });
+  let recipe = rest[0];
+  if (!recipe && values.resume && existsSync(join(values.resume, 'recipe.yaml'))) recipe = join(values.resume, 'recipe.yaml');
+  return {
+    recipe: recipe ?? DEFAULT_RECIPE,
+    overrides,
+    flags: { resume: values.resume, force: !!values.force, dryRun: !!values['dry-run'], debug: !!values.debug },
+    help: !!values.help,
+  };
+}
+
+export async function main(argv: string[], env: CommandEnv): Promise<number> {
+  const args = parseRunArgs(argv);
+  if (args.help) {
+    env.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  args.flags.debug ||= env.debug;
+  const recipe = await resolveRecipe(args.recipe, { registry: env.registry, overrides: args.overrides });
+  const rt = recipe.data.runtime;
+  const runtime = await initRuntime(rt.backend, { threads: rt.threads, log: env.log.info });
+  const run = createRun(recipe, { registry: env.registry, backend: runtime.backend, flags: args.flags, stderr: env.stderr });
+  const { ctx } = run;
+  try {
+    ctx.log.info(`run ${recipe.data.name}: ${relative(process.cwd(), ctx.runDir) || ctx.runDir} (stages: ${recipe.data.stages.join(' -> ')})`);
+    ctx.facts.threads = runtime.threads ?? null;
+    const stages: Stage[] = [];
+    for (const [i, name] of (recipe.data.stages as string[]).entries()) {
+      stages.push(await env.registry.create('stage', { use: name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log }));
+    }
+    await runPipeline(run, stages);
+    ctx.log.info(`done: ${ctx.runDir}`);
+    for (const [k, v] of Object.entries(ctx.artifacts)) ctx.log.info(`  ${k}: ${join(ctx.runDir, v)}`);
+    return 0;
+  } catch (e) {
+    ctx.log.debug(`failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    if (ctx.signal.aborted && !(e instanceof UserError)) {
+      ctx.log.warn(`interrupted; resume with: vlm run ${args.recipe} --resume ${ctx.runDir}`);
+      return 130;
+    }
+    throw e;
+  } finally {
+    ctx.model?.dispose();
+    run.close();
+  }
+}

@@ -1,0 +1,46 @@
+// The stage pipeline: the recipe's `stages` (stage plugins, by name) run in order under listr2,
+// one live line per stage (each stage's `report(line)` updates it). The interactive renderer on
+// a terminal; a plain line-by-line renderer when output is not a TTY or CI=true (logs, CI).
+import { Listr } from 'listr2';
+import type { Run } from './run.ts';
+import type { Stage } from './types.ts';
+
+export function plainOutput(): boolean {
+  return !process.stderr.isTTY || !!process.env.CI;
+}
+
+export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
+  const { ctx } = run;
+  const plain = plainOutput();
+  const tasks = new Listr(
+    stages.map((stage) => ({
+      title: stage.title,
+      task: async (_: unknown, task: { output: string; title: string }) => {
+        const started = Date.now();
+        ctx.log.debug(`stage ${stage.title}: start`);
+        // log lines during a stage go to its live line on a terminal (they are in run.log anyway)
+        const consoleWrite = run.console.write;
+        if (!plain) run.console.write = (line) => void (task.output = line);
+        try {
+          await stage.run(ctx, (line) => {
+            task.output = line;
+          });
+        } finally {
+          run.console.write = consoleWrite;
+        }
+        ctx.facts[`stage_${stage.title}_seconds`] = Math.round((Date.now() - started) / 100) / 10;
+        if (ctx.signal.aborted) throw ctx.signal.reason;
+      },
+    })),
+    {
+      concurrent: false,
+      exitOnError: true,
+      registerSignalListeners: false, // core/run.ts handles Ctrl-C
+      renderer: plain ? 'simple' : 'default',
+      rendererOptions: { persistentOutput: true, collapseErrors: false, showErrorMessage: false } as object,
+      fallbackRenderer: 'simple',
+      fallbackRendererCondition: plain,
+    },
+  );
+  await tasks.run();
+}
