@@ -15,7 +15,7 @@ import publishers from '../../plugins/publisher/index.ts';
 import publishStage from '../../plugins/stage/publish.ts';
 import { checkpointModelSection, loadCheckpoint } from '../../core/weights/checkpoint.ts';
 import { isUserError } from '../../core/errors.ts';
-import type { RunContext } from '../../core/types.ts';
+import type { RunContext, Stage } from '../../core/types.ts';
 
 const [runDir, publishersJson, flag] = process.argv.slice(2);
 const TINY = join(FIXTURES, 'tiny');
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     facts: { train_time_s: 1 },
     flags: { dryRun: flag === '--dry-run', debug: true },
   };
-  await publishStage.create({}, {} as never).run(ctx, (line) => console.log(`[publish] ${line}`));
+  await (publishStage.create({}, {} as never) as Stage).run(ctx, (line: string) => console.log(`[publish] ${line}`));
   model.dispose();
 }
 

@@ -22,7 +22,7 @@ import { checkpointModelSection, loadCheckpoint } from '../../core/weights/check
 import { readSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
 import publishStage from '../../plugins/stage/publish.ts';
-import type { RunContext, Tokenizer } from '../../core/types.ts';
+import type { RunContext, Stage, Tokenizer } from '../../core/types.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 import { startFakeHub, type FakeHub } from './fake-hub.ts';
 
@@ -138,7 +138,7 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     const lines: string[] = [];
     const ctx = runContext(runDir, [{ use: 'local' }, { use: 'hub' }], lines);
     hub.faults.failNext = { count: 1, status: 503, match: /commit/ }; // a transient failure on the way
-    await publishStage.create({}, {} as never).run(ctx, (l) => lines.push(l));
+    await (publishStage.create({}, {} as never) as Stage).run(ctx, (l: string) => lines.push(l));
     assert.equal(hub.faults.failNext.count, 0);
 
     const folder = join(runDir, 'model');
@@ -223,13 +223,13 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     const runDir = join(home, 'run');
     mkdirSync(runDir);
     const ctx = runContext(runDir, [{ use: 'local', path: mine }], []);
-    await assert.rejects(publishStage.create({}, {} as never).run(ctx, () => {}), /already exists and is not a model folder/);
+    await assert.rejects((publishStage.create({}, {} as never) as Stage).run(ctx, () => {}), /already exists and is not a model folder/);
     assert.deepEqual(readdirSync(mine), ['precious.txt']);
     assert.deepEqual(readdirSync(home).sort(), ['mine', 'run'], 'a temp folder was left behind');
     // a folder we wrote before is replaced
     const ours = join(home, 'ours');
-    await publishStage.create({}, {} as never).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
-    await publishStage.create({}, {} as never).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
+    await (publishStage.create({}, {} as never) as Stage).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
+    await (publishStage.create({}, {} as never) as Stage).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
     assert.ok(existsSync(join(ours, 'model.safetensors')));
     assert.deepEqual(readdirSync(home).sort(), ['mine', 'ours', 'run']);
   });
