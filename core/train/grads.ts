@@ -71,3 +71,38 @@ export function nonFiniteGrads(grads: Map<string, tf.Tensor>): string[] {
     .sort((a, b) => rank(a.n) - rank(b.n) || a.i - b.i)
     .map((x) => x.n);
 }
+
+/** What model.lossAndGrads needs (structural: core/model/vlm.ts VisionLanguageModel fits). */
+export interface GradModel {
+  lossAndGrads(
+    batch: { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D | null; targets: tf.Tensor2D },
+    trainable?: string[],
+  ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
+}
+
+/**
+ * forward -> loss -> backward over the micro-batches of one optimizer step. Micro-batch k, whose
+ * targets count n_k tokens, is weighted by n_k / sum(n): the result is exactly the loss and the
+ * gradients of the concatenated batch (nanoVLM's loss is a mean over the batch's counted tokens).
+ * Returns kept tensors; the caller disposes them. `counts[k]` = countedTokens(targets of batch k).
+ */
+export function accumulatedLossAndGrads(
+  model: GradModel,
+  batches: { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D | null; targets: tf.Tensor2D }[],
+  counts: number[],
+  trainable?: string[],
+): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+  const total = counts.reduce((a, b) => a + b, 0);
+  const grads = new Map<string, tf.Tensor>();
+  let loss = tf.scalar(0);
+  batches.forEach((batch, k) => {
+    if (counts[k] === 0) return; // nothing to learn from (and its mean loss would be 0/0)
+    const w = counts[k] / total;
+    const r = model.lossAndGrads(batch, trainable);
+    accumulate(grads, r.grads, w);
+    const prev = loss;
+    loss = tf.tidy(() => tf.add(prev, tf.mul(r.loss, w)));
+    tf.dispose([prev, r.loss, ...r.grads.values()]);
+  });
+  return { loss, grads };
+}
