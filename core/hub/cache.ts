@@ -157,7 +157,9 @@ export async function linkIntoSnapshot(blob: string, pointer: string): Promise<v
   if (await lstat(pointer).catch(() => null)) await rm(pointer, { force: true });
   try {
     await symlink(relative(dirname(pointer), blob), pointer);
-  } catch {
+  } catch (e) {
+    // another resolve of the same repo linked it first
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST' && sizeOf(pointer) === sizeOf(blob)) return;
     const tmp = incompletePath(pointer);
     await copyFile(blob, tmp);
     await rename(tmp, pointer);

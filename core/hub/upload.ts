@@ -7,7 +7,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { commit, createRepo, HubApiError, whoAmI } from '@huggingface/hub';
 import { UserError } from '../errors.ts';
-import { hubEndpoint } from './config.ts';
+import { hubEndpoint, isOffline } from './config.ts';
 import { hubError, hubClient, type HubClient, type RetryOptions } from './http.ts';
 import { unsafeReason } from './paths.ts';
 import type { RepoType } from './cache.ts';
@@ -88,6 +88,11 @@ export async function uploadFolder(folder: string, repo: string, opts: UploadOpt
     log(`dry run: would upload ${files.length} files (${formatBytes(bytes)}) to ${url} in one commit "${opts.message}":`);
     for (const f of files) log(`  ${f.path}  ${formatBytes(f.size)} (${f.size} bytes)`);
     return { url, files, bytes, dryRun: true };
+  }
+  if (isOffline()) {
+    throw new UserError(`HF_HUB_OFFLINE is set, so nothing can be uploaded to ${repo}`, {
+      hint: 'unset HF_HUB_OFFLINE to publish, or use --dry-run to see what would be uploaded',
+    });
   }
   const client = hubClient({ ...opts.retry, log });
   if (!client.token) {

@@ -99,6 +99,13 @@ describe('download into the cache', () => {
     await rejects(resolveSource('alice/tiny', { files: ['tokenizer.json'], retry: FAST }), /has no file "tokenizer.json"/);
   });
 
+  it('parallel resolves of the same repo both succeed', async () => {
+    hub.addRepo('model', 'alice/tiny', files);
+    const [a, b] = await Promise.all([resolveSource('alice/tiny', { retry: FAST }), resolveSource('alice/tiny', { retry: FAST })]);
+    assert.equal(a, b);
+    assert.equal(readFileSync(join(a, 'model.safetensors')).length, 4096);
+  });
+
   it('datasets use datasets--owner--name and a predicate', async () => {
     const commit = hub.addRepo('dataset', 'alice/shapes', { 'data/train.parquet': 'PAR1xxxxPAR1', 'README.md': '# d' });
     const snap = await resolveSource('alice/shapes', { repoType: 'dataset', files: (p) => p.endsWith('.parquet'), retry: FAST });

@@ -98,6 +98,11 @@ describe('uploadFolder', () => {
     assert.equal(hub.requests.filter((q) => q.status === 500).length, 2);
   });
 
+  it('HF_HUB_OFFLINE=1 refuses to upload, without a request', async () => {
+    process.env.HF_HUB_OFFLINE = '1';
+    await rejects(uploadFolder(folder, 'alice/tiny', { message: 'm', retry: FAST }), /HF_HUB_OFFLINE is set[\s\S]*--dry-run/);
+    assert.equal(hub.requests.length, 0);
+  });
   it('no token: says how to get one', async () => {
     delete process.env.HF_TOKEN;
     await rejects(uploadFolder(folder, 'alice/tiny', { message: 'm', retry: FAST }), /needs a Hugging Face token[\s\S]*HF_TOKEN/);
