@@ -1,0 +1,124 @@
+// `vlm inspect <recipe> [key.path=value ...] [--json]`: the resolved recipe, the plugin graph
+// (which plugin sits at which YAML path, from which module), parameter counts per module computed
+// from the recipe's shapes alone (each plugin's describe(); no weights, no download), and a
+// float32 memory estimate for training: params + grads + AdamW state (exp_avg, exp_avg_sq).
+import { parseArgs } from 'node:util';
+import type { CommandEnv } from '../cli.ts';
+import { UserError } from '../errors.ts';
+import type { ModuleDescription, ModulePeers } from '../plugin.ts';
+import { isOverride } from '../recipe/overrides.ts';
+import { formatPath } from '../recipe/positions.ts';
+import { recipeToYaml, resolveRecipe } from '../recipe/index.ts';
+import { pluginEntries } from '../recipe/schema.ts';
+import type { Registry } from '../registry.ts';
+import type { PluginKind } from '../types.ts';
+
+export interface ParamReport {
+  /** per nanoVLM module prefix: vision_encoder, MP, decoder */
+  modules: { module: string; plugin: string; params: number | null; note?: string }[];
+  total: number | null;
+  memory: { params: number; grads: number; adamw: number; total: number } | null;
+}
+
+const BYTES = 4; // float32
+
+function count(d: ModuleDescription): number {
+  return Object.values(d.params).reduce((s, shape) => s + shape.reduce((p, n) => p * n, 1), 0);
+}
+
+/** Parameter counts of the model a resolved recipe describes, from the plugins' describe(). */
+export function parameterReport(recipe: Record<string, any>, registry: Registry): ParamReport {
+  const m = recipe.model ?? {};
+  const modules: ParamReport['modules'] = [];
+  const peers: ModulePeers = {};
+  const describe = (kind: PluginKind, key: string, module: string): ModuleDescription | null => {
+    const entry = m[key];
+    if (!entry) {
+      modules.push({ module, plugin: '-', params: null, note: m.from ? `comes from model.from (${m.from})` : 'not in the recipe' });
+      return null;
+    }
+    const plugin = registry.get(kind, entry.use);
+    if (!plugin.describe) {
+      modules.push({ module, plugin: entry.use, params: null, note: `plugin ${entry.use} has no describe(): count unknown until it is built` });
+      return null;
+    }
+    const { use: _u, ...options } = entry;
+    try {
+      const d = plugin.describe(options, peers);
+      modules.push({ module, plugin: entry.use, params: count(d) });
+      return d;
+    } catch (e) {
+      modules.push({ module, plugin: entry.use, params: null, note: `describe() failed: ${(e as Error).message}` });
+      return null;
+    }
+  };
+  const v = describe('vision', 'vision', 'vision_encoder');
+  if (v?.hiddenDim !== undefined && v.numTokens !== undefined) peers.vision = { hiddenDim: v.hiddenDim, numTokens: v.numTokens };
+  const d = describe('decoder', 'decoder', 'decoder');
+  if (d?.hiddenDim !== undefined) peers.decoder = { hiddenDim: d.hiddenDim };
+  describe('projector', 'projector', 'MP');
+  // nanoVLM's order: vision_encoder, MP, decoder
+  modules.sort((a, b) => ['vision_encoder', 'MP', 'decoder'].indexOf(a.module) - ['vision_encoder', 'MP', 'decoder'].indexOf(b.module));
+  const known = modules.every((x) => x.params !== null);
+  const total = known ? modules.reduce((s, x) => s + x.params!, 0) : null;
+  const memory = total === null ? null : { params: total * BYTES, grads: total * BYTES, adamw: 2 * total * BYTES, total: 4 * total * BYTES };
+  return { modules, total, memory };
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++;
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US');
+
+export async function main(argv: string[], env: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const files = positionals.filter((p) => !isOverride(p));
+  if (values.help) {
+    env.stdout.write('Usage: vlm inspect <recipe.yaml> [key.path=value ...] [--json]\n');
+    return 0;
+  }
+  if (files.length !== 1) throw new UserError('vlm inspect needs one recipe file', { hint: 'vlm inspect recipes/smol-222m.yaml' });
+  const r = await resolveRecipe(files[0], { registry: env.registry, overrides: positionals.filter(isOverride) });
+  const graph = pluginEntries(r.data).map(({ path, kind, entry }) => ({
+    path: formatPath(path),
+    kind,
+    plugin: entry.use as string,
+    source: env.registry.source(kind, entry.use as string) ?? '?',
+  }));
+  (r.data.stages as string[]).forEach((s, i) => graph.push({ path: `stages[${i}]`, kind: 'stage', plugin: s, source: env.registry.source('stage', s) ?? '?' }));
+  const report = parameterReport(r.data, env.registry);
+
+  if (values.json) {
+    env.stdout.write(JSON.stringify({ recipe: r.data, plugins: graph, parameters: report }, null, 2) + '\n');
+    return 0;
+  }
+  const out: string[] = [];
+  out.push(`== resolved recipe (${r.chain.join(' <- ')})`, recipeToYaml(r).split('\n').slice(1).join('\n').trimEnd(), '');
+  out.push('== plugins');
+  const w = Math.max(...graph.map((g) => g.path.length));
+  for (const g of graph) out.push(`  ${g.path.padEnd(w)}  ${g.kind}/${g.plugin}  (${g.source})`);
+  out.push('', '== parameters');
+  for (const x of report.modules) {
+    out.push(`  ${x.module.padEnd(15)} ${x.plugin.padEnd(16)} ${x.params === null ? `?  (${x.note})` : fmt(x.params).padStart(14)}`);
+  }
+  out.push(`  ${'total'.padEnd(32)} ${report.total === null ? '? (some modules unknown)' : fmt(report.total).padStart(14)}`);
+  if (report.memory) {
+    const mem = report.memory;
+    out.push('', '== memory estimate for training (float32)');
+    out.push(`  parameters        ${bytes(mem.params).padStart(10)}`);
+    out.push(`  gradients         ${bytes(mem.grads).padStart(10)}`);
+    out.push(`  AdamW state (x2)  ${bytes(mem.adamw).padStart(10)}`);
+    out.push(`  total             ${bytes(mem.total).padStart(10)}  + activations (grow with train.batch_size x sequence length; measure with vlm memory)`);
+  }
+  env.stdout.write(out.join('\n') + '\n');
+  return 0;
+}
+
