@@ -1,0 +1,124 @@
+// `vlm generate`: nanoVLM's generate.py — load a model, print the input and N generations for one
+// image and prompt, streaming the tokens as they come.
+//   https://github.com/huggingface/nanoVLM/blob/v0.1/generate.py
+// Default decoding is v0.1's (sampling from the full softmax, temperature 1); --greedy takes the
+// argmax; generation i uses seed S + i, so a run is reproducible.
+import { readFileSync, existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { UserError } from '../errors.ts';
+import { loadModel } from '../load-model.ts';
+import { generateBatch, preparePrompts, type GenerateOptions } from '../generate.ts';
+import { vqaPrompt } from '../data/prompt.ts';
+import type { CommandEnv } from '../cli.ts';
+import { initRuntime, type BackendChoice } from '../runtime.ts';
+
+export const USAGE = `Usage: vlm generate --model <run dir | model folder | owner/name[@rev]> --image <file> [options]
+
+  --prompt <text>          question (default "What is this?"), formatted as "Question: <text> Answer:"
+  --max-new-tokens <n>     tokens per generation (default 20)
+  --num <n>                number of generations (default 5)
+  --greedy                 argmax decoding (default: sampling as nanoVLM v0.1)
+  --temperature <t>        sampling temperature (default 1)
+  --top-k <k>              keep the k most likely tokens (default: all)
+  --top-p <p>              nucleus sampling mass (default 1 = all)
+  --seed <s>               sampling seed; generation i uses s + i (default 0)
+  --no-stop                do not stop at eos (nanoVLM v0.1 behaviour)
+  --no-cache               full recompute each step instead of the KV cache
+  --backend <b>            auto | tensorflow | wasm | cpu (default auto)`;
+
+function num(flag: string, v: string | undefined, opts: { int?: boolean; min?: number; max?: number } = {}): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (!Number.isFinite(x) || (opts.int && !Number.isInteger(x)) || (opts.min !== undefined && x < opts.min) || (opts.max !== undefined && x > opts.max)) {
+    const range = [opts.min !== undefined ? `>= ${opts.min}` : '', opts.max !== undefined ? `<= ${opts.max}` : ''].filter(Boolean).join(' and ');
+    throw new UserError(`${flag} ${v}: expected ${opts.int ? 'an integer' : 'a number'}${range ? ' ' + range : ''}`, { hint: USAGE.split('\n')[0] });
+  }
+  return x;
+}
+
+export async function main(argv: string[], env: CommandEnv): Promise<number> {
+  const out = env.stdout ?? process.stdout;
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: {
+        model: { type: 'string' },
+        image: { type: 'string' },
+        prompt: { type: 'string', default: 'What is this?' },
+        'max-new-tokens': { type: 'string' },
+        num: { type: 'string' },
+        greedy: { type: 'boolean', default: false },
+        temperature: { type: 'string' },
+        'top-k': { type: 'string' },
+        'top-p': { type: 'string' },
+        seed: { type: 'string' },
+        'no-stop': { type: 'boolean', default: false },
+        'no-cache': { type: 'boolean', default: false },
+        backend: { type: 'string', default: 'auto' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }).values;
+  } catch (e) {
+    throw new UserError(`vlm generate: ${(e as Error).message}`, { hint: USAGE });
+  }
+  if (args.help) {
+    out.write(USAGE + '\n');
+    return 0;
+  }
+  if (!args.model) throw new UserError('vlm generate: --model is required', { hint: USAGE });
+  if (!args.image) throw new UserError('vlm generate: --image is required', { hint: USAGE });
+  if (!existsSync(args.image)) throw new UserError(`--image ${args.image}: no such file`, { where: { file: args.image } });
+  const sampling = args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined;
+  if (args.greedy && sampling) {
+    throw new UserError('vlm generate: --greedy cannot be combined with --temperature/--top-k/--top-p', { hint: 'choose one' });
+  }
+  const maxNewTokens = num('--max-new-tokens', args['max-new-tokens'], { int: true, min: 1 }) ?? 20;
+  const n = num('--num', args.num, { int: true, min: 1 }) ?? 5;
+  const seed = num('--seed', args.seed, { int: true, min: 0 }) ?? 0;
+  const base: GenerateOptions = {
+    maxNewTokens,
+    greedy: args.greedy,
+    temperature: num('--temperature', args.temperature, { min: 0 }) ?? 1,
+    topK: num('--top-k', args['top-k'], { int: true, min: 0 }),
+    topP: num('--top-p', args['top-p'], { min: 0, max: 1 }),
+    useCache: !args['no-cache'],
+    stopAtEos: !args['no-stop'],
+  };
+
+  const backends = ['auto', 'tensorflow', 'wasm', 'cpu'];
+  if (!backends.includes(args.backend!)) throw new UserError(`--backend ${args.backend}: expected one of ${backends.join(', ')}`);
+  await initRuntime(args.backend as BackendChoice, { log: env.log?.debug });
+  const { model, tokenizer, imageProcessor, folder } = await loadModel(args.model, { registry: env.registry, log: env.log });
+  try {
+    out.write(`Loading weights from: ${folder}\n`);
+    const batch = await preparePrompts(tokenizer, imageProcessor, [
+      { prompt: vqaPrompt(args.prompt), image: new Uint8Array(readFileSync(args.image)), id: args.image },
+    ]);
+    out.write(`\nInput:\n  ${args.prompt}\n\nOutputs:\n`);
+    for (let i = 0; i < n; i++) {
+      out.write(`  >> Generation ${i + 1}: `);
+      // stream: decode everything so far and print what is new (BPE pieces can merge)
+      const tokens: number[] = [];
+      let printed = '';
+      generateBatch(model, batch, {
+        ...base,
+        eosTokenId: tokenizer.eosTokenId,
+        seed: seed + i,
+        onToken: (_row, tok) => {
+          if (base.stopAtEos && tok === tokenizer.eosTokenId) return;
+          tokens.push(tok);
+          const text = tokenizer.decode(tokens, { skipSpecialTokens: true }).replace(/\n/g, ' ');
+          if (text.startsWith(printed)) out.write(text.slice(printed.length));
+          else out.write(`\r  >> Generation ${i + 1}: ${text}`);
+          printed = text;
+        },
+      });
+      out.write('\n');
+    }
+  } finally {
+    model.dispose();
+  }
+  return 0;
+}

@@ -1,0 +1,138 @@
+// Shared by the generative evaluators (multiple-choice, exact-match): read a dataset in batches,
+// format each question into a prompt, preprocess the images, generate greedily (batched, left
+// padded) and hand back (sample, answer text) pairs. Not a plugin itself.
+import { generateBatch, type GenerateOptions } from '../../core/generate.ts';
+import { UserError } from '../../core/errors.ts';
+import type { Dataset, RunContext, Sample } from '../../core/types.ts';
+
+/** The option schema every evaluator shares (each plugin adds its own keys). */
+export const COMMON_OPTIONS = {
+  data: {
+    type: 'string',
+    enum: ['val', 'eval'],
+    description: 'which data list of the recipe to evaluate on (data.val or data.eval)',
+  },
+  max_samples: {
+    type: ['integer', 'null'],
+    minimum: 1,
+    default: null,
+    description: 'evaluate at most this many samples of each dataset (null = all)',
+  },
+  batch_size: { type: 'integer', minimum: 1, default: 16, description: 'samples per forward pass' },
+} as const;
+
+/** The model pieces an evaluator needs, or a UserError saying the load stage must run first. */
+export function needModel(ctx: RunContext, evaluator: string) {
+  const { model, tokenizer, imageProcessor } = ctx;
+  if (!model || !tokenizer || !imageProcessor) {
+    throw new UserError(`evaluator ${evaluator}: no model loaded`, {
+      hint: 'the load stage must run before eval (stages: [load, ..., eval]) or pass --model to `vlm eval`',
+    });
+  }
+  return { model, tokenizer, imageProcessor };
+}
+
+function checkAbort(ctx: RunContext): void {
+  if (ctx.signal?.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('interrupted');
+}
+
+/** Iterate a dataset in batches of `batchSize`, at most `maxSamples` samples. */
+export async function* batches(dataset: Dataset, batchSize: number, maxSamples: number | null | undefined) {
+  let batch: Sample[] = [];
+  let n = 0;
+  for await (const s of dataset.samples({ epoch: 0 })) {
+    if (maxSamples != null && n >= maxSamples) break;
+    batch.push(s);
+    n++;
+    if (batch.length === batchSize) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length) yield batch;
+}
+
+export interface Answered {
+  sample: Sample;
+  /** decoded generation, special tokens skipped */
+  output: string;
+}
+
+/**
+ * Generate an answer for each sample of `dataset`: prompt = format(sample.question), greedy,
+ * batched. Samples whose image cannot be decoded are skipped and counted.
+ */
+export async function answerAll(
+  ctx: RunContext,
+  evaluator: string,
+  dataset: Dataset,
+  opts: {
+    format: (question: string) => string;
+    batchSize: number;
+    maxSamples?: number | null;
+    generate: GenerateOptions;
+  },
+): Promise<{ answered: Answered[]; skipped: string[] }> {
+  const { model, tokenizer, imageProcessor } = needModel(ctx, evaluator);
+  const answered: Answered[] = [];
+  const skipped: string[] = [];
+  for await (const batch of batches(dataset, opts.batchSize, opts.maxSamples)) {
+    checkAbort(ctx);
+    const S = imageProcessor.size;
+    const ok: { sample: Sample; pixels: Float32Array; ids: number[] }[] = [];
+    for (const sample of batch) {
+      try {
+        ok.push({ sample, pixels: await imageProcessor.process(sample.image, sample.id), ids: tokenizer.encode(opts.format(sample.question)) });
+      } catch (e) {
+        skipped.push(sample.id);
+        ctx.log.warn(`${evaluator}: skipped ${sample.id}: ${(e as Error).message}`);
+      }
+    }
+    if (!ok.length) continue;
+    // left-pad the prompts to the longest of the batch (nanoVLM MMStarCollator: padding=True, left)
+    const B = ok.length;
+    const T = Math.max(1, ...ok.map((o) => o.ids.length));
+    const inputIds = new Int32Array(B * T).fill(tokenizer.padTokenId);
+    const attentionMask = new Int32Array(B * T);
+    const images = new Float32Array(B * 3 * S * S);
+    ok.forEach((o, b) => {
+      inputIds.set(o.ids, b * T + T - o.ids.length);
+      attentionMask.fill(1, b * T + T - o.ids.length, (b + 1) * T);
+      images.set(o.pixels, b * 3 * S * S);
+    });
+    const tokens = generateBatch(
+      model,
+      { inputIds, attentionMask, images, batchSize: B, seqLen: T, imageSize: S },
+      { eosTokenId: tokenizer.eosTokenId, ...opts.generate },
+    );
+    ok.forEach((o, b) => answered.push({ sample: o.sample, output: tokenizer.decode(tokens[b], { skipSpecialTokens: true }) }));
+    // let the event loop breathe (progress rendering, signals) between batches
+    await new Promise((r) => setImmediate(r));
+  }
+  return { answered, skipped };
+}
+
+/**
+ * Metrics grouped by sample.category: `means` are averaged (accuracies), `counts` summed;
+ * every group also gets its sample count `n`. Categories sorted by name.
+ */
+export function perCategory(
+  rows: { category?: string; means: Record<string, number>; counts?: Record<string, number> }[],
+): Record<string, Record<string, number>> {
+  const groups = new Map<string, { n: number; means: Record<string, number>; counts: Record<string, number> }>();
+  for (const r of rows) {
+    const key = r.category ?? '(none)';
+    const g = groups.get(key) ?? { n: 0, means: {}, counts: {} };
+    g.n++;
+    for (const [k, v] of Object.entries(r.means)) g.means[k] = (g.means[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(r.counts ?? {})) g.counts[k] = (g.counts[k] ?? 0) + v;
+    groups.set(key, g);
+  }
+  const out: Record<string, Record<string, number>> = {};
+  for (const [key, g] of [...groups].sort((a, b) => a[0].localeCompare(b[0]))) {
+    out[key] = {};
+    for (const [k, s] of Object.entries(g.means)) out[key][k] = s / g.n;
+    Object.assign(out[key], g.counts, { n: g.n });
+  }
+  return out;
+}

@@ -1,0 +1,137 @@
+// MMStar-style multiple-choice accuracy, as nanoVLM v0.1 measures it (train.py `test_mmstar`):
+// prompt = `Question: {question} \nAnswer only with the letter! \nAnswer:`, a few tokens generated
+// greedily (v0.1 samples; greedy makes the figure reproducible), then
+// `models/utils.py check_multiple_choice_with_regex`:
+//   https://github.com/huggingface/nanoVLM/blob/v0.1/models/utils.py
+//     correct_answer = correct_answer.upper()
+//     patterns = [rf"\b{correct_answer}\b", rf"\b{correct_answer}[.,)]", rf"\(.*{correct_answer}.*\)"]
+//     correct = any(re.search(p, model_output) for p in patterns)
+// The Python `re` semantics are reproduced: `\b` is Unicode-aware (a word character is a letter,
+// a number or `_`), `.` matches anything but "\n". The answer is escaped (v0.1 interpolates it
+// raw; for the letters A-Z that is the same).
+// Besides that lenient score we report a strict one (the first non-space character of the output
+// is the answer letter, followed by a non-word character or the end), the number of unparseable
+// outputs (no option letter passes the regex check) and of ambiguous ones (several do).
+import { definePlugin } from '../../core/plugin.ts';
+import { mmstarPrompt } from '../../core/data/prompt.ts';
+import type { Evaluator, EvalResult, Sample } from '../../core/types.ts';
+import { answerAll, COMMON_OPTIONS, perCategory } from './common.ts';
+
+const WORD = String.raw`[\p{L}\p{N}_]`; // Python 3 str-pattern \w
+const NOT_WORD = String.raw`[^\p{L}\p{N}_]`;
+// Python's \b: between a word and a non-word character (or the text's ends)
+const WB = String.raw`(?:(?<=${WORD})(?!${WORD})|(?<!${WORD})(?=${WORD}))`;
+const ANY = String.raw`[^\n]`; // Python's `.` without DOTALL
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+}
+
+/** nanoVLM v0.1 `check_multiple_choice_with_regex` for one output. */
+export function checkMultipleChoiceWithRegex(modelOutput: string, correctAnswer: string): boolean {
+  const x = escapeRegex(correctAnswer.toUpperCase());
+  const patterns = [
+    `${WB}${x}${WB}`, // word boundary around the answer letter
+    `${WB}${x}[.,)]`, // answer followed by punctuation
+    String.raw`\(${ANY}*${x}${ANY}*\)`, // answer within parentheses
+  ];
+  return patterns.some((p) => new RegExp(p, 'u').test(modelOutput));
+}
+
+/** The strict reading: the letter the output starts with (after spaces), or null. */
+export function firstLetter(modelOutput: string, letters: readonly string[]): string | null {
+  const m = new RegExp(String.raw`^\s*(\p{Lu})(?!${WORD})`, 'u').exec(modelOutput);
+  return m && letters.includes(m[1]) ? m[1] : null;
+}
+
+/** Option letters of a sample: A.. for its choices, else A-D. */
+export function optionLetters(sample: Pick<Sample, 'choices'>): string[] {
+  const n = sample.choices?.length || 4;
+  return Array.from({ length: n }, (_, i) => String.fromCharCode(65 + i));
+}
+
+export interface ChoiceScore {
+  /** nanoVLM's regex check */
+  correct: boolean;
+  /** first-letter check */
+  strict: boolean;
+  /** option letters that pass the regex check */
+  matched: string[];
+  unparseable: boolean;
+  ambiguous: boolean;
+}
+
+export function scoreChoice(modelOutput: string, answer: string, letters: readonly string[] = ['A', 'B', 'C', 'D']): ChoiceScore {
+  const matched = letters.filter((l) => checkMultipleChoiceWithRegex(modelOutput, l));
+  return {
+    correct: checkMultipleChoiceWithRegex(modelOutput, answer),
+    strict: firstLetter(modelOutput, letters) === answer.toUpperCase(),
+    matched,
+    unparseable: matched.length === 0,
+    ambiguous: matched.length > 1,
+  };
+}
+
+/** Aggregate per-sample scores: overall metrics and the per-category breakdown. */
+export function summariseChoices(rows: { category?: string; score: ChoiceScore }[]): Pick<EvalResult, 'metrics' | 'breakdown'> {
+  const n = rows.length;
+  const sum = (f: (s: ChoiceScore) => boolean) => rows.reduce((a, r) => a + (f(r.score) ? 1 : 0), 0);
+  return {
+    metrics: {
+      accuracy: n ? sum((s) => s.correct) / n : 0,
+      accuracy_strict: n ? sum((s) => s.strict) / n : 0,
+      unparseable: sum((s) => s.unparseable),
+      ambiguous: sum((s) => s.ambiguous),
+      n,
+    },
+    breakdown: perCategory(
+      rows.map((r) => ({
+        category: r.category,
+        means: { accuracy: +r.score.correct, accuracy_strict: +r.score.strict },
+        counts: { unparseable: +r.score.unparseable },
+      })),
+    ),
+  };
+}
+
+export default definePlugin({
+  kind: 'evaluator',
+  name: 'multiple-choice',
+  description:
+    'MMStar-style accuracy: MMStar prompt, greedy generation, nanoVLM v0.1 regex check + strict first letter; overall and per category.',
+  options: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      ...COMMON_OPTIONS,
+      data: { ...COMMON_OPTIONS.data, default: 'eval' },
+      max_new_tokens: { type: 'integer', minimum: 1, default: 5, description: 'tokens generated per answer (nanoVLM: 5)' },
+      stop_at_eos: {
+        type: 'boolean',
+        default: true,
+        description: 'stop each answer at eos; false = nanoVLM v0.1, whose decoded text then includes what follows the eos',
+      },
+    },
+  } as const,
+  create(options): Evaluator & { data: 'val' | 'eval' } {
+    return {
+      name: 'multiple-choice',
+      data: options.data,
+      async evaluate(ctx, dataset): Promise<EvalResult> {
+        const { answered, skipped } = await answerAll(ctx, 'multiple-choice', dataset, {
+          format: mmstarPrompt,
+          batchSize: options.batch_size,
+          maxSamples: options.max_samples as number | null,
+          generate: { greedy: true, maxNewTokens: options.max_new_tokens, stopAtEos: options.stop_at_eos },
+        });
+        const rows = answered.map(({ sample, output }) => ({
+          category: sample.category,
+          score: scoreChoice(output, sample.answer, optionLetters(sample)),
+        }));
+        const { metrics, breakdown } = summariseChoices(rows);
+        if (skipped.length) metrics.skipped = skipped.length;
+        return { evaluator: 'multiple-choice', dataset: dataset.name, metrics, breakdown };
+      },
+    };
+  },
+});

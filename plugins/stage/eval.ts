@@ -1,0 +1,106 @@
+// The eval stage: runs the recipe's `eval.evaluators` (each on every dataset of its `data` list,
+// `eval` by default), writes <runDir>/eval/results.json and eval/results.md (Markdown tables),
+// prints the table and appends the results to ctx.evalResults (the model card reads them).
+// `runEvaluators` is exported for the train stage (evaluation every N steps).
+import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { definePlugin } from '../../core/plugin.ts';
+import { UserError } from '../../core/errors.ts';
+import type { Evaluator, EvalResult, RunContext, Stage } from '../../core/types.ts';
+
+type Entry = { use: string; data?: 'val' | 'eval'; [k: string]: unknown };
+
+/** Build every evaluator of `entries` (default: recipe eval.evaluators) and run it on its datasets. */
+export async function runEvaluators(
+  ctx: RunContext,
+  opts: { entries?: Entry[]; report?: (line: string) => void; yamlPath?: string } = {},
+): Promise<EvalResult[]> {
+  const entries: Entry[] = opts.entries ?? ctx.recipe?.eval?.evaluators ?? [];
+  const base = opts.yamlPath ?? 'eval.evaluators';
+  const results: EvalResult[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i];
+    const yamlPath = `${base}[${i}]`;
+    const evaluator = (await ctx.registry.create('evaluator', entry, {
+      recipe: ctx.recipe,
+      recipeDir: ctx.recipeDir,
+      yamlPath,
+      seed: ctx.seed,
+      log: ctx.log,
+      built: { tokenizer: ctx.tokenizer, 'image-processor': ctx.imageProcessor },
+    })) as Evaluator & { data?: 'val' | 'eval' };
+    const list = evaluator.data ?? entry.data ?? 'eval';
+    const datasets = ctx.datasets?.[list] ?? [];
+    if (!datasets.length) {
+      throw new UserError(`evaluator ${entry.use} evaluates data.${list}, but the recipe has no data.${list} datasets`, {
+        where: { yamlPath },
+        hint: `add datasets under data.${list}, or set ${yamlPath}.data to the list that has them`,
+      });
+    }
+    for (const ds of datasets) {
+      opts.report?.(`${entry.use} on ${ds.name}`);
+      const t0 = Date.now();
+      const r = await evaluator.evaluate(ctx, ds);
+      ctx.log.debug(`${entry.use} on ${ds.name}: ${JSON.stringify(r.metrics)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      results.push(r);
+    }
+  }
+  return results;
+}
+
+function fmt(v: number): string {
+  return Number.isInteger(v) ? String(v) : v.toFixed(4);
+}
+
+/** Markdown: one row per (evaluator, dataset, metric), then a per-category table per result. */
+export function resultsMarkdown(results: EvalResult[]): string {
+  const lines = ['| evaluator | dataset | metric | value |', '|---|---|---|---|'];
+  for (const r of results) {
+    for (const [k, v] of Object.entries(r.metrics)) lines.push(`| ${r.evaluator} | ${r.dataset} | ${k} | ${fmt(v)} |`);
+  }
+  for (const r of results) {
+    const groups = Object.entries(r.breakdown ?? {});
+    if (groups.length === 0) continue;
+    const cols = [...new Set(groups.flatMap(([, m]) => Object.keys(m)))];
+    lines.push('', `${r.evaluator} on ${r.dataset}, per category:`, '');
+    lines.push(`| category | ${cols.join(' | ')} |`, `|---|${cols.map(() => '---|').join('')}`);
+    for (const [g, m] of groups) lines.push(`| ${g} | ${cols.map((c) => (m[c] === undefined ? '' : fmt(m[c]))).join(' | ')} |`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Write eval/results.json and eval/results.md under runDir (each to a temp name, then renamed). */
+export function writeResults(runDir: string, results: EvalResult[]): { json: string; md: string } {
+  const dir = join(runDir, 'eval');
+  mkdirSync(dir, { recursive: true });
+  const json = join(dir, 'results.json');
+  const md = join(dir, 'results.md');
+  writeFileSync(json + '.tmp', JSON.stringify({ results }, null, 2) + '\n');
+  renameSync(json + '.tmp', json);
+  writeFileSync(md + '.tmp', resultsMarkdown(results));
+  renameSync(md + '.tmp', md);
+  return { json, md };
+}
+
+export default definePlugin({
+  kind: 'stage',
+  name: 'eval',
+  description: "Runs the recipe's eval.evaluators; writes eval/results.json and eval/results.md in the run directory.",
+  options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  create(): Stage {
+    return {
+      title: 'eval',
+      async run(ctx, report) {
+        const results = await runEvaluators(ctx, { report });
+        writeResults(ctx.runDir, results);
+        ctx.evalResults.push(...results);
+        ctx.artifacts.eval = 'eval/results.md';
+        for (const r of results) ctx.metrics({ stage: 'eval', evaluator: r.evaluator, dataset: r.dataset, ...r.metrics });
+        const table = resultsMarkdown(results);
+        for (const line of table.trimEnd().split('\n')) ctx.log.info(line);
+        const first = results[0];
+        if (first) report(`${first.evaluator}: ${Object.entries(first.metrics).slice(0, 2).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`);
+      },
+    };
+  },
+});
