@@ -83,6 +83,20 @@ function fmtFact(key: string, v: unknown): string {
   return String(v);
 }
 
+/** Known run facts (core/run.ts, the train stage) in the order the card lists them. */
+const FACT_LABELS: Record<string, string> = {
+  train_seconds: 'Training time',
+  train_steps: 'Optimizer steps',
+  train_tokens: 'Tokens seen',
+  batch_size: 'Effective batch size',
+  final_train_loss: 'Final train loss',
+  best: 'Best checkpoint',
+  hardware: 'Hardware',
+  backend: 'Backend',
+  threads: 'Threads',
+  started: 'Started',
+};
+
 function humanKey(k: string): string {
   return k.replace(/[_-]+/g, ' ').replace(/^\w/, (c) => c.toUpperCase());
 }
@@ -168,10 +182,14 @@ export function modelCard(input: ModelCardInput): string {
 
   // ---- training run
   L.push('## Training run', '', '| | |', '|---|---|');
-  if (input.backend) L.push(`| Backend | tfjs ${esc(input.backend)} |`);
-  for (const [k, v] of Object.entries(input.facts ?? {})) {
+  const facts: Record<string, unknown> = { ...(input.facts ?? {}) };
+  if (input.backend) facts.backend = `tfjs ${input.backend}`;
+  delete facts.parameters; // in the model table
+  const order = Object.keys(FACT_LABELS).filter((k) => k in facts);
+  for (const k of [...order, ...Object.keys(facts).filter((k) => !(k in FACT_LABELS))]) {
+    const v = facts[k];
     if (v === undefined || v === null) continue;
-    L.push(`| ${esc(humanKey(k))} | ${esc(fmtFact(k, v))} |`);
+    L.push(`| ${esc(FACT_LABELS[k] ?? humanKey(k))} | ${esc(fmtFact(k, v))} |`);
   }
   L.push('');
 

@@ -9,6 +9,7 @@ import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { arch, cpus, platform, totalmem } from 'node:os';
 import { stringify } from 'yaml';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
@@ -32,6 +33,12 @@ function plannedRepoId(recipe: Record<string, any>): string | null {
     }
   }
   return null;
+}
+
+/** "2 × Intel Xeon ..., 24 GiB RAM, linux x64, Node 20.20.2" */
+function hardware(): string {
+  const c = cpus();
+  return `${c.length} × ${c[0]?.model?.trim() ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, ${platform()} ${arch()}, Node ${process.versions.node}`;
 }
 
 /** True when `dir` is a folder this publisher wrote (so it may be replaced). */
@@ -98,7 +105,7 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
       tags: opts.tags,
       description: opts.description,
       evalResults: ctx.evalResults,
-      facts: ctx.facts,
+      facts: { hardware: hardware(), ...ctx.facts },
       backend: ctx.backend,
       parameterCounts: ctx.model.parameterCounts(),
       files: await listFiles(tmp),

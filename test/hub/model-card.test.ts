@@ -31,7 +31,7 @@ describe('model card', () => {
     evalResults: [
       { evaluator: 'multiple-choice', dataset: 'shapes/test', metrics: { accuracy: 0.925, n: 200 }, breakdown: { color: { accuracy: 0.9, n: 100 } } },
     ],
-    facts: { train_time_s: 3725.4, steps: 500, hardware: '2 CPU cores', leaked: 'hf_abcdefghijklmnop123' },
+    facts: { train_seconds: 3725.4, train_steps: 500, hardware: '2 CPU cores', parameters: { total: 1 }, leaked: 'hf_abcdefghijklmnop123' },
     backend: 'wasm',
     parameterCounts: { vision_encoder: 100, MP: 20, decoder: 300, total: 420 },
     files: [{ path: 'model.safetensors', size: 343416 }],
@@ -53,8 +53,8 @@ describe('model card', () => {
     assert.match(card, /`data\.train\[0\]`: `parquet` \(from: HuggingFaceM4\/the_cauldron, subset: ai2d, split: train\)/);
     assert.match(card, /\| multiple-choice \| shapes\/test \| accuracy \| 0\.9250 \|/);
     assert.match(card, /\| color \| 0\.9000 \| 100 \|/);
-    assert.match(card, /\| Train time s \| 1 h 2 min 5 s \|/);
-    assert.match(card, /\| Backend \| tfjs wasm \|/);
+    assert.match(card, /\| Training time \| 1 h 2 min 5 s \|\n\| Optimizer steps \| 500 \|\n\| Hardware \| 2 CPU cores \|\n\| Backend \| tfjs wasm \|/);
+    assert.ok(!card.includes('| Parameters |'));
     assert.match(card, /\| \*\*total\*\* \| \| \*\*420\*\* \|/);
     assert.match(card, /loadModel\('alice\/smol-ft'/);
     assert.match(card, /VisionLanguageModel\.from_pretrained\("alice\/smol-ft"\)/);
