@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import type { Logger, PluginContext, RegistryLike } from '../types.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
-import { recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
+import { NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.ts';
 
 export const CONFIG_FILE = 'config.json';
@@ -134,7 +134,8 @@ export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pi
     const unexpected = f.names.filter((n) => !used.has(n));
     if (unexpected.length) problems.push(`unexpected tensors: ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ''}`);
     if (problems.length) {
-      throw new UserError(`${file} does not match the model built from its config:\n  - ${problems.join('\n  - ')}`, {
+      const shown = problems.length > 12 ? [...problems.slice(0, 12), `... and ${problems.length - 12} more`] : problems;
+      throw new UserError(`${file} does not match the model built from its config:\n  - ${shown.join('\n  - ')}`, {
         where: { file },
         hint: 'the checkpoint and config.json (or nanovlm-ts.json) disagree; re-save the checkpoint or fix the config',
       });
@@ -176,9 +177,15 @@ export function checkpointModelSection(folder: string): { section: ModelSection;
     if (!m || !m.vision || !m.projector || !m.decoder) {
       throw new UserError(`${sidecarFile}: "model" must have vision, projector and decoder entries`, { where: { file: sidecarFile } });
     }
-    // the weights come from this folder: never re-download the backbones
-    const strip = (e: Record<string, unknown>) => Object.fromEntries(Object.entries(e).filter(([k]) => k !== 'from')) as { use: string };
-    section = { vision: strip(m.vision), projector: strip(m.projector), decoder: strip(m.decoder) };
+    // The weights come from this folder: never re-download the backbones (`from` dropped). For the
+    // built-in plugins config.json is the truth for the shapes (a recipe that took them from a Hub
+    // backbone's config does not list them).
+    const fromConfig = recipeModelFromVLMConfig(config, cfgFile);
+    const entry = (kind: keyof ModelSection) => {
+      const e = Object.fromEntries(Object.entries(m[kind] as Record<string, unknown>).filter(([k]) => k !== 'from')) as { use: string };
+      return e.use === NANOVLM_PLUGINS[kind] ? { ...e, ...fromConfig[kind] } : e;
+    };
+    section = { vision: entry('vision'), projector: entry('projector'), decoder: entry('decoder') };
   } else {
     section = recipeModelFromVLMConfig(config, cfgFile);
   }
