@@ -203,6 +203,15 @@ describe('HTTP errors', () => {
     assert.ok(!e.format().includes('hf_revokedToken9876543210zyxw'));
     assert.ok(!String(e.stack).includes('hf_revokedToken9876543210zyxw'));
   });
+  it('an unreachable endpoint: retried, then "cannot reach" with what to check', async () => {
+    const { createServer } = await import('node:net');
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r())); // nothing listens there now
+    process.env.HF_ENDPOINT = `http://127.0.0.1:${port}`;
+    await rejects(resolveSource('alice/tiny', { retry: FAST }), /cannot reach http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED.*\)[\s\S]*HF_HUB_OFFLINE/);
+  });
   it('404: repo not found, with what to check', async () => {
     await rejects(resolveSource('alice/missing', { retry: FAST }), /repo not found \(HTTP 404, RepoNotFound\)[\s\S]*check the repo id/);
   });
