@@ -100,7 +100,7 @@ export function formatError(e: unknown, debug = false): string {
     const list = e instanceof UserErrors ? e.errors : [e as UserError];
     const head = list.length > 1 ? `${list.length} problems:\n` : '';
     const body = list.map((u) => 'error: ' + u.format()).join('\n');
-    return head + body + (debug ? '\n' + stackOf(e) : '');
+    return head + body + (debug ? '\n' + list.map(stackOf).join('\n') : '');
   }
   return `internal error (a bug; please report it with this output): ${stackOf(e)}`;
 }

@@ -10,6 +10,9 @@ import { resolveRecipe } from '../recipe/index.ts';
 export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
   const files = positionals.filter((p) => !isOverride(p));
+  if (files.length > 1) {
+    throw new UserError(`one recipe at a time: "${files[1]}" is not an override`, { hint: 'overrides are written key.path=value, e.g. train.batch_size=8' });
+  }
   if (values.help || files.length !== 1) {
     if (!values.help) throw new UserError('vlm validate needs one recipe file', { hint: 'vlm validate recipes/shapes-tiny.yaml [key.path=value ...]' });
     env.stdout.write('Usage: vlm validate <recipe.yaml> [key.path=value ...]\n');

@@ -14,7 +14,10 @@ export function levenshtein(a: string, b: string): number {
   return prev[b.length];
 }
 
-/** The candidate closest to `word` (case-insensitive), or undefined if none is within a third of its length (min 2). */
+/**
+ * The candidate closest to `word` (case-insensitive) if within a third of its length (min 2)
+ * edits, else the only candidate that starts with it, else undefined.
+ */
 export function closest(word: string, candidates: Iterable<string>): string | undefined {
   const w = word.toLowerCase();
   let best: string | undefined;
@@ -23,7 +26,10 @@ export function closest(word: string, candidates: Iterable<string>): string | un
     const d = levenshtein(w, c.toLowerCase());
     if (d < bestD) [best, bestD] = [c, d];
   }
-  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+  if (bestD <= Math.max(2, Math.floor(word.length / 3))) return best;
+  // a truncated name ("hidden" for "hidden_dim"): the only candidate it starts
+  const prefixed = [...candidates].filter((c) => w.length >= 3 && c.toLowerCase().startsWith(w));
+  return prefixed.length === 1 ? prefixed[0] : undefined;
 }
 
 /** ' (did you mean "x"?)' or '' */
