@@ -53,12 +53,29 @@ export function formatVLMConfig(cfg: Record<string, unknown>): string {
   return `{\n${lines.join(',\n')}\n}`;
 }
 
-/** The tensors nanoVLM's save_pretrained writes, by stored name. */
-export function stateDictToSave(model: VisionLanguageModel): Map<string, { variable: tf.Tensor; shape: number[] }> {
+/**
+ * The keys (and shapes) nanoVLM's save_pretrained writes: every parameter, the tied embedding under
+ * `decoder.head.weight`, and the buffers.
+ */
+export function stateDictKeys(params: Map<string, number[]>, buffers: Map<string, number[]>, tied: boolean): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [name, shape] of params) out.set(tied && TIED_STORED_AS[name] ? TIED_STORED_AS[name] : name, shape);
+  for (const [name, shape] of buffers) out.set(name, shape);
+  return out;
+}
+
+/** The tensors to save, by stored name. */
+export function stateDictToSave(model: VisionLanguageModel): Map<string, tf.Tensor> {
   const tied = isTied(model);
-  const out = new Map<string, { variable: tf.Tensor; shape: number[] }>();
-  for (const [name, v] of model.params) out.set(tied && TIED_STORED_AS[name] ? TIED_STORED_AS[name] : name, { variable: v, shape: v.shape });
-  for (const [name, t] of model.buffers) out.set(name, { variable: t, shape: t.shape });
+  const out = new Map<string, tf.Tensor>();
+  const all = new Map<string, tf.Tensor>([...model.params, ...model.buffers]);
+  const keys = stateDictKeys(
+    new Map([...model.params].map(([n, v]) => [n, v.shape])),
+    new Map([...model.buffers].map(([n, t]) => [n, t.shape])),
+    tied,
+  );
+  const stored = new Map([...model.params.keys()].map((n) => [tied && TIED_STORED_AS[n] ? TIED_STORED_AS[n] : n, n]));
+  for (const key of keys.keys()) out.set(key, all.get(stored.get(key) ?? key)!);
   return out;
 }
 
@@ -74,8 +91,8 @@ export async function saveCheckpoint(
   mkdirSync(folder, { recursive: true });
   const tensors = new Map<string, TensorToWrite>();
   const entries = [...stateDictToSave(model)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  for (const [name, { variable, shape }] of entries) {
-    tensors.set(name, { dtype: 'F32', shape, data: (await variable.data()) as Float32Array });
+  for (const [name, t] of entries) {
+    tensors.set(name, { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array });
   }
   const metadata: Record<string, string> = {};
   if (isTied(model)) for (const [alias, kept] of Object.entries(TIED_STORED_AS)) metadata[alias] = kept;
