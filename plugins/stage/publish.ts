@@ -1,11 +1,14 @@
 // The publish stage: runs the recipe's `publish.publishers` in order. `local` writes the model
 // folder (<runDir>/model by default); a publisher that uploads (e.g. `hub`) publishes the folder
 // the last `local` wrote — and if no `local` ran before it, the stage writes <runDir>/model first.
-// Writes <runDir>/publish.json: where each publisher put the model (never a token).
+// Writes <runDir>/publish.json: where each publisher put the model (never a token). When the run
+// starts, preflight() checks the hub publishers' repo ids and warns about a missing token.
 import { join } from 'node:path';
 import { definePlugin } from '../../core/plugin.ts';
+import { UserError } from '../../core/errors.ts';
 import { atomicWrite } from '../../core/hub/cache.ts';
-import type { Publisher, RunContext, Stage } from '../../core/types.ts';
+import { isOffline, parseRepoId, readToken } from '../../core/hub/index.ts';
+import type { Logger, Publisher, RunContext, Stage } from '../../core/types.ts';
 
 type Entry = { use: string; [k: string]: unknown };
 
@@ -45,12 +48,43 @@ export async function runPublishers(ctx: RunContext, report: (line: string) => v
   return done;
 }
 
+/**
+ * Checks made when the run starts (stages are created before any runs), so that a publish that
+ * cannot work fails or warns before hours of training, not after: every hub publisher needs a valid
+ * repo id (error); a missing or malformed token, or HF_HUB_OFFLINE, is a warning (a --dry-run needs
+ * neither).
+ */
+export function preflight(recipe: Record<string, any>, log: Logger): void {
+  const entries: Entry[] = recipe?.publish?.publishers ?? [];
+  entries.forEach((entry, i) => {
+    if (entry.use !== 'hub') return;
+    const yamlPath = `publish.publishers[${i}]`;
+    const repo = (entry.repo_id as string | undefined) ?? recipe.publish?.repo_id;
+    const id = typeof repo === 'string' ? parseRepoId(repo) : null;
+    if (!id || id.revision !== undefined) {
+      throw new UserError(repo ? `"${repo}" is not a Hub repo id (owner/name)` : 'the hub publisher needs a repo id', {
+        where: { yamlPath: entry.repo_id !== undefined || !repo ? `${yamlPath}.repo_id` : 'publish.repo_id' },
+        hint: 'set repo_id: owner/name on the publisher entry (or publish.repo_id)',
+      });
+    }
+    if (isOffline()) log.warn(`${yamlPath}: HF_HUB_OFFLINE is set, so the upload to ${id.repo} will fail at the end of the run (use --dry-run, or unset it)`);
+    try {
+      if (!readToken()) {
+        log.warn(`${yamlPath}: no Hugging Face token (HF_TOKEN or \`huggingface-cli login\`): the upload to ${id.repo} at the end of the run will fail unless one is set (--dry-run needs none)`);
+      }
+    } catch (e) {
+      log.warn(`${yamlPath}: ${(e as Error).message}`);
+    }
+  });
+}
+
 export default definePlugin({
   kind: 'stage',
   name: 'publish',
   description: "Runs the recipe's publish.publishers in order (local writes <run>/model; hub uploads it). --dry-run uploads nothing.",
   options: { type: 'object', additionalProperties: false, properties: {} } as const,
-  create(): Stage {
+  create(_options, context): Stage {
+    preflight(context.recipe, context.log);
     return {
       title: 'publish',
       async run(ctx, report) {
