@@ -199,7 +199,7 @@ export class LlamaDecoder implements Decoder {
   }
 
   embed(ids: tf.Tensor2D): tf.Tensor3D {
-    return tf.gather(this.p('token_embedding.weight'), ids.toInt()) as tf.Tensor3D; // [B, T] -> [B, T, C]
+    return tf.gather(this.p('token_embedding.weight'), ids.dtype === 'int32' ? ids : ids.toInt()) as tf.Tensor3D; // [B, T] -> [B, T, C]
   }
 
   newCache(batchSize: number): LlamaKVCache {

@@ -32,11 +32,11 @@ export function loadInputs(file: string): { images: tf.Tensor4D; inputIds: tf.Te
   const t = readSafetensors(file).tensors;
   const int = (n: string) => {
     const x = t.get(n)!;
-    return tf.tensor(Int32Array.from(x.data as BigInt64Array, Number), x.shape, 'int32') as tf.Tensor2D;
+    return tf.tensor(Int32Array.from(x.data as BigInt64Array, Number), x.shape as number[], 'int32') as unknown as tf.Tensor2D;
   };
   const img = t.get('images')!;
   return {
-    images: tf.tensor(img.data as Float32Array, img.shape, 'float32') as tf.Tensor4D,
+    images: tf.tensor(img.data as Float32Array, img.shape as number[], 'float32') as unknown as tf.Tensor4D,
     inputIds: int('input_ids'),
     attentionMask: int('attention_mask'),
     targets: int('targets'),
