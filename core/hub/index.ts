@@ -9,12 +9,14 @@
 // taken at the commit it pointed to when it was downloaded; pin `@<commit>` or delete
 // refs/<branch> to refresh). HF_HUB_OFFLINE=1 never touches the network.
 import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { UserError } from '../errors.ts';
 import { hubCacheDir, isOffline } from './config.ts';
 import { hubClient, type RetryOptions } from './http.ts';
 import { listRepo, fetchFile, resolveCommit } from './download.ts';
 import {
+  COMMIT,
   missingFiles,
   readListing,
   readRef,
@@ -98,8 +100,9 @@ async function resolveRepo(repo: string, revision: string, opts: ResolveOptions)
     let missing: string[];
     if (listing) {
       const absent = names?.filter((p) => !listing.some((f) => f.path === p)) ?? [];
-      if (absent.length) throw noSuchFiles(label, absent);
-      missing = missingFiles(snapshot, listing.filter((f) => pick(f.path)));
+      // a pinned commit, or offline, cannot gain files; a branch may have moved: ask the Hub
+      if (absent.length && (COMMIT.test(revision) || isOffline())) throw noSuchFiles(label, absent);
+      missing = [...absent, ...missingFiles(snapshot, listing.filter((f) => pick(f.path)))];
     } else if (names) {
       missing = missingFiles(snapshot, names.map((path) => ({ path })));
     } else {
@@ -119,6 +122,7 @@ async function resolveRepo(repo: string, revision: string, opts: ResolveOptions)
   const listing = await listRepo(client, type, repo, commit, snapshot);
   const absent = names?.filter((p) => !listing.some((f) => f.path === p)) ?? [];
   if (absent.length) throw noSuchFiles(label, absent);
+  await mkdir(snapshot, { recursive: true });
   for (const f of listing.filter((f) => pick(f.path))) {
     await fetchFile(client, type, repo, commit, storage, f, opts.log);
   }

@@ -99,6 +99,16 @@ describe('download into the cache', () => {
     await rejects(resolveSource('alice/tiny', { files: ['tokenizer.json'], retry: FAST }), /has no file "tokenizer.json"/);
   });
 
+  it('a branch that gained a file since it was cached is asked again; a predicate matching nothing gives an existing folder', async () => {
+    hub.addRepo('model', 'alice/tiny', files);
+    await resolveSource('alice/tiny', { files: ['config.json'], retry: FAST });
+    hub.addRepo('model', 'alice/tiny', { ...files, 'tokenizer.json': '{}' }); // main moved
+    const snap = await resolveSource('alice/tiny', { files: ['tokenizer.json'], retry: FAST });
+    assert.equal(readFileSync(join(snap, 'tokenizer.json'), 'utf8'), '{}');
+    const none = await resolveSource('alice/tiny', { files: (p) => p.endsWith('.parquet'), retry: FAST });
+    assert.ok(existsSync(none));
+  });
+
   it('parallel resolves of the same repo both succeed', async () => {
     hub.addRepo('model', 'alice/tiny', files);
     const [a, b] = await Promise.all([resolveSource('alice/tiny', { retry: FAST }), resolveSource('alice/tiny', { retry: FAST })]);
