@@ -7,6 +7,8 @@
 //   kv head h // (n_heads / n_kv_heads)); masks as nanoVLM's manual attention path (causal -inf, padding
 //   (1 - mask) * finfo.min added, attention output of padded query rows zeroed before out_proj).
 //   A KV cache (newCache) lets generation feed one token at a time; positions continue from its length.
+//   It equals full recompute as long as the sequence stays within max_position_embeddings (past it,
+//   nanoVLM rescales RoPE for the whole sequence at every step, which cached keys cannot follow).
 // Parameter names are nanoVLM's (`blocks.0.attn.q_proj.weight`, ...), PyTorch layout.
 // `from:` loads a Hugging Face Llama checkpoint (LanguageModel.from_pretrained): key table HF_LLAMA_KEYS;
 // a recipe vocab larger than the checkpoint's gets extra rows ~ N(0, 0.02) (seeded).
