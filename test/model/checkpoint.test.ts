@@ -150,3 +150,37 @@ test('the sidecar names the plugins; backbone `from` entries are not re-download
   m.dispose();
   ref.dispose();
 });
+
+test('untied head: both tensors saved, no alias metadata, reload identical; a plain config.json round-trips', async () => {
+  const registry = await setup();
+  const section = {
+    vision: { use: 'siglip-vit', hidden_dim: 16, inter_dim: 32, patch_size: 4, image_size: 16, n_heads: 2, n_blocks: 1, ln_eps: 1e-5 },
+    projector: { use: 'pixel-shuffle', factor: 2 },
+    decoder: { use: 'llama', hidden_dim: 24, inter_dim: 40, n_heads: 6, n_kv_heads: 3, n_blocks: 1, vocab_size: 30, max_length: 5, tie_weights: false, attn_scaling: 0.75, re_base: 5000 },
+  };
+  const { buildModel } = await import('../../core/weights/checkpoint.ts');
+  const model = await buildModel(section, registry, { seed: 11, log: silentLog });
+  assert.ok(model.params.has('decoder.head.weight'));
+  const out = join(tmp, 'untied');
+  await saveCheckpoint(model, out); // no sidecar: config.json alone must describe the model
+  const header = readSafetensorsHeader(join(out, 'model.safetensors'));
+  assert.ok(header.entries.has('decoder.head.weight') && header.entries.has('decoder.token_embedding.weight'));
+  assert.equal(header.metadata, null);
+  const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.equal(cfg.lm_tie_weights, false);
+  assert.equal(cfg.lm_attn_scaling, 0.75);
+  assert.equal(cfg.vit_ln_eps, 1e-5);
+  assert.match(readFileSync(join(out, 'config.json'), 'utf8'), /"vit_ln_eps": 1e-05,/);
+
+  const images = tf.randomUniform([1, 3, 16, 16], 0, 1, 'float32', 2) as tf.Tensor4D;
+  const ids = tf.tensor2d([[0, 3, 4, 5, 6]], [1, 5], 'int32');
+  const mask = tf.tensor2d([[0, 1, 1, 1, 1]], [1, 5], 'int32');
+  const a = model.forward(ids, images, mask);
+  const reloaded = await loadCheckpoint(out, registry, { log: silentLog });
+  const b = reloaded.forward(ids, images, mask);
+  assert.deepEqual(b.dataSync(), a.dataSync());
+  assert.deepEqual(reloaded.nanovlmConfig(), model.nanovlmConfig());
+  tf.dispose([images, ids, mask, a, b]);
+  model.dispose();
+  reloaded.dispose();
+});
