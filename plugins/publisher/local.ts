@@ -14,7 +14,8 @@ import { stringify } from 'yaml';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { modelCard } from '../../core/model-card.ts';
-import { isRepoId, redact, safeJoin } from '../../core/hub/index.ts';
+import { isRepoId, redact, resolveSource, safeJoin } from '../../core/hub/index.ts';
+import { checkpointModelSection, saveCheckpoint } from '../../core/weights/checkpoint.ts';
 import type { Publisher, RunContext } from '../../core/types.ts';
 
 export interface LocalOptions {
@@ -33,6 +34,24 @@ function plannedRepoId(recipe: Record<string, any>): string | null {
     }
   }
   return null;
+}
+
+/**
+ * The model section to store in the sidecar: the recipe's, completed with the components of the
+ * `model.from` checkpoint when the recipe names only `from` (the folder must say which plugins
+ * and shapes its weights belong to; the recipe's tokenizer / image processor entries win).
+ */
+async function effectiveModelSection(ctx: RunContext): Promise<Record<string, unknown>> {
+  const m: Record<string, any> = { ...(ctx.recipe?.model ?? {}) };
+  if ((m.vision && m.projector && m.decoder) || typeof m.from !== 'string') return m;
+  const local = resolve(ctx.recipeDir, m.from);
+  const folder = existsSync(local)
+    ? local
+    : await resolveSource(m.from, { repoType: 'model', files: (p) => p === 'config.json' || p === 'nanovlm-ts.json' });
+  const { section } = checkpointModelSection(folder);
+  const out: Record<string, unknown> = { ...section };
+  for (const [k, v] of Object.entries(m)) if (v !== null && v !== undefined) out[k] = v;
+  return out;
 }
 
 /** "2 × Intel Xeon ..., 24 GiB RAM, linux x64, Node 20.20.2" */
@@ -79,8 +98,7 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
   await mkdir(tmp, { recursive: true });
   try {
     // weights + nanoVLM config + sidecar (MODEL's checkpoint writer)
-    const { saveCheckpoint } = await import('../../core/weights/checkpoint.ts');
-    await saveCheckpoint(ctx.model, tmp, ctx.recipe?.model);
+    await saveCheckpoint(ctx.model, tmp, await effectiveModelSection(ctx));
 
     // tokenizer files (names checked: a tokenizer plugin cannot write outside the folder)
     for (const [name, content] of Object.entries(ctx.tokenizer?.files() ?? {})) {

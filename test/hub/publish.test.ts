@@ -43,11 +43,11 @@ const tokenizer: Tokenizer = {
   files: () => ({ 'tokenizer.json': '{"kind": "bytes"}\n' }),
 };
 
-function runContext(runDir: string, publishers: Record<string, unknown>[], lines: string[], flags: RunContext['flags'] = {}): RunContext {
+function runContext(runDir: string, publishers: Record<string, unknown>[], lines: string[], flags: RunContext['flags'] = {}, modelSection?: Record<string, unknown>): RunContext {
   const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), debug: (m: string) => lines.push(m) };
   const recipe = {
     name: 'tiny-published',
-    model: checkpointModelSection(TINY).section, // the tiny fixture's shapes, as a recipe would write them
+    model: modelSection ?? checkpointModelSection(TINY).section, // the tiny fixture's shapes, as a recipe would write them
     data: { train: [{ use: 'synthetic-shapes', split: 'train', count: 10 }] },
     publish: { repo_id: 'alice/tiny-vlm', private: false, license: 'apache-2.0', message: null, publishers },
   };
@@ -214,6 +214,23 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     const size = statSync(join(runDir, 'model', 'model.safetensors')).size;
     assert.match(r.stdout, new RegExp(`model\\.safetensors .*\\(${size} bytes\\)`));
     assert.equal(JSON.parse(readFileSync(join(runDir, 'publish.json'), 'utf8')).dry_run, true);
+  });
+
+  it('a recipe with only model.from gets the checkpoint\'s components in the sidecar, so the folder loads', async () => {
+    const runDir = join(home, 'run');
+    mkdirSync(runDir);
+    const section = { from: TINY, tokenizer: { use: 'bytes' } };
+    await (publishStage.create({}, {} as never) as Stage).run(runContext(runDir, [{ use: 'local' }], [], {}, section), () => {});
+    const side = JSON.parse(readFileSync(join(runDir, 'model', 'nanovlm-ts.json'), 'utf8'));
+    assert.equal(side.model.vision.use, 'siglip-vit');
+    assert.equal(side.model.decoder.hidden_dim, 48);
+    assert.deepEqual(side.model.tokenizer, { use: 'bytes' });
+    const back = await loadCheckpoint(join(runDir, 'model'), registry);
+    try {
+      assert.deepEqual(logits(back), logits(model));
+    } finally {
+      back.dispose();
+    }
   });
 
   it('a folder the user already had is not replaced', async () => {
