@@ -68,15 +68,14 @@ export const FLOAT32_MIN = -3.4028234663852886e38;
  *   q [B, H, Tq, hd]; k, v [B, Hkv, Tk, hd] with H = Hkv * G. Query head h uses kv head h // G
  *   (torch repeat_interleave(G, dim=1)); instead of repeating k/v G times, the G query heads of a
  *   kv head are stacked along the time axis and multiplied against that kv head once.
- *   causal: query i (absolute position Tk - Tq + i) sees keys j <= Tk - Tq + i; the others get -inf.
- *   additiveMask [B, Tk] (0 or finfo.min), added after the causal fill.
+ *   bias: additive mask broadcastable to [B, H, Tq, Tk] (see attentionBias), or null.
  * Returns [B, H, Tq, hd].
  */
 export function attention(
   q: tf.Tensor4D,
   k: tf.Tensor4D,
   v: tf.Tensor4D,
-  opts: { causal?: boolean; additiveMask?: tf.Tensor2D | null; dropout?: number; training?: boolean } = {},
+  opts: { bias?: tf.Tensor | null; dropout?: number; training?: boolean } = {},
 ): tf.Tensor4D {
   const [B, H, Tq, hd] = q.shape;
   const [, Hkv, Tk] = k.shape;
@@ -84,20 +83,31 @@ export function attention(
   const qg = q.reshape([B, Hkv, G * Tq, hd]); // [B, H, Tq, hd] -> [B, Hkv, G*Tq, hd]
   let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, Hkv, G*Tq, Tk]
   scores = tf.div(scores.reshape([B, H, Tq, Tk]), Math.sqrt(hd)); // [B, H, Tq, Tk]
-  if (opts.causal) scores = tf.where(causalKeep(Tq, Tk), scores, tf.fill([1, 1, Tq, Tk], -Infinity));
-  if (opts.additiveMask) scores = tf.add(scores, opts.additiveMask.reshape([B, 1, 1, Tk]));
+  if (opts.bias) scores = tf.add(scores, opts.bias);
   let probs = softmax(scores);
   if (opts.training && opts.dropout) probs = tf.dropout(probs, opts.dropout);
   const y = tf.matMul(probs.reshape([B, Hkv, G * Tq, Tk]), v); // [B, Hkv, G*Tq, hd]
   return y.reshape([B, H, Tq, hd]) as tf.Tensor4D;
 }
 
-/** bool [1, 1, Tq, Tk]: true where query i may see key j (j <= Tk - Tq + i) */
-function causalKeep(Tq: number, Tk: number): tf.Tensor4D {
+/**
+ * The additive attention mask of nanoVLM's manual path, built once per forward: -inf where key j is
+ * in the future of query i (absolute query position Tk - Tq + i), plus (1 - mask) * finfo(float32).min
+ * on padded keys. Adding -inf equals masked_fill(-inf), and -inf + finfo.min stays -inf.
+ *   padMask [B, Tk] (1 real, 0 padding) or null -> [B or 1, 1, Tq, Tk]
+ */
+export function attentionBias(Tq: number, Tk: number, padMask: tf.Tensor2D | null): tf.Tensor4D {
   const off = Tk - Tq;
   const rows = tf.range(0, Tq, 1, 'int32').reshape([Tq, 1]);
   const cols = tf.range(0, Tk, 1, 'int32').reshape([1, Tk]);
-  return tf.lessEqual(cols, tf.add(rows, off)).reshape([1, 1, Tq, Tk]) as tf.Tensor4D;
+  const future = tf.greater(cols, tf.add(rows, tf.scalar(off, 'int32'))); // [Tq, Tk]
+  let bias: tf.Tensor = tf.where(future, tf.fill([Tq, Tk], -Infinity), tf.zeros([Tq, Tk])).reshape([1, 1, Tq, Tk]);
+  if (padMask) {
+    const [B] = padMask.shape;
+    const pad = tf.mul(tf.sub(1, padMask.toFloat()), FLOAT32_MIN).reshape([B, 1, 1, Tk]);
+    bias = tf.add(bias, pad); // [B, 1, Tq, Tk]
+  }
+  return bias as tf.Tensor4D;
 }
 
 /** Dropout when training and p > 0, identity otherwise. */

@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
 import { UserError } from '../../core/errors.ts';
-import { attention, constInit, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
+import { attention, attentionBias, constInit, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
@@ -222,17 +222,14 @@ export class LlamaDecoder implements Decoder {
     const cos = tf.tensor4d(rope.cos, [1, 1, T, rope.hd]);
     const sin = tf.tensor4d(rope.sin, [1, 1, T, rope.hd]);
 
-    // padding: additive (1 - mask) * finfo.min on keys [B, Ttot]; padded query rows zeroed: keep [B, 1, T, 1]
-    let additive: tf.Tensor2D | null = null;
+    // causal -inf + padding (1 - mask) * finfo.min on keys, [B, 1, T, Ttot]; padded query rows are
+    // zeroed after attention: keepQuery [B, 1, T, 1]
     let keepQuery: tf.Tensor | null = null;
-    if (opts.mask) {
-      if (opts.mask.shape[0] !== B || opts.mask.shape[1] !== Ttot) {
-        throw new Error(`decoder mask has shape [${opts.mask.shape}], expected [${B}, ${Ttot}] (cache ${past} + ${T} new)`);
-      }
-      const m = opts.mask.toFloat();
-      additive = tf.mul(tf.sub(1, m), FLOAT32_MIN) as tf.Tensor2D;
-      keepQuery = tf.notEqual(m.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
+    if (opts.mask && (opts.mask.shape[0] !== B || opts.mask.shape[1] !== Ttot)) {
+      throw new Error(`decoder mask has shape [${opts.mask.shape}], expected [${B}, ${Ttot}] (cache ${past} + ${T} new)`);
     }
+    const bias = attentionBias(T, Ttot, opts.mask ?? null);
+    if (opts.mask) keepQuery = tf.notEqual(opts.mask.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
 
     for (let i = 0; i < this.cfg.n_blocks; i++) {
       const b = `blocks.${i}.`;
@@ -244,7 +241,7 @@ export class LlamaDecoder implements Decoder {
       q = applyRope(q, cos, sin);
       k = applyRope(k, cos, sin);
       if (cache) [k, v] = cache.append(i, k, v); // [B, Hkv, Ttot, hd]
-      let y: tf.Tensor = attention(q, k, v, { causal: true, additiveMask: additive, dropout, training }); // [B, H, T, hd]
+      let y: tf.Tensor = attention(q, k, v, { bias, dropout, training }); // [B, H, T, hd]
       if (keepQuery) y = tf.mul(y, keepQuery);
       y = linear(mergeHeads(y), this.p(b + 'attn.out_proj.weight')); // [B, T, C]
       x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;

@@ -139,7 +139,7 @@ export class SiglipViT implements VisionEncoder {
     const h = layerNorm(x, this.p(b + 'ln1.weight'), this.p(b + 'ln1.bias'), eps);
     const qkv = linear(h, this.p<tf.Tensor2D>(b + 'attn.qkv_proj.weight'), this.p(b + 'attn.qkv_proj.bias'));
     const [q, k, v] = tf.split(qkv, [D, D, D], 2).map((t) => splitHeads(t, H)); // [B, H, T, hd]
-    let y: tf.Tensor = mergeHeads(attention(q, k, v, { causal: false, dropout, training })); // [B, T, D]
+    let y: tf.Tensor = mergeHeads(attention(q, k, v, { dropout, training })); // [B, T, D]
     y = linear(y, this.p<tf.Tensor2D>(b + 'attn.out_proj.weight'), this.p(b + 'attn.out_proj.bias'));
     x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
     // MLP
