@@ -97,22 +97,27 @@ test('load errors: missing config.json, shape mismatch, missing and unexpected t
   unlinkSync(join(noCfg, 'config.json'));
   await assert.rejects(loadCheckpoint(noCfg, registry), (e: unknown) => e instanceof UserError && /config\.json not found/.test(e.message));
 
-  // config says inter dim 64, weights have 96
+  // config says a wider MLP than the weights have
   const shape = join(tmp, 'shape');
   cpSync(TINY, shape, { recursive: true });
   const cfg = JSON.parse(readFileSync(join(TINY, 'config.json'), 'utf8'));
-  writeFileSync(join(shape, 'config.json'), JSON.stringify({ ...cfg, lm_inter_dim: 64 }));
+  const [inter, C] = [cfg.lm_inter_dim, cfg.lm_hidden_dim];
+  writeFileSync(join(shape, 'config.json'), JSON.stringify({ ...cfg, lm_inter_dim: inter + 8 }));
   await assert.rejects(loadCheckpoint(shape, registry), (e: unknown) => {
     assert.ok(e instanceof UserError);
-    assert.match(e.message, /tensor "decoder\.blocks\.0\.mlp\.gate_proj\.weight": expected shape \[64,48\], found \[96,48\]/);
+    assert.ok(
+      e.message.includes(`tensor "decoder.blocks.0.mlp.gate_proj.weight": expected shape [${inter + 8},${C}], found [${inter},${C}]`),
+      e.message,
+    );
     return true;
   });
 
+  const mpShape = readSafetensorsHeader(join(TINY, 'model.safetensors')).entries.get('MP.proj.weight')!.shape;
   const missing = editedCopy('missing', (t) => void t.delete('MP.proj.weight'));
-  await assert.rejects(loadCheckpoint(missing, registry), /missing tensor "MP\.proj\.weight" \(shape \[48,128\]\)/);
+  await assert.rejects(loadCheckpoint(missing, registry), (e: unknown) => e instanceof UserError && e.message.includes(`missing tensor "MP.proj.weight" (shape [${mpShape}])`));
 
-  const extra = editedCopy('extra', (t) => void t.set('decoder.blocks.9.norm1.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) }));
-  await assert.rejects(loadCheckpoint(extra, registry), /unexpected tensors: decoder\.blocks\.9\.norm1\.weight/);
+  const extra = editedCopy('extra', (t) => void t.set('decoder.blocks.999.norm1.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) }));
+  await assert.rejects(loadCheckpoint(extra, registry), /unexpected tensors: decoder\.blocks\.999\.norm1\.weight/);
 
   assert.equal(tf.memory().numTensors, before, 'a failed load disposes the half-built model');
 });
@@ -132,15 +137,15 @@ test('NaN weights load with a warning naming the tensor; a wrong inv_freq warns 
   assert.ok(warnings.some((w) => /decoder\.rotary_embd\.inv_freq/.test(w)), warnings.join('\n'));
 });
 
-test('the sidecar names the plugins; backbone `from` entries are not re-downloaded on load', shared, async () => {
+test('the sidecar names the plugins; backbone `from` entries are not re-downloaded; config.json gives the shapes', shared, async () => {
   const registry = await setup();
   const d = join(tmp, 'sidecar');
   cpSync(TINY, d, { recursive: true });
   const cfg = JSON.parse(readFileSync(join(TINY, 'config.json'), 'utf8'));
   const section = {
-    vision: { use: 'siglip-vit', from: 'google/does-not-exist', hidden_dim: 32, inter_dim: 64, patch_size: 8, image_size: 32, n_heads: 4, n_blocks: 2 },
-    projector: { use: 'pixel-shuffle', factor: 2 },
-    decoder: { use: 'llama', hidden_dim: 48, inter_dim: 96, n_heads: 6, n_kv_heads: 2, n_blocks: 2, vocab_size: cfg.lm_vocab_size, max_length: cfg.lm_max_length },
+    vision: { use: 'siglip-vit', from: 'google/does-not-exist', hidden_dim: cfg.vit_hidden_dim, patch_size: cfg.vit_patch_size, image_size: cfg.vit_img_size },
+    projector: { use: 'pixel-shuffle', factor: cfg.mp_pixel_shuffle_factor },
+    decoder: { use: 'llama', from: 'HuggingFaceTB/does-not-exist', hidden_dim: cfg.lm_hidden_dim, vocab_size: cfg.lm_vocab_size, max_length: cfg.lm_max_length },
   };
   writeFileSync(join(d, SIDECAR_FILE), JSON.stringify({ format_version: 1, model: section }));
   const m = await loadCheckpoint(d, registry, { log: silentLog });

@@ -152,32 +152,39 @@ test('Hub backbones: shapes from their config.json; explicit mismatch is a UserE
   const hf = join(FIXTURES, 'tiny', 'hf-backbones');
   const ctx = { recipe: {}, recipeDir: hf, yamlPath: 'model.vision', seed: 0, log: silentLog };
   // relative `from` resolves against the recipe directory
+  const sig = JSON.parse(readFileSync(join(hf, 'siglip', 'config.json'), 'utf8'));
+  const lm = JSON.parse(readFileSync(join(hf, 'llama', 'config.json'), 'utf8'));
   const vit = await registry.create('vision', { use: 'siglip-vit', from: 'siglip' }, ctx);
-  assert.equal(vit.hiddenDim, 32);
-  assert.equal(vit.numTokens, 16);
+  assert.equal(vit.hiddenDim, sig.hidden_size);
+  assert.equal(vit.numTokens, (sig.image_size / sig.patch_size) ** 2);
   vit.dispose();
-  await assert.rejects(registry.create('vision', { use: 'siglip-vit', from: 'siglip', hidden_dim: 64 }, ctx), (e: unknown) => {
+  await assert.rejects(registry.create('vision', { use: 'siglip-vit', from: 'siglip', hidden_dim: 2 * sig.hidden_size }, ctx), (e: unknown) => {
     assert.ok(e instanceof UserError);
-    assert.match(e.message, /hidden_dim: the recipe sets 64 but the backbone's .*config\.json says 32/);
+    assert.match(e.message, new RegExp(`hidden_dim: the recipe sets ${2 * sig.hidden_size} but the backbone's .*config\\.json says ${sig.hidden_size}`));
     return true;
   });
   const dctx = { ...ctx, yamlPath: 'model.decoder' };
-  await assert.rejects(registry.create('decoder', { use: 'llama', from: 'llama', vocab_size: 100 }, dctx), /vocab_size 100 is smaller than the checkpoint's vocabulary \(280\)/);
+  await assert.rejects(
+    registry.create('decoder', { use: 'llama', from: 'llama', vocab_size: lm.vocab_size - 1 }, dctx),
+    new RegExp(`vocab_size ${lm.vocab_size - 1} is smaller than the checkpoint's vocabulary \\(${lm.vocab_size}\\)`),
+  );
 
-  const a = (await registry.create('decoder', { use: 'llama', from: 'llama', vocab_size: 300 }, { ...dctx, seed: 7 })) as LlamaDecoder;
-  const b = (await registry.create('decoder', { use: 'llama', from: 'llama', vocab_size: 300 }, { ...dctx, seed: 7 })) as LlamaDecoder;
+  const vocab = lm.vocab_size + 20;
+  const a = (await registry.create('decoder', { use: 'llama', from: 'llama', vocab_size: vocab }, { ...dctx, seed: 7 })) as LlamaDecoder;
+  const b = (await registry.create('decoder', { use: 'llama', from: 'llama', vocab_size: vocab }, { ...dctx, seed: 7 })) as LlamaDecoder;
   const emb = a.params.get('token_embedding.weight')!.dataSync() as Float32Array;
   const f = openSafetensors(join(hf, 'llama', 'model.safetensors'));
   const hub = f.read('model.embed_tokens.weight').data as Float32Array;
   f.close();
   assert.deepEqual(emb.subarray(0, hub.length), hub, 'Hub rows copied');
   const extra = emb.subarray(hub.length);
-  assert.equal(extra.length, 20 * 48);
+  assert.equal(extra.length, 20 * lm.hidden_size);
   const std = Math.sqrt(extra.reduce((s, x) => s + x * x, 0) / extra.length);
   assert.ok(std > 0.015 && std < 0.025, `new rows ~ N(0, 0.02): std ${std}`);
   assert.deepEqual(b.params.get('token_embedding.weight')!.dataSync(), emb, 'same seed, same rows');
-  assert.equal(a.cfg.re_base, 100000);
-  assert.equal(a.cfg.n_kv_heads, 2);
+  assert.equal(a.cfg.re_base, lm.rope_theta);
+  assert.equal(a.cfg.n_kv_heads, lm.num_key_value_heads);
+  assert.equal(a.cfg.n_blocks, lm.num_hidden_layers);
   a.dispose();
   b.dispose();
 });
