@@ -6,10 +6,10 @@
 // answers the two agree.)
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin } from '../../core/plugin.ts';
-import { BatchLoader } from '../../core/data/loader.ts';
-import { toTensors } from '../../core/data/collator.ts';
-import type { Dataset, Evaluator, EvalResult, HostBatch } from '../../core/types.ts';
-import { COMMON_OPTIONS, needModel } from './common.ts';
+import { collate, encodeSample, toTensors, type EncodedSample } from '../../core/data/collator.ts';
+import { vqaPrompt } from '../../core/data/prompt.ts';
+import type { Evaluator, EvalResult } from '../../core/types.ts';
+import { batches, COMMON_OPTIONS, needModel } from './common.ts';
 
 /** number of target positions that carry a loss (!= -100) */
 export function countTargets(targets: Int32Array): number {
@@ -42,57 +42,42 @@ export default definePlugin({
       data: { ...COMMON_OPTIONS.data, default: 'val' },
     },
   } as const,
-  create(options, context): Evaluator & { data: 'val' | 'eval' } {
+  create(options): Evaluator & { data: 'val' | 'eval' } {
     return {
       name: 'val-loss',
       data: options.data,
       async evaluate(ctx, dataset): Promise<EvalResult> {
         const { model, tokenizer, imageProcessor } = needModel(ctx, 'val-loss');
-        const max = options.max_samples as number | null;
-        const limited: Dataset = max == null ? dataset : limitDataset(dataset, max);
-        const loader = new BatchLoader({
-          datasets: [limited],
-          tokenizer,
-          imageProcessor,
-          batchSize: options.batch_size,
-          maxLength: model.maxLength,
-          seed: ctx.seed ?? context.seed,
-          shuffle: false,
-          dropLast: false,
-          log: ctx.log,
-        });
         const parts: { loss: number; tokens: number }[] = [];
         let samples = 0;
-        for await (const { batch } of loader.epoch(0, { skip: 0 }) as AsyncIterable<{ batch: HostBatch }>) {
+        let skipped = 0;
+        for await (const batch of batches(dataset, options.batch_size, options.max_samples as number | null)) {
           if (ctx.signal?.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('interrupted');
-          samples += batch.batchSize;
-          const tokens = countTargets(batch.targets);
+          const encoded: EncodedSample[] = [];
+          for (const s of batch) {
+            try {
+              const pixels = await imageProcessor.process(s.image, s.id);
+              encoded.push({ id: s.id, pixels, ...encodeSample(tokenizer, vqaPrompt(s.question), s.answer) });
+            } catch (e) {
+              skipped++;
+              ctx.log.warn(`val-loss: skipped ${s.id}: ${(e as Error).message}`);
+            }
+          }
+          if (!encoded.length) continue;
+          const host = collate(encoded, { maxLength: model.maxLength, padTokenId: tokenizer.padTokenId, imageSize: imageProcessor.size });
+          samples += host.batchSize;
+          const tokens = countTargets(host.targets);
           if (tokens === 0) continue; // every sample too long: nothing to score
           const loss = tf.tidy(() => {
-            const t = toTensors(batch);
+            const t = toTensors(host);
             return model.loss(model.forward(t.inputIds, t.images, t.attentionMask), t.targets);
           });
           parts.push({ loss: (await loss.data())[0], tokens });
           loss.dispose();
         }
         const { loss, tokens } = weightedMean(parts);
-        return { evaluator: 'val-loss', dataset: dataset.name, metrics: { loss, tokens, n: samples } };
+        return { evaluator: 'val-loss', dataset: dataset.name, metrics: { loss, tokens, n: samples, ...(skipped ? { skipped } : {}) } };
       },
     };
   },
 });
-
-/** the first `max` samples of a dataset */
-function limitDataset(ds: Dataset, max: number): Dataset {
-  return {
-    name: ds.name,
-    size: async () => Math.min(max, await ds.size()),
-    async *samples(opts) {
-      let n = 0;
-      for await (const s of ds.samples(opts)) {
-        if (n++ >= max) return;
-        yield s;
-      }
-    },
-  };
-}
