@@ -1,5 +1,5 @@
-// Built-in dataset plugins. Placeholder created by CORE so plugins/index.ts resolves;
-// the owner of this kind replaces it with the real list.
+// Built-in dataset plugins.
 import type { Plugin } from '../../core/plugin.ts';
+import syntheticShapes from './synthetic-shapes.ts';
 
-export default [] as Plugin[];
+export default [syntheticShapes] as Plugin[];

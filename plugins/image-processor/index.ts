@@ -1,5 +1,5 @@
-// Built-in image-processor plugins. Placeholder created by CORE so plugins/index.ts resolves;
-// the owner of this kind replaces it with the real list.
+// Built-in image-processor plugins.
 import type { Plugin } from '../../core/plugin.ts';
+import resize from './resize.ts';
 
-export default [] as Plugin[];
+export default [resize] as Plugin[];

@@ -1,5 +1,6 @@
-// Built-in tokenizer plugins. Placeholder created by CORE so plugins/index.ts resolves;
-// the owner of this kind replaces it with the real list.
+// Built-in tokenizer plugins.
 import type { Plugin } from '../../core/plugin.ts';
+import hf from './hf.ts';
+import bytes from './bytes.ts';
 
-export default [] as Plugin[];
+export default [hf, bytes] as Plugin[];

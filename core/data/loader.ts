@@ -1,0 +1,310 @@
+// The batch loader: datasets -> (image processing, tokenisation, collation) -> HostBatch, prepared
+// ahead of the training step. nanoVLM v0.1 uses a torch DataLoader (shuffle, 8 workers,
+// drop_last) over VQADataset + VQACollator; this is the same pipeline in one process:
+//   - order: each dataset yields its own seeded order for the epoch; several datasets are mixed by
+//     a seeded shuffle of "which dataset comes next" (proportional to their sizes), so the result
+//     is a pure function of (seed, epoch) and batch k is always samples [k*B, (k+1)*B) of it;
+//   - resuming: skipping k batches skips k*B samples, split per dataset without decoding anything;
+//   - prefetch: `prefetch` batches are in preparation while the consumer computes; image decoding
+//     runs in sharp's thread pool (all images of those batches concurrently);
+//   - bad samples (no/empty image, undecodable or oversized image, missing question, empty
+//     answer) are dropped from their batch (the batch gets smaller), counted and reported; above
+//     `badSampleRatio` of the samples seen (once `minSamples` have been seen) a UserError names
+//     examples. A text longer than maxLength is NOT dropped: as in nanoVLM its row stays in the
+//     batch with every label -100; it is counted in stats().tooLong.
+import { performance } from 'node:perf_hooks';
+import { UserError } from '../errors.ts';
+import type { Dataset, HostBatch, ImageProcessor, Logger, Sample, Tokenizer } from '../types.ts';
+import { collate, encodeSample, type EncodedSample } from './collator.ts';
+import { mmstarPrompt, vqaPrompt } from './prompt.ts';
+import { mixSeed } from './rng.ts';
+
+export interface BatchLoaderOptions {
+  datasets: Dataset[];
+  tokenizer: Tokenizer;
+  imageProcessor: ImageProcessor;
+  batchSize: number;
+  /** lm_max_length: every row is padded / truncated to this */
+  maxLength: number;
+  seed: number;
+  /** mix several datasets by a seeded shuffle (default true); false = one after the other */
+  shuffle?: boolean;
+  /** drop the last incomplete batch of an epoch (default true, as nanoVLM's train loader) */
+  dropLast?: boolean;
+  /** batches prepared ahead of the consumer (default 2) */
+  prefetch?: number;
+  /** stop with a UserError when more than this fraction of samples is bad (default 0.01) */
+  badSampleRatio?: number;
+  /** the ratio is checked once this many samples have been seen (default 100) */
+  minSamples?: number;
+  log?: Logger;
+  /** prompt of a sample (default: the MMStar prompt when it has choices, else nanoVLM's VQA prompt) */
+  prompt?: (s: Sample) => string;
+}
+
+export interface LoadedBatch {
+  batch: HostBatch;
+  /** ms the consumer waited for this batch */
+  waitMs: number;
+  /** was the batch already prepared when the consumer asked for it */
+  ready: boolean;
+  /** index of the batch in the epoch (sample window); resume an epoch after it with skip = index + 1 */
+  index: number;
+}
+
+export interface LoaderStats {
+  seen: number;
+  skipped: number;
+  tooLong: number;
+  examples: { id: string; reason: string }[];
+}
+
+/** default prompt: nanoVLM's VQA prompt; multiple-choice samples get the MMStar prompt */
+export function defaultPrompt(s: Sample): string {
+  return s.choices && s.choices.length ? mmstarPrompt(s.question) : vqaPrompt(s.question);
+}
+
+/** what is wrong with a sample's fields, or null */
+export function sampleProblem(s: Sample): string | null {
+  if (!(s.image instanceof Uint8Array)) return 'missing image';
+  if (s.image.length === 0) return 'empty image (0 bytes)';
+  if (typeof s.question !== 'string' || !s.question.trim()) return 'missing or empty question';
+  if (typeof s.answer !== 'string') return 'missing answer';
+  if (!s.answer.trim()) return 'empty answer';
+  return null;
+}
+
+interface Prepared {
+  rows: EncodedSample[];
+  bad: { id: string; reason: string }[];
+  tooLong: string[];
+  total: number;
+  index: number;
+  done: boolean;
+}
+
+const MAX_EXAMPLES = 10;
+
+export class BatchLoader {
+  private o: Required<Omit<BatchLoaderOptions, 'log'>> & { log?: Logger };
+  private st: LoaderStats = { seen: 0, skipped: 0, tooLong: 0, examples: [] };
+
+  constructor(opts: BatchLoaderOptions) {
+    if (!opts.datasets.length) throw new UserError('the batch loader got no dataset', { hint: 'list at least one dataset in the recipe' });
+    if (!(opts.batchSize >= 1)) throw new UserError(`batch size must be >= 1 (got ${opts.batchSize})`, { where: { yamlPath: 'train.batch_size' } });
+    this.o = {
+      shuffle: true,
+      dropLast: true,
+      prefetch: 2,
+      badSampleRatio: 0.01,
+      minSamples: 100,
+      prompt: defaultPrompt,
+      ...opts,
+    } as BatchLoader['o'];
+  }
+
+  stats(): LoaderStats {
+    return { ...this.st, examples: [...this.st.examples] };
+  }
+
+  async sizes(): Promise<number[]> {
+    return Promise.all(this.o.datasets.map((d) => d.size()));
+  }
+
+  /** batches in one epoch (counting sample windows: a window may lose bad samples) */
+  async batchesPerEpoch(): Promise<number> {
+    const n = (await this.sizes()).reduce((a, b) => a + b, 0);
+    return this.o.dropLast ? Math.floor(n / this.o.batchSize) : Math.ceil(n / this.o.batchSize);
+  }
+
+  /** which dataset each position of the epoch's sample sequence comes from */
+  private async sourceOrder(epoch: number): Promise<Uint16Array> {
+    const sizes = await this.sizes();
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const src = new Uint16Array(total);
+    let k = 0;
+    sizes.forEach((n, d) => src.fill(d, k, (k += n)));
+    if (this.o.shuffle && sizes.length > 1) {
+      let s = mixSeed(this.o.seed, epoch, 0x6d6978);
+      const rand = () => {
+        s = (s + 0x6d2b79f5) >>> 0;
+        let t = Math.imul(s ^ (s >>> 15), s | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+      };
+      for (let i = total - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        const t = src[i];
+        src[i] = src[j];
+        src[j] = t;
+      }
+    }
+    return src;
+  }
+
+  /** the batches of one epoch (TRAIN's spelling); `skip` = batches already done in this epoch */
+  epoch(epoch: number, opts: { skip?: number } = {}): AsyncIterable<LoadedBatch> {
+    return this.batches({ epoch, skipBatches: opts.skip ?? 0 });
+  }
+
+  async *batches(opts: { epoch?: number; skipBatches?: number } = {}): AsyncGenerator<LoadedBatch> {
+    const epoch = opts.epoch ?? 0;
+    const B = this.o.batchSize;
+    const src = await this.sourceOrder(epoch);
+    const skipSamples = Math.min(src.length, (opts.skipBatches ?? 0) * B);
+    const perSkip = new Array(this.o.datasets.length).fill(0);
+    for (let i = 0; i < skipSamples; i++) perSkip[src[i]]++;
+    const iters = this.o.datasets.map((d, i) => d.samples({ epoch, skip: perSkip[i] })[Symbol.asyncIterator]());
+    let pos = skipSamples;
+    let index = opts.skipBatches ?? 0;
+
+    // reading is sequential (one chain); processing of a batch overlaps with reading the next
+    const take = async (): Promise<Sample[]> => {
+      const out: Sample[] = [];
+      while (out.length < B && pos < src.length) {
+        const d = src[pos++];
+        const r = await iters[d].next();
+        if (r.done) {
+          throw new Error(`dataset ${this.o.datasets[d].name} ended before its size() (${await this.o.datasets[d].size()}) in epoch ${epoch}`);
+        }
+        out.push(r.value);
+      }
+      return out;
+    };
+    let chain: Promise<unknown> = Promise.resolve();
+    const start = (): Promise<Prepared> => {
+      const myIndex = index++;
+      const samples = chain.then(take);
+      chain = samples.catch(() => undefined);
+      const p = samples.then((s) => this.prepare(s, myIndex));
+      p.catch(() => undefined); // handled when awaited; avoid an unhandled rejection meanwhile
+      return p;
+    };
+
+    const queue: { p: Promise<Prepared>; ready: boolean }[] = [];
+    const enqueue = () => {
+      const item = { p: start(), ready: false };
+      item.p.then(
+        () => (item.ready = true),
+        () => undefined,
+      );
+      queue.push(item);
+    };
+    try {
+      for (let i = 0; i <= Math.max(0, this.o.prefetch); i++) enqueue();
+      while (queue.length) {
+        const item = queue.shift()!;
+        const t0 = performance.now();
+        const ready = item.ready;
+        const prep = await item.p;
+        const waitMs = performance.now() - t0;
+        if (prep.total === 0) break;
+        if (!prep.done) enqueue();
+        this.account(prep);
+        const partial = prep.total < B;
+        if (partial && this.o.dropLast) break;
+        if (prep.rows.length) {
+          const batch = collate(prep.rows, { maxLength: this.o.maxLength, padTokenId: this.o.tokenizer.padTokenId, imageSize: this.o.imageProcessor.size });
+          yield { batch, waitMs, ready, index: prep.index };
+        }
+        if (prep.done) break;
+      }
+    } finally {
+      for (const q of queue) q.p.catch(() => undefined);
+      await Promise.allSettled(iters.map((it) => it.return?.()));
+    }
+    if (this.st.skipped) this.o.log?.info(`data: ${this.st.skipped} of ${this.st.seen} samples skipped so far (${this.st.examples.map((e) => e.id).slice(0, 3).join(', ')}${this.st.skipped > 3 ? ', ...' : ''})`);
+  }
+
+  /** validate, decode and tokenise the samples of one batch (images concurrently) */
+  private async prepare(samples: Sample[], index: number): Promise<Prepared> {
+    const bad: Prepared['bad'] = [];
+    const tooLong: string[] = [];
+    const results = await Promise.all(
+      samples.map(async (s, i): Promise<EncodedSample | null> => {
+        const id = s?.id ?? `sample ${index * this.o.batchSize + i}`;
+        const problem = s ? sampleProblem(s) : 'missing sample';
+        if (problem) {
+          bad.push({ id, reason: problem });
+          return null;
+        }
+        let pixels: Float32Array;
+        try {
+          pixels = await this.o.imageProcessor.process(s.image, id);
+        } catch (e) {
+          bad.push({ id, reason: String((e as Error)?.message ?? e).replace(`${id}: `, '') });
+          return null;
+        }
+        const { ids, questionLength } = encodeSample(this.o.tokenizer, this.o.prompt(s), s.answer);
+        if (ids.length > this.o.maxLength) tooLong.push(id);
+        return { id, pixels, ids, questionLength };
+      }),
+    );
+    return { rows: results.filter((r): r is EncodedSample => r !== null), bad, tooLong, total: samples.length, index, done: samples.length < this.o.batchSize };
+  }
+
+  /** count a batch's bad samples (in batch order, so the counts are deterministic) and check the ratio */
+  private account(p: Prepared): void {
+    this.st.seen += p.total;
+    this.st.skipped += p.bad.length;
+    if (p.tooLong.length && this.st.tooLong === 0)
+      this.o.log?.warn(`data: ${p.tooLong[0]} is longer than max_length ${this.o.maxLength} tokens: its row is ignored (all labels -100), as in nanoVLM`);
+    this.st.tooLong += p.tooLong.length;
+    for (const b of p.bad) {
+      if (this.st.examples.length < MAX_EXAMPLES) {
+        this.st.examples.push(b);
+        this.o.log?.warn(`data: skipped ${b.id}: ${b.reason}`);
+      }
+    }
+    const { seen, skipped } = this.st;
+    if (seen >= this.o.minSamples && skipped / seen > this.o.badSampleRatio) {
+      const ex = this.st.examples.slice(0, 5).map((e) => `${e.id} (${e.reason})`).join('; ');
+      throw new UserError(`${skipped} of ${seen} samples are bad (${((100 * skipped) / seen).toFixed(1)}%), above bad_sample_ratio ${this.o.badSampleRatio}: ${ex}`, {
+        where: { yamlPath: 'train.bad_sample_ratio' },
+        hint: 'fix or remove these samples, or raise train.bad_sample_ratio if losing them is acceptable',
+      });
+    }
+  }
+}
+
+/**
+ * Samples of one dataset in its order with their processed image, for evaluators. Samples whose
+ * image cannot be used (or with missing fields) are passed to `onBad` and left out.
+ */
+export async function* processedSamples(
+  dataset: Dataset,
+  imageProcessor: ImageProcessor,
+  opts: { epoch?: number; concurrency?: number; onBad?: (id: string, reason: string) => void } = {},
+): AsyncGenerator<{ sample: Sample; pixels: Float32Array }> {
+  const conc = Math.max(1, opts.concurrency ?? 16);
+  const pending: Promise<{ sample: Sample; pixels?: Float32Array; reason?: string }>[] = [];
+  const it = dataset.samples({ epoch: opts.epoch ?? 0 })[Symbol.asyncIterator]();
+  let ended = false;
+  const pull = async () => {
+    const r = await it.next();
+    if (r.done) {
+      ended = true;
+      return;
+    }
+    const s = r.value;
+    const problem = sampleProblem(s);
+    const p = problem
+      ? Promise.resolve({ sample: s, reason: problem })
+      : imageProcessor.process(s.image, s.id).then(
+          (pixels) => ({ sample: s, pixels }),
+          (e) => ({ sample: s, reason: String((e as Error)?.message ?? e) }),
+        );
+    pending.push(p);
+  };
+  try {
+    while (!ended && pending.length < conc) await pull();
+    while (pending.length) {
+      const r = await pending.shift()!;
+      if (!ended) await pull();
+      if (r.pixels) yield { sample: r.sample, pixels: r.pixels };
+      else opts.onBad?.(r.sample.id, r.reason ?? 'bad sample');
+    }
+  } finally {
+    await it.return?.();
+  }
+}

@@ -1,0 +1,239 @@
+// A synthetic visual question answering set, generated deterministically from a seed: coloured
+// shapes (SVG rendered to PNG by sharp) with questions about colour, shape, count and position.
+// It is the task of the embedded default recipe, so it is deliberately small and learnable:
+//   4 colours (red, green, blue, yellow), 4 shapes (circle, square, triangle, star),
+//   colour / shape questions: one large shape near the centre;
+//   position: one shape at the left / right / top / bottom;
+//   count: 1..4 shapes of one colour and kind, one per quadrant.
+// Answers are one word or one digit. `format: multiple-choice` asks the same questions with the 4
+// answers of that question type inline in MMStar's format (`\nOptions: A: red, B: green, ...`) and
+// the letter as the answer; by default the options come in a fixed order per question type
+// (shuffle_options: true shuffles them). `mixed` alternates open and multiple-choice (even / odd).
+// Sample i of split s is a pure function of (seed, s, i); the splits are disjoint by construction:
+// the x coordinate of every shape centre is congruent to the split id modulo 3 (train 0, val 1,
+// test 2), so no image of one split can appear in another.
+import sharp from 'sharp';
+import { definePlugin } from '../../core/plugin.ts';
+import { formatOptions } from '../../core/data/prompt.ts';
+import { hashString, mixSeed, mulberry32, permutation } from '../../core/data/rng.ts';
+import type { Dataset, Sample } from '../../core/types.ts';
+
+export const COLORS: Record<string, string> = { red: '#dc2828', green: '#1e9e3c', blue: '#2850dc', yellow: '#f0c814' };
+export const SHAPES = ['circle', 'square', 'triangle', 'star'] as const;
+export const POSITIONS = ['left', 'right', 'top', 'bottom'] as const;
+export const COUNTS = ['1', '2', '3', '4'] as const;
+const COLOR_NAMES = Object.keys(COLORS);
+const SPLITS = { train: 0, val: 1, test: 2 } as const;
+const TASKS = ['color', 'shape', 'count', 'position'] as const;
+type Task = (typeof TASKS)[number];
+
+const QUESTIONS: Record<Task, string> = {
+  color: 'What color is the shape?',
+  shape: 'What shape is this?',
+  count: 'How many shapes are there?',
+  position: 'Where is the shape?',
+};
+const ANSWERS: Record<Task, readonly string[]> = { color: COLOR_NAMES, shape: SHAPES, count: COUNTS, position: POSITIONS };
+
+interface Shape {
+  kind: (typeof SHAPES)[number];
+  color: string;
+  cx: number;
+  cy: number;
+  r: number;
+}
+export interface Scene {
+  task: Task;
+  shapes: Shape[];
+  answer: string;
+  mc: boolean;
+  choices: string[];
+}
+
+function svgShape(s: Shape): string {
+  const f = COLORS[s.color];
+  const { cx, cy, r } = s;
+  switch (s.kind) {
+    case 'circle':
+      return `<circle cx="${cx}" cy="${cy}" r="${r}" fill="${f}"/>`;
+    case 'square':
+      return `<rect x="${cx - r}" y="${cy - r}" width="${2 * r}" height="${2 * r}" fill="${f}"/>`;
+    case 'triangle':
+      return `<polygon points="${cx},${cy - r} ${cx + r},${cy + r} ${cx - r},${cy + r}" fill="${f}"/>`;
+    case 'star': {
+      const pts: string[] = [];
+      for (let k = 0; k < 10; k++) {
+        const a = -Math.PI / 2 + (k * Math.PI) / 5;
+        const rr = k % 2 ? r * 0.45 : r;
+        pts.push(`${(cx + rr * Math.cos(a)).toFixed(2)},${(cy + rr * Math.sin(a)).toFixed(2)}`);
+      }
+      return `<polygon points="${pts.join(' ')}" fill="${f}"/>`;
+    }
+  }
+}
+
+export function sceneSvg(scene: Scene, size: number): string {
+  // scenes are laid out on a 64x64 grid (viewBox), rendered at size x size
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${size}" height="${size}" viewBox="0 0 64 64">` +
+    `<rect width="64" height="64" fill="#f4f4f4"/>` +
+    scene.shapes.map(svgShape).join('') +
+    `</svg>`
+  );
+}
+
+/** x in [lo, hi] with x = split (mod 3) */
+function pickX(rand: () => number, lo: number, hi: number, split: number): number {
+  const first = lo + ((split - (lo % 3) + 3) % 3);
+  const n = Math.floor((hi - first) / 3) + 1;
+  return first + 3 * Math.floor(rand() * n);
+}
+function between(rand: () => number, lo: number, hi: number): number {
+  return lo + Math.floor(rand() * (hi - lo + 1));
+}
+function pick<T>(rand: () => number, xs: readonly T[]): T {
+  return xs[Math.floor(rand() * xs.length)];
+}
+
+/** The scene of sample `index` (pure function of its arguments). */
+export function makeScene(seed: number, split: number, index: number, format: 'open' | 'multiple-choice' | 'mixed', shuffleOptions: boolean, tasks: readonly Task[] = TASKS): Scene {
+  const rand = mulberry32(mixSeed(seed, split, index));
+  const task = tasks[Math.floor(rand() * tasks.length)];
+  const kind = pick(rand, SHAPES);
+  const color = pick(rand, COLOR_NAMES);
+  const shapes: Shape[] = [];
+  let answer: string;
+  if (task === 'count') {
+    const n = between(rand, 1, 4);
+    const cells = [0, 1, 2, 3];
+    for (let i = 3; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [cells[i], cells[j]] = [cells[j], cells[i]];
+    }
+    for (const c of cells.slice(0, n)) {
+      const x0 = (c % 2) * 32;
+      const y0 = Math.floor(c / 2) * 32;
+      shapes.push({ kind, color, r: between(rand, 8, 10), cx: pickX(rand, x0 + 13, x0 + 19, split), cy: y0 + between(rand, 13, 19) });
+    }
+    answer = String(n);
+  } else if (task === 'position') {
+    const where = pick(rand, POSITIONS);
+    const r = between(rand, 9, 11);
+    const [cx, cy] =
+      where === 'left' ? [pickX(rand, 11, 15, split), between(rand, 26, 38)]
+      : where === 'right' ? [pickX(rand, 49, 53, split), between(rand, 26, 38)]
+      : where === 'top' ? [pickX(rand, 26, 38, split), between(rand, 11, 15)]
+      : [pickX(rand, 26, 38, split), between(rand, 49, 53)];
+    shapes.push({ kind, color, r, cx, cy });
+    answer = where;
+  } else {
+    shapes.push({ kind, color, r: between(rand, 16, 20), cx: pickX(rand, 28, 36, split), cy: between(rand, 28, 36) });
+    answer = task === 'color' ? color : kind;
+  }
+  const mc = format === 'multiple-choice' || (format === 'mixed' && index % 2 === 1);
+  let choices = [...ANSWERS[task]];
+  if (shuffleOptions) {
+    for (let i = choices.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [choices[i], choices[j]] = [choices[j], choices[i]];
+    }
+  }
+  if (!mc) choices = [];
+  return { task, shapes, answer, mc, choices };
+}
+
+export interface ShapesOptions {
+  split: 'train' | 'val' | 'test';
+  count: number;
+  seed: number;
+  format: 'open' | 'multiple-choice' | 'mixed';
+  imageSize: number;
+  shuffle: boolean;
+  shuffleOptions: boolean;
+  tasks?: Task[];
+  orderSeed: number;
+}
+
+export class SyntheticShapes implements Dataset {
+  readonly name: string;
+  private cache = new Map<number, Promise<Uint8Array>>();
+  constructor(private o: ShapesOptions) {
+    this.name = `synthetic-shapes/${o.split}`;
+  }
+  async size(): Promise<number> {
+    return this.o.count;
+  }
+
+  /** the sample at `index` (its PNG rendered on first use and cached) */
+  async get(index: number): Promise<Sample> {
+    const o = this.o;
+    const scene = makeScene(o.seed, SPLITS[o.split], index, o.format, o.shuffleOptions, o.tasks);
+    let png = this.cache.get(index);
+    if (!png) {
+      png = sharp(Buffer.from(sceneSvg(scene, o.imageSize)))
+        .png({ compressionLevel: 1 })
+        .toBuffer()
+        .then((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+      this.cache.set(index, png);
+    }
+    const q = QUESTIONS[scene.task];
+    const sample: Sample = {
+      id: `${this.name}#${index}`,
+      image: await png,
+      question: scene.mc ? `${q}\n${formatOptions(scene.choices)}` : q,
+      answer: scene.mc ? String.fromCharCode(65 + scene.choices.indexOf(scene.answer)) : scene.answer,
+      category: scene.task,
+    };
+    if (scene.mc) sample.choices = scene.choices;
+    return sample;
+  }
+
+  async *samples(opts: { epoch?: number; skip?: number } = {}): AsyncIterable<Sample> {
+    const n = this.o.count;
+    const order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
+    // render a few ahead so sharp's pool works in parallel with the consumer
+    const AHEAD = 16;
+    const at = (k: number) => (order ? order[k] : k);
+    const pending: Promise<Sample>[] = [];
+    let next = opts.skip ?? 0;
+    while (pending.length < AHEAD && next < n) pending.push(this.get(at(next++)));
+    while (pending.length) {
+      const s = await pending.shift()!;
+      if (next < n) pending.push(this.get(at(next++)));
+      yield s;
+    }
+  }
+}
+
+export default definePlugin({
+  kind: 'dataset',
+  name: 'synthetic-shapes',
+  description: 'Coloured shapes rendered from SVG, with colour / shape / count / position questions (open or MMStar-style multiple choice), generated from a seed; disjoint train/val/test',
+  options: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      split: { type: 'string', enum: ['train', 'val', 'test'], default: 'train', description: 'which disjoint stream of samples' },
+      count: { type: 'integer', minimum: 1, default: 1000, description: 'number of samples' },
+      format: { type: 'string', enum: ['open', 'multiple-choice', 'mixed'], default: 'mixed', description: 'open answers (a word or digit), 4-option multiple choice with the letter as answer, or both (odd indices multiple choice)' },
+      seed: { type: 'integer', minimum: 0, default: 0, description: 'content seed (sample i of a split is fixed by seed, split and i)' },
+      image_size: { type: 'integer', minimum: 8, default: 64, description: 'side of the rendered PNG in pixels' },
+      tasks: { type: 'array', items: { type: 'string', enum: ['color', 'shape', 'count', 'position'] }, minItems: 1, description: 'question types to draw from (default: all four)' },
+      shuffle: { type: 'boolean', description: "reshuffle the order every epoch (seeded by runtime.seed); default: true for data.train, false otherwise" },
+      shuffle_options: { type: 'boolean', default: false, description: 'multiple choice: shuffle the option order per sample (default: a fixed order per question type)' },
+    },
+  },
+  create(o, ctx) {
+    return new SyntheticShapes({
+      split: o.split,
+      count: o.count,
+      seed: o.seed,
+      format: o.format,
+      imageSize: o.image_size,
+      shuffle: o.shuffle ?? ctx.role === 'train',
+      shuffleOptions: o.shuffle_options,
+      tasks: o.tasks as Task[] | undefined,
+      orderSeed: ctx.seed ?? 0,
+    });
+  },
+});

@@ -1,0 +1,112 @@
+// A Hugging Face tokenizer: tokenizer.json (+ tokenizer_config.json) from a folder or a Hub repo,
+// run by @huggingface/tokenizers (tokenizers.js). As nanoVLM's get_tokenizer (data/processors.py):
+// pad = eos. The optional chat template is rendered with @huggingface/jinja.
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Tokenizer as HFTokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+import { definePlugin } from '../../core/plugin.ts';
+import { UserError } from '../../core/errors.ts';
+import { resolveSource, isRepoId } from '../../core/hub/index.ts';
+import type { Tokenizer } from '../../core/types.ts';
+
+const FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+function tokenText(t: unknown): string | undefined {
+  if (typeof t === 'string') return t;
+  if (t && typeof t === 'object' && typeof (t as any).content === 'string') return (t as any).content;
+  return undefined;
+}
+
+function readJson(path: string, where: string): any {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new UserError(`cannot read ${path}: ${(e as Error).message}`, { where: { file: path, yamlPath: where }, hint: 'point `from` at a folder with a valid tokenizer.json', cause: e });
+  }
+}
+
+export class HFTokenizerAdapter implements Tokenizer {
+  readonly vocabSize: number;
+  readonly eosTokenId: number;
+  readonly padTokenId: number;
+  readonly eosToken: string;
+  private tok: HFTokenizer;
+  private template?: Template;
+  private raw: Record<string, string>;
+
+  constructor(folder: string, opts: { chatTemplate?: string | null; eosToken?: string | null; yamlPath?: string } = {}) {
+    const tjPath = join(folder, 'tokenizer.json');
+    if (!existsSync(tjPath))
+      throw new UserError(`no tokenizer.json in ${folder}`, { where: { yamlPath: opts.yamlPath }, hint: 'the `from` folder / repo must contain a Hugging Face fast-tokenizer file tokenizer.json' });
+    const tj = readJson(tjPath, opts.yamlPath ?? '');
+    const cfgPath = join(folder, 'tokenizer_config.json');
+    const cfg = existsSync(cfgPath) ? readJson(cfgPath, opts.yamlPath ?? '') : {};
+    this.raw = {};
+    for (const f of FILES) if (existsSync(join(folder, f))) this.raw[f] = readFileSync(join(folder, f), 'utf8');
+    this.tok = new HFTokenizer(tj, cfg);
+    const eos = opts.eosToken ?? tokenText(cfg.eos_token) ?? '<|endoftext|>';
+    const eosId = this.tok.token_to_id(eos);
+    if (eosId === undefined)
+      throw new UserError(`eos token ${JSON.stringify(eos)} is not in the vocabulary of ${tjPath}`, { where: { yamlPath: opts.yamlPath }, hint: 'set eos_token to a token of this tokenizer' });
+    this.eosToken = eos;
+    this.eosTokenId = eosId;
+    this.padTokenId = eosId; // nanoVLM: tokenizer.pad_token = tokenizer.eos_token
+    let maxId = -1;
+    for (const id of Object.values((tj.model?.vocab ?? {}) as Record<string, number>)) if (id > maxId) maxId = id;
+    for (const t of (tj.added_tokens ?? []) as { id: number }[]) if (t.id > maxId) maxId = t.id;
+    this.vocabSize = maxId + 1;
+    const template = opts.chatTemplate ?? (typeof cfg.chat_template === 'string' ? cfg.chat_template : undefined);
+    if (template) {
+      try {
+        this.template = new Template(template);
+      } catch (e) {
+        throw new UserError(`the chat template does not parse: ${(e as Error).message}`, { where: { yamlPath: opts.yamlPath }, cause: e });
+      }
+      if (opts.chatTemplate) {
+        const c = JSON.parse(this.raw['tokenizer_config.json'] ?? '{}');
+        c.chat_template = opts.chatTemplate;
+        this.raw['tokenizer_config.json'] = JSON.stringify(c, null, 2) + '\n';
+      }
+    }
+  }
+
+  encode(text: string): number[] {
+    return this.tok.encode(text).ids;
+  }
+
+  decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+    return this.tok.decode(ids, { skip_special_tokens: !!opts.skipSpecialTokens });
+  }
+
+  applyChatTemplate(messages: { role: string; content: string }[], opts: { addGenerationPrompt?: boolean } = {}): string {
+    if (!this.template) throw new UserError('this tokenizer has no chat template', { hint: 'set chat_template in the tokenizer entry of the recipe' });
+    return this.template.render({ messages, add_generation_prompt: !!opts.addGenerationPrompt, eos_token: this.eosToken });
+  }
+
+  files(): Record<string, string> {
+    return { ...this.raw };
+  }
+}
+
+export default definePlugin({
+  kind: 'tokenizer',
+  name: 'hf',
+  description: 'Hugging Face tokenizer.json (+ tokenizer_config.json) from a folder or Hub repo, run by @huggingface/tokenizers; pad = eos as nanoVLM',
+  options: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['from'],
+    properties: {
+      from: { type: 'string', description: 'folder with tokenizer.json, or a Hub repo id owner/name[@revision] (e.g. HuggingFaceTB/cosmo2-tokenizer)' },
+      chat_template: { type: ['string', 'null'], default: null, description: 'Jinja chat template; null = the one in tokenizer_config.json, if any' },
+      eos_token: { type: ['string', 'null'], default: null, description: 'eos (= pad) token text; null = eos_token of tokenizer_config.json, else <|endoftext|>' },
+    },
+  },
+  async create(o, ctx) {
+    const local = resolve(ctx.recipeDir ?? '.', o.from);
+    const src = existsSync(local) ? local : isRepoId(o.from) ? o.from : local;
+    const folder = await resolveSource(src, { repoType: 'model', files: (p) => FILES.includes(p) });
+    return new HFTokenizerAdapter(folder, { chatTemplate: o.chat_template as string | null, eosToken: o.eos_token as string | null, yamlPath: `${ctx.yamlPath}.from` });
+  },
+});
