@@ -12,6 +12,7 @@ import type { Logger, PluginContext, RegistryLike } from '../types.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
 import { NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.ts';
+import { withoutInit } from '../ops.ts';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -229,7 +230,7 @@ export async function loadCheckpoint(
   context: Partial<Omit<PluginContext, 'registry'>> = {},
 ): Promise<VisionLanguageModel> {
   const { section, config } = checkpointModelSection(folder);
-  const model = await buildModel(section, registry, context);
+  const model = await withoutInit(() => buildModel(section, registry, context)); // every weight is loaded below
   try {
     for (const k of PASSTHROUGH_FIELDS) if (typeof config[k] === 'string') model.configOverrides[k] = config[k];
     loadWeights(model, folder, context.log);

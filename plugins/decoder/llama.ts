@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
 import { UserError } from '../../core/errors.ts';
-import { attention, attentionBias, constInit, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
+import { withoutInit, attention, attentionBias, constInit, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
@@ -438,7 +438,7 @@ export default definePlugin({
       });
     }
     const rng = new Rng(ctx.seed, 'decoder');
-    const model = new LlamaDecoder(cfg, rng);
+    const model = folder ? await withoutInit(() => new LlamaDecoder(cfg, rng)) : new LlamaDecoder(cfg, rng); // weights loaded below
     if (folder) {
       loadHfLlama(model, folder, new Rng(ctx.seed, 'decoder.vocab-extension'), (m) => ctx.log.info(`${ctx.yamlPath}: ${m}`));
       ctx.log.info(`${ctx.yamlPath}: loaded Llama weights from ${opts.from}`);

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { PluginContext, VisionEncoder } from '../../core/types.ts';
 import { UserError } from '../../core/errors.ts';
-import { attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from '../../core/ops.ts';
+import { withoutInit, attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from '../../core/ops.ts';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
@@ -329,7 +329,8 @@ export default definePlugin({
       hub = readSiglipConfig(folder);
     }
     const cfg = configFrom(opts, hub, ctx.yamlPath, opts.from ?? undefined);
-    const model = new SiglipViT(cfg, new Rng(ctx.seed, 'vision'));
+    const build = () => new SiglipViT(cfg, new Rng(ctx.seed, 'vision'));
+    const model = folder ? await withoutInit(build) : build(); // weights loaded below
     if (folder) {
       loadHfSiglip(model, folder);
       ctx.log.info(`${ctx.yamlPath}: loaded SigLIP weights from ${opts.from}`);

@@ -198,3 +198,21 @@ test('bad shapes are UserErrors naming the option', async () => {
     /pixel shuffle by factor 2 needs a square grid of image tokens with a side divisible by 2; the vision encoder gives 9 tokens/,
   );
 });
+
+test('withoutInit skips random init only inside its scope; seeded init is reproducible', async () => {
+  const registry = await setup();
+  const { withoutInit } = await import('../../core/ops.ts');
+  const zero = await withoutInit(() => buildModel(SMALL, registry, { seed: 1, log: silentLog }));
+  assert.ok((zero.params.get('decoder.blocks.0.attn.q_proj.weight')!.dataSync() as Float32Array).every((x) => x === 0));
+  const a = await buildModel(SMALL, registry, { seed: 1, log: silentLog });
+  const b = await buildModel(SMALL, registry, { seed: 1, log: silentLog });
+  const q = a.params.get('decoder.blocks.0.attn.q_proj.weight')!.dataSync() as Float32Array;
+  const std = Math.sqrt(q.reduce((s, x) => s + x * x, 0) / q.length);
+  assert.ok(std > 0.015 && std < 0.025, `Linear init ~ N(0, 0.02): std ${std}`);
+  assert.deepEqual(b.params.get('decoder.blocks.0.attn.q_proj.weight')!.dataSync(), q);
+  const pos = a.params.get('vision_encoder.patch_embedding.position_embedding')!.dataSync() as Float32Array;
+  assert.ok(pos.every((x) => x >= 0 && x < 1), 'position embedding ~ U[0, 1) (torch.rand)');
+  assert.ok((a.params.get('vision_encoder.blocks.0.ln1.weight')!.dataSync() as Float32Array).every((x) => x === 1));
+  assert.ok((a.params.get('decoder.norm.weight')!.dataSync() as Float32Array).every((x) => x === 1));
+  for (const m of [zero, a, b]) m.dispose();
+});
