@@ -19,14 +19,17 @@ export function normalizeAnswer(s: string): string {
     .join(' ');
 }
 
-/** 1 when the normalised output equals the normalised reference (an empty output never matches). */
+/**
+ * True when the normalised output equals the normalised reference (SQuAD's exact match). An output
+ * that is empty or only whitespace never matches; one that normalises to "" (e.g. "A", an article)
+ * matches a reference that does too.
+ */
 export function exactMatch(output: string, reference: string): boolean {
-  const o = normalizeAnswer(output);
-  return o !== '' && o === normalizeAnswer(reference);
+  return output.trim() !== '' && normalizeAnswer(output) === normalizeAnswer(reference);
 }
 
 export function summariseExact(rows: { category?: string; output: string; answer: string }[]): Pick<EvalResult, 'metrics' | 'breakdown'> {
-  const scored = rows.map((r) => ({ category: r.category, match: exactMatch(r.output, r.answer), empty: normalizeAnswer(r.output) === '' }));
+  const scored = rows.map((r) => ({ category: r.category, match: exactMatch(r.output, r.answer), empty: r.output.trim() === '' }));
   const n = scored.length;
   return {
     metrics: {

@@ -92,7 +92,11 @@ test('exact match: normalisation (case, punctuation, articles, spaces)', () => {
   assert.equal(exactMatch('seven or eight', 'seven'), false);
   assert.equal(exactMatch('7 7', '7'), false);
   assert.equal(exactMatch('', ''), false);
+  assert.equal(exactMatch('  ', 'a'), false);
   assert.equal(exactMatch('...', '7'), false);
+  // SQuAD: both sides normalise to "" (an article alone) -> equal
+  assert.equal(exactMatch('A', 'a'), true);
+  assert.equal(exactMatch('A', 'B'), false);
 });
 
 test('exact match summary', () => {
