@@ -428,7 +428,11 @@ export default definePlugin({
     let folder: string | null = null;
     if (opts.from) {
       const local = resolve(ctx.recipeDir, opts.from); // a relative folder resolves against the recipe
-      folder = await resolveSource(existsSync(local) ? local : opts.from, { repoType: 'model', files: ['config.json', 'model.safetensors'] });
+      folder = await resolveSource(existsSync(local) ? local : opts.from, {
+        repoType: 'model',
+        files: ['config.json', 'model.safetensors'],
+        log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
+      });
       hub = readLlamaConfig(folder);
     }
     const cfg = configFrom(opts, hub?.shapes ?? null, ctx.yamlPath, opts.from ?? undefined);

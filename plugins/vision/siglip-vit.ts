@@ -325,6 +325,7 @@ export default definePlugin({
       folder = await resolveSource(existsSync(local) ? local : opts.from, {
         repoType: 'model',
         files: ['config.json', 'model.safetensors'],
+        log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
       });
       hub = readSiglipConfig(folder);
     }
