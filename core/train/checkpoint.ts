@@ -93,11 +93,15 @@ export function writeFileAtomic(path: string, data: string): void {
 }
 
 /**
- * Test hook for the disk-full case: VLM_FAULT_CHECKPOINT=enospc makes the checkpoint writer fail
- * half-way through optimizer.safetensors exactly as a full disk would (a partial file, then ENOSPC).
+ * Test hook for the disk-full case: VLM_FAULT_CHECKPOINT=enospc makes every checkpoint write fail
+ * half-way through optimizer.safetensors exactly as a full disk would (a partial file, then
+ * ENOSPC); `enospc:N` lets the first N-1 checkpoint writes of the process succeed.
  */
+let checkpointWrites = 0;
 function injectedFault(file: string): void {
-  if (process.env.VLM_FAULT_CHECKPOINT !== 'enospc') return;
+  checkpointWrites++;
+  const m = /^enospc(?::(\d+))?$/.exec(process.env.VLM_FAULT_CHECKPOINT ?? '');
+  if (!m || checkpointWrites < Number(m[1] ?? 1)) return;
   writeFileSynced(file, 'partial');
   const e = new Error(`ENOSPC: no space left on device, write '${file}'`) as NodeJS.ErrnoException;
   e.code = 'ENOSPC';

@@ -20,8 +20,12 @@ export function recipeHash(recipe: unknown): string {
 
 const show = (v: unknown) => (v === undefined ? '(absent)' : JSON.stringify(v));
 
-/** every path where `before` and `after` differ, as "path: before -> after" */
+/** keys that do not change what is computed: where runs go, how many threads */
+export const RESUME_IGNORED = new Set(['runtime.out_dir', 'runtime.threads']);
+
+/** every path where `before` and `after` differ, as "path: before -> after" (RESUME_IGNORED skipped) */
 export function diffRecipes(before: unknown, after: unknown, path = ''): string[] {
+  if (RESUME_IGNORED.has(path)) return [];
   const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
   if (isObj(before) && isObj(after)) {
     const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();

@@ -1,18 +1,393 @@
-// The training stage (work in progress: the loop lands in the next commits).
+// The training stage: nanoVLM v0.1 train.py's loop, readable top to bottom.
+//   https://github.com/huggingface/nanoVLM/blob/v0.1/train.py (train)
+// Per optimizer step:
+//   batch(es) -> forward -> loss -> backward (x grad_accum, token-weighted) -> clip -> lr -> step -> log
+// plus, every N steps: eval (val loss + the recipe's evaluators), best checkpoint, periodic
+// checkpoint; on Ctrl-C / SIGTERM: finish the step, checkpoint, say how to resume, stop.
+//
+// Differences from train.py, on purpose:
+// - Gradient accumulation (nanoVLM v0.1 has none). nanoVLM's loss is the mean over every counted
+//   token of the batch, so micro-batch k (mean loss L_k over n_k counted tokens) is weighted by
+//   n_k / sum(n): the accumulated loss and gradients then EQUAL those of the one big batch (the
+//   plain average of micro-batch means would not, when token counts differ).
+// - Global grad-norm clipping (train.max_grad_norm, torch clip_grad_norm_) — null disables it.
+// - The one host read per step ([loss, grad norm]) happens after backward and before the optimizer
+//   update, so a non-finite step never reaches the weights: the model in memory and the last
+//   checkpoint both stay good, and the diagnostics can re-run the forward pass.
+// - Validation loss is the token-weighted mean over the whole validation set.
+import * as tf from '@tensorflow/tfjs';
+import { join, relative } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { definePlugin } from '../../core/plugin.ts';
-import type { Stage } from '../../core/types.ts';
+import { UserError } from '../../core/errors.ts';
+import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from '../../core/types.ts';
+import { BatchLoader } from '../../core/data/loader.ts';
+import { toTensors } from '../../core/data/collator.ts';
+import { saveCheckpoint, loadWeights } from '../../core/weights/checkpoint.ts';
+import type { VisionLanguageModel } from '../../core/model/vlm.ts';
+import { accumulatedLossAndGrads, clipGradNorm, countedTokens, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
+import {
+  findLatestCheckpoint,
+  loadOptimizerState,
+  markBest,
+  saveTrainCheckpoint,
+  TRAINER_FORMAT_VERSION,
+  type TrainerState,
+} from '../../core/train/checkpoint.ts';
+import { diffRecipes, recipeHash } from '../../core/train/recipe-diff.ts';
+import { writeCurvePng, type Series } from '../../core/train/plot.ts';
+
+/** train.* options of the recipe (schemas/recipe.schema.json) with their defaults */
+export interface TrainOptions {
+  batch_size: number;
+  grad_accum: number;
+  epochs: number;
+  max_steps: number | null;
+  max_grad_norm: number | null;
+  eval_every: number | null;
+  checkpoint_every: number | null;
+  keep_checkpoints: number;
+  best_metric: string;
+  log_every: number;
+  bad_sample_ratio: number;
+  prefetch: number;
+}
+const DEFAULTS: TrainOptions = {
+  batch_size: 8,
+  grad_accum: 1,
+  epochs: 1,
+  max_steps: null,
+  max_grad_norm: 1.0,
+  eval_every: 100,
+  checkpoint_every: 100,
+  keep_checkpoints: 3,
+  best_metric: 'val_loss',
+  log_every: 10,
+  bad_sample_ratio: 0.01,
+  prefetch: 2,
+};
+
+// ---- the loop ------------------------------------------------------------------------------------
+
+export async function train(ctx: RunContext, report: (line: string) => void): Promise<void> {
+  const opt: TrainOptions = { ...DEFAULTS, ...(ctx.recipe.train ?? {}) };
+  const model = ctx.model;
+  if (!model || !ctx.tokenizer || !ctx.imageProcessor)
+    throw new UserError('the train stage has no model', { hint: 'run the load stage first: stages: [load, train, ...]' });
+  if (!ctx.datasets.train.length)
+    throw new UserError('no training data', { where: { yamlPath: 'data.train' }, hint: 'list at least one dataset under data.train' });
+
+  // Optimizer (parameter groups, frozen modules) and learning-rate schedule, by name from the recipe.
+  const pctx = { recipe: ctx.recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log, built: { vision: model.vision, projector: model.projector, decoder: model.decoder, tokenizer: ctx.tokenizer } };
+  const optimizer: Optimizer = await ctx.registry.create('optimizer', ctx.recipe.optimizer ?? { use: 'adamw', lr: 1e-4 }, { ...pctx, yamlPath: 'optimizer' });
+  const schedule: Schedule = await ctx.registry.create('schedule', ctx.recipe.schedule ?? { use: 'cosine-warmup' }, { ...pctx, yamlPath: 'schedule' });
+  const trainable = optimizer.groups.flatMap((g) => g.params);
+
+  // Data: seeded, mixed, prefetched; an epoch yields micro-batches of batch_size.
+  const loader = new BatchLoader({
+    datasets: ctx.datasets.train,
+    tokenizer: ctx.tokenizer,
+    imageProcessor: ctx.imageProcessor,
+    batchSize: opt.batch_size,
+    maxLength: model.maxLength,
+    seed: ctx.seed,
+    shuffle: true,
+    dropLast: true,
+    prefetch: opt.prefetch,
+    badSampleRatio: opt.bad_sample_ratio,
+    log: ctx.log,
+  });
+  const microPerEpoch = await loader.batchesPerEpoch();
+  const stepsPerEpoch = Math.floor(microPerEpoch / opt.grad_accum);
+  if (stepsPerEpoch < 1)
+    throw new UserError(`the training data makes no full step: ${microPerEpoch} batches of ${opt.batch_size} per epoch, grad_accum ${opt.grad_accum}`, {
+      where: { yamlPath: 'train.batch_size' },
+      hint: 'use more data or a smaller batch_size / grad_accum',
+    });
+  const totalSteps = opt.max_steps ?? stepsPerEpoch * opt.epochs;
+  // with max_steps, epochs repeat until that many steps are done; else exactly `epochs` epochs
+  const epochs = opt.max_steps ? Infinity : opt.epochs;
+
+  // Fresh state, or the state of the latest checkpoint with --resume.
+  let st: TrainerState = {
+    format_version: TRAINER_FORMAT_VERSION,
+    step: 0,
+    total_steps: totalSteps,
+    epoch: 0,
+    batch_in_epoch: 0,
+    rng: { seed: ctx.seed, epoch: 0, batch_in_epoch: 0 },
+    loss_tail: [],
+    recipe_hash: recipeHash(ctx.recipe),
+    recipe: ctx.recipe,
+    tokens: 0,
+    train_seconds: 0,
+  };
+  if (ctx.flags.resume) st = resume(ctx, model, optimizer, st);
+  const losses: { step: number; value: number }[] = st.loss_tail.map((l) => ({ step: l.step, value: l.loss }));
+  const evals: { step: number; metrics: Record<string, number> }[] = [];
+
+  const save = async (): Promise<string> => {
+    const folder = await saveTrainCheckpoint(ctx.runDir, {
+      step: st.step,
+      optimizer,
+      trainer: { ...st, rng: { seed: ctx.seed, epoch: st.epoch, batch_in_epoch: st.batch_in_epoch }, loss_tail: losses.slice(-200).map((l) => ({ step: l.step, loss: l.value })) },
+      keep: opt.keep_checkpoints,
+      writeModel: async (dir) => {
+        await saveCheckpoint(model, dir, { format_version: 1, model: ctx.recipe.model });
+        for (const [name, contents] of Object.entries(ctx.tokenizer!.files())) writeFileSync(join(dir, name), contents);
+      },
+    });
+    ctx.artifacts.checkpoint = relative(ctx.runDir, folder);
+    lastCheckpoint = folder;
+    return folder;
+  };
+
+  ctx.log.info(
+    `training ${totalSteps} steps (${stepsPerEpoch} steps per epoch; batch ${opt.batch_size} x accumulation ${opt.grad_accum}), ` +
+      `groups ${optimizer.groups.map((g) => `${g.name}: ${g.params.length} params @ lr ${g.lr}`).join(', ')}` +
+      (st.step ? `; resuming at step ${st.step}` : ''),
+  );
+  const imageTokens = model.numImageTokens;
+  let stepMsAvg = 0;
+  let lastSaved = st.step;
+  let lastCheckpoint = ctx.flags.resume ? findLatestCheckpoint(ctx.flags.resume)?.folder : undefined;
+  const t0 = Date.now() - st.train_seconds * 1000;
+
+  training: for (let epoch = st.epoch; epoch < epochs && st.step < totalSteps; epoch++) {
+    const stepAtEpochStart = st.step;
+    const skip = epoch === st.epoch ? st.batch_in_epoch : 0;
+    st.epoch = epoch;
+    st.batch_in_epoch = skip;
+    let micro: HostBatch[] = [];
+    let waitMs = 0;
+    let stepStart = Date.now();
+    for await (const next of loader.epoch(epoch, { skip })) {
+      micro.push(next.batch);
+      waitMs += next.waitMs;
+      st.batch_in_epoch++;
+      if (micro.length < opt.grad_accum) continue;
+
+      // ---- one optimizer step over grad_accum micro-batches ----
+      const tokensPer = micro.map((b) => countedTokens(b.targets));
+      const counted = tokensPer.reduce((a, b) => a + b, 0);
+      if (counted === 0) {
+        ctx.log.warn(`step ${st.step + 1}: no target token in the batch (every sample longer than max_length?); skipped`);
+        micro = [];
+        continue;
+      }
+      const batches = micro.map((b) => toTensors(b));
+      const { loss: lossT, grads: acc } = accumulatedLossAndGrads(model, batches, tokensPer, trainable); // forward -> loss -> backward
+      tf.dispose(batches.flatMap((b) => Object.values(b)));
+      const clipped = opt.max_grad_norm ? clipGradNorm(acc, opt.max_grad_norm) : { grads: acc, norm: tf.tidy(() => tf.sqrt(tf.addN([...acc.values()].map((g) => tf.sum(tf.square(g)))))) as tf.Scalar };
+      const readout = tf.tidy(() => tf.stack([lossT, clipped.norm]));
+      const [loss, gradNorm] = readout.dataSync(); // the one host read of the step
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+        const message = diagnoseNonFinite(model, micro, acc, loss, gradNorm);
+        tf.dispose([readout, lossT, clipped.norm, ...acc.values(), ...(clipped.grads === acc ? [] : clipped.grads.values())]);
+        throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${message}`, {
+          hint:
+            (lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint} (resume with --resume ${ctx.runDir}); ` : 'no checkpoint was written yet; ') +
+            'lower the learning rate, set train.max_grad_norm, or check the data of this batch: ' +
+            micro.flatMap((b) => b.sampleIds).slice(0, 4).join(', '),
+        });
+      }
+      const lrs = optimizer.groups.map((g) => schedule.lr(st.step, g.lr, totalSteps)); // lr
+      optimizer.step(clipped.grads, lrs); // step
+      tf.dispose([readout, lossT, clipped.norm, ...acc.values(), ...(clipped.grads === acc ? [] : clipped.grads.values())]);
+
+      // ---- log ----
+      st.step++;
+      const stepMs = Date.now() - stepStart;
+      stepMsAvg = stepMsAvg ? 0.9 * stepMsAvg + 0.1 * stepMs : stepMs;
+      const tokens = micro.reduce((a, b) => a + b.attentionMask.reduce((s, x) => s + x, 0) + b.batchSize * imageTokens, 0);
+      st.tokens += tokens;
+      st.train_seconds = (Date.now() - t0) / 1000;
+      losses.push({ step: st.step, value: loss });
+      const record = { type: 'train', step: st.step, epoch, loss, grad_norm: gradNorm, lr: Object.fromEntries(optimizer.groups.map((g, i) => [g.name, lrs[i]])), tokens, tokens_per_s: (tokens / stepMs) * 1000, data_wait_ms: waitMs, step_ms: stepMs };
+      ctx.metrics(record);
+      const line = `step ${st.step}/${totalSteps} · loss ${loss.toFixed(4)} · lr ${lrs[0].toExponential(2)} · ${Math.round(record.tokens_per_s)} tok/s · data wait ${Math.round(waitMs)} ms · ETA ${eta(((totalSteps - st.step) * stepMsAvg) / 1000)}`;
+      report(line);
+      if (st.step % opt.log_every === 0 || st.step === 1) ctx.log.info(line);
+      micro = [];
+      waitMs = 0;
+
+      // ---- eval, best, periodic checkpoint, interruption ----
+      const last = st.step >= totalSteps;
+      if ((opt.eval_every && st.step % opt.eval_every === 0) || last) {
+        const metrics = await evaluate(ctx, model, opt, report);
+        evals.push({ step: st.step, metrics });
+        ctx.metrics({ type: 'eval', step: st.step, ...metrics });
+        ctx.log.info(`eval at step ${st.step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
+        const value = pickMetric(metrics, opt.best_metric);
+        if (value !== undefined && isBetter(opt.best_metric, value, st.best?.value)) {
+          st.best = { metric: opt.best_metric, value, step: st.step };
+          const folder = await save();
+          lastSaved = st.step;
+          await markBest(ctx.runDir, folder);
+          ctx.artifacts.best = 'checkpoints/best';
+        }
+      }
+      if (lastSaved !== st.step && ((opt.checkpoint_every && st.step % opt.checkpoint_every === 0) || last)) {
+        await save();
+        lastSaved = st.step;
+      }
+      if (ctx.signal.aborted) {
+        if (lastSaved !== st.step) await save();
+        const why = ctx.signal.reason instanceof Error ? ctx.signal.reason.message : String(ctx.signal.reason ?? 'interrupted');
+        const cmd = `vlm run ${ctx.recipePath} --resume ${ctx.runDir}`;
+        report(`interrupted at step ${st.step}: checkpoint saved; resume with: ${cmd}`);
+        throw new UserError(`training interrupted (${why}) at step ${st.step}/${totalSteps}; checkpoint ${ctx.artifacts.checkpoint} saved`, {
+          hint: `resume with: ${cmd}`,
+        });
+      }
+      if (last) break training;
+      stepStart = Date.now();
+    }
+    st.batch_in_epoch = 0;
+    if (st.step === stepAtEpochStart)
+      throw new UserError(`epoch ${epoch} made no training step: no batch had a target token`, {
+        where: { yamlPath: 'model.decoder.max_length' },
+        hint: `every sample seems longer than max_length ${model.maxLength} tokens (such rows are ignored, as in nanoVLM); raise max_length`,
+      });
+  }
+  optimizer.dispose();
+
+  // ---- the end: curve, facts ----
+  const series: Series[] = [{ name: 'train loss', axis: 'left', color: '#1f77b4', points: losses }];
+  const valPoints = evals.filter((e) => e.metrics.val_loss !== undefined).map((e) => ({ step: e.step, value: e.metrics.val_loss }));
+  if (valPoints.length) series.push({ name: 'val loss', axis: 'left', color: '#ff7f0e', dots: true, points: valPoints });
+  const colors = ['#2ca02c', '#d62728', '#9467bd', '#8c564b'];
+  const fractionKeys = [...new Set(evals.flatMap((e) => Object.keys(e.metrics)))].filter((k) => /accuracy/.test(k));
+  fractionKeys.slice(0, colors.length).forEach((k, i) => series.push({ name: k, axis: 'right', color: colors[i], dots: true, points: evals.filter((e) => e.metrics[k] !== undefined).map((e) => ({ step: e.step, value: e.metrics[k] })) }));
+  await writeCurvePng(join(ctx.runDir, 'loss.png'), `${ctx.recipe.name ?? 'training'}: loss`, series);
+  ctx.artifacts.loss_curve = 'loss.png';
+  Object.assign(ctx.facts, {
+    train_steps: st.step,
+    train_tokens: st.tokens,
+    train_seconds: Math.round(st.train_seconds),
+    final_train_loss: losses.at(-1)?.value,
+    best: st.best,
+    batch_size: opt.batch_size * opt.grad_accum,
+  });
+}
+
+// ---- pieces the loop calls --------------------------------------------------------------------
+
+/** --resume: load the latest complete checkpoint, refusing a changed recipe unless --force */
+function resume(ctx: RunContext, model: VisionLanguageModel, optimizer: Optimizer, fresh: TrainerState): TrainerState {
+  const from = ctx.flags.resume!;
+  const found = findLatestCheckpoint(from);
+  if (!found)
+    throw new UserError(`nothing to resume in ${from}: no complete checkpoint under ${join(from, 'checkpoints')}`, {
+      hint: 'pass the run directory of an earlier run (runs/<name>-<date>), or start a new run without --resume',
+    });
+  const diff = diffRecipes(found.trainer.recipe, ctx.recipe);
+  if (diff.length && !ctx.flags.force)
+    throw new UserError(`the recipe differs from the one ${from} was trained with:\n    ${diff.join('\n    ')}`, {
+      hint: 'resume with the same recipe, or pass --force to continue with the changed one',
+    });
+  if (diff.length) ctx.log.warn(`--force: resuming with a changed recipe:\n    ${diff.join('\n    ')}`);
+  loadWeights(model, found.folder);
+  loadOptimizerState(found.folder, optimizer);
+  ctx.log.info(`resumed from ${found.folder} (step ${found.trainer.step}, epoch ${found.trainer.epoch}, batch ${found.trainer.batch_in_epoch})`);
+  return { ...found.trainer, total_steps: fresh.total_steps, recipe: ctx.recipe, recipe_hash: fresh.recipe_hash };
+}
+
+/** validation loss (token-weighted over data.val) + every recipe evaluator, as flat metrics */
+async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainOptions, report: (l: string) => void): Promise<Record<string, number>> {
+  const metrics: Record<string, number> = {};
+  if (ctx.datasets.val.length) {
+    report('eval: validation loss');
+    const loader = new BatchLoader({
+      datasets: ctx.datasets.val,
+      tokenizer: ctx.tokenizer!,
+      imageProcessor: ctx.imageProcessor!,
+      batchSize: opt.batch_size,
+      maxLength: model.maxLength,
+      seed: ctx.seed,
+      shuffle: false,
+      dropLast: false,
+      prefetch: opt.prefetch,
+      badSampleRatio: opt.bad_sample_ratio,
+      log: ctx.log,
+    });
+    let sum = 0;
+    let n = 0;
+    for await (const { batch } of loader.epoch(0, { skip: 0 })) {
+      const k = countedTokens(batch.targets);
+      if (k === 0) continue;
+      const loss = tf.tidy(() => {
+        const t = toTensors(batch);
+        return model.loss(model.forward(t.inputIds, t.images, t.attentionMask, { training: false }), t.targets);
+      });
+      sum += loss.dataSync()[0] * k;
+      n += k;
+      loss.dispose();
+    }
+    if (n) metrics.val_loss = sum / n;
+  }
+  const results: EvalResult[] = [];
+  for (const [i, entry] of ((ctx.recipe.eval?.evaluators ?? []) as { use: string; data?: 'val' | 'eval' }[]).entries()) {
+    if (entry.use === 'val-loss') continue; // computed above
+    const evaluator = await ctx.registry.create('evaluator', entry, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `eval.evaluators[${i}]`, seed: ctx.seed, log: ctx.log });
+    for (const ds of ctx.datasets[entry.data ?? 'eval']) {
+      report(`eval: ${entry.use} on ${ds.name}`);
+      results.push(await evaluator.evaluate(ctx, ds));
+    }
+  }
+  for (const r of results) for (const [k, v] of Object.entries(r.metrics)) metrics[`${r.evaluator}/${r.dataset}/${k}`] = v;
+  return metrics;
+}
+
+/** best_metric: "val_loss", a full key "multiple-choice/shapes-test/accuracy", or a unique suffix "accuracy" */
+export function pickMetric(metrics: Record<string, number>, name: string): number | undefined {
+  if (name in metrics) return metrics[name];
+  const hits = Object.keys(metrics).filter((k) => k.endsWith(`/${name}`));
+  return hits.length ? metrics[hits[0]] : undefined;
+}
+/** losses go down, everything else (accuracy, ...) up */
+export const isBetter = (metric: string, value: number, best: number | undefined) =>
+  best === undefined || (/loss|perplexity|error/.test(metric) ? value < best : value > best);
+
+/** which module first produced a non-finite value, in forward order (failure path only) */
+function diagnoseNonFinite(model: VisionLanguageModel, micro: HostBatch[], grads: Map<string, tf.Tensor>, loss: number, norm: number): string {
+  const parts = [`loss ${loss}, gradient norm ${norm}`];
+  let firstOutput = '';
+  for (const b of micro) {
+    firstOutput = tf.tidy(() => {
+      const t = toTensors(b);
+      const v = model.vision.forward(t.images, { training: true });
+      if (!isAllFinite(v)) return 'vision_encoder';
+      const p = model.projector.forward(v);
+      if (!isAllFinite(p)) return 'MP';
+      const logits = model.forward(t.inputIds, t.images, t.attentionMask, { training: true });
+      if (!isAllFinite(logits)) return 'decoder';
+      const l = model.loss(logits, t.targets);
+      return isAllFinite(l) ? '' : 'loss';
+    });
+    if (firstOutput) break;
+  }
+  if (firstOutput) parts.push(`first non-finite output: ${firstOutput === 'loss' ? 'the loss (logits are finite)' : firstOutput}`);
+  const badParams = [...model.params].filter(([, p]) => !isAllFinite(p)).map(([n]) => n);
+  if (badParams.length) parts.push(`non-finite weights: ${badParams.slice(0, 5).join(', ')}${badParams.length > 5 ? ` (+${badParams.length - 5})` : ''}`);
+  const badGrads = nonFiniteGrads(grads);
+  if (badGrads.length)
+    parts.push(`non-finite gradients in ${badGrads[0].split('.')[0]} first: ${badGrads.slice(0, 5).join(', ')}${badGrads.length > 5 ? ` (+${badGrads.length - 5})` : ''}`);
+  return parts.join('; ');
+}
+
+function eta(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.max(0, Math.round(seconds));
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
 
 export default definePlugin({
   kind: 'stage',
   name: 'train',
-  description: 'Train the model: batch -> forward -> loss -> backward -> clip -> lr -> step -> log, with eval, checkpoints and resume.',
+  description: 'Train the model (recipe train.*): batch -> forward -> loss -> backward -> clip -> lr -> step -> log, with eval, checkpoints and --resume.',
   options: { type: 'object', additionalProperties: false, properties: {} } as const,
   create(): Stage {
-    return {
-      title: 'train',
-      async run() {
-        throw new Error('the train stage is not implemented yet');
-      },
-    };
+    return { title: 'train', run: (ctx, report) => train(ctx, report) };
   },
 });

@@ -21,7 +21,7 @@ const V1_GROUPS = [
 ];
 const DEFAULTS = { weight_decay: 0.01, betas: [0.9, 0.999], eps: 1e-8, freeze: [] as string[] };
 
-function f32(t: { shape: number[]; data: ArrayLike<number> }): tf.Tensor {
+function f32(t: { shape: number[]; data: unknown }): tf.Tensor {
   return tf.tensor(Float32Array.from(t.data as ArrayLike<number>), t.shape, 'float32');
 }
 
