@@ -5,7 +5,7 @@
 // nothing unparseable. The trained model is then saved and used by `vlm generate` and `vlm eval`.
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -14,7 +14,12 @@ import { useTestBackend } from '../helpers/backend.ts';
 import { installFastKernels } from '../../core/kernels.ts';
 import { DATA, needsShared } from '../helpers/shared.ts';
 import { createRegistry } from '../../core/registry.ts';
-import { buildModel } from '../../core/weights/checkpoint.ts';
+import { buildModel, saveCheckpoint } from '../../core/weights/checkpoint.ts';
+import { main as generateMain } from '../../core/commands/generate.ts';
+import { main as evalMain } from '../../core/commands/eval.ts';
+import type { CommandEnv } from '../../core/cli.ts';
+import type { Plugin } from '../../core/plugin.ts';
+import shapes from '../../plugins/dataset/synthetic-shapes.ts';
 import { collate, encodeSample, toTensors } from '../../core/data/collator.ts';
 import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
@@ -27,9 +32,11 @@ import imageProcessors from '../../plugins/image-processor/index.ts';
 import optimizers from '../../plugins/optimizer/index.ts';
 import evaluators from '../../plugins/evaluator/index.ts';
 import evalStage from '../../plugins/stage/eval.ts';
+import loadStage from '../../plugins/stage/load.ts';
 
 const skip = needsShared('data', 'digits', 'mmstar-style.parquet');
-const registry = createRegistry([...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors, ...optimizers, ...evaluators, evalStage]);
+const PLUGINS: Plugin[] = [...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors, ...optimizers, ...evaluators, loadStage, evalStage, shapes];
+const registry = createRegistry(PLUGINS);
 const quiet = { info() {}, warn() {}, debug() {} };
 const MODEL_SECTION = {
   vision: { use: 'siglip-vit', hidden_dim: 32, inter_dim: 64, patch_size: 8, image_size: 32, n_heads: 4, n_blocks: 2 },
@@ -150,4 +157,86 @@ test('val-loss: token-weighted, so independent of the batch size; exact-match on
   const r = await em.evaluate(ctx, mmstarStyle(open));
   assert.equal(r.metrics.n, 16);
   assert.deepEqual(r.metrics, { exact_match: 4 / 16, empty: 0, n: 16 });
+});
+
+/** a CLI environment writing into strings */
+function cliEnv(): { env: CommandEnv; out: () => string; err: () => string } {
+  let out = '';
+  let err = '';
+  const stdout = { write: (x: string) => void (out += x) };
+  const stderr = { write: (x: string) => void (err += x) };
+  const env: CommandEnv = {
+    registry: createRegistry(PLUGINS),
+    builtins: PLUGINS,
+    debug: false,
+    stdout,
+    stderr,
+    log: { info: (m) => stderr.write(m + '\n'), warn: (m) => stderr.write(m + '\n'), debug() {} },
+  };
+  return { env, out: () => out, err: () => err };
+}
+
+test('vlm generate on the saved run: nanoVLM-style output, streaming, reproducible sampling', skip, async () => {
+  const runDir = join(dir, 'run');
+  await saveCheckpoint(model, join(runDir, 'checkpoints', 'step-40'), { format_version: 1, model: MODEL_SECTION });
+  writeFileSync(join(runDir, 'checkpoints', 'latest'), 'step-40\n');
+  const image = join(DATA, 'images', 'chelsea.png');
+  const backend = tf.getBackend();
+  const greedy = cliEnv();
+  const code = await generateMain(['--model', runDir, '--image', image, '--prompt', 'What is this?', '--num', '2', '--max-new-tokens', '4', '--greedy', '--backend', backend], greedy.env);
+  assert.equal(code, 0);
+  // the model was trained to answer "A" (then eos) to "Question: ... Answer:"
+  assert.equal(
+    greedy.out(),
+    `Loading weights from: ${join(runDir, 'checkpoints', 'step-40')}\n\nInput:\n  What is this?\n\nOutputs:\n  >> Generation 1: A\n  >> Generation 2: A\n`,
+  );
+  const sample = async (seed: string) => {
+    const c = cliEnv();
+    assert.equal(await generateMain(['--model', runDir, '--image', image, '--num', '3', '--max-new-tokens', '6', '--temperature', '3', '--top-k', '50', '--seed', seed, '--backend', backend], c.env), 0);
+    return c.out().split('Outputs:')[1];
+  };
+  const a = await sample('7');
+  assert.equal(await sample('7'), a);
+  assert.equal(a.trim().split('\n').length, 3);
+  // user mistakes are UserErrors
+  await assert.rejects(generateMain(['--model', runDir], cliEnv().env), /--image is required/);
+  await assert.rejects(generateMain(['--model', runDir, '--image', image, '--greedy', '--top-p', '0.5'], cliEnv().env), /cannot be combined/);
+  await assert.rejects(generateMain(['--model', runDir, '--image', image, '--top-p', '2'], cliEnv().env), /--top-p 2/);
+});
+
+test('vlm eval --model <run dir> <recipe>: load + eval stages, results in a new run directory', skip, async () => {
+  const runDir = join(dir, 'run'); // saved by the previous test
+  assert.ok(existsSync(join(runDir, 'checkpoints', 'latest')));
+  const recipe = join(dir, 'eval-recipe.yaml');
+  writeFileSync(
+    recipe,
+    [
+      'name: e2e-eval',
+      `runtime: { backend: ${tf.getBackend()}, seed: 0, out_dir: ${JSON.stringify(join(dir, 'runs'))} }`,
+      `model: ${JSON.stringify(MODEL_SECTION)}`,
+      'data:',
+      '  eval: [ { use: synthetic-shapes, split: test, count: 24, format: multiple-choice, image_size: 32 } ]',
+      'eval: { evaluators: [ { use: multiple-choice, batch_size: 12 } ] }',
+      'stages: [ load, eval ]',
+    ].join('\n') + '\n',
+  );
+  const out = join(dir, 'eval-out');
+  mkdirSync(out, { recursive: true });
+  const c = cliEnv();
+  const code = await evalMain(['--model', runDir, recipe, 'eval.evaluators[0].max_samples=20', '--out', out], c.env).catch((e) => {
+    throw new Error(e.message); // UserErrors: show the messages
+  });
+  assert.equal(code, 0, c.err());
+  const { results } = JSON.parse(readFileSync(join(out, 'eval', 'results.json'), 'utf8')) as { results: EvalResult[] };
+  assert.equal(results.length, 1);
+  assert.equal(results[0].evaluator, 'multiple-choice');
+  assert.equal(results[0].metrics.n, 20); // the override reached the evaluator
+  // the model answers "A": its accuracy is the share of questions whose answer is A
+  const ds = await registry.create('dataset', { use: 'synthetic-shapes', split: 'test', count: 24, format: 'multiple-choice', image_size: 32 }, { recipe: {}, recipeDir: dir, yamlPath: 'd', seed: 0, log: quiet, role: 'eval' });
+  const answers: string[] = [];
+  for await (const s of ds.samples()) if (answers.length < 20) answers.push(s.answer);
+  assert.equal(results[0].metrics.accuracy, answers.filter((a) => a === 'A').length / 20);
+  assert.equal(results[0].metrics.unparseable, 0);
+  assert.ok(existsSync(join(out, 'eval', 'results.md')));
+  assert.match(c.err(), /\| multiple-choice \| [^|]+ \| accuracy \|/); // the table is printed
 });
