@@ -103,6 +103,8 @@ export interface Sample {
   choices?: string[];
   category?: string;
   l2Category?: string;
+  /** set by a dataset that could not fill the sample (e.g. "image file not found: a.png"): the loader skips and counts it */
+  problem?: string;
 }
 
 export interface Dataset {
