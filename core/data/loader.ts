@@ -66,6 +66,7 @@ export function defaultPrompt(s: Sample): string {
 
 /** what is wrong with a sample's fields, or null */
 export function sampleProblem(s: Sample): string | null {
+  if (s.problem) return s.problem;
   if (!(s.image instanceof Uint8Array)) return 'missing image';
   if (s.image.length === 0) return 'empty image (0 bytes)';
   if (typeof s.question !== 'string' || !s.question.trim()) return 'missing or empty question';

@@ -1,5 +1,8 @@
 // Built-in dataset plugins.
 import type { Plugin } from '../../core/plugin.ts';
+import cauldron from './cauldron.ts';
+import mmstar from './mmstar.ts';
+import folder from './folder.ts';
 import syntheticShapes from './synthetic-shapes.ts';
 
-export default [syntheticShapes] as Plugin[];
+export default [cauldron, mmstar, folder, syntheticShapes] as Plugin[];
