@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -71,6 +71,7 @@ describe('vlm run / vlm generate with Hub repo ids', needsShared('fixtures', 'na
   });
   after(async () => {
     await hub?.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('run: model.from by repo id, local + hub publish; the Hub has the folder byte for byte', async () => {

@@ -14,6 +14,7 @@ const FAST = { attempts: 3, baseDelayMs: 5 };
 let hub: FakeHub;
 let home: string;
 const saved = { ...process.env };
+const temps: string[] = [];
 
 const files = {
   'config.json': '{"vit_hidden_dim": 32}\n',
@@ -26,11 +27,13 @@ before(async () => {
   hub.addToken(TOKEN, 'alice');
 });
 after(async () => {
+    for (const t of temps) rmSync(t, { recursive: true, force: true });
   await hub.close();
   process.env = saved;
 });
 beforeEach(() => {
   home = mkdtempSync(join(tmpdir(), 'vlm-hub-'));
+  temps.push(home);
   process.env.HF_HOME = home;
   process.env.HF_ENDPOINT = hub.url;
   process.env.HF_TOKEN = TOKEN;

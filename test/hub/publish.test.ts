@@ -4,7 +4,7 @@
 // any file the run or the cache produced, not in what was uploaded, not in stdout/stderr or the log.
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -29,6 +29,7 @@ import { startFakeHub, type FakeHub } from './fake-hub.ts';
 const TOKEN = 'hf_publishSecretToken0123456789XYZ';
 const TINY = join(FIXTURES, 'tiny');
 const saved = { ...process.env };
+const temps: string[] = [];
 let hub: FakeHub;
 let model: VisionLanguageModel;
 // only the kinds this test needs (the model's and the publishers)
@@ -117,12 +118,14 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     model = await loadCheckpoint(TINY, registry);
   });
   after(async () => {
+    for (const t of temps) rmSync(t, { recursive: true, force: true });
     model?.dispose();
     await hub?.close();
     process.env = saved;
   });
   beforeEach(() => {
     home = mkdtempSync(join(tmpdir(), 'vlm-publish-'));
+    temps.push(home);
     process.env.HF_HOME = join(home, 'hf');
     process.env.HF_ENDPOINT = hub.url;
     process.env.HF_TOKEN = TOKEN;

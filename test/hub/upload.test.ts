@@ -2,7 +2,7 @@
 // creation, dry run, retries, and the 401/403/404/409 messages (never containing the token).
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { uploadFolder, resolveSource } from '../../core/hub/index.ts';
@@ -16,6 +16,7 @@ let hub: FakeHub;
 let folder: string;
 let home: string;
 const saved = { ...process.env };
+const temps: string[] = [];
 
 before(async () => {
   hub = await startFakeHub();
@@ -23,11 +24,13 @@ before(async () => {
   hub.addToken(READ_TOKEN, 'alice', false);
 });
 after(async () => {
+    for (const t of temps) rmSync(t, { recursive: true, force: true });
   await hub.close();
   process.env = saved;
 });
 beforeEach(() => {
   home = mkdtempSync(join(tmpdir(), 'vlm-hubup-'));
+  temps.push(home);
   folder = join(home, 'model');
   mkdirSync(join(folder, 'extra'), { recursive: true });
   writeFileSync(join(folder, 'config.json'), '{"a": 1}\n');
