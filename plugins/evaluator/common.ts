@@ -1,8 +1,10 @@
 // Shared by the generative evaluators (multiple-choice, exact-match): read a dataset in batches,
 // format each question into a prompt, preprocess the images, generate greedily (batched, left
-// padded) and hand back (sample, answer text) pairs. Not a plugin itself.
+// padded) and hand back (sample, answer text) pairs. Unusable samples (bad image, empty field) are
+// skipped and counted, as the training loader does. Not a plugin itself.
 import { generateBatch, type GenerateOptions } from '../../core/generate.ts';
 import { UserError } from '../../core/errors.ts';
+import { sampleProblem } from '../../core/data/loader.ts';
 import type { Dataset, RunContext, Sample } from '../../core/types.ts';
 
 /** The option schema every evaluator shares (each plugin adds its own keys). */
@@ -82,6 +84,8 @@ export async function answerAll(
     const ok: { sample: Sample; pixels: Float32Array; ids: number[] }[] = [];
     for (const sample of batch) {
       try {
+        const problem = sampleProblem(sample);
+        if (problem) throw new Error(problem);
         ok.push({ sample, pixels: await imageProcessor.process(sample.image, sample.id), ids: tokenizer.encode(opts.format(sample.question)) });
       } catch (e) {
         skipped.push(sample.id);

@@ -1,13 +1,14 @@
-// Mean token loss on a dataset: samples collated exactly as for training (nanoVLM VQACollator:
-// `Question: {q} Answer:` + answer + eos, left padded to lm_max_length, question and padding
-// masked with -100), cross-entropy per batch (mean over its counted tokens), and the batch means
+// Mean token loss on a dataset: samples prompted and collated exactly as for training (the
+// loader's defaultPrompt: `Question: {q} Answer:`, or the MMStar prompt for multiple-choice samples;
+// nanoVLM VQACollator: prompt + answer + eos, left padded to lm_max_length, question and padding
+// masked with -100; unusable samples skipped and counted), cross-entropy per batch (mean over its counted tokens), and the batch means
 // weighted by their number of counted tokens, so the result is the mean over every counted token
 // of the dataset. (nanoVLM v0.1's train.py averages the batch means instead; with equal-length
 // answers the two agree.)
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin } from '../../core/plugin.ts';
 import { collate, encodeSample, toTensors, type EncodedSample } from '../../core/data/collator.ts';
-import { vqaPrompt } from '../../core/data/prompt.ts';
+import { defaultPrompt, sampleProblem } from '../../core/data/loader.ts';
 import type { Evaluator, EvalResult } from '../../core/types.ts';
 import { batches, COMMON_OPTIONS, needModel } from './common.ts';
 
@@ -56,8 +57,10 @@ export default definePlugin({
           const encoded: EncodedSample[] = [];
           for (const s of batch) {
             try {
+              const problem = sampleProblem(s);
+              if (problem) throw new Error(problem);
               const pixels = await imageProcessor.process(s.image, s.id);
-              encoded.push({ id: s.id, pixels, ...encodeSample(tokenizer, vqaPrompt(s.question), s.answer) });
+              encoded.push({ id: s.id, pixels, ...encodeSample(tokenizer, defaultPrompt(s), s.answer) });
             } catch (e) {
               skipped++;
               ctx.log.warn(`val-loss: skipped ${s.id}: ${(e as Error).message}`);

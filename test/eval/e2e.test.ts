@@ -9,7 +9,6 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { parquetReadObjects } from 'hyparquet';
 import { useTestBackend } from '../helpers/backend.ts';
 import { installFastKernels } from '../../core/kernels.ts';
 import { DATA, needsShared } from '../helpers/shared.ts';
@@ -20,6 +19,7 @@ import { main as evalMain } from '../../core/commands/eval.ts';
 import type { CommandEnv } from '../../core/cli.ts';
 import type { Plugin } from '../../core/plugin.ts';
 import shapes from '../../plugins/dataset/synthetic-shapes.ts';
+import mmstar from '../../plugins/dataset/mmstar.ts';
 import { collate, encodeSample, toTensors } from '../../core/data/collator.ts';
 import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
@@ -35,7 +35,7 @@ import evalStage from '../../plugins/stage/eval.ts';
 import loadStage from '../../plugins/stage/load.ts';
 
 const skip = needsShared('data', 'digits', 'mmstar-style.parquet');
-const PLUGINS: Plugin[] = [...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors, ...optimizers, ...evaluators, loadStage, evalStage, shapes];
+const PLUGINS: Plugin[] = [...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors, ...optimizers, ...evaluators, loadStage, evalStage, shapes, mmstar];
 const registry = createRegistry(PLUGINS);
 const quiet = { info() {}, warn() {}, debug() {} };
 const MODEL_SECTION = {
@@ -46,16 +46,18 @@ const MODEL_SECTION = {
   image_processor: { use: 'resize' },
 };
 
+const PARQUET = join(DATA, 'digits', 'mmstar-style.parquet');
 let rows: Sample[];
+let mmstarDs: Dataset;
 let model: VisionLanguageModel;
 let tokenizer: Tokenizer;
 let imageProcessor: ImageProcessor;
 let dir: string;
 
-/** the MMStar-layout parquet as a Dataset (read directly, so this test needs no dataset plugin) */
-function mmstarStyle(samples: Sample[]): Dataset {
+/** samples as a Dataset */
+function listDataset(samples: Sample[]): Dataset {
   return {
-    name: 'mmstar-style',
+    name: 'list',
     size: async () => samples.length,
     async *samples() {
       yield* samples;
@@ -66,9 +68,10 @@ function mmstarStyle(samples: Sample[]): Dataset {
 before(async () => {
   if (skip.skip) return;
   installFastKernels(await useTestBackend()); // the runtime does this; the wasm gather gradient needs it
-  const buf = readFileSync(join(DATA, 'digits', 'mmstar-style.parquet'));
-  const objs = await parquetReadObjects({ file: buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer, utf8: false });
-  rows = objs.map((r: any) => ({ id: `mmstar-style.parquet row ${r.index}`, image: r.image.bytes, question: r.question, answer: r.answer, category: r.category, l2Category: r.l2_category }));
+  // the real file through the mmstar dataset plugin
+  mmstarDs = await registry.create('dataset', { use: 'mmstar', path: PARQUET }, { recipe: {}, recipeDir: '/', yamlPath: 'data.eval[0]', seed: 0, log: quiet, role: 'eval' });
+  rows = [];
+  for await (const s of mmstarDs.samples()) rows.push(s);
   dir = mkdtempSync(join(tmpdir(), 'vlm-e2e-'));
 
   const base = { recipe: { model: MODEL_SECTION }, recipeDir: dir, seed: 0, log: quiet };
@@ -115,7 +118,7 @@ function runContext(runDir: string, evaluatorEntries: unknown[], lines: string[]
     model,
     tokenizer,
     imageProcessor,
-    datasets: { train: [], val: [mmstarStyle(rows.slice(0, 40))], eval: [mmstarStyle(rows)] },
+    datasets: { train: [], val: [listDataset(rows.slice(0, 40))], eval: [mmstarDs] },
     metrics() {},
     evalResults: [],
     artifacts: {},
@@ -136,7 +139,8 @@ test('multiple-choice on all 360 digits questions through the eval stage: known 
   assert.deepEqual(r.breakdown, { 'fine-grained perception': { accuracy: 0.25, accuracy_strict: 0.25, unparseable: 0, n: 360 } });
   const json = JSON.parse(readFileSync(join(dir, 'eval', 'results.json'), 'utf8')) as { results: EvalResult[] };
   assert.deepEqual(json.results, ctx.evalResults);
-  assert.match(readFileSync(join(dir, 'eval', 'results.md'), 'utf8'), /\| multiple-choice \| mmstar-style \| accuracy \| 0\.2500 \|/);
+  assert.equal(r.dataset, mmstarDs.name);
+  assert.ok(readFileSync(join(dir, 'eval', 'results.md'), 'utf8').includes(`| multiple-choice | ${mmstarDs.name} | accuracy | 0.2500 |`));
 });
 
 test('val-loss: token-weighted, so independent of the batch size; exact-match on open answers', skip, async () => {
@@ -154,9 +158,18 @@ test('val-loss: token-weighted, so independent of the batch size; exact-match on
   // exact-match: the model answers "A" whatever the question; reference "A" matches, "B" does not
   const em = await registry.create('evaluator', { use: 'exact-match', max_new_tokens: 4 }, { recipe: {}, recipeDir: dir, yamlPath: 'e', seed: 0, log: quiet });
   const open = rows.slice(0, 16).map((s, i) => ({ ...s, question: s.question, answer: i < 4 ? 'A' : 'B' }));
-  const r = await em.evaluate(ctx, mmstarStyle(open));
+  const r = await em.evaluate(ctx, listDataset(open.map(({ choices, ...s }) => s)));
   assert.equal(r.metrics.n, 16);
   assert.deepEqual(r.metrics, { exact_match: 4 / 16, empty: 0, n: 16 });
+  // unusable samples are skipped and counted (a dataset's `problem`, an undecodable image)
+  const bad = [{ ...rows[0], id: 'bad 1', problem: 'image file not found: x.png' }, { ...rows[1], id: 'bad 2', image: new Uint8Array([1, 2, 3]) }];
+  const mc = await registry.create('evaluator', { use: 'multiple-choice' }, { recipe: {}, recipeDir: dir, yamlPath: 'e', seed: 0, log: quiet });
+  const withBad = await mc.evaluate(ctx, listDataset([...rows.slice(0, 4), ...bad]));
+  assert.equal(withBad.metrics.n, 4);
+  assert.equal(withBad.metrics.skipped, 2);
+  const vl = await (await ev({ batch_size: 8 })).evaluate(ctx, listDataset([...rows.slice(0, 4), ...bad]));
+  assert.equal(vl.metrics.n, 4);
+  assert.equal(vl.metrics.skipped, 2);
 });
 
 /** a CLI environment writing into strings */
