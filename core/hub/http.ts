@@ -27,6 +27,16 @@ export interface HubClient {
   errorCodes: Map<string, string>;
 }
 
+/** http:// to a host other than this machine */
+export function plainRemote(endpoint: string): boolean {
+  try {
+    const u = new URL(endpoint);
+    return u.protocol === 'http:' && !/^(localhost|127(\.\d+){3}|\[::1\])$/.test(u.hostname);
+  } catch {
+    return false;
+  }
+}
+
 const TRANSIENT = new Set([408, 429, 500, 502, 503, 504]);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,6 +85,9 @@ export function hubClient(opts: RetryOptions & { token?: string | null; endpoint
     }
   };
   client.params = { hubUrl: client.endpoint, fetch: client.fetch, ...(client.token ? { accessToken: client.token } : {}) };
+  if (client.token && plainRemote(client.endpoint)) {
+    (opts.log ?? ((m: string) => process.stderr.write(m + '\n')))(`warning: HF_ENDPOINT ${client.endpoint} is plain http on another machine: the token travels unencrypted`);
+  }
   return client;
 }
 

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { safeJoin, unsafeReason } from '../../core/hub/paths.ts';
 import { readToken, redact, rememberSecret } from '../../core/hub/config.ts';
+import { hubClient } from '../../core/hub/http.ts';
 import { UserError } from '../../core/errors.ts';
 
 describe('file names from the Hub', () => {
@@ -39,5 +40,20 @@ describe('redaction', () => {
   it('HF_TOKEN wins over the token file; an empty HF_TOKEN falls back to the file', () => {
     assert.equal(readToken({ HF_TOKEN: 'hf_fromEnv12345678', HF_HOME: '/nonexistent' })?.source, 'HF_TOKEN');
     assert.equal(readToken({ HF_TOKEN: '', HF_HOME: '/nonexistent' }), undefined);
+  });
+});
+
+describe('endpoint', () => {
+  it('a token sent over plain http to another machine is warned about (this machine is fine)', () => {
+    const warned: string[] = [];
+    hubClient({ token: 'hf_someToken12345678', endpoint: 'http://hub.example.invalid', log: (m) => warned.push(m) });
+    assert.match(warned.join(''), /plain http on another machine/);
+    assert.ok(!warned.join('').includes('hf_someToken12345678'));
+    const quiet: string[] = [];
+    for (const endpoint of ['http://127.0.0.1:8080', 'http://localhost:1', 'https://huggingface.co']) {
+      hubClient({ token: 'hf_someToken12345678', endpoint, log: (m) => quiet.push(m) });
+    }
+    hubClient({ token: null, endpoint: 'http://hub.example.invalid', log: (m) => quiet.push(m) });
+    assert.deepEqual(quiet, []);
   });
 });
