@@ -33,7 +33,7 @@ export class HFTokenizerAdapter implements Tokenizer {
   readonly eosToken: string;
   private tok: HFTokenizer;
   private template?: Template;
-  private raw: Record<string, string>;
+  private raw: Record<string, string | Uint8Array>;
 
   constructor(folder: string, opts: { chatTemplate?: string | null; eosToken?: string | null; yamlPath?: string } = {}) {
     const tjPath = join(folder, 'tokenizer.json');
@@ -43,7 +43,7 @@ export class HFTokenizerAdapter implements Tokenizer {
     const cfgPath = join(folder, 'tokenizer_config.json');
     const cfg = existsSync(cfgPath) ? readJson(cfgPath, opts.yamlPath ?? '') : {};
     this.raw = {};
-    for (const f of FILES) if (existsSync(join(folder, f))) this.raw[f] = readFileSync(join(folder, f), 'utf8');
+    for (const f of FILES) if (existsSync(join(folder, f))) this.raw[f] = new Uint8Array(readFileSync(join(folder, f))); // published byte-identical
     this.tok = new HFTokenizer(tj, cfg);
     const eos = opts.eosToken ?? tokenText(cfg.eos_token) ?? '<|endoftext|>';
     const eosId = this.tok.token_to_id(eos);
@@ -64,7 +64,7 @@ export class HFTokenizerAdapter implements Tokenizer {
         throw new UserError(`the chat template does not parse: ${(e as Error).message}`, { where: { yamlPath: opts.yamlPath }, cause: e });
       }
       if (opts.chatTemplate) {
-        const c = JSON.parse(this.raw['tokenizer_config.json'] ?? '{}');
+        const c = this.raw['tokenizer_config.json'] ? JSON.parse(Buffer.from(this.raw['tokenizer_config.json']).toString('utf8')) : {};
         c.chat_template = opts.chatTemplate;
         this.raw['tokenizer_config.json'] = JSON.stringify(c, null, 2) + '\n';
       }
@@ -84,7 +84,7 @@ export class HFTokenizerAdapter implements Tokenizer {
     return this.template.render({ messages, add_generation_prompt: !!opts.addGenerationPrompt, eos_token: this.eosToken });
   }
 
-  files(): Record<string, string> {
+  files(): Record<string, string | Uint8Array> {
     return { ...this.raw };
   }
 }
