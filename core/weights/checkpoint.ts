@@ -11,7 +11,7 @@ import { UserError } from '../errors.ts';
 import type { Logger, PluginContext, RegistryLike } from '../types.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
 import { NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
-import { openSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.ts';
+import { openSafetensors, writeSafetensorsStreaming } from './safetensors.ts';
 import { withoutInit } from '../ops.ts';
 
 export const CONFIG_FILE = 'config.json';
@@ -90,14 +90,15 @@ export async function saveCheckpoint(
   sidecar?: { model: Record<string, unknown> } | Record<string, unknown>,
 ): Promise<void> {
   mkdirSync(folder, { recursive: true });
-  const tensors = new Map<string, TensorToWrite>();
+  // sorted by name; each tensor is read from tfjs only when it is written (no second host copy)
   const entries = [...stateDictToSave(model)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  for (const [name, t] of entries) {
-    tensors.set(name, { dtype: 'F32', shape: t.shape, data: (await t.data()) as Float32Array });
-  }
   const metadata: Record<string, string> = {};
   if (isTied(model)) for (const [alias, kept] of Object.entries(TIED_STORED_AS)) metadata[alias] = kept;
-  writeSafetensors(join(folder, WEIGHTS_FILE), tensors, Object.keys(metadata).length ? metadata : null);
+  await writeSafetensorsStreaming(
+    join(folder, WEIGHTS_FILE),
+    entries.map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: async () => (await t.data()) as Float32Array })),
+    Object.keys(metadata).length ? metadata : null,
+  );
   writeAtomic(join(folder, CONFIG_FILE), formatVLMConfig(model.nanovlmConfig()));
   if (sidecar) {
     const modelSection = 'model' in sidecar && typeof sidecar.model === 'object' ? sidecar.model : sidecar;

@@ -322,54 +322,107 @@ function toBytes(name: string, t: TensorToWrite): Uint8Array {
   return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
 }
 
+/** The header bytes (8-byte length + JSON padded so the data starts 8-byte aligned) for tensors in order. */
+function encodeHeader(
+  specs: { name: string; dtype: string; shape: number[] }[],
+  metadata?: Record<string, string> | null,
+): { bytes: Buffer; sizes: number[] } {
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
+  const sizes: number[] = [];
+  let offset = 0;
+  for (const { name, dtype, shape } of specs) {
+    if (name === '__metadata__') throw new Error('writeSafetensors: "__metadata__" is not a tensor name');
+    const size = shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
+    header[name] = { dtype, shape, data_offsets: [offset, offset + size] };
+    sizes.push(size);
+    offset += size;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json, 'utf8')) % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const lenBuf = Buffer.alloc(8);
+  lenBuf.writeBigUInt64LE(BigInt(headerBytes.byteLength));
+  return { bytes: Buffer.concat([lenBuf, headerBytes]), sizes };
+}
+
 /**
- * Write tensors (in the given order) and optional string metadata. Atomic: writes `<path>.tmp-<pid>`,
- * fsyncs, then renames over `path`.
+ * A temporary file beside `path` (`.<name>.tmp-<pid>-<time>`): write to it, then commit() fsyncs and
+ * renames it over `path` (atomic), or abort() removes it.
+ */
+function tempFile(path: string): { writeAll(b: Uint8Array): void; commit(): void; abort(): void } {
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
+  const fd = openSync(tmp, 'w');
+  let open = true;
+  const close = () => {
+    if (open) closeSync(fd);
+    open = false;
+  };
+  return {
+    writeAll(b) {
+      let done = 0;
+      while (done < b.byteLength) done += writeSync(fd, b, done, b.byteLength - done);
+    },
+    commit() {
+      fsyncSync(fd);
+      close();
+      renameSync(tmp, path);
+    },
+    abort() {
+      close();
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* already gone */
+      }
+    },
+  };
+}
+
+/**
+ * Write tensors (in the given order) and optional string metadata. Atomic: writes a temporary file
+ * beside `path`, fsyncs, then renames it over `path`.
  */
 export function writeSafetensors(
   path: string,
   tensors: Map<string, TensorToWrite>,
   metadata?: Record<string, string> | null,
 ): void {
-  const header: Record<string, unknown> = {};
-  if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
-  const bodies: Uint8Array[] = [];
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    if (name === '__metadata__') throw new Error('writeSafetensors: "__metadata__" is not a tensor name');
-    const bytes = toBytes(name, t);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
-    bodies.push(bytes);
-    offset += bytes.byteLength;
-  }
-  let json = JSON.stringify(header);
-  // pad the header with spaces so the data starts 8-byte aligned (as the reference writer does)
-  const jsonBytesLen = Buffer.byteLength(json, 'utf8');
-  json += ' '.repeat((8 - ((8 + jsonBytesLen) % 8)) % 8);
-  const headerBytes = Buffer.from(json, 'utf8');
-  const lenBuf = Buffer.alloc(8);
-  lenBuf.writeBigUInt64LE(BigInt(headerBytes.byteLength));
-
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Date.now()}`);
-  const fd = openSync(tmp, 'w');
+  const specs = [...tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, bytes: toBytes(name, t) }));
+  const { bytes } = encodeHeader(specs, metadata);
+  const f = tempFile(path);
   try {
-    const writeAll = (b: Uint8Array) => {
-      let done = 0;
-      while (done < b.byteLength) done += writeSync(fd, b, done, b.byteLength - done);
-    };
-    writeAll(lenBuf);
-    writeAll(headerBytes);
-    for (const b of bodies) writeAll(b);
-    fsyncSync(fd);
+    f.writeAll(bytes);
+    for (const sp of specs) f.writeAll(sp.bytes);
+    f.commit();
   } catch (e) {
-    closeSync(fd);
-    try {
-      unlinkSync(tmp);
-    } catch {
-      /* already gone */
-    }
+    f.abort();
     throw e;
   }
-  closeSync(fd);
-  renameSync(tmp, path);
+}
+
+/**
+ * Like writeSafetensors, but each tensor's data is fetched only when it is written (e.g. from a tfjs
+ * variable), so saving a model never holds a second full copy of its weights on the host.
+ */
+export async function writeSafetensorsStreaming(
+  path: string,
+  tensors: { name: string; dtype: 'F32' | 'I64' | 'I32'; shape: number[]; data: () => TensorData | Promise<TensorData> }[],
+  metadata?: Record<string, string> | null,
+): Promise<void> {
+  const { bytes, sizes } = encodeHeader(tensors, metadata);
+  const f = tempFile(path);
+  try {
+    f.writeAll(bytes);
+    for (let i = 0; i < tensors.length; i++) {
+      const t = tensors[i];
+      const b = toBytes(t.name, { dtype: t.dtype, shape: t.shape, data: await t.data() });
+      if (b.byteLength !== sizes[i]) throw new Error(`writeSafetensors: tensor "${t.name}" has ${b.byteLength} bytes, expected ${sizes[i]}`);
+      f.writeAll(b);
+    }
+    f.commit();
+  } catch (e) {
+    f.abort();
+    throw e;
+  }
 }

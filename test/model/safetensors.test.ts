@@ -140,3 +140,26 @@ test('a known but unsupported dtype is refused on read, naming the tensor', () =
 test('a missing file is a UserError naming it', () => {
   rejects(join(dir, 'nope.safetensors'), /file not found/);
 });
+
+test('streaming writer: same bytes as the in-memory writer; a failure keeps the old file and leaves no temp file', async () => {
+  const { writeSafetensorsStreaming } = await import('../../core/weights/safetensors.ts');
+  const a = new Float32Array([1, 2, 3, 4, 5, 6]);
+  const b = new BigInt64Array([7n, -8n]);
+  const p1 = join(dir, 'mem.safetensors');
+  const p2 = join(dir, 'stream.safetensors');
+  writeSafetensors(p1, new Map<string, TensorToWrite>([['a', { dtype: 'F32', shape: [2, 3], data: a }], ['b', { dtype: 'I64', shape: [2], data: b }]]), { k: 'v' });
+  await writeSafetensorsStreaming(p2, [
+    { name: 'a', dtype: 'F32', shape: [2, 3], data: async () => a },
+    { name: 'b', dtype: 'I64', shape: [2], data: () => b },
+  ], { k: 'v' });
+  assert.deepEqual(readFileSync(p2), readFileSync(p1));
+  await assert.rejects(
+    writeSafetensorsStreaming(p2, [
+      { name: 'a', dtype: 'F32', shape: [2, 3], data: () => a },
+      { name: 'b', dtype: 'F32', shape: [2], data: () => Promise.reject(new Error('device lost')) },
+    ]),
+    /device lost/,
+  );
+  assert.deepEqual(readFileSync(p2), readFileSync(p1), 'the previous file is untouched');
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+});
