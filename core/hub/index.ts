@@ -82,7 +82,15 @@ export async function resolveSource(idOrPath: string, opts: ResolveOptions = {})
   if (opts.revision !== undefined && !REVISION.test(opts.revision)) {
     throw new UserError(`invalid revision ${JSON.stringify(opts.revision)} for ${id.repo}`);
   }
-  return resolveRepo(id.repo, opts.revision ?? id.revision ?? 'main', opts);
+  try {
+    return await resolveRepo(id.repo, opts.revision ?? id.revision ?? 'main', opts);
+  } catch (e) {
+    // "owner/name" may have been meant as a local folder: say that none exists either
+    if (e instanceof UserError && /\(HTTP (401|404)[,)]/.test(e.message) && !/EntryNotFound|RevisionNotFound/.test(e.message)) {
+      throw new UserError(e.message, { where: e.where, hint: `${e.hint ?? ''}${e.hint ? '; ' : ''}if you meant a local folder: ${local} does not exist` });
+    }
+    throw e;
+  }
 }
 
 async function resolveRepo(repo: string, revision: string, opts: ResolveOptions): Promise<string> {

@@ -226,7 +226,7 @@ describe('HTTP errors', () => {
     await rejects(resolveSource('alice/tiny', { retry: FAST }), /cannot reach http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED.*\)[\s\S]*HF_HUB_OFFLINE/);
   });
   it('404: repo not found, with what to check', async () => {
-    await rejects(resolveSource('alice/missing', { retry: FAST }), /repo not found \(HTTP 404, RepoNotFound\)[\s\S]*check the repo id/);
+    await rejects(resolveSource('alice/missing', { retry: FAST }), /repo not found \(HTTP 404, RepoNotFound\)[\s\S]*check the repo id.*if you meant a local folder: \/.*alice\/missing does not exist/);
   });
   it('a private repo without a token: 401 saying to set HF_TOKEN', async () => {
     hub.addRepo('model', 'alice/secret', files, { private: true });
