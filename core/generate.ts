@@ -9,6 +9,7 @@
 //   - streaming through `onToken`.
 // Sampling runs on the host on one row of logits at a time ([V] floats per row and step).
 import * as tf from '@tensorflow/tfjs';
+import { UserError } from './errors.ts';
 import type { ImageProcessor, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 
@@ -267,8 +268,25 @@ export async function preparePrompts(
   return { inputIds, attentionMask, images, batchSize: B, seqLen: T, imageSize: S };
 }
 
+/** A UserError when a prepared batch does not fit the model (foreign tokenizer, wrong image size). */
+export function checkPromptBatch(model: VisionLanguageModel, batch: PromptBatch): void {
+  const V = model.decoder.vocabSize;
+  const bad = batch.inputIds.find((id) => id < 0 || id >= V);
+  if (bad !== undefined) {
+    throw new UserError(`the prompt has token id ${bad}, outside the model's vocabulary of ${V} tokens`, {
+      hint: 'the tokenizer does not belong to this model: use the tokenizer it was trained with (its folder or nanovlm-ts.json sidecar)',
+    });
+  }
+  if (batch.imageSize !== model.imageSize) {
+    throw new UserError(`images are ${batch.imageSize}px but the vision encoder takes ${model.imageSize}px`, {
+      hint: "set the image processor's size to the model's image size",
+    });
+  }
+}
+
 /** Generate for a prepared batch (tensors are created and disposed here). */
 export function generateBatch(model: VisionLanguageModel, batch: PromptBatch, opts: GenerateOptions = {}): number[][] {
+  checkPromptBatch(model, batch);
   const { batchSize: B, seqLen: T, imageSize: S } = batch;
   const inputIds = tf.tensor2d(batch.inputIds, [B, T], 'int32');
   const attentionMask = tf.tensor2d(batch.attentionMask, [B, T], 'int32');

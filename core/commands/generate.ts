@@ -7,7 +7,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UserError } from '../errors.ts';
 import { loadModel } from '../load-model.ts';
-import { generateBatch, preparePrompts, type GenerateOptions } from '../generate.ts';
+import { checkPromptBatch, generateBatch, preparePrompts, type GenerateOptions } from '../generate.ts';
 import { vqaPrompt } from '../data/prompt.ts';
 import type { CommandEnv } from '../cli.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
@@ -96,12 +96,20 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     const batch = await preparePrompts(tokenizer, imageProcessor, [
       { prompt: vqaPrompt(args.prompt), image: new Uint8Array(readFileSync(args.image)), id: args.image },
     ]);
+    checkPromptBatch(model, batch);
     out.write(`\nInput:\n  ${args.prompt}\n\nOutputs:\n`);
     for (let i = 0; i < n; i++) {
       out.write(`  >> Generation ${i + 1}: `);
-      // stream: decode everything so far and print what is new (BPE pieces can merge)
+      // stream: decode everything so far and print what is new. A trailing U+FFFD may be an
+      // incomplete UTF-8 / BPE piece that the next token completes, so it waits until the end.
       const tokens: number[] = [];
       let printed = '';
+      const show = (text: string) => {
+        if (text.startsWith(printed)) out.write(text.slice(printed.length));
+        else out.write(`\r  >> Generation ${i + 1}: ${text}`); // an earlier piece changed: rewrite the line
+        printed = text;
+      };
+      const decode = () => tokenizer.decode(tokens, { skipSpecialTokens: true }).replace(/\n/g, ' ');
       generateBatch(model, batch, {
         ...base,
         eosTokenId: tokenizer.eosTokenId,
@@ -109,12 +117,10 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         onToken: (_row, tok) => {
           if (base.stopAtEos && tok === tokenizer.eosTokenId) return;
           tokens.push(tok);
-          const text = tokenizer.decode(tokens, { skipSpecialTokens: true }).replace(/\n/g, ' ');
-          if (text.startsWith(printed)) out.write(text.slice(printed.length));
-          else out.write(`\r  >> Generation ${i + 1}: ${text}`);
-          printed = text;
+          show(decode().replace(/\uFFFD+$/, ''));
         },
       });
+      show(decode());
       out.write('\n');
     }
   } finally {
