@@ -43,7 +43,7 @@ export async function decodeRGB(bytes: Uint8Array, opts: { maxPixels?: number; i
     img = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'error' });
     meta = await img.metadata();
   } catch (e) {
-    throw new BadSampleError(`${id}: cannot decode the image (${describe(e)})`, opts.id);
+    throw decodeError(e, id, maxPixels, opts.id);
   }
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
@@ -54,10 +54,15 @@ export async function decodeRGB(bytes: Uint8Array, opts: { maxPixels?: number; i
     if (info.channels !== 3) throw new Error(`expected 3 channels after conversion, got ${info.channels}`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
   } catch (e) {
-    if (/pixel limit/i.test(describe(e)))
-      throw new BadSampleError(`${id}: the image exceeds the pixel cap of ${maxPixels} (decompression bomb?)`, opts.id);
-    throw new BadSampleError(`${id}: cannot decode the image (${describe(e)})`, opts.id);
+    throw decodeError(e, id, maxPixels, opts.id);
   }
+}
+
+/** sharp's error -> a BadSampleError saying what is wrong with the image */
+export function decodeError(e: unknown, name: string, maxPixels: number, id?: string): BadSampleError {
+  if (/pixel limit/i.test(describe(e)))
+    return new BadSampleError(`${name}: the image exceeds the pixel cap of ${maxPixels} (decompression bomb?); raise max_pixels if it is genuine`, id);
+  return new BadSampleError(`${name}: cannot decode the image (${describe(e)})`, id);
 }
 
 // ---- PIL's bilinear resampler (Pillow libImaging/Resample.c, 8 bits per channel) ----------------

@@ -6,7 +6,7 @@
 import sharp from 'sharp';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
-import { BadSampleError, DEFAULT_MAX_PIXELS, decodeRGB, pilResize, toCHW, type RGBImage } from '../../core/data/image.ts';
+import { BadSampleError, DEFAULT_MAX_PIXELS, decodeError, decodeRGB, pilResize, toCHW, type RGBImage } from '../../core/data/image.ts';
 import type { ImageProcessor } from '../../core/types.ts';
 
 export type SharpKernel = 'nearest' | 'linear' | 'cubic' | 'mitchell' | 'lanczos2' | 'lanczos3' | 'mks2013' | 'mks2021';
@@ -33,9 +33,7 @@ export async function sharpResizeRGB(bytes: Uint8Array, size: number, kernel: Sh
       .toBuffer({ resolveWithObject: true });
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
   } catch (e) {
-    const msg = String((e as Error).message).split('\n')[0];
-    if (/pixel limit/i.test(msg)) throw new BadSampleError(`${name}: the image exceeds the pixel cap of ${maxPixels} (decompression bomb?)`, id);
-    throw new BadSampleError(`${name}: cannot decode the image (${msg})`, id);
+    throw decodeError(e, name, maxPixels, id);
   }
 }
 
