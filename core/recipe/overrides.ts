@@ -1,4 +1,4 @@
-// Command-line overrides: `train.batch_size=8`, `data.train[0].limit=100`, `model.vision.use=conv-encoder`.
+// Command-line overrides: `train.batch_size=8`, `data.train[0].limit=100`, `model.vision.use=my-encoder`.
 // The value is read as YAML (numbers stay numbers, `[a, b]` is a list), then typed through the
 // schema at that path ("8" where the schema wants an integer becomes 8; 123 where it wants a
 // string becomes "123"). A path the schema does not know is an error with "did you mean".
