@@ -328,7 +328,7 @@ export const HF_LLAMA_KEYS: [hf: string, ours: string][] = [
 /** only with tie_weights: false */
 export const HF_LLAMA_HEAD: [hf: string, ours: string] = ['lm_head.weight', 'head.weight'];
 
-export function readLlamaConfig(folder: string): { shapes: Partial<LlamaConfig>; vocabSize: number } {
+export function readLlamaConfig(folder: string): { shapes: Partial<LlamaConfig>; vocabSize: number; notes: string[] } {
   const file = join(folder, 'config.json');
   if (!existsSync(file)) throw new UserError(`${file} not found: a Llama checkpoint folder needs config.json`, { where: { file } });
   let cfg: Record<string, unknown>;
@@ -339,7 +339,15 @@ export function readLlamaConfig(folder: string): { shapes: Partial<LlamaConfig>;
   }
   const out: Record<string, unknown> = {};
   for (const [hf, ours, dflt] of HF_LLAMA_CONFIG) out[ours] = cfg[hf] ?? dflt ?? cfg.num_attention_heads ?? 32;
-  return { shapes: out as Partial<LlamaConfig>, vocabSize: Number(cfg.vocab_size ?? 32000) };
+  // what nanoVLM's LanguageModel does not implement (it loads such checkpoints all the same)
+  const notes: string[] = [];
+  if (cfg.model_type !== undefined && cfg.model_type !== 'llama') notes.push(`model_type is "${cfg.model_type}"; nanoVLM's decoder is a Llama`);
+  if (cfg.rope_scaling) notes.push(`rope_scaling ${JSON.stringify(cfg.rope_scaling)} is ignored (nanoVLM uses plain RoPE)`);
+  if (cfg.attention_bias || cfg.mlp_bias) notes.push('attention/MLP biases in the checkpoint are ignored (nanoVLM has none)');
+  if (cfg.head_dim !== undefined && cfg.head_dim !== Number(out.hidden_dim) / Number(out.n_heads)) {
+    notes.push(`head_dim ${cfg.head_dim} differs from hidden_size / num_attention_heads, which nanoVLM assumes`);
+  }
+  return { shapes: out as Partial<LlamaConfig>, vocabSize: Number(cfg.vocab_size ?? 32000), notes };
 }
 
 function loadHfLlama(model: LlamaDecoder, folder: string, rng: Rng, log: (m: string) => void): void {
@@ -424,7 +432,7 @@ export default definePlugin({
   options,
   async create(options_, ctx: PluginContext) {
     const opts = options_ as Options;
-    let hub: { shapes: Partial<LlamaConfig>; vocabSize: number } | null = null;
+    let hub: ReturnType<typeof readLlamaConfig> | null = null;
     let folder: string | null = null;
     if (opts.from) {
       const local = resolve(ctx.recipeDir, opts.from); // a relative folder resolves against the recipe
@@ -434,6 +442,7 @@ export default definePlugin({
         log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
       });
       hub = readLlamaConfig(folder);
+      for (const n of hub.notes) ctx.log.warn(`${ctx.yamlPath}: ${opts.from}: ${n}`);
     }
     const cfg = configFrom(opts, hub?.shapes ?? null, ctx.yamlPath, opts.from ?? undefined);
     if (hub && cfg.vocab_size < hub.vocabSize) {
