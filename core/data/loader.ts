@@ -241,6 +241,10 @@ export class BatchLoader {
         return { id, pixels, ids, questionLength };
       }),
     );
+    // in batch order (image errors arrive asynchronously), so stats and messages are deterministic
+    const pos = new Map(samples.map((s, i) => [s?.id ?? `sample ${index * this.o.batchSize + i}`, i]));
+    bad.sort((a, b) => (pos.get(a.id) ?? 0) - (pos.get(b.id) ?? 0));
+    tooLong.sort((a, b) => (pos.get(a) ?? 0) - (pos.get(b) ?? 0));
     return { rows: results.filter((r): r is EncodedSample => r !== null), bad, tooLong, total: samples.length, index, done: samples.length < this.o.batchSize };
   }
 
