@@ -11,7 +11,8 @@ import { FIXTURES, needsShared } from '../helpers/shared.ts';
 import { createRegistry } from '../../core/registry.ts';
 import { loadCheckpoint } from '../../core/weights/checkpoint.ts';
 import { readSafetensors } from '../../core/weights/safetensors.ts';
-import { generate, type GenerateOptions } from '../../core/generate.ts';
+import { checkPromptBatch, generate, generateBatch, type GenerateOptions } from '../../core/generate.ts';
+import { UserError } from '../../core/errors.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 import vision from '../../plugins/vision/index.ts';
 import projector from '../../plugins/projector/index.ts';
@@ -120,4 +121,13 @@ test('no tensor is leaked: the live tensor count is the same before and after', 
     for (let i = 0; i < 3; i++) run([0, 1, 2], { greedy: true, maxNewTokens: 8, useCache, stopAtEos: false });
     assert.equal(tf.memory().numTensors, before, `useCache ${useCache}`);
   }
+});
+
+test('a prompt batch that does not fit the model is a UserError (foreign tokenizer, wrong image size)', skip, () => {
+  const batch = { inputIds: Int32Array.from([1, 2, 400]), attentionMask: Int32Array.from([1, 1, 1]), images: new Float32Array(3 * 32 * 32), batchSize: 1, seqLen: 3, imageSize: 32 };
+  assert.throws(() => checkPromptBatch(model, batch), (e: unknown) => e instanceof UserError && /token id 400, outside the model's vocabulary of 300/.test(e.message));
+  assert.throws(() => generateBatch(model, batch), UserError);
+  const small = { ...batch, inputIds: Int32Array.from([1, 2, 3]), images: new Float32Array(3 * 16 * 16), imageSize: 16 };
+  assert.throws(() => checkPromptBatch(model, small), (e: unknown) => e instanceof UserError && /16px/.test(e.message));
+  assert.doesNotThrow(() => checkPromptBatch(model, { ...batch, inputIds: Int32Array.from([1, 2, 299]) }));
 });
