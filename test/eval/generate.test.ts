@@ -22,10 +22,14 @@ const skip = needsShared('fixtures', 'nanovlm', 'tiny', 'expected.safetensors');
 const TINY = join(FIXTURES, 'tiny');
 
 let model: VisionLanguageModel;
-let ids: number[][]; // [3, 12]
-let mask: number[][];
-let images: Float32Array; // [3, 3, 32, 32]
-let expected: number[][]; // [3, 6]
+// every shape comes from the fixture files (tiny: B 3, T 12, S 32, 6 greedy tokens)
+let ids: number[][]; // [B, T]
+let mask: number[][]; // [B, T]
+let images: Float32Array; // [B, 3, S, S]
+let S: number;
+let expected: number[][]; // [B, N]
+let N: number;
+let ALL: number[]; // 0..B-1
 
 function ints(t: { data: ArrayLike<number | bigint>; shape: number[] }): number[][] {
   const [R, C] = t.shape;
@@ -34,12 +38,12 @@ function ints(t: { data: ArrayLike<number | bigint>; shape: number[] }): number[
 
 /** generate for the rows `rows` of the fixture batch (B = rows.length); not inside a tf.tidy, so leaks show */
 function run(rows: number[], opts: GenerateOptions, withMask = true): number[][] {
-  const S = 32 * 32 * 3;
+  const px = 3 * S * S;
   const inputIds = tf.tensor2d(rows.map((r) => ids[r]), undefined, 'int32');
   const attentionMask = withMask ? tf.tensor2d(rows.map((r) => mask[r]), undefined, 'int32') : null;
-  const img = new Float32Array(rows.length * S);
-  rows.forEach((r, i) => img.set(images.subarray(r * S, (r + 1) * S), i * S));
-  const imgs = tf.tensor4d(img, [rows.length, 3, 32, 32]);
+  const img = new Float32Array(rows.length * px);
+  rows.forEach((r, i) => img.set(images.subarray(r * px, (r + 1) * px), i * px));
+  const imgs = tf.tensor4d(img, [rows.length, 3, S, S]);
   try {
     return generate(model, { inputIds, attentionMask, images: imgs }, opts);
   } finally {
@@ -56,78 +60,85 @@ before(async () => {
   ids = ints(inputs.get('input_ids')!);
   mask = ints(inputs.get('attention_mask')!);
   images = inputs.get('images')!.data as Float32Array;
+  S = inputs.get('images')!.shape[3];
   expected = ints(readSafetensors(join(TINY, 'expected.safetensors')).tensors.get('greedy_tokens')!);
+  N = expected[0].length;
+  ALL = ids.map((_, i) => i);
 });
 after(() => model?.dispose());
 
 test('greedy with the KV cache equals nanoVLM greedy_tokens', skip, () => {
-  assert.deepEqual(run([0, 1, 2], { greedy: true, maxNewTokens: 6, stopAtEos: false }), expected);
+  assert.deepEqual(run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false }), expected);
 });
 
 test('greedy with full recompute (useCache: false, nanoVLM v0.1) equals greedy_tokens', skip, () => {
-  assert.deepEqual(run([0, 1, 2], { greedy: true, maxNewTokens: 6, stopAtEos: false, useCache: false }), expected);
+  assert.deepEqual(run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false, useCache: false }), expected);
 });
 
 test('cache and no-cache agree on longer outputs', skip, () => {
-  const a = run([0, 1, 2], { greedy: true, maxNewTokens: 16, stopAtEos: false });
-  const b = run([0, 1, 2], { greedy: true, maxNewTokens: 16, stopAtEos: false, useCache: false });
+  const a = run(ALL, { greedy: true, maxNewTokens: 2 * N, stopAtEos: false });
+  const b = run(ALL, { greedy: true, maxNewTokens: 2 * N, stopAtEos: false, useCache: false });
   assert.deepEqual(a, b);
-  assert.deepEqual(a.map((r) => r.slice(0, 6)), expected);
+  assert.deepEqual(a.map((r) => r.slice(0, N)), expected);
 });
 
 test('batched left-padded generation equals per-sample generation', skip, () => {
-  const batched = run([0, 1, 2], { greedy: true, maxNewTokens: 10, stopAtEos: false });
-  for (const r of [0, 1, 2]) assert.deepEqual(run([r], { greedy: true, maxNewTokens: 10, stopAtEos: false }), [batched[r]], `row ${r}`);
-  // row 1 has no padding: without any mask it is the same again
-  assert.deepEqual(run([1], { greedy: true, maxNewTokens: 10, stopAtEos: false }, false), [batched[1]]);
-  // other batch compositions
-  assert.deepEqual(run([2, 0], { greedy: true, maxNewTokens: 10, stopAtEos: false }), [batched[2], batched[0]]);
+  const batched = run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false });
+  for (const r of ALL) assert.deepEqual(run([r], { greedy: true, maxNewTokens: N, stopAtEos: false }), [batched[r]], `row ${r}`);
+  // a row without padding: without any mask it is the same again
+  for (const r of ALL.filter((r) => mask[r].every((m) => m === 1))) {
+    assert.deepEqual(run([r], { greedy: true, maxNewTokens: N, stopAtEos: false }, false), [batched[r]], `row ${r} unmasked`);
+  }
+  // another batch composition
+  const reversed = [...ALL].reverse();
+  assert.deepEqual(run(reversed, { greedy: true, maxNewTokens: N, stopAtEos: false }), reversed.map((r) => batched[r]));
 });
 
 test('eos stops one row; the other rows are unchanged', skip, () => {
-  // with 272 as "eos", row 0 (48 48 272 ...) stops after two tokens
+  // pretend the last greedy token of row 0 is eos: every row stops at its first occurrence of it
+  const eos = expected[0][N - 1];
+  const cut = (row: number[]) => (row.includes(eos) ? row.slice(0, row.indexOf(eos)) : row);
   const seen: [number, number, number][] = [];
-  const out = run([0, 1, 2], {
-    greedy: true,
-    maxNewTokens: 6,
-    eosTokenId: 272,
-    onToken: (row, tok, step) => seen.push([row, tok, step]),
-  });
-  assert.deepEqual(out, [[48, 48], expected[1], expected[2]]);
-  // the eos itself is streamed; rows stream in order, step by step
-  assert.deepEqual(seen.filter(([r]) => r === 0).map(([, t]) => t), [48, 48, 272]);
-  assert.deepEqual(seen.filter(([r]) => r === 1).map(([, t, s]) => [t, s]), expected[1].map((t, s) => [t, s]));
-  // and nanoVLM's behaviour without stopping
-  assert.deepEqual(run([0, 1, 2], { greedy: true, maxNewTokens: 6, eosTokenId: 272, stopAtEos: false }), expected);
+  const out = run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, onToken: (row, tok, step) => seen.push([row, tok, step]) });
+  assert.deepEqual(out, expected.map(cut));
+  // streamed: every row's tokens in order, its eos included, then nothing more for that row
+  for (const r of ALL) {
+    const upto = expected[r].includes(eos) ? expected[r].indexOf(eos) + 1 : N;
+    assert.deepEqual(seen.filter(([row]) => row === r).map(([, t, step]) => [t, step]), expected[r].slice(0, upto).map((t, step) => [t, step]));
+  }
+  // nanoVLM's behaviour without stopping
+  assert.deepEqual(run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, stopAtEos: false }), expected);
   // when every row has stopped, generation ends early
-  const ended = run([0], { greedy: true, maxNewTokens: 50, eosTokenId: 48 });
-  assert.deepEqual(ended, [[]]);
+  assert.deepEqual(run([0], { greedy: true, maxNewTokens: 50, eosTokenId: expected[0][0] }), [[]]);
 });
 
-test('seeded sampling is reproducible; top-k = 1 equals greedy', skip, () => {
+test('seeded sampling is reproducible; top-k = 1 and a tiny top-p equal greedy', skip, () => {
   const opts = { temperature: 1.5, maxNewTokens: 8, stopAtEos: false, seed: 11 };
-  const a = run([0, 1, 2], opts);
-  assert.deepEqual(run([0, 1, 2], opts), a);
-  assert.deepEqual(run([0, 1, 2], { ...opts, useCache: false }), a);
-  assert.notDeepEqual(run([0, 1, 2], { ...opts, seed: 12 }), a);
-  assert.deepEqual(run([0, 1, 2], { temperature: 2, topK: 1, maxNewTokens: 6, stopAtEos: false, seed: 3 }), expected);
-  assert.deepEqual(run([0, 1, 2], { temperature: 1, topP: 1e-9, maxNewTokens: 6, stopAtEos: false, seed: 4 }), expected);
+  const a = run(ALL, opts);
+  assert.deepEqual(run(ALL, opts), a);
+  assert.deepEqual(run(ALL, { ...opts, useCache: false }), a);
+  assert.notDeepEqual(run(ALL, { ...opts, seed: 12 }), a);
+  assert.deepEqual(run(ALL, { temperature: 2, topK: 1, maxNewTokens: N, stopAtEos: false, seed: 3 }), expected);
+  assert.deepEqual(run(ALL, { temperature: 1, topP: 1e-9, maxNewTokens: N, stopAtEos: false, seed: 4 }), expected);
 });
 
 test('no tensor is leaked: the live tensor count is the same before and after', skip, () => {
-  run([0, 1, 2], { greedy: true, maxNewTokens: 2 }); // warm-up (lazily created kernels/constants)
+  run(ALL, { greedy: true, maxNewTokens: 2 }); // warm-up (lazily created kernels/constants)
   for (const useCache of [true, false]) {
     const before = tf.memory().numTensors;
-    for (let i = 0; i < 3; i++) run([0, 1, 2], { greedy: true, maxNewTokens: 8, useCache, stopAtEos: false });
+    for (let i = 0; i < 3; i++) run(ALL, { greedy: true, maxNewTokens: 8, useCache, stopAtEos: false });
     assert.equal(tf.memory().numTensors, before, `useCache ${useCache}`);
   }
 });
 
 test('a prompt batch that does not fit the model is a UserError (foreign tokenizer, wrong image size)', skip, () => {
-  const batch = { inputIds: Int32Array.from([1, 2, 400]), attentionMask: Int32Array.from([1, 1, 1]), images: new Float32Array(3 * 32 * 32), batchSize: 1, seqLen: 3, imageSize: 32 };
-  assert.throws(() => checkPromptBatch(model, batch), (e: unknown) => e instanceof UserError && /token id 400, outside the model's vocabulary of 300/.test(e.message));
+  const V = model.decoder.vocabSize;
+  const S0 = model.imageSize;
+  const batch = { inputIds: Int32Array.from([1, 2, V + 100]), attentionMask: Int32Array.from([1, 1, 1]), images: new Float32Array(3 * S0 * S0), batchSize: 1, seqLen: 3, imageSize: S0 };
+  assert.throws(() => checkPromptBatch(model, batch), (e: unknown) => e instanceof UserError && e.message.includes(`token id ${V + 100}, outside the model's vocabulary of ${V}`));
   assert.throws(() => generateBatch(model, batch), UserError);
-  const small = { ...batch, inputIds: Int32Array.from([1, 2, 3]), images: new Float32Array(3 * 16 * 16), imageSize: 16 };
-  assert.throws(() => checkPromptBatch(model, small), (e: unknown) => e instanceof UserError && /16px/.test(e.message));
-  assert.doesNotThrow(() => checkPromptBatch(model, { ...batch, inputIds: Int32Array.from([1, 2, 299]) }));
+  const half = S0 / 2;
+  const small = { ...batch, inputIds: Int32Array.from([1, 2, 3]), images: new Float32Array(3 * half * half), imageSize: half };
+  assert.throws(() => checkPromptBatch(model, small), (e: unknown) => e instanceof UserError && e.message.includes(`${half}px`));
+  assert.doesNotThrow(() => checkPromptBatch(model, { ...batch, inputIds: Int32Array.from([1, 2, V - 1]) }));
 });
