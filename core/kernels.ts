@@ -528,7 +528,7 @@ export function enableWasmThreads(threads: number): () => void {
     return p;
   };
   class RecordingBlob extends OrigBlob {
-    constructor(parts: BlobPart[], opts?: BlobPropertyBag) {
+    constructor(parts: any[], opts?: any) {
       super(parts, opts);
       texts.set(this, parts.map(String).join(''));
     }
