@@ -4,7 +4,7 @@
 // backend, and says which one runs and why the others were skipped.
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
-import { installFastKernels } from './kernels.ts';
+import { enableWasmThreads, installFastKernels } from './kernels.ts';
 
 export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -49,17 +49,16 @@ async function loadWasm(): Promise<void> {
 }
 
 /**
- * Threads for the wasm backend. Only honoured once the threaded wasm build is known to run
- * under Node (PERF, issue 7, is measuring it): until then this returns undefined and the
- * single-threaded SIMD build runs. The hook: set `threadedWasmWorks` to true when it does.
+ * Threads for the wasm backend: threads > 1 starts tfjs-backend-wasm's threaded SIMD build
+ * under Node (core/kernels.ts enableWasmThreads, issue 7; see docs/performance.md for when it
+ * pays off). The hook: set `threadedWasmWorks` to false to always run the single-threaded build.
  */
-export const wasmThreads = { threadedWasmWorks: false };
+export const wasmThreads = { threadedWasmWorks: true };
 
-async function setWasmThreads(threads: number | null | undefined): Promise<number | undefined> {
-  if (!threads || !wasmThreads.threadedWasmWorks) return undefined;
-  const wasm = await import('@tensorflow/tfjs-backend-wasm');
-  wasm.setThreadsCount(threads);
-  return threads;
+/** Patches needed while the wasm backend initialises; returns the undo. */
+function setWasmThreads(threads: number | null | undefined): { threads?: number; restore: () => void } {
+  if (!threads || threads <= 1 || !wasmThreads.threadedWasmWorks) return { restore: () => {} };
+  return { threads, restore: enableWasmThreads(threads) };
 }
 
 export async function initRuntime(
@@ -75,8 +74,8 @@ export async function initRuntime(
       skipped.push(`${c.provider}: ${notInstalled(e) ? 'not installed' : `failed to load (${firstLine(e)})`}`);
       continue;
     }
-    let threads: number | undefined;
-    if (c.backend === 'wasm') threads = await setWasmThreads(opts.threads);
+    const wt = c.backend === 'wasm' ? setWasmThreads(opts.threads) : { restore: () => {} };
+    let threads = (wt as { threads?: number }).threads;
     let ok = false;
     try {
       ok = await tf.setBackend(c.backend);
@@ -84,7 +83,10 @@ export async function initRuntime(
     } catch (e) {
       skipped.push(`${c.provider}: failed to start (${firstLine(e)})`);
       continue;
+    } finally {
+      wt.restore();
     }
+    if (threads) threads = (await import('@tensorflow/tfjs-backend-wasm')).getThreadsCount();
     if (!ok || tf.getBackend() !== c.backend) {
       skipped.push(`${c.provider}: failed to start`);
       continue;
