@@ -1,9 +1,9 @@
 // Small stand-in plugins with fixed schemas, so the broken-recipe tests assert exact messages
 // without depending on the built-in plugins' option lists.
-import { definePlugin, type Plugin } from '../../core/plugin.ts';
+import { definePlugin, type JSONSchema, type Plugin } from '../../core/plugin.ts';
 import type { PluginKind } from '../../core/types.ts';
 
-function fake(kind: PluginKind, name: string, properties: Record<string, object> = {}, required: string[] = []): Plugin {
+function fake(kind: PluginKind, name: string, properties: Record<string, JSONSchema> = {}, required: string[] = []): Plugin {
   return definePlugin({
     kind,
     name,
