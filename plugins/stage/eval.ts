@@ -48,15 +48,19 @@ export async function runEvaluators(
   return results;
 }
 
-function fmt(v: number): string {
-  return Number.isInteger(v) ? String(v) : v.toFixed(4);
+/** metrics that count things (printed as integers); every other metric is a rate or a loss */
+const COUNTS = new Set(['n', 'unparseable', 'ambiguous', 'empty', 'skipped', 'tokens']);
+
+function fmt(v: number, key = ''): string {
+  if (COUNTS.has(key) && Number.isInteger(v)) return String(v);
+  return Number.isFinite(v) ? v.toFixed(4) : String(v);
 }
 
 /** Markdown: one row per (evaluator, dataset, metric), then a per-category table per result. */
 export function resultsMarkdown(results: EvalResult[]): string {
   const lines = ['| evaluator | dataset | metric | value |', '|---|---|---|---|'];
   for (const r of results) {
-    for (const [k, v] of Object.entries(r.metrics)) lines.push(`| ${r.evaluator} | ${r.dataset} | ${k} | ${fmt(v)} |`);
+    for (const [k, v] of Object.entries(r.metrics)) lines.push(`| ${r.evaluator} | ${r.dataset} | ${k} | ${fmt(v, k)} |`);
   }
   for (const r of results) {
     const groups = Object.entries(r.breakdown ?? {});
@@ -64,7 +68,7 @@ export function resultsMarkdown(results: EvalResult[]): string {
     const cols = [...new Set(groups.flatMap(([, m]) => Object.keys(m)))];
     lines.push('', `${r.evaluator} on ${r.dataset}, per category:`, '');
     lines.push(`| category | ${cols.join(' | ')} |`, `|---|${cols.map(() => '---|').join('')}`);
-    for (const [g, m] of groups) lines.push(`| ${g} | ${cols.map((c) => (m[c] === undefined ? '' : fmt(m[c]))).join(' | ')} |`);
+    for (const [g, m] of groups) lines.push(`| ${g} | ${cols.map((c) => (m[c] === undefined ? '' : fmt(m[c], c))).join(' | ')} |`);
   }
   return lines.join('\n') + '\n';
 }
@@ -99,7 +103,7 @@ export default definePlugin({
         const table = resultsMarkdown(results);
         for (const line of table.trimEnd().split('\n')) ctx.log.info(line);
         const first = results[0];
-        if (first) report(`${first.evaluator}: ${Object.entries(first.metrics).slice(0, 2).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`);
+        if (first) report(`${first.evaluator}: ${Object.entries(first.metrics).slice(0, 2).map(([k, v]) => `${k} ${fmt(v, k)}`).join(', ')}`);
       },
     };
   },

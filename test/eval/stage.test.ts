@@ -99,6 +99,9 @@ test('results markdown with no breakdown and no results', () => {
   assert.equal(resultsMarkdown([]), '| evaluator | dataset | metric | value |\n|---|---|---|---|\n');
   const md = resultsMarkdown([{ evaluator: 'val-loss', dataset: 'v', metrics: { loss: 1.23456, tokens: 100 } }]);
   assert.equal(md, '| evaluator | dataset | metric | value |\n|---|---|---|---|\n| val-loss | v | loss | 1.2346 |\n| val-loss | v | tokens | 100 |\n');
+  // rates keep their decimals even when whole; counts are integers
+  const mc = resultsMarkdown([{ evaluator: 'multiple-choice', dataset: 'd', metrics: { accuracy: 1, unparseable: 0, n: 3 } }]);
+  assert.ok(mc.includes('| accuracy | 1.0000 |') && mc.includes('| unparseable | 0 |') && mc.includes('| n | 3 |'), mc);
 });
 
 test('--model resolution: model folder, run dir (model/, checkpoints/latest, newest step), errors', needsShared('fixtures', 'nanovlm', 'tiny'), async () => {
