@@ -240,38 +240,49 @@ function loadHfSiglip(model: SiglipViT, folder: string): void {
   const file = join(folder, 'model.safetensors');
   const f = openSafetensors(file);
   try {
-    const sets: [string, Float32Array, number[]][] = [];
-    const read = (hf: string) => {
+    const blocks = Array.from({ length: model.cfg.n_blocks }, (_, i) => String(i));
+    const expand = (t: string) => (t.includes('{i}') ? blocks.map((i) => t.replaceAll('{i}', i)) : [t]);
+    const plain = HF_SIGLIP_KEYS.flatMap(([hf, ours]) => expand(hf).map((h, j) => [h, expand(ours)[j]] as const));
+    const fused = blocks.flatMap((i) =>
+      ['weight', 'bias'].map((w) => {
+        const name = (t: string) => t.replaceAll('{i}', i).replace('{w}', w);
+        return { parts: [name(HF_SIGLIP_QKV.q), name(HF_SIGLIP_QKV.k), name(HF_SIGLIP_QKV.v)], ours: name(HF_SIGLIP_QKV.ours) };
+      }),
+    );
+    // 1. every tensor present with the right shape before anything is loaded
+    const shapeOf = (hf: string) => {
       if (!f.has(hf)) throw new UserError(`${file}: missing tensor "${hf}" (a SigLIP vision checkpoint has it)`, { where: { file } });
-      const t = f.read(hf);
-      return { data: t.data as Float32Array, shape: t.shape };
+      return f.header.entries.get(hf)!.shape;
     };
-    for (let i = 0; i < model.cfg.n_blocks; i++) {
-      for (const [hfT, oursT] of HF_SIGLIP_KEYS) {
-        if (!hfT.includes('{i}') && i > 0) continue;
-        const hf = hfT.replace('{i}', String(i));
-        const t = read(hf);
-        sets.push([oursT.replace('{i}', String(i)), t.data, t.shape]);
+    const check = (what: string, ours: string, shape: number[]) => {
+      const want = model.params.get(ours)!.shape;
+      if (shape.join() !== want.join()) {
+        throw new UserError(`${file}: ${what} has shape [${shape}], ${ours} expects [${want}]`, { where: { file } });
       }
-      for (const w of ['weight', 'bias']) {
-        const parts = (['q', 'k', 'v'] as const).map((x) => read(HF_SIGLIP_QKV[x].replace('{i}', String(i)).replace('{w}', w)));
-        const data = new Float32Array(parts.reduce((a, p) => a + p.data.length, 0));
-        let o = 0;
-        for (const p of parts) {
-          data.set(p.data, o);
-          o += p.data.length;
-        }
-        sets.push([HF_SIGLIP_QKV.ours.replace('{i}', String(i)).replace('{w}', w), data, [parts.reduce((a, p) => a + p.shape[0], 0), ...parts[0].shape.slice(1)]]);
-      }
+    };
+    for (const [hf, ours] of plain) {
+      const shape = shapeOf(hf);
+      check(`"${hf}"`, ours, ours === 'patch_embedding.position_embedding' && shape.length === 2 ? [1, ...shape] : shape); // [N, D] -> [1, N, D]
     }
-    for (const [name, data, shape] of sets) {
-      const v = model.params.get(name)!;
-      let s = shape;
-      if (name === 'patch_embedding.position_embedding' && shape.length === 2) s = [1, ...shape]; // [N, D] -> [1, N, D]
-      if (s.join() !== v.shape.join()) {
-        throw new UserError(`${file}: tensor for ${name} has shape [${shape}], the model expects [${v.shape}]`, { where: { file } });
-      }
+    for (const { parts, ours } of fused) {
+      const shapes = parts.map(shapeOf);
+      check(`cat([${parts.map((p) => `"${p}"`).join(', ')}])`, ours, [shapes.reduce((a, s) => a + s[0], 0), ...shapes[0].slice(1)]);
+    }
+    // 2. load tensor by tensor
+    const assign = (ours: string, data: Float32Array) => {
+      const v = model.params.get(ours)!;
       tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
+    };
+    for (const [hf, ours] of plain) assign(ours, f.read(hf).data as Float32Array);
+    for (const { parts, ours } of fused) {
+      const datas = parts.map((p) => f.read(p).data as Float32Array);
+      const qkv = new Float32Array(datas.reduce((a, d) => a + d.length, 0)); // torch.cat((q, k, v), dim=0)
+      let o = 0;
+      for (const d of datas) {
+        qkv.set(d, o);
+        o += d.length;
+      }
+      assign(ours, qkv);
     }
   } finally {
     f.close();

@@ -216,3 +216,26 @@ test('withoutInit skips random init only inside its scope; seeded init is reprod
   assert.ok((a.params.get('decoder.norm.weight')!.dataSync() as Float32Array).every((x) => x === 1));
   for (const m of [zero, a, b]) m.dispose();
 });
+
+test('a SigLIP checkpoint missing a tensor or with a wrong shape is a UserError naming it', needsShared('fixtures', 'nanovlm', 'tiny', 'hf-backbones'), async () => {
+  const registry = await setup();
+  const { mkdtempSync, cpSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { readSafetensors, writeSafetensors } = await import('../../core/weights/safetensors.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'siglip-bad-'));
+  try {
+    cpSync(join(FIXTURES, 'tiny', 'hf-backbones', 'siglip'), dir, { recursive: true });
+    const { tensors, metadata } = readSafetensors(join(dir, 'model.safetensors'));
+    const k = 'vision_model.encoder.layers.0.self_attn.k_proj.bias';
+    const t = tensors.get(k)!;
+    tensors.delete(k);
+    writeSafetensors(join(dir, 'model.safetensors'), tensors as never, metadata);
+    const ctx = { recipe: {}, recipeDir: dir, yamlPath: 'model.vision', seed: 0, log: silentLog };
+    await assert.rejects(registry.create('vision', { use: 'siglip-vit', from: dir }, ctx), (e: unknown) => e instanceof UserError && e.message.includes(`missing tensor "${k}"`));
+    tensors.set(k, { ...t, shape: [t.shape[0] - 1], data: (t.data as Float32Array).subarray(1) });
+    writeSafetensors(join(dir, 'model.safetensors'), tensors as never, metadata);
+    await assert.rejects(registry.create('vision', { use: 'siglip-vit', from: dir }, ctx), /blocks\.0\.attn\.qkv_proj\.bias expects/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
