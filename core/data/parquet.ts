@@ -97,10 +97,13 @@ export function topColumns(pf: ParquetFile): string[] {
   return out;
 }
 
-/** Rows [start, end) of one row group, as objects with the given top-level columns (binary as Uint8Array). */
-export async function readRows(pf: ParquetFile, rowGroup: number, columns: string[]): Promise<Record<string, any>[]> {
-  const rowStart = pf.groupStarts[rowGroup];
-  const rowEnd = pf.groupStarts[rowGroup + 1];
+/**
+ * Rows of one row group (all, or local rows [from, to)), as objects with the given top-level
+ * columns (binary as Uint8Array).
+ */
+export async function readRows(pf: ParquetFile, rowGroup: number, columns: string[], from = 0, to?: number): Promise<Record<string, any>[]> {
+  const rowStart = pf.groupStarts[rowGroup] + from;
+  const rowEnd = to === undefined ? pf.groupStarts[rowGroup + 1] : pf.groupStarts[rowGroup] + to;
   try {
     let rows: Record<string, any>[] = [];
     await parquetRead({
@@ -267,11 +270,18 @@ export class ParquetDataset implements Dataset {
         continue;
       }
       const { pf } = this.o.files[u.file];
-      const rows = await readRows(pf, u.group, this.o.columns);
+      // read only the span of rows this unit needs (e.g. the 1% validation rows of a row group)
+      let lo = Infinity;
+      let hi = -1;
+      for (let j = skip; j < u.rows.length; j++) {
+        lo = Math.min(lo, u.rows[j]);
+        hi = Math.max(hi, u.rows[j]);
+      }
+      const rows = await readRows(pf, u.group, this.o.columns, lo, hi + 1);
       const base = pf.groupStarts[u.group];
       for (let j = skip; j < u.rows.length; j++) {
         const local = u.rows[j];
-        yield this.o.toSample(rows[local] ?? {}, `${pf.display} row ${base + local}`);
+        yield this.o.toSample(rows[local - lo] ?? {}, `${pf.display} row ${base + local}`);
       }
       skip = 0;
     }
