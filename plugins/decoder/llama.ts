@@ -360,21 +360,29 @@ function loadHfLlama(model: LlamaDecoder, folder: string, rng: Rng, log: (m: str
       else for (let i = 0; i < model.cfg.n_blocks; i++) table.push([hf.replaceAll('{i}', String(i)), ours.replaceAll('{i}', String(i))]);
     }
     if (!model.cfg.tie_weights) table.push(f.has(HF_LLAMA_HEAD[0]) ? HF_LLAMA_HEAD : ['model.embed_tokens.weight', 'head.weight']);
+    // 1. every tensor present with the right shape (a shorter vocab is extended) before anything is loaded
+    const isVocab = (ours: string) => ours === 'token_embedding.weight' || ours === 'head.weight';
     for (const [hf, ours] of table) {
       if (!f.has(hf)) throw new UserError(`${file}: missing tensor "${hf}" (a Llama checkpoint has it)`, { where: { file } });
+      const shape = f.header.entries.get(hf)!.shape;
+      const want = model.params.get(ours)!.shape;
+      const extendable = isVocab(ours) && shape.length === 2 && shape[0] < want[0] && shape[1] === want[1];
+      if (!extendable && shape.join() !== want.join()) {
+        throw new UserError(`${file}: "${hf}" has shape [${shape}], ${ours} expects [${want}]`, { where: { file } });
+      }
+    }
+    // 2. load tensor by tensor
+    for (const [hf, ours] of table) {
       const t = f.read(hf);
       const v = model.params.get(ours)!;
       let data = t.data as Float32Array;
-      const isVocab = ours === 'token_embedding.weight' || ours === 'head.weight';
-      if (isVocab && t.shape[0] < v.shape[0] && t.shape[1] === v.shape[1]) {
+      if (t.shape[0] < v.shape[0]) {
         // vocabulary extension: copy the Hub rows, new rows ~ N(0, 0.02)
         const ext = new Float32Array(v.size);
         ext.set(data);
         ext.set(normalInit(rng, [v.shape[0] - t.shape[0], v.shape[1]], 0.02), data.length);
         log(`extended ${ours} from ${t.shape[0]} to ${v.shape[0]} rows (new rows ~ N(0, 0.02))`);
         data = ext;
-      } else if (t.shape.join() !== v.shape.join()) {
-        throw new UserError(`${file}: "${hf}" has shape [${t.shape}], ${ours} expects [${v.shape}]`, { where: { file } });
       }
       tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
     }
@@ -453,7 +461,12 @@ export default definePlugin({
     const rng = new Rng(ctx.seed, 'decoder');
     const model = folder ? await withoutInit(() => new LlamaDecoder(cfg, rng)) : new LlamaDecoder(cfg, rng); // weights loaded below
     if (folder) {
-      loadHfLlama(model, folder, new Rng(ctx.seed, 'decoder.vocab-extension'), (m) => ctx.log.info(`${ctx.yamlPath}: ${m}`));
+      try {
+        loadHfLlama(model, folder, new Rng(ctx.seed, 'decoder.vocab-extension'), (m) => ctx.log.info(`${ctx.yamlPath}: ${m}`));
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
       ctx.log.info(`${ctx.yamlPath}: loaded Llama weights from ${opts.from}`);
     }
     return model;

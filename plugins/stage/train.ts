@@ -234,7 +234,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       if (ctx.signal.aborted) {
         if (lastSaved !== st.step) await save();
         const why = ctx.signal.reason instanceof Error ? ctx.signal.reason.message : String(ctx.signal.reason ?? 'interrupted');
-        const cmd = `vlm run ${ctx.recipePath} --resume ${ctx.runDir}`;
+        const cmd = `vlm run --resume ${ctx.runDir}`; // the run dir holds its recipe.yaml
         report(`interrupted at step ${st.step}: checkpoint saved; resume with: ${cmd}`);
         throw new UserError(`training interrupted (${why}) at step ${st.step}/${totalSteps}; checkpoint ${ctx.artifacts.checkpoint} saved`, {
           hint: `resume with: ${cmd}`,

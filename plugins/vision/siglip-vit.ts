@@ -344,7 +344,12 @@ export default definePlugin({
     const build = () => new SiglipViT(cfg, new Rng(ctx.seed, 'vision'));
     const model = folder ? await withoutInit(build) : build(); // weights loaded below
     if (folder) {
-      loadHfSiglip(model, folder);
+      try {
+        loadHfSiglip(model, folder);
+      } catch (e) {
+        model.dispose();
+        throw e;
+      }
       ctx.log.info(`${ctx.yamlPath}: loaded SigLIP weights from ${opts.from}`);
     }
     return model;
