@@ -52,10 +52,18 @@ const originals = new Map<string, tf.KernelConfig>();
 /** Kernels we added where tfjs has none (kept by uninstall: nothing to go back to). */
 const added = new Set<string>();
 
+/** Kernels tfjs lacks on wasm: always registered (training cannot run without them). */
+const MISSING_ON_WASM = ['UnsortedSegmentSum', 'Conv2DBackpropFilter'];
+
+/**
+ * Register the wasm kernels. VLM_FAST_KERNELS=0 in the environment registers only the missing
+ * ones (to measure the stock kernels: `VLM_FAST_KERNELS=0 npm run bench`).
+ */
 export function installFastKernels(backend: string): void {
   if (backend !== 'wasm' || installed.has(backend)) return;
   installed.add(backend);
-  for (const k of wasmKernels()) replaceKernel(k);
+  const stock = process.env.VLM_FAST_KERNELS === '0';
+  for (const k of wasmKernels()) if (!stock || MISSING_ON_WASM.includes(k.kernelName)) replaceKernel(k);
 }
 
 /** Put back the stock tfjs kernels (for tests measuring the replacements against them). */

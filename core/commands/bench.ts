@@ -1,0 +1,375 @@
+// `vlm bench <recipe...> [--json <file>]` (and `npm run bench` = bench/run.ts on recipes/bench/):
+// speed and memory of one recipe's model on random, seeded inputs (issue 7).
+//   training step   median / min / max over --steps steps after --warmup, split into
+//                   data (host batch -> tensors), forward, backward, optimiser (clip + AdamW);
+//                   forward is timed on a separate forward-only pass of the same batch, backward
+//                   = (forward + backward) - forward;
+//   tokens/s        (real text tokens + image tokens) per median step, as the train stage counts;
+//   generation      greedy, --gen-tokens new tokens (default 32) for one unpadded row, with and
+//                   without the KV cache (core/generate.ts; never stops at eos);
+//   memory          peak RSS sampled after every phase, tfjs peak bytes of one training step
+//                   (tf.profile), live tensor count before and after the timed steps.
+// The batch: train.batch_size rows of decoder max_length tokens, row 0 left-padded by a quarter
+// of the length (16 of 64 on `small`), targets = next token with the first half -100.
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import type { CommandEnv } from '../cli.ts';
+import { buildComponents } from '../build.ts';
+import { UserError } from '../errors.ts';
+import { generate } from '../generate.ts';
+import type { VisionLanguageModel } from '../model/vlm.ts';
+import { resolveRecipe } from '../recipe/index.ts';
+import { describeRuntime, initRuntime, type BackendChoice, type RuntimeInfo } from '../runtime.ts';
+import { clipGradNorm } from '../train/grads.ts';
+import type { HostBatch, Logger, Optimizer, RegistryLike } from '../types.ts';
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export interface BenchResult {
+  name: string;
+  recipe: string;
+  backend: string;
+  threads: number;
+  batch_size: number;
+  seq_len: number; // text positions T
+  image_tokens: number;
+  params: number;
+  steps: number;
+  warmup: number;
+  train_step_ms: Spread; // data + forward + backward + optimiser
+  forward_ms: Spread;
+  backward_ms: Spread;
+  optimizer_ms: Spread;
+  data_wait_ms: Spread;
+  tokens_per_step: number;
+  tokens_per_s: number;
+  generate: {
+    new_tokens: number;
+    prompt_tokens: number;
+    kv_cache: { tokens_per_s: number; ms: number };
+    no_cache: { tokens_per_s: number; ms: number };
+  } | null;
+  peak_rss_bytes: number;
+  peak_tfjs_bytes: number;
+  live_tensors: { before: number; after: number };
+  node: string;
+  date: string;
+}
+
+export interface BenchOptions {
+  steps: number;
+  warmup: number;
+  genTokens: number;
+  generate: boolean;
+  log?: Logger;
+}
+
+export function spread(xs: number[]): Spread {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  const median = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+  return { median, min: s[0], max: s[s.length - 1] };
+}
+
+/** mulberry32: the benchmark inputs are the same on every run */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The benchmark batch (see the header): B rows of T tokens, row 0 left-padded by T/4. */
+export function benchBatch(model: VisionLanguageModel, batchSize: number, seed: number): HostBatch {
+  const B = batchSize;
+  const T = model.maxLength;
+  const S = model.imageSize;
+  const V = model.decoder.vocabSize;
+  const r = rng(seed);
+  const images = new Float32Array(B * 3 * S * S);
+  for (let i = 0; i < images.length; i++) images[i] = Math.floor(r() * 256) / 255;
+  const inputIds = new Int32Array(B * T);
+  const attentionMask = new Int32Array(B * T).fill(1);
+  const targets = new Int32Array(B * T).fill(-100);
+  const pad = Math.round(T / 4);
+  const padId = 0;
+  for (let b = 0; b < B; b++) {
+    const p = b === 0 ? pad : 0;
+    for (let t = 0; t < T; t++) {
+      if (t < p) {
+        inputIds[b * T + t] = padId;
+        attentionMask[b * T + t] = 0;
+      } else {
+        inputIds[b * T + t] = 1 + Math.floor(r() * (V - 1));
+      }
+    }
+    // next-token targets; the first half of the positions (and padding) ignored
+    for (let t = Math.max(Math.floor(T / 2), p); t < T - 1; t++) targets[b * T + t] = inputIds[b * T + t + 1];
+  }
+  return { batchSize: B, seqLen: T, images, imageSize: S, inputIds, attentionMask, targets, sampleIds: [] };
+}
+
+function toTensors(h: HostBatch) {
+  return {
+    images: tf.tensor4d(h.images, [h.batchSize, 3, h.imageSize, h.imageSize]),
+    inputIds: tf.tensor2d(h.inputIds, [h.batchSize, h.seqLen], 'int32'),
+    attentionMask: tf.tensor2d(h.attentionMask, [h.batchSize, h.seqLen], 'int32'),
+    targets: tf.tensor2d(h.targets, [h.batchSize, h.seqLen], 'int32'),
+  };
+}
+
+/** One training step as the train stage does it; returns the phase times (ms). */
+export function trainStep(
+  model: VisionLanguageModel,
+  optimizer: Optimizer,
+  host: HostBatch,
+  opts: { maxGradNorm: number; timeForward: boolean },
+): { data: number; forward: number; fwdbwd: number; optimizer: number } {
+  const trainable = optimizer.groups.flatMap((g) => g.params);
+  const t0 = performance.now();
+  const batch = toTensors(host);
+  const t1 = performance.now();
+  let forward = 0;
+  if (opts.timeForward) {
+    const f0 = performance.now();
+    tf.tidy(() => model.loss(model.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets).dataSync());
+    forward = performance.now() - f0;
+  }
+  const t2 = performance.now();
+  const { loss, grads } = model.lossAndGrads(batch, trainable);
+  loss.dataSync();
+  const t3 = performance.now();
+  const clipped = opts.maxGradNorm ? clipGradNorm(grads, opts.maxGradNorm) : { grads, norm: null };
+  optimizer.step(clipped.grads, optimizer.groups.map((g) => g.lr));
+  // the optimiser's updates are done once a value depending on them is read
+  const first = model.params.get(trainable[0])!;
+  tf.tidy(() => tf.sum(first).dataSync());
+  const t4 = performance.now();
+  tf.dispose([loss, ...grads.values(), ...(clipped.grads === grads ? [] : clipped.grads.values()), ...(clipped.norm ? [clipped.norm] : [])]);
+  tf.dispose(Object.values(batch));
+  return { data: t1 - t0, forward, fwdbwd: t3 - t2, optimizer: t4 - t3 };
+}
+
+export async function createOptimizer(recipe: Record<string, any>, recipeDir: string, model: VisionLanguageModel, registry: RegistryLike, log: Logger): Promise<Optimizer> {
+  return registry.create('optimizer', recipe.optimizer ?? { use: 'adamw', lr: 1e-4 }, {
+    recipe,
+    recipeDir,
+    seed: recipe.runtime?.seed ?? 0,
+    log,
+    yamlPath: 'optimizer',
+    built: { vision: model.vision, projector: model.projector, decoder: model.decoder },
+  });
+}
+
+const rss = () => process.memoryUsage().rss;
+
+/** Benchmark an already built model (the runtime is chosen by the caller). */
+export async function benchModel(
+  model: VisionLanguageModel,
+  optimizer: Optimizer,
+  info: { name: string; recipe: string; runtime: RuntimeInfo; batchSize: number; seed: number; maxGradNorm: number },
+  o: BenchOptions,
+): Promise<BenchResult> {
+  let peakRss = rss();
+  const sample = () => (peakRss = Math.max(peakRss, rss()));
+  const host = benchBatch(model, info.batchSize, info.seed);
+  const say = (m: string) => o.log?.info(`[${info.name}] ${m}`);
+
+  say(`warm-up: ${o.warmup} steps`);
+  for (let i = 0; i < o.warmup; i++) {
+    trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true });
+    sample();
+  }
+  const before = tf.memory().numTensors;
+  const times: ReturnType<typeof trainStep>[] = [];
+  for (let i = 0; i < o.steps; i++) {
+    times.push(trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true }));
+    sample();
+    say(`step ${i + 1}/${o.steps}: ${(times[i].data + times[i].fwdbwd + times[i].optimizer).toFixed(1)} ms`);
+  }
+  const after = tf.memory().numTensors;
+  // tfjs bytes: the peak of one more step, profiled (not timed)
+  const prof = await tf.profile(() => {
+    trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: false });
+  });
+  sample();
+  const stepMs = times.map((t) => t.data + t.fwdbwd + t.optimizer);
+  const imageTokens = model.numImageTokens;
+  const tokensPerStep = host.attentionMask.reduce((s, x) => s + x, 0) + host.batchSize * imageTokens;
+  const median = spread(stepMs).median;
+
+  let gen: BenchResult['generate'] = null;
+  if (o.generate) {
+    // one unpadded row (row 1 if there is one), greedy, never stopping at eos
+    const row = host.batchSize > 1 ? 1 : 0;
+    const T = host.seqLen;
+    const S = host.imageSize;
+    const ids = tf.tensor2d(host.inputIds.subarray(row * T, (row + 1) * T), [1, T], 'int32');
+    const img = tf.tensor4d(host.images.subarray(row * 3 * S * S, (row + 1) * 3 * S * S), [1, 3, S, S]);
+    const run = (useCache: boolean) => {
+      const opts = { maxNewTokens: o.genTokens, greedy: true, useCache, stopAtEos: false };
+      generate(model, { inputIds: ids, attentionMask: null, images: img }, { ...opts, maxNewTokens: 2 }); // warm-up
+      const g0 = performance.now();
+      const out = generate(model, { inputIds: ids, attentionMask: null, images: img }, opts);
+      const ms = performance.now() - g0;
+      sample();
+      if (out[0].length !== o.genTokens) throw new Error(`generate returned ${out[0].length} tokens, expected ${o.genTokens}`);
+      return { tokens_per_s: (o.genTokens / ms) * 1000, ms };
+    };
+    say(`generation: ${o.genTokens} new tokens, KV cache`);
+    const kv = run(true);
+    say(`generation: ${o.genTokens} new tokens, no cache`);
+    const nc = run(false);
+    tf.dispose([ids, img]);
+    gen = { new_tokens: o.genTokens, prompt_tokens: T + imageTokens, kv_cache: kv, no_cache: nc };
+  }
+
+  const counts = model.parameterCounts();
+  return {
+    name: info.name,
+    recipe: info.recipe,
+    backend: info.runtime.backend,
+    threads: info.runtime.threads ?? 1,
+    batch_size: host.batchSize,
+    seq_len: host.seqLen,
+    image_tokens: imageTokens,
+    params: counts.total,
+    steps: o.steps,
+    warmup: o.warmup,
+    train_step_ms: spread(stepMs),
+    forward_ms: spread(times.map((t) => t.forward)),
+    backward_ms: spread(times.map((t) => Math.max(0, t.fwdbwd - t.forward))),
+    optimizer_ms: spread(times.map((t) => t.optimizer)),
+    data_wait_ms: spread(times.map((t) => t.data)),
+    tokens_per_step: tokensPerStep,
+    tokens_per_s: (tokensPerStep / median) * 1000,
+    generate: gen,
+    peak_rss_bytes: peakRss,
+    peak_tfjs_bytes: prof.peakBytes,
+    live_tensors: { before, after },
+    node: process.version,
+    date: new Date().toISOString(),
+  };
+}
+
+// ---- the readable table ----------------------------------------------------------------------------
+
+const f1 = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const sp = (s: Spread) => `${f1(s.median)} (${f1(s.min)}-${f1(s.max)})`;
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+export function formatTable(results: BenchResult[]): string {
+  if (results.length === 0) return '';
+  const r0 = results[0];
+  const head = `backend ${r0.backend}, ${r0.threads} thread${r0.threads === 1 ? '' : 's'} · node ${r0.node} · ${r0.date}`;
+  const rows: [string, (r: BenchResult) => string][] = [
+    ['params', (r) => r.params.toLocaleString('en-US')],
+    ['batch x text length (+ image tokens)', (r) => `${r.batch_size} x ${r.seq_len} (+${r.image_tokens})`],
+    ['steps (warm-up)', (r) => `${r.steps} (${r.warmup})`],
+    ['train step ms, median (min-max)', (r) => sp(r.train_step_ms)],
+    ['  forward ms', (r) => sp(r.forward_ms)],
+    ['  backward ms', (r) => sp(r.backward_ms)],
+    ['  optimiser ms (clip + AdamW)', (r) => sp(r.optimizer_ms)],
+    ['  data ms (batch -> tensors)', (r) => sp(r.data_wait_ms)],
+    ['train tokens/s', (r) => r.tokens_per_s.toFixed(0)],
+    ['generate tok/s, KV cache', (r) => (r.generate ? r.generate.kv_cache.tokens_per_s.toFixed(1) : '-')],
+    ['generate tok/s, no cache', (r) => (r.generate ? r.generate.no_cache.tokens_per_s.toFixed(1) : '-')],
+    ['peak RSS', (r) => mib(r.peak_rss_bytes)],
+    ['peak tfjs bytes (1 step)', (r) => mib(r.peak_tfjs_bytes)],
+    ['live tensors before / after', (r) => `${r.live_tensors.before} / ${r.live_tensors.after}`],
+  ];
+  const cols = [['', ...results.map((r) => r.name)], ...rows.map(([label, f]) => [label, ...results.map(f)])];
+  const widths = cols[0].map((_, j) => Math.max(...cols.map((c) => c[j].length)));
+  const line = (c: string[]) => c.map((x, j) => (j === 0 ? x.padEnd(widths[j]) : x.padStart(widths[j]))).join('  ');
+  return [head, line(cols[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...cols.slice(1).map(line)].join('\n');
+}
+
+// ---- the command ----------------------------------------------------------------------------------
+
+export const HELP = `Usage: vlm bench <recipe.yaml> [more recipes] [options]
+  --json <file>       write the results as JSON (one recipe: an object; several: an array)
+  --steps <n>         timed training steps (default 10)
+  --warmup <n>        untimed steps first (default 2)
+  --gen-tokens <n>    new tokens per generation run (default 32)
+  --no-generate       skip the generation benchmark
+  --backend <name>    auto | wasm | cpu | tensorflow (default: the first recipe's runtime.backend)
+  --threads <n>       wasm threads (default: the recipe's runtime.threads, else 1)
+`;
+
+export async function main(argv: string[], env: CommandEnv): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      json: { type: 'string' },
+      steps: { type: 'string', default: '10' },
+      warmup: { type: 'string', default: '2' },
+      'gen-tokens': { type: 'string', default: '32' },
+      'no-generate': { type: 'boolean', default: false },
+      backend: { type: 'string' },
+      threads: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    env.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length === 0) throw new UserError('vlm bench needs a recipe', { hint: 'e.g. vlm bench recipes/bench/small.yaml (npm run bench runs recipes/bench/tiny.yaml and small.yaml)' });
+  const int = (name: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new UserError(`--${name} must be an integer >= ${min}, got "${v}"`);
+    return n;
+  };
+  const opts: BenchOptions = {
+    steps: int('steps', values.steps, 1),
+    warmup: int('warmup', values.warmup, 0),
+    genTokens: int('gen-tokens', values['gen-tokens'], 1),
+    generate: !values['no-generate'],
+    log: env.log,
+  };
+
+  const recipes = [];
+  for (const p of positionals) recipes.push(await resolveRecipe(resolve(p), { registry: env.registry }));
+  const rt0 = recipes[0].data.runtime ?? {};
+  const threads = values.threads !== undefined ? int('threads', values.threads, 1) : rt0.threads ?? 1;
+  const runtime = await initRuntime((values.backend ?? rt0.backend ?? 'auto') as BackendChoice, { threads });
+  env.log.info(describeRuntime(runtime));
+
+  const results: BenchResult[] = [];
+  for (const r of recipes) {
+    const seed = r.data.runtime?.seed ?? 0;
+    const log = env.log;
+    const { model } = await buildComponents(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log });
+    const optimizer = await createOptimizer(r.data, r.dir, model, env.registry, log);
+    try {
+      results.push(
+        await benchModel(
+          model,
+          optimizer,
+          { name: r.data.name ?? r.file, recipe: r.file, runtime, batchSize: r.data.train?.batch_size ?? 8, seed, maxGradNorm: r.data.train?.max_grad_norm ?? 1.0 },
+          opts,
+        ),
+      );
+    } finally {
+      optimizer.dispose();
+      model.dispose();
+    }
+  }
+  env.stdout.write(formatTable(results) + '\n');
+  if (values.json) {
+    writeFileSync(values.json, JSON.stringify(results.length === 1 ? results[0] : results, null, 2) + '\n');
+    env.log.info(`wrote ${values.json}`);
+  }
+  return 0;
+}
