@@ -12,15 +12,23 @@ export function plainOutput(): boolean {
 export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
   const { ctx } = run;
   const plain = plainOutput();
+  const deferred: string[] = [];
   const tasks = new Listr(
     stages.map((stage) => ({
       title: stage.title,
+      rendererOptions: { persistentOutput: true },
       task: async (_: unknown, task: { output: string; title: string }) => {
         const started = Date.now();
         ctx.log.debug(`stage ${stage.title}: start`);
-        // log lines during a stage go to its live line on a terminal (they are in run.log anyway)
+        // on a terminal, log lines during a stage go to its live line and are printed again
+        // once the stages are done (so e.g. the eval table stays on screen)
         const consoleWrite = run.console.write;
-        if (!plain) run.console.write = (line) => void (task.output = line);
+        if (!plain) {
+          run.console.write = (line) => {
+            task.output = line;
+            deferred.push(line);
+          };
+        }
         try {
           await stage.run(ctx, (line) => {
             task.output = line;
@@ -37,10 +45,14 @@ export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
       exitOnError: true,
       registerSignalListeners: false, // core/run.ts handles Ctrl-C
       renderer: plain ? 'simple' : 'default',
-      rendererOptions: { persistentOutput: true, collapseErrors: false, showErrorMessage: false } as object,
+      rendererOptions: { collapseErrors: false, showErrorMessage: false } as object,
       fallbackRenderer: 'simple',
       fallbackRendererCondition: plain,
     },
   );
-  await tasks.run();
+  try {
+    await tasks.run();
+  } finally {
+    for (const line of deferred) run.console.write(line);
+  }
 }
