@@ -69,7 +69,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   }
   if (!args.model) throw new UserError('vlm generate: --model is required', { hint: USAGE });
   if (!args.image) throw new UserError('vlm generate: --image is required', { hint: USAGE });
-  if (!existsSync(args.image)) throw new UserError(`--image ${args.image}: no such file`, { where: { file: args.image } });
+  if (!existsSync(args.image)) throw new UserError(`--image ${args.image}: no such file`, { hint: 'give the path of an image file (PNG, JPEG, WebP, ...)' });
   const sampling = args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined;
   if (args.greedy && sampling) {
     throw new UserError('vlm generate: --greedy cannot be combined with --temperature/--top-k/--top-p', { hint: 'choose one' });
