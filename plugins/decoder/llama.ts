@@ -380,7 +380,7 @@ function loadHfLlama(model: LlamaDecoder, folder: string, rng: Rng, log: (m: str
         // vocabulary extension: copy the Hub rows, new rows ~ N(0, 0.02)
         const ext = new Float32Array(v.size);
         ext.set(data);
-        ext.set(normalInit(rng, [v.shape[0] - t.shape[0], v.shape[1]], 0.02), data.length);
+        ext.set(normalInit(rng, [v.shape[0] - t.shape[0], v.shape[1] as number], 0.02), data.length);
         log(`extended ${ours} from ${t.shape[0]} to ${v.shape[0]} rows (new rows ~ N(0, 0.02))`);
         data = ext;
       }
