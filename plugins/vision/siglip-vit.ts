@@ -152,6 +152,10 @@ export class SiglipViT implements VisionEncoder {
   /** [B, 3, S, S] -> [B, N, D] (with cls_flag: [B, 1, D], the normalised CLS token) */
   forward(images: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor3D {
     const training = !!opts.training;
+    const [, ch, hgt, wid] = images.shape;
+    if (ch !== 3 || hgt !== this.imageSize || wid !== this.imageSize) {
+      throw new Error(`siglip-vit expects images [B, 3, ${this.imageSize}, ${this.imageSize}], got [${images.shape}] (resize them with the image processor)`);
+    }
     let x = maybeDropout(this.patchEmbedding(images), this.cfg.dropout, training) as tf.Tensor3D;
     for (let i = 0; i < this.cfg.n_blocks; i++) x = this.block(x, i, training);
     if (this.cfg.cls_flag) x = x.slice([0, 0, 0], [-1, 1, -1]);
