@@ -192,7 +192,7 @@ export class SyntheticShapes implements Dataset {
     const n = this.o.count;
     const order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
     // render a few ahead so sharp's pool works in parallel with the consumer
-    const AHEAD = 16;
+    const AHEAD = 256;
     const at = (k: number) => (order ? order[k] : k);
     const pending: Promise<Sample>[] = [];
     let next = opts.skip ?? 0;

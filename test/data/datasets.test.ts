@@ -84,6 +84,22 @@ test('cauldron: subsets folder layout, mixing, several row groups, multi-turn us
   }
 });
 
+test('cauldron: gzip and brotli compressed pages are read (hyparquet-compressors)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cauldron-z-'));
+  try {
+    const img = new Uint8Array(await png('#0000ff'));
+    const rows = Array.from({ length: 5 }, (_, i) => ({ images: [{ bytes: img, path: null }], texts: [{ user: `q${i}`, assistant: `a${i}`, source: 'z' }] }));
+    for (const codec of ['gzip', 'brotli'] as const) {
+      writeParquet(join(dir, `${codec}.parquet`), CAULDRON_FIELDS, rows, { codec, rowGroupSize: 2 });
+      const s = await all((await cauldron.create(C({ path: join(dir, `${codec}.parquet`) }), ctx('eval'))) as Dataset);
+      assert.deepEqual(s.map((x) => x.answer), ['a0', 'a1', 'a2', 'a3', 'a4'], codec);
+      assert.ok(s.every((x) => Buffer.compare(x.image, img) === 0), codec);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('mmstar: digits mmstar-style.parquet, options parsed, letter answers, categories', needsShared('data', 'digits', 'mmstar-style.parquet'), async () => {
   const ds = (await mmstar.create({ path: join(DIGITS, 'mmstar-style.parquet'), repo: null, limit: null, seed: 0, shuffle: false } as any, ctx('eval'))) as Dataset;
   assert.equal(await ds.size(), 360);

@@ -3,6 +3,7 @@
 // (optional primitives, optional struct of primitives, optional LIST of struct of primitives) and
 // can deliberately damage a row group's column metadata (fault tests).
 import { writeFileSync } from 'node:fs';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 
 type Prim = { name: string; kind: 'string' | 'binary' | 'int64' };
 export type Field = Prim | { name: string; kind: 'struct'; fields: Prim[] } | { name: string; kind: 'list-struct'; fields: Prim[] };
@@ -148,6 +149,8 @@ function plain(prim: Prim, values: any[]): Uint8Array {
 
 export interface WriteOptions {
   rowGroupSize?: number;
+  /** page compression (hyparquet needs hyparquet-compressors for these) */
+  codec?: 'gzip' | 'brotli';
   /** damage: write this physical type into the metadata of row group `rowGroup`'s column `path` */
   wrongType?: { rowGroup: number; path: string; type: 'INT64' | 'INT32' | 'BYTE_ARRAY' };
 }
@@ -167,11 +170,12 @@ export function writeParquet(path: string | null, fields: Field[], rows: any[], 
       const reps = rle(entries.map((e) => e.rep), leaf.maxRep);
       const defs = rle(entries.map((e) => e.def), leaf.maxDef);
       const vals = plain(leaf.prim, entries.filter((e) => e.def === leaf.maxDef).map((e) => e.value));
-      const page = Uint8Array.from([...(leaf.maxRep ? reps : []), ...defs, ...vals]);
+      const raw = Uint8Array.from([...(leaf.maxRep ? reps : []), ...defs, ...vals]);
+      const page = opts.codec === 'gzip' ? new Uint8Array(gzipSync(raw)) : opts.codec === 'brotli' ? new Uint8Array(brotliCompressSync(raw)) : raw;
       const h = new Thrift();
       h.inner(() => {
         h.i32(1, 0); // DATA_PAGE
-        h.i32(2, page.length);
+        h.i32(2, raw.length);
         h.i32(3, page.length);
         h.struct(5, () => {
           h.i32(1, entries.length);
@@ -230,7 +234,7 @@ export function writeParquet(path: string | null, fields: Field[], rows: any[], 
                 t.varint(b.length);
                 t.bytes.push(...b);
               });
-              t.i32(4, 0); // UNCOMPRESSED
+              t.i32(4, opts.codec === 'gzip' ? 2 : opts.codec === 'brotli' ? 4 : 0); // UNCOMPRESSED / GZIP / BROTLI
               t.i64(5, ch.numValues);
               t.i64(6, ch.size);
               t.i64(7, ch.size);
