@@ -275,3 +275,19 @@ test('Conv2DBackpropFilter (missing on stock wasm) equals a direct sum', wasmOnl
     tf.dispose([x, f, y, dy, dw]);
   }
 });
+
+test('Pow: x ** 2 (Square path) and other exponents equal the stock kernel', wasmOnly, () => {
+  const x = tf.tensor(values(40, 21).map((v) => v * 3), [5, 8]);
+  for (const e of [2, 3, 0.5, -2]) {
+    const [fast, stock] = stockVsFast(() => tf.pow(e === 0.5 ? tf.abs(x) : x, e));
+    assert.deepEqual(fast.shape, stock.shape);
+    const F = fast.dataSync();
+    const S = stock.dataSync();
+    for (let i = 0; i < F.length; i++) assert.ok(Math.abs(F[i] - S[i]) <= 1e-6 * Math.max(1, Math.abs(S[i])), `pow(x, ${e})[${i}]: ${F[i]} vs ${S[i]}`);
+    tf.dispose([fast, stock]);
+  }
+  const [fast, stock] = stockVsFast(() => tf.pow(x, tf.tensor([[2]]))); // [1,1] exponent: still [5, 8]
+  assert.deepEqual(fast.shape, stock.shape);
+  assert.deepEqual(Array.from(fast.dataSync()), Array.from(stock.dataSync()));
+  tf.dispose([x, fast, stock]);
+});
