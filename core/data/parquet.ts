@@ -153,7 +153,8 @@ export interface ParquetDatasetOptions {
   /** files in order; `stream` groups them (e.g. one per subset) for mixing */
   files: { pf: ParquetFile; stream: number }[];
   columns: string[];
-  toSample(row: Record<string, any>, id: string): Sample;
+  /** `near`: the rows read with it (its row group span), `globalRow`: its index over all files */
+  toSample(row: Record<string, any>, id: string, near: { rows: Record<string, any>[]; globalRow: number }): Sample;
   /** seed of the selection shuffle (nanoVLM: 0) */
   selectSeed: number;
   /** seed of the per-epoch order */
@@ -177,12 +178,14 @@ export class ParquetDataset implements Dataset {
   readonly name: string;
   private units: Unit[][] = []; // per stream, in file order
   private count = 0;
+  private fileStarts: number[];
 
   constructor(private o: ParquetDatasetOptions) {
     this.name = o.name;
     const starts: number[] = [0];
     for (const f of o.files) starts.push(starts[starts.length - 1] + f.pf.numRows);
     const N = starts[starts.length - 1];
+    this.fileStarts = starts;
     // selection, as nanoVLM train.py: shuffle(seed) -> first `total` -> last val part is validation
     let members: Int32Array;
     if (o.skip === 0 && o.limit == null && o.valRatio === 0) {
@@ -271,9 +274,10 @@ export class ParquetDataset implements Dataset {
       }
       const { pf } = this.o.files[u.file];
       // read only the span of rows this unit needs (e.g. the 1% validation rows of a row group)
+      // (the span of the whole unit, not only after `skip`: what a sample sees stays the same on resume)
       let lo = Infinity;
       let hi = -1;
-      for (let j = skip; j < u.rows.length; j++) {
+      for (let j = 0; j < u.rows.length; j++) {
         lo = Math.min(lo, u.rows[j]);
         hi = Math.max(hi, u.rows[j]);
       }
@@ -281,7 +285,7 @@ export class ParquetDataset implements Dataset {
       const base = pf.groupStarts[u.group];
       for (let j = skip; j < u.rows.length; j++) {
         const local = u.rows[j];
-        yield this.o.toSample(rows[local - lo] ?? {}, `${pf.display} row ${base + local}`);
+        yield this.o.toSample(rows[local - lo] ?? {}, `${pf.display} row ${base + local}`, { rows, globalRow: this.fileStarts[u.file] + base + local });
       }
       skip = 0;
     }

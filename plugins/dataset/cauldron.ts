@@ -6,6 +6,8 @@
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { ParquetDataset, checkLeaves, imageBytes, text, type Leaf } from '../../core/data/parquet.ts';
+import { formatOptions } from '../../core/data/prompt.ts';
+import { mixSeed, mulberry32, shuffleInPlace } from '../../core/data/rng.ts';
 import type { Sample } from '../../core/types.ts';
 import { LOCATION_OPTIONS, locateParquet } from './files.ts';
 
@@ -15,13 +17,53 @@ export const CAULDRON_LEAVES: Leaf[] = [
   { column: 'texts', leaf: 'assistant', type: 'BYTE_ARRAY' },
 ];
 
+function firstTurn(row: Record<string, any>): { user?: string; assistant?: string } {
+  const texts = row?.texts;
+  const turn = (Array.isArray(texts) ? texts[0] : texts) ?? {};
+  return { user: text(turn.user), assistant: text(turn.assistant) };
+}
+
 /** one the_cauldron row -> a Sample (missing parts stay empty: the loader counts them as bad) */
 export function cauldronSample(row: Record<string, any>, id: string): Sample {
   const images = row.images;
   const first = Array.isArray(images) ? images[0] : images;
-  const texts = row.texts;
-  const turn = (Array.isArray(texts) ? texts[0] : texts) ?? {};
-  return { id, image: imageBytes(first), question: text(turn.user) ?? '', answer: text(turn.assistant) ?? '' };
+  const turn = firstTurn(row);
+  return { id, image: imageBytes(first), question: turn.user ?? '', answer: turn.assistant ?? '' };
+}
+
+// distinct answers per question text among rows read together (cached per row-group span)
+const pools = new WeakMap<object, Map<string, string[]>>();
+function answerPool(rows: Record<string, any>[], question: string): string[] {
+  let m = pools.get(rows);
+  if (!m) {
+    m = new Map();
+    for (const r of rows) {
+      const t = firstTurn(r);
+      if (!t.user || !t.assistant?.trim()) continue;
+      const list = m.get(t.user) ?? m.set(t.user, []).get(t.user)!;
+      if (!list.includes(t.assistant)) list.push(t.assistant);
+    }
+    pools.set(rows, m);
+  }
+  return m.get(question) ?? [];
+}
+
+/**
+ * Our extension (not in nanoVLM): turn an open sample into an MMStar-style 4-option question,
+ * distractors = 3 other answers given to the SAME question text among the rows of its row group
+ * span; the correct letter's position is seeded by the row. Samples with fewer than 3 alternative
+ * answers stay open.
+ */
+export function asMultipleChoice(s: Sample, rows: Record<string, any>[], seed: number): Sample {
+  const others = answerPool(rows, s.question).filter((a) => a !== s.answer);
+  if (others.length < 3 || !s.answer.trim()) return s;
+  const rand = mulberry32(seed);
+  const picks = [...others];
+  shuffleInPlace(picks, rand);
+  const choices = picks.slice(0, 3);
+  const at = Math.floor(rand() * 4);
+  choices.splice(at, 0, s.answer);
+  return { ...s, question: `${s.question}\n${formatOptions(choices)}`, answer: String.fromCharCode(65 + at), choices };
 }
 
 export default definePlugin({
@@ -40,6 +82,7 @@ export default definePlugin({
       split: { type: 'string', enum: ['train', 'val'], description: 'which side of the val_ratio split this entry reads; default: val under data.val, else train' },
       seed: { type: 'integer', minimum: 0, default: 0, description: 'seed of the selection shuffle (nanoVLM: train_ds.shuffle(seed=0)); keep it equal in the train and val entries' },
       shuffle: { type: 'boolean', description: 'reshuffle every epoch (row groups, rows, subsets mixed; seeded by runtime.seed); default: true under data.train' },
+      mc_ratio: { type: 'number', minimum: 0, maximum: 1, default: 0, description: 'not in nanoVLM: this fraction of samples (seeded per row) becomes a 4-option MMStar-style question, distractors = other answers to the same question in the row group; teaches a model trained from scratch to answer with a letter' },
     },
   },
   async create(o, ctx) {
@@ -54,7 +97,14 @@ export default definePlugin({
       name: `cauldron:${where}${opt.subsets ? `[${opt.subsets.join(',')}]` : ''}${o.val_ratio > 0 ? `/${split}` : ''}`,
       files,
       columns: ['images', 'texts'],
-      toSample: cauldronSample,
+      toSample:
+        o.mc_ratio > 0
+          ? (row, id, near) => {
+              const s = cauldronSample(row, id);
+              const h = mixSeed(o.seed, near.globalRow, 0x6d63);
+              return h / 4294967296 < o.mc_ratio ? asMultipleChoice(s, near.rows, h) : s;
+            }
+          : cauldronSample,
       selectSeed: o.seed,
       orderSeed: ctx.seed ?? 0,
       shuffle: o.shuffle ?? ctx.role === 'train',

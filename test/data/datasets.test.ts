@@ -84,6 +84,34 @@ test('cauldron: subsets folder layout, mixing, several row groups, multi-turn us
   }
 });
 
+test('cauldron mc_ratio: open digits questions become MMStar-style 4-option questions, deterministic and resume-stable', needsShared('data', 'digits', 'train.parquet'), async () => {
+  const path = join(DIGITS, 'train.parquet');
+  const open = await all((await cauldron.create(C({ path }), ctx('eval'))) as Dataset);
+  const ds = (await cauldron.create(C({ path, mc_ratio: 0.5 }), ctx('eval'))) as Dataset;
+  const mc = await all(ds);
+  const truth = new Map(open.map((x) => [x.id, x]));
+  let n = 0;
+  for (const x of mc) {
+    const o = truth.get(x.id)!;
+    if (!x.choices) {
+      assert.equal(x.question, o.question);
+      continue;
+    }
+    n++;
+    assert.equal(x.question, `${o.question}\nOptions: A: ${x.choices[0]}, B: ${x.choices[1]}, C: ${x.choices[2]}, D: ${x.choices[3]}`);
+    assert.equal(x.choices[x.answer.charCodeAt(0) - 65], o.answer);
+    assert.equal(new Set(x.choices).size, 4);
+    // distractors are answers of the same question kind (numerals, or words for the "spell out" variant)
+    assert.ok(x.choices.every((c) => /^\d$/.test(c) === /^\d$/.test(o.answer)), x.question);
+  }
+  assert.ok(n > 600 && n < 840, `multiple choice: ${n} of 1437`);
+  assert.deepEqual(new Set(mc.filter((x) => x.choices).map((x) => x.answer)), new Set(['A', 'B', 'C', 'D']));
+  const tr = (await cauldron.create(C({ path, mc_ratio: 0.5 }), ctx('train'))) as Dataset;
+  const e0 = await all(tr, { epoch: 2 });
+  const resumed = await all(tr, { epoch: 2, skip: 700 });
+  assert.deepEqual(resumed.map((x) => [x.id, x.question, x.answer]), e0.slice(700).map((x) => [x.id, x.question, x.answer]));
+});
+
 test('cauldron: gzip and brotli compressed pages are read (hyparquet-compressors)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cauldron-z-'));
   try {
