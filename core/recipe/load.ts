@@ -24,7 +24,10 @@ export function loadRecipeFile(file: string): LoadedFile {
     throw new UserError(`recipe not found: ${file}`, { hint: 'check the path (relative paths resolve against the working directory, or the extending recipe for `extends`)' });
   }
   if (size > MAX_RECIPE_BYTES) {
-    throw new UserError(`recipe is ${size} bytes, more than the ${MAX_RECIPE_BYTES}-byte limit`, { where: { file } });
+    throw new UserError(`recipe is ${size} bytes, more than the ${MAX_RECIPE_BYTES}-byte limit`, {
+      where: { file: displayPath(file) },
+      hint: 'a recipe is a page of settings; put data in files the recipe names (e.g. a folder dataset)',
+    });
   }
   const text = readFileSync(file, 'utf8');
   return parseRecipeText(text, displayPath(file));
@@ -36,9 +39,10 @@ export function parseRecipeText(text: string, file: string): LoadedFile {
   try {
     doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   } catch (e) {
-    if (e instanceof RangeError) throw new UserError('recipe is nested too deeply to parse', { where: { file } });
+    if (e instanceof RangeError) throw tooDeep(file);
     throw e;
   }
+  if (doc.errors.some((e) => /Maximum call stack/.test(e.message))) throw tooDeep(file);
   if (doc.errors.length) {
     throw new UserErrors(
       doc.errors.map((e) => {
@@ -60,8 +64,12 @@ export function parseRecipeText(text: string, file: string): LoadedFile {
   if (typeof data !== 'object' || Array.isArray(data)) {
     throw new UserError('a recipe must be a YAML mapping (name: ..., model: ..., ...)', { where: { file, line: 1, col: 1 } });
   }
-  if (depth(data) > MAX_DEPTH) throw new UserError(`recipe is nested more than ${MAX_DEPTH} levels deep`, { where: { file } });
+  if (depth(data) > MAX_DEPTH) throw new UserError(`recipe is nested more than ${MAX_DEPTH} levels deep`, { where: { file }, hint: 'a recipe nests a few levels; flatten it' });
   return { file, data: data as Record<string, unknown>, positions: SourceMap.fromDocument(doc, lc, file) };
+}
+
+function tooDeep(file: string): UserError {
+  return new UserError('recipe is nested too deeply to parse', { where: { file }, hint: `a recipe nests a few levels; at most ${MAX_DEPTH} are accepted` });
 }
 
 function firstLine(s: string): string {
