@@ -170,6 +170,14 @@ export class Registry implements RegistryLike {
         if (!isPath && (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((e as Error).message).includes(spec)) {
           throw new UserError(`plugin package "${spec}" is not installed`, { where, hint: `npm install ${spec}` });
         }
+        if (code === 'ERR_REQUIRE_CYCLE_MODULE' || code === 'ERR_REQUIRE_ESM') {
+          // an ESM file (import/export) in a folder node treats as CommonJS (no package.json "type": "module")
+          throw new UserError(`plugin module ${spec} uses import/export but node loads it as CommonJS (its folder has no package.json with "type": "module")`, {
+            where,
+            cause: e,
+            hint: 'rename it to .mts (or .mjs), or put a package.json containing {"type": "module"} beside it',
+          });
+        }
         throw new UserError(`plugin module ${spec} failed to load: ${(e as Error).message?.split('\n')[0]}`, {
           where,
           cause: e,
