@@ -115,8 +115,9 @@ export class AdamW implements Optimizer {
     for (const g of groups)
       for (const n of g.params) {
         const p = params.get(n)!;
-        this.m.set(n, tf.variable(tf.zerosLike(p), false));
-        this.v.set(n, tf.variable(tf.zerosLike(p), false));
+        // tidy: the zeros tensor a variable is made from stays counted (and holds the memory) otherwise
+        this.m.set(n, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
+        this.v.set(n, tf.tidy(() => tf.variable(tf.zerosLike(p), false)));
       }
   }
 
