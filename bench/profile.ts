@@ -1,0 +1,70 @@
+// `npx tsx bench/profile.ts [recipe] [--threads n] [--top n] [--shapes]`: where the time of one
+// training step goes, per tfjs kernel (tf.profile; kernel wall time on the CPU backends), for a
+// recipe's model on the benchmark batch (core/commands/bench.ts). Default recipe: recipes/bench/small.yaml.
+// Also: generation with the KV cache, per kernel (--generate).
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { buildComponents } from '../core/build.ts';
+import { benchBatch, createOptimizer, trainStep } from '../core/commands/bench.ts';
+import { consoleLogger } from '../core/cli.ts';
+import { generate } from '../core/generate.ts';
+import { resolveRecipe } from '../core/recipe/index.ts';
+import { createRegistry } from '../core/registry.ts';
+import { describeRuntime, initRuntime, type BackendChoice } from '../core/runtime.ts';
+import builtins from '../plugins/index.ts';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    threads: { type: 'string', default: '1' },
+    backend: { type: 'string', default: 'wasm' },
+    top: { type: 'string', default: '25' },
+    shapes: { type: 'boolean', default: false },
+    generate: { type: 'boolean', default: false },
+  },
+});
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const file = resolve(positionals[0] ?? join(root, 'recipes', 'bench', 'small.yaml'));
+const log = consoleLogger(false);
+const registry = createRegistry(builtins);
+const r = await resolveRecipe(file, { registry });
+const rt = await initRuntime(values.backend as BackendChoice, { threads: Number(values.threads) });
+log.info(describeRuntime(rt));
+const seed = r.data.runtime?.seed ?? 0;
+const { model } = await buildComponents(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log });
+const optimizer = await createOptimizer(r.data, r.dir, model, registry, log);
+const host = benchBatch(model, r.data.train?.batch_size ?? 8, seed);
+
+let work: () => void;
+if (values.generate) {
+  const T = host.seqLen;
+  const S = host.imageSize;
+  const ids = tf.tensor2d(host.inputIds.subarray(T, 2 * T), [1, T], 'int32');
+  const img = tf.tensor4d(host.images.subarray(3 * S * S, 6 * S * S), [1, 3, S, S]);
+  work = () => void generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, stopAtEos: false });
+} else {
+  work = () => void trainStep(model, optimizer, host, { maxGradNorm: 1, timeForward: false });
+}
+work();
+work();
+const t0 = performance.now();
+work();
+const wall = performance.now() - t0;
+const prof = await tf.profile(work);
+const by = new Map<string, { ms: number; n: number }>();
+for (const k of prof.kernels) {
+  const key = values.shapes ? `${k.name} ${JSON.stringify(k.inputShapes)}` : k.name;
+  const e = by.get(key) ?? { ms: 0, n: 0 };
+  e.ms += k.kernelTimeMs as number;
+  e.n++;
+  by.set(key, e);
+}
+const total = [...by.values()].reduce((a, e) => a + e.ms, 0);
+console.log(`${values.generate ? 'generate 32 tokens (KV cache)' : 'training step'}: ${wall.toFixed(0)} ms wall (unprofiled), ${total.toFixed(0)} ms in ${prof.kernels.length} kernels (profiled)`);
+console.log('kernel'.padEnd(values.shapes ? 70 : 28), 'ms'.padStart(9), '%'.padStart(6), 'calls'.padStart(7));
+for (const [k, e] of [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, Number(values.top)))
+  console.log(k.slice(0, values.shapes ? 70 : 28).padEnd(values.shapes ? 70 : 28), e.ms.toFixed(1).padStart(9), ((100 * e.ms) / total).toFixed(1).padStart(6), String(e.n).padStart(7));
+optimizer.dispose();
+model.dispose();
