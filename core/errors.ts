@@ -20,7 +20,9 @@ export class UserError extends Error {
   /** "file:line:col yaml.path: message\n  hint" */
   format(): string {
     const w = this.where;
-    let loc = w.file ?? '';
+    // a message that already starts with the file (e.g. "model.safetensors: not a valid ...") is not prefixed twice
+    const repeated = !!w.file && !w.line && this.message.startsWith(w.file);
+    let loc = repeated ? '' : (w.file ?? '');
     if (w.file && w.line) loc += `:${w.line}` + (w.col ? `:${w.col}` : '');
     if (w.yamlPath) loc += (loc ? ' ' : '') + w.yamlPath;
     return (loc ? `${loc}: ` : '') + this.message + (this.hint ? `\n  -> ${this.hint}` : '');
