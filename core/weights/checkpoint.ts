@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '../errors.ts';
+import { UserError, UserErrors } from '../errors.ts';
 import type { Logger, PluginContext, RegistryLike } from '../types.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
 import { NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
@@ -231,7 +231,12 @@ export async function loadCheckpoint(
   context: Partial<Omit<PluginContext, 'registry'>> = {},
 ): Promise<VisionLanguageModel> {
   const { section, config } = checkpointModelSection(folder);
-  const model = await withoutInit(() => buildModel(section, registry, context)); // every weight is loaded below
+  let model: VisionLanguageModel;
+  try {
+    model = await withoutInit(() => buildModel(section, registry, context)); // every weight is loaded below
+  } catch (e) {
+    throw blameFolder(e, folder);
+  }
   try {
     for (const k of PASSTHROUGH_FIELDS) if (typeof config[k] === 'string') model.configOverrides[k] = config[k];
     loadWeights(model, folder, context.log);
@@ -240,6 +245,17 @@ export async function loadCheckpoint(
     throw e;
   }
   return model;
+}
+
+/** A model section that cannot be built (unknown plugin, inconsistent shapes): say which folder describes it. */
+function blameFolder(e: unknown, folder: string): unknown {
+  const list = e instanceof UserErrors ? e.errors : e instanceof UserError ? [e] : [];
+  for (const u of list) {
+    if (u.where.file) continue;
+    u.where.file = folder;
+    if (!u.hint) (u as { hint?: string }).hint = `${CONFIG_FILE} / ${SIDECAR_FILE} there describe a model that cannot be built; re-save the checkpoint or fix them`;
+  }
+  return e;
 }
 
 const quietLog: Logger = { info: () => {}, warn: (m) => console.warn(m), debug: () => {} };
