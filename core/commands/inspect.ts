@@ -17,7 +17,19 @@ export interface ParamReport {
   /** per nanoVLM module prefix: vision_encoder, MP, decoder */
   modules: { module: string; plugin: string; params: number | null; note?: string }[];
   total: number | null;
+  /** parameters that train (not under a prefix of optimizer.freeze) */
+  trainable: number | null;
   memory: { params: number; grads: number; adamw: number; total: number } | null;
+}
+
+const PREFIX: Record<string, string> = { vision_encoder: 'vision_encoder.', MP: 'MP.', decoder: 'decoder.' };
+
+/** optimizer.freeze semantics: "decoder" freezes "decoder.*" (a trailing dot is allowed) */
+function frozen(name: string, freeze: string[]): boolean {
+  return freeze.some((f) => {
+    const p = f.endsWith('.') ? f.slice(0, -1) : f;
+    return p === '' || name === p || name.startsWith(p + '.');
+  });
 }
 
 const BYTES = 4; // float32
@@ -31,6 +43,8 @@ export function parameterReport(recipe: Record<string, any>, registry: Registry)
   const m = recipe.model ?? {};
   const modules: ParamReport['modules'] = [];
   const peers: ModulePeers = {};
+  const freeze: string[] = Array.isArray(recipe.optimizer?.freeze) ? recipe.optimizer.freeze : [];
+  let trainable = 0;
   const describe = (kind: PluginKind, key: string, module: string): ModuleDescription | null => {
     const entry = m[key];
     if (!entry) {
@@ -46,6 +60,9 @@ export function parameterReport(recipe: Record<string, any>, registry: Registry)
     try {
       const d = plugin.describe(options, peers);
       modules.push({ module, plugin: entry.use, params: count(d) });
+      for (const [name, shape] of Object.entries(d.params)) {
+        if (!frozen(PREFIX[module] + name, freeze)) trainable += shape.reduce((p, n) => p * n, 1);
+      }
       return d;
     } catch (e) {
       modules.push({ module, plugin: entry.use, params: null, note: `describe() failed: ${(e as Error).message}` });
@@ -61,8 +78,11 @@ export function parameterReport(recipe: Record<string, any>, registry: Registry)
   modules.sort((a, b) => ['vision_encoder', 'MP', 'decoder'].indexOf(a.module) - ['vision_encoder', 'MP', 'decoder'].indexOf(b.module));
   const known = modules.every((x) => x.params !== null);
   const total = known ? modules.reduce((s, x) => s + x.params!, 0) : null;
-  const memory = total === null ? null : { params: total * BYTES, grads: total * BYTES, adamw: 2 * total * BYTES, total: 4 * total * BYTES };
-  return { modules, total, memory };
+  const memory =
+    total === null
+      ? null
+      : { params: total * BYTES, grads: trainable * BYTES, adamw: 2 * trainable * BYTES, total: (total + 3 * trainable) * BYTES };
+  return { modules, total, trainable: total === null ? null : trainable, memory };
 }
 
 function bytes(n: number): string {
@@ -110,12 +130,13 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     out.push(`  ${x.module.padEnd(15)} ${x.plugin.padEnd(16)} ${x.params === null ? `?  (${x.note})` : fmt(x.params).padStart(14)}`);
   }
   out.push(`  ${'total'.padEnd(32)} ${report.total === null ? '? (some modules unknown)' : fmt(report.total).padStart(14)}`);
+  if (report.trainable !== null && report.trainable !== report.total) out.push(`  ${'trainable'.padEnd(32)} ${fmt(report.trainable).padStart(14)}  (optimizer.freeze)`);
   if (report.memory) {
     const mem = report.memory;
     out.push('', '== memory estimate for training (float32)');
     out.push(`  parameters        ${bytes(mem.params).padStart(10)}`);
-    out.push(`  gradients         ${bytes(mem.grads).padStart(10)}`);
-    out.push(`  AdamW state (x2)  ${bytes(mem.adamw).padStart(10)}`);
+    out.push(`  gradients         ${bytes(mem.grads).padStart(10)}  (trainable parameters)`);
+    out.push(`  AdamW state (x2)  ${bytes(mem.adamw).padStart(10)}  (exp_avg + exp_avg_sq of trainable parameters)`);
     out.push(`  total             ${bytes(mem.total).padStart(10)}  + activations (grow with train.batch_size x sequence length; measure with vlm memory)`);
   }
   env.stdout.write(out.join('\n') + '\n');

@@ -30,6 +30,15 @@ test('default plugin options = nanoVLM v0.1: per-module counts equal the PyTorch
   assert.equal(report.total, ref.total_parameters);
   assert.equal(report.total, 222_081_600);
   assert.deepEqual(report.memory, { params: 4 * 222_081_600, grads: 4 * 222_081_600, adamw: 8 * 222_081_600, total: 16 * 222_081_600 });
+  // optimizer.freeze: frozen parameters need no gradients and no AdamW state
+  const frozen = await resolveRecipe(join(REPO_ROOT, 'test/core/fixtures/nanovlm-defaults.yaml'), {
+    registry: reg,
+    overrides: ['optimizer={use: adamw, freeze: [vision_encoder, decoder]}'],
+  });
+  const f = parameterReport(frozen.data, reg);
+  assert.equal(f.trainable, ref.per_module.MP);
+  assert.equal(f.memory!.grads, 4 * ref.per_module.MP);
+  assert.equal(f.memory!.total, 4 * 222_081_600 + 12 * ref.per_module.MP);
 });
 
 test('vlm inspect recipes/smol-222m.yaml: 222,081,600 parameters, offline', async () => {

@@ -153,3 +153,17 @@ test('--resume reopens the run directory and keeps its recipe.yaml', async () =>
 test('timestamp format', () => {
   assert.equal(timestamp(new Date(2026, 0, 2, 3, 4, 5)), '20260102-030405');
 });
+
+test('vlm run arguments: default recipe, overrides, --resume picks the run directory recipe', async () => {
+  const { parseRunArgs, DEFAULT_RECIPE } = await import('../../core/commands/run.ts');
+  assert.match(DEFAULT_RECIPE, /recipes[/\\]shapes-tiny\.yaml$/);
+  const a = parseRunArgs(['train.batch_size=4', '--force']);
+  assert.equal(a.recipe, DEFAULT_RECIPE);
+  assert.deepEqual(a.overrides, ['train.batch_size=4']);
+  assert.deepEqual(a.flags, { resume: undefined, force: true, dryRun: false, debug: false });
+  const d = mkdtempSync(join(tmpdir(), 'vlm-args-'));
+  writeFileSync(join(d, 'recipe.yaml'), 'name: x\n');
+  assert.equal(parseRunArgs(['--resume', d]).recipe, join(d, 'recipe.yaml'));
+  assert.equal(parseRunArgs(['mine.yaml', '--resume', d, '--dry-run']).recipe, 'mine.yaml');
+  assert.throws(() => parseRunArgs(['a.yaml', 'b.yaml']), /one recipe at a time/);
+});
