@@ -20,8 +20,9 @@ const t0 = Date.now();
 const child = spawn(process.execPath, [join(ROOT, 'bin', 'vlm.js'), 'run', recipe, `runtime.out_dir=${out}`, ...overrides], {
   cwd: ROOT,
   env: { ...process.env, CI: '1' },
-  stdio: ['ignore', 'inherit', 'pipe'],
+  stdio: ['ignore', 'pipe', 'pipe'],
 });
+child.stdout.on('data', (d) => process.stderr.write(d)); // the run's own output goes to stderr: stdout is the JSON report
 let stderr = '';
 child.stderr.on('data', (d) => {
   stderr += d;

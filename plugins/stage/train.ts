@@ -149,6 +149,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
   );
   const imageTokens = model.numImageTokens;
   let stepMsAvg = 0;
+  let lastReport = 0;
   let lastSaved = st.step;
   let lastCheckpoint = ctx.flags.resume ? findLatestCheckpoint(ctx.flags.resume)?.folder : undefined;
   const t0 = Date.now() - st.train_seconds * 1000;
@@ -206,7 +207,10 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       const record = { type: 'train', step: st.step, epoch, loss, grad_norm: gradNorm, lr: Object.fromEntries(optimizer.groups.map((g, i) => [g.name, lrs[i]])), tokens, tokens_per_s: (tokens / stepMs) * 1000, data_wait_ms: waitMs, step_ms: stepMs };
       ctx.metrics(record);
       const line = `step ${st.step}/${totalSteps} · loss ${loss.toFixed(4)} · lr ${lrs[0].toExponential(2)} · ${Math.round(record.tokens_per_s)} tok/s · data wait ${Math.round(waitMs)} ms · ETA ${eta(((totalSteps - st.step) * stepMsAvg) / 1000)}`;
-      report(line);
+      if (Date.now() - lastReport >= 1000 || st.step >= totalSteps) {
+        report(line); // the live line, at most once a second
+        lastReport = Date.now();
+      }
       if (st.step % opt.log_every === 0 || st.step === 1) ctx.log.info(line);
       micro = [];
       waitMs = 0;
