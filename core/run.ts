@@ -24,6 +24,9 @@ export interface Run {
   close(): void;
 }
 
+/** `{recipe, overrides}`: the recipe file and overrides a run was started with */
+export const RUN_JSON = 'run.json';
+
 /** 20261127-061502 */
 export function timestamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
@@ -33,7 +36,15 @@ export function timestamp(d = new Date()): string {
 /** Create (or, with --resume, reopen) the run directory and the RunContext. */
 export function createRun(
   recipe: ResolvedRecipe,
-  opts: { registry: Registry; backend: string; flags: RunFlags; stderr?: { write(s: string): unknown }; runDir?: string },
+  opts: {
+    registry: Registry;
+    backend: string;
+    flags: RunFlags;
+    stderr?: { write(s: string): unknown };
+    runDir?: string;
+    /** the command-line overrides, recorded in run.json so `--resume <dir>` can repeat them */
+    overrides?: string[];
+  },
 ): Run {
   const data = recipe.data;
   let runDir: string;
@@ -52,6 +63,10 @@ export function createRun(
   // the resolved recipe; a resumed run keeps the one it started with (the train stage compares them)
   const recipeFile = join(runDir, 'recipe.yaml');
   if (!existsSync(recipeFile)) writeFileSync(recipeFile, recipeToYaml(recipe));
+  // how the run was started: `vlm run --resume <dir>` without a recipe resolves the same one again
+  // (its relative paths stay relative to the original recipe file)
+  const invocation = join(runDir, RUN_JSON);
+  if (!existsSync(invocation)) writeFileSync(invocation, JSON.stringify({ recipe: recipe.file, overrides: opts.overrides ?? [] }, null, 2) + '\n');
 
   const logFile = join(runDir, 'run.log');
   const metricsFile = join(runDir, 'metrics.jsonl');

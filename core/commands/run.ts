@@ -2,7 +2,7 @@
 // The whole trace: resolve the recipe (core/recipe) -> start the backend (core/runtime.ts) ->
 // create the run directory and context (core/run.ts) -> create the stage plugins by name and run
 // them in order (core/pipeline.ts). With no recipe: recipes/shapes-tiny.yaml (no network needed).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -11,7 +11,7 @@ import { UserError } from '../errors.ts';
 import { runPipeline } from '../pipeline.ts';
 import { isOverride } from '../recipe/overrides.ts';
 import { resolveRecipe } from '../recipe/index.ts';
-import { createRun } from '../run.ts';
+import { createRun, RUN_JSON } from '../run.ts';
 import { initRuntime } from '../runtime.ts';
 import type { Stage } from '../types.ts';
 
@@ -19,7 +19,8 @@ export const DEFAULT_RECIPE = join(dirname(fileURLToPath(import.meta.url)), '..'
 
 export const USAGE = `Usage: vlm run [recipe.yaml] [key.path=value ...] [options]
 
-  recipe.yaml           the recipe (default: recipes/shapes-tiny.yaml; with --resume: <run dir>/recipe.yaml)
+  recipe.yaml           the recipe (default: recipes/shapes-tiny.yaml; with --resume: the recipe and
+                        overrides the run was started with, from <run dir>/run.json)
   key.path=value        override a recipe value, e.g. train.batch_size=8 data.train[0].count=100
   --resume <run dir>    continue an interrupted run from its latest checkpoint
   --force               reuse an existing run directory / resume with a changed recipe
@@ -43,10 +44,19 @@ export function parseRunArgs(argv: string[]) {
   const rest = positionals.filter((p) => !isOverride(p));
   if (rest.length > 1) throw new UserError(`one recipe at a time (got ${rest.join(', ')})`, { hint: 'overrides are written key.path=value' });
   let recipe = rest[0];
-  if (!recipe && values.resume && existsSync(join(values.resume, 'recipe.yaml'))) recipe = join(values.resume, 'recipe.yaml');
+  let startOverrides: string[] = [];
+  if (!recipe && values.resume) {
+    // resume without a recipe: the recipe and overrides the run was started with (run.json)
+    const started = join(values.resume, RUN_JSON);
+    if (existsSync(started)) {
+      const inv = JSON.parse(readFileSync(started, 'utf8')) as { recipe: string; overrides?: string[] };
+      recipe = inv.recipe;
+      startOverrides = inv.overrides ?? [];
+    } else if (existsSync(join(values.resume, 'recipe.yaml'))) recipe = join(values.resume, 'recipe.yaml');
+  }
   return {
     recipe: recipe ?? DEFAULT_RECIPE,
-    overrides,
+    overrides: [...startOverrides, ...overrides],
     flags: { resume: values.resume, force: !!values.force, dryRun: !!values['dry-run'], debug: !!values.debug },
     help: !!values.help,
   };
@@ -62,7 +72,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const recipe = await resolveRecipe(args.recipe, { registry: env.registry, overrides: args.overrides });
   const rt = recipe.data.runtime;
   const runtime = await initRuntime(rt.backend, { threads: rt.threads, log: env.log.info });
-  const run = createRun(recipe, { registry: env.registry, backend: runtime.backend, flags: args.flags, stderr: env.stderr });
+  const run = createRun(recipe, { registry: env.registry, backend: runtime.backend, flags: args.flags, stderr: env.stderr, overrides: args.overrides });
   const { ctx } = run;
   try {
     ctx.log.info(`run ${recipe.data.name}: ${relative(process.cwd(), ctx.runDir) || ctx.runDir} (stages: ${recipe.data.stages.join(' -> ')})`);

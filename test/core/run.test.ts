@@ -90,6 +90,7 @@ test('run: stages in recipe order; run dir with resolved recipe, log and metrics
   assert.match(runs[0], /^tiny-\d{8}-\d{6}$/);
   const runDir = join(d, 'runs', runs[0]);
   const resolved = parse(readFileSync(join(runDir, 'recipe.yaml'), 'utf8'));
+  assert.deepEqual(JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')), { recipe: join(d, 'r.yaml'), overrides: ['train.batch_size=4'] });
   assert.equal(resolved.train.batch_size, 4);
   assert.equal(resolved.train.epochs, 1); // default filled in
   assert.equal(resolved.model.vision.hidden_dim, 768); // plugin default filled in
@@ -164,6 +165,10 @@ test('vlm run arguments: default recipe, overrides, --resume picks the run direc
   const d = mkdtempSync(join(tmpdir(), 'vlm-args-'));
   writeFileSync(join(d, 'recipe.yaml'), 'name: x\n');
   assert.equal(parseRunArgs(['--resume', d]).recipe, join(d, 'recipe.yaml'));
+  writeFileSync(join(d, 'run.json'), JSON.stringify({ recipe: '/abs/r.yaml', overrides: ['train.epochs=2'] }));
+  const resumed = parseRunArgs(['--resume', d, 'train.batch_size=3']);
+  assert.equal(resumed.recipe, '/abs/r.yaml');
+  assert.deepEqual(resumed.overrides, ['train.epochs=2', 'train.batch_size=3']);
   assert.equal(parseRunArgs(['mine.yaml', '--resume', d, '--dry-run']).recipe, 'mine.yaml');
   assert.throws(() => parseRunArgs(['a.yaml', 'b.yaml']), /one recipe at a time/);
 });
