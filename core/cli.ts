@@ -62,7 +62,12 @@ export function consoleLogger(debug: boolean, stream: { write(s: string): unknow
 
 export async function cli(
   argv: string[],
-  opts: { builtins: readonly Plugin[]; stdout?: CommandEnv['stdout']; stderr?: CommandEnv['stderr'] },
+  opts: {
+    /** the built-in plugins, or a function loading them (bin/vlm.js: only once a command needs them) */
+    builtins: readonly Plugin[] | (() => Promise<readonly Plugin[]>);
+    stdout?: CommandEnv['stdout'];
+    stderr?: CommandEnv['stderr'];
+  },
 ): Promise<number> {
   const debug = argv.includes('--debug');
   const stdout = opts.stdout ?? process.stdout;
@@ -79,9 +84,10 @@ export async function cli(
     const file = join(COMMAND_DIR, `${cmd}.ts`);
     if (!existsSync(file)) throw new UserError(`vlm ${cmd} is not available in this build (${file} is missing)`);
     const { main } = (await import(file)) as { main: CommandMain };
+    const builtins = typeof opts.builtins === 'function' ? await opts.builtins() : opts.builtins;
     const env: CommandEnv = {
-      registry: createRegistry(opts.builtins),
-      builtins: opts.builtins,
+      registry: createRegistry(builtins),
+      builtins,
       debug,
       stdout,
       stderr,
