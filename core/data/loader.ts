@@ -213,8 +213,9 @@ export class BatchLoader {
     } finally {
       for (const q of queue) q.p.catch(() => undefined);
       await Promise.allSettled(iters.map((it) => it.return?.()));
+      // also when the consumer stops early (max_steps, the last step of an epoch, Ctrl-C)
+      if (this.st.skipped) this.o.log?.info(`data: ${this.st.skipped} of ${this.st.seen} samples skipped so far (${this.st.examples.map((e) => e.id).slice(0, 3).join(', ')}${this.st.skipped > 3 ? ', ...' : ''})`);
     }
-    if (this.st.skipped) this.o.log?.info(`data: ${this.st.skipped} of ${this.st.seen} samples skipped so far (${this.st.examples.map((e) => e.id).slice(0, 3).join(', ')}${this.st.skipped > 3 ? ', ...' : ''})`);
   }
 
   /** validate, decode and tokenise the samples of one batch (images concurrently) */
