@@ -6,7 +6,9 @@
 // checkpoint itself says which plugins to build.
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
+import type { Registry } from './registry.ts';
 import { VisionLanguageModel } from './model/vlm.ts';
 import { loadCheckpoint, loadWeights } from './weights/checkpoint.ts';
 import type { Dataset, ImageProcessor, PluginContext, PluginProducts, RegistryLike, Tokenizer } from './types.ts';
@@ -36,7 +38,7 @@ export async function buildComponents(recipe: Record<string, any>, registry: Reg
   built.tokenizer = tokenizer;
 
   let model: VisionLanguageModel;
-  const folder = m.from ? await resolveCheckpoint(m.from, ctx) : undefined;
+  const folder = m.from ? await resolveCheckpoint(m.from, ctx).catch((e) => Promise.reject(at(e, registry, 'model.from', FROM_HINT))) : undefined;
   if (m.vision && m.projector && m.decoder) {
     const vision = (built.vision = await create('vision', 'vision'));
     const decoder = (built.decoder = await create('decoder', 'decoder'));
@@ -69,6 +71,16 @@ async function resolveCheckpoint(from: string, ctx: BuildContext): Promise<strin
   const wanted = ['config.json', 'model.safetensors', 'nanovlm-ts.json'];
   return resolveSource(from, { repoType: 'model', files: (p) => wanted.includes(p), log: (l) => ctx.log.info(l) });
 }
+
+/** a UserError without a place gets the recipe position of `yamlPath` (when the registry knows positions) */
+function at(e: unknown, registry: RegistryLike, yamlPath: string, hint?: string): unknown {
+  if (!(e instanceof UserError) || e.where.file || e.where.yamlPath) return e;
+  const positions = (registry as Partial<Registry>).positions;
+  const where = positions ? positions.lookup(yamlPath) : { yamlPath };
+  return new UserError(e.message, { where, hint: hint ?? e.hint, cause: e });
+}
+
+const FROM_HINT = 'model.from is a checkpoint folder (relative to the recipe) or a Hub repo id owner/name[@revision]';
 
 export interface Datasets {
   train: Dataset[];
