@@ -16,7 +16,7 @@ import { buildComponents } from '../build.ts';
 import { UserError } from '../errors.ts';
 import { resolveRecipe } from '../recipe/index.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
-import { benchBatch, createOptimizer, trainStep } from './bench.ts';
+import { benchBatch, createOptimizer, gradClip, trainStep } from './bench.ts';
 
 export interface MemoryRow {
   batch_size: number;
@@ -118,7 +118,7 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   const { model } = await buildComponents(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log: quiet });
   const optimizer = await createOptimizer(r.data, r.dir, model, env.registry, quiet);
   const host = benchBatch(model, batchSize, seed);
-  const opts = { maxGradNorm: r.data.train?.max_grad_norm ?? 1.0, timeForward: false };
+  const opts = { maxGradNorm: gradClip(r.data), timeForward: false };
   trainStep(model, optimizer, host, opts);
   let stepMs = 0;
   const prof = await tf.profile(() => {
