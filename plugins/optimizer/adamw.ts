@@ -237,9 +237,9 @@ export default definePlugin({
     properties: {
       lr: { type: 'number', exclusiveMinimum: 0, description: 'learning rate when no groups are given' },
       groups: { type: 'array', items: groupSchema, description: 'parameter groups; every trainable parameter in exactly one' },
-      weight_decay: { type: 'number', minimum: 0, default: 0.01 },
-      betas: { type: 'array', items: { type: 'number', minimum: 0, exclusiveMaximum: 1 }, minItems: 2, maxItems: 2, default: [0.9, 0.999] },
-      eps: { type: 'number', exclusiveMinimum: 0, default: 1e-8 },
+      weight_decay: { type: 'number', minimum: 0, default: 0.01, description: 'decoupled weight decay (torch AdamW weight_decay)' },
+      betas: { type: 'array', items: { type: 'number', minimum: 0, exclusiveMaximum: 1 }, minItems: 2, maxItems: 2, default: [0.9, 0.999], description: 'coefficients of the running averages of the gradient and its square (torch betas)' },
+      eps: { type: 'number', exclusiveMinimum: 0, default: 1e-8, description: 'term added to the denominator for numerical stability (torch eps)' },
       freeze: { type: 'array', items: { type: 'string' }, default: [], description: 'module prefixes not trained' },
     },
   } as const,
