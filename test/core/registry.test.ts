@@ -106,6 +106,8 @@ test('user plugin modules: TypeScript, default or named exports, arrays', async 
   });
   await assert.rejects(r.loadModules([{ spec: './missing.ts', baseDir: dir, where: {} }]), /plugin module not found: .*missing\.ts/);
   await assert.rejects(r.loadModules([{ spec: 'vlm-no-such-package', baseDir: dir, where: {} }]), /plugin package "vlm-no-such-package" is not installed/);
+  // an npm package name resolves like an import from the recipe's folder (here: an installed package that is no plugin)
+  await assert.rejects(r.loadModules([{ spec: 'yaml', baseDir: process.cwd(), where: {} }]), /plugin module yaml exports no plugin/);
   // loading the same module again is harmless
   await r.loadModules([{ spec: './one.ts', baseDir: dir, where: {} }]);
 });
