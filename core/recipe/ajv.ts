@@ -49,7 +49,9 @@ export function describeErrors(errors: ErrorObject[], base: PathSeg[], what: 'ke
       case 'additionalProperties': {
         const key = String((e.params as { additionalProperty: string }).additionalProperty);
         const known = Object.keys((e.parentSchema as JSONSchema | undefined)?.properties ?? {});
-        p = { path: [...path, key], message: `unknown ${what} "${key}"${didYouMean(key, known)}`, atKey: true };
+        // a close name if there is one, else the list of known names
+        const hint = didYouMean(key, known) || (known.length ? `; known ${what}s: ${known.join(', ')}` : `; this mapping takes no ${what}s`);
+        p = { path: [...path, key], message: `unknown ${what} "${key}"${hint}`, atKey: true };
         break;
       }
       case 'required':

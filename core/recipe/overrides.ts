@@ -43,7 +43,8 @@ export function applyOverrides(
       const bad = formatPath([...found.at, found.key]);
       const msg =
         found.reason === 'no such key'
-          ? `unknown key "${found.key}"${found.at.length ? ` under ${formatPath(found.at)}` : ''}${didYouMean(String(found.key), found.candidates)}`
+          ? `unknown key "${found.key}"${found.at.length ? ` under ${formatPath(found.at)}` : ''}` +
+            (didYouMean(String(found.key), found.candidates) || (found.candidates.length ? `; known keys: ${found.candidates.join(', ')}` : ''))
           : found.reason;
       errors.push(new UserError(`${bad}: ${msg}`, { where }));
       continue;

@@ -81,6 +81,16 @@ test('unknown keys point at the key, with did you mean', async () => {
   ]);
 });
 
+test('an unknown key with no close match lists the known ones', async () => {
+  const r = await validate('no-close-match.yaml', 'model.projector.zzz=1');
+  assert.equal(r.code, 1);
+  assert.deepEqual(lines(r.err), [
+    '2 problems:',
+    'error: override model.projector.zzz=1: model.projector.zzz: unknown key "zzz" under model.projector; known keys: use, factor',
+    `error: ${rel('no-close-match.yaml')}:4:37 data.train[0].from: unknown option "from"; known options: split, count, limit (plugin synthetic-shapes)`,
+  ]);
+});
+
 test('a missing required plugin option', async () => {
   const r = await validate('missing-option.yaml');
   assert.equal(r.code, 1);
