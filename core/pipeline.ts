@@ -6,7 +6,8 @@ import type { Run } from './run.ts';
 import type { Stage } from './types.ts';
 
 export function plainOutput(): boolean {
-  return !process.stderr.isTTY || !!process.env.CI;
+  const ci = process.env.CI;
+  return !process.stdout.isTTY || !process.stderr.isTTY || (!!ci && ci !== 'false' && ci !== '0');
 }
 
 export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
