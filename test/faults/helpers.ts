@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { deflateSync } from 'node:zlib';
@@ -73,9 +73,17 @@ export async function vlm(args: string[], opts: { cwd: string; env?: Record<stri
   }
 }
 
-/** A fresh temporary workspace (the user's current directory in the cases). */
+const workspaces: string[] = [];
+process.on('exit', () => {
+  if (process.env.VLM_FAULTS_KEEP) return; // keep them to look at a failure
+  for (const d of workspaces) rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temporary workspace (the user's current directory in the cases); removed when the test file ends. */
 export function workspace(prefix = 'vlm-faults-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  workspaces.push(d);
+  return d;
 }
 
 /** sha256 of every file below `dir` (relative path -> hash); `skip` filters relative paths out. */
