@@ -51,23 +51,26 @@ test('a tiny top-p keeps only the argmax (at least one token is always kept)', (
 test('top-k keeps the k largest (ties at the boundary kept), top-p the smallest set reaching p', () => {
   const l = [0, 3, 1, 3, 2, 1];
   assert.deepEqual(samplingDistribution(l, { topK: 2 }).ids, [1, 3]);
-  assert.deepEqual(samplingDistribution(l, { topK: 5 }).ids, [1, 3, 4, 2, 5]);
+  assert.deepEqual(samplingDistribution(l, { topK: 5 }).ids, [1, 2, 3, 4, 5]);
+  assert.deepEqual(samplingDistribution(l, { topK: 4 }).ids, [1, 2, 3, 4, 5]); // 2 and 5 tie at the 4th
   assert.deepEqual(samplingDistribution(l, { topK: 3 }).ids, [1, 3, 4]);
   // probabilities 0.5, 0.3, 0.2: p = 0.5 keeps one, 0.6 keeps two, 0.85 all three
   const l2 = [Math.log(0.2), Math.log(0.5), Math.log(0.3)];
   assert.deepEqual(samplingDistribution(l2, { topP: 0.5 }).ids, [1]);
   assert.deepEqual(samplingDistribution(l2, { topP: 0.6 }).ids, [1, 2]);
   const all = samplingDistribution(l2, { topP: 0.85 });
-  assert.deepEqual(all.ids, [1, 2, 0]);
-  assert.ok(Math.abs(all.probs[0] - 0.5) < 1e-12 && Math.abs(all.probs[2] - 0.2) < 1e-12);
+  assert.deepEqual(all.ids, [0, 1, 2]);
+  assert.ok(Math.abs(all.probs[1] - 0.5) < 1e-12 && Math.abs(all.probs[0] - 0.2) < 1e-12);
   // renormalised after top-p
   const two = samplingDistribution(l2, { topP: 0.6 });
-  assert.ok(Math.abs(two.probs[0] - 0.5 / 0.8) < 1e-12);
+  assert.ok(Math.abs(two.probs[0] - 0.5 / 0.8) < 1e-12 && Math.abs(two.probs[1] - 0.3 / 0.8) < 1e-12);
+  // top-k then top-p
+  assert.deepEqual(samplingDistribution(l, { topK: 3, topP: 0.01 }).ids, [1, 3]); // the two tied maxima
 });
 
 test('temperature sharpens or flattens the distribution', () => {
   const l = [Math.log(0.2), Math.log(0.5), Math.log(0.3)];
-  const p = (t: number) => samplingDistribution(l, { temperature: t }).probs[0];
+  const p = (t: number) => samplingDistribution(l, { temperature: t }).probs[1]; // id 1: probability 0.5 at t = 1
   assert.ok(Math.abs(p(1) - 0.5) < 1e-12);
   assert.ok(p(0.5) > 0.5 && p(2) < 0.5 && p(2) > 1 / 3);
 });
