@@ -3,12 +3,13 @@
 //   https://github.com/huggingface/nanoVLM/blob/v0.1/generate.py
 // Default decoding is v0.1's (sampling from the full softmax, temperature 1); --greedy takes the
 // argmax; generation i uses seed S + i, so a run is reproducible.
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UserError } from '../errors.ts';
 import { loadModel } from '../load-model.ts';
 import { checkPromptBatch, generateBatch, preparePrompts, type GenerateOptions } from '../generate.ts';
 import { vqaPrompt } from '../data/prompt.ts';
+import { BadSampleError } from '../data/image.ts';
 import type { CommandEnv } from '../cli.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
 
@@ -69,7 +70,9 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   }
   if (!args.model) throw new UserError('vlm generate: --model is required', { hint: USAGE });
   if (!args.image) throw new UserError('vlm generate: --image is required', { hint: USAGE });
-  if (!existsSync(args.image)) throw new UserError(`--image ${args.image}: no such file`, { hint: 'give the path of an image file (PNG, JPEG, WebP, ...)' });
+  if (!existsSync(args.image) || !statSync(args.image).isFile()) {
+    throw new UserError(`--image ${args.image}: ${existsSync(args.image) ? 'not a file' : 'no such file'}`, { hint: 'give the path of an image file (PNG, JPEG, WebP, ...)' });
+  }
   const sampling = args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined;
   if (args.greedy && sampling) {
     throw new UserError('vlm generate: --greedy cannot be combined with --temperature/--top-k/--top-p', { hint: 'choose one' });
@@ -95,7 +98,11 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     out.write(`Loading weights from: ${folder}\n`);
     const batch = await preparePrompts(tokenizer, imageProcessor, [
       { prompt: vqaPrompt(args.prompt), image: new Uint8Array(readFileSync(args.image)), id: args.image },
-    ]);
+    ]).catch((e: unknown) => {
+      // an image that cannot be used (empty, undecodable, above the pixel cap): the user's input, not a bug
+      if (e instanceof BadSampleError) throw new UserError(`--image ${e.message}`, { hint: 'give a PNG, JPEG, WebP, ... image file that opens in an image viewer' });
+      throw e;
+    });
     checkPromptBatch(model, batch);
     out.write(`\nInput:\n  ${args.prompt}\n\nOutputs:\n`);
     for (let i = 0; i < n; i++) {
