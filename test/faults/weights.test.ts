@@ -126,8 +126,17 @@ before(async () => {
   writeFileSync(join(cwd, 'from-no-config.yaml'), stringify(tinyRecipe({ name: 'from-no-config', model: { from: 'no-config', tokenizer: { use: 'bytes' }, image_processor: { use: 'resize' } } })));
   N = { square, norm, overlap: [names[pair], names[pair + 1]], outside: names[2] };
 
+  // images a user may pass to vlm generate: a decompression bomb (10^10 pixels declared in 69 bytes),
+  // an empty file, a file that is no image, a directory
+  writeFileSync(join(cwd, 'bomb.png'), png(100_000, 100_000, { idat: Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]) }));
+  writeFileSync(join(cwd, 'empty.png'), '');
+  writeFileSync(join(cwd, 'notes.png'), 'not an image\n'.repeat(10));
   frozen = snapshot(cwd, skipOutputs);
   const run = pool(3);
+  const good = join(runDirIn(cwd)!, 'model');
+  for (const img of ['bomb.png', 'empty.png', 'notes.png', 'truncated']) {
+    C[`image:${img}`] = run(() => vlm(['generate', '--model', good, '--image', img, '--num', '1', '--max-new-tokens', '2', '--backend', 'wasm'], { cwd }));
+  }
   for (const [k, folder] of Object.entries(folders)) C[k] = run(() => vlm(gen(folder), { cwd }));
   // model.from in a recipe: the same checks through vlm run's load stage
   C.fromTruncated = run(() => vlm(['run', 'from-truncated.yaml'], { cwd }));
@@ -192,6 +201,13 @@ describe('damaged weights through vlm generate --model and model.from', () => {
 
   it('model.from alone, a folder without config.json: names config.json and the folder', async () => {
     assertUserError(await C.fromNoConfig, /no-config\/config\.json not found: .*no-config is not a nanoVLM checkpoint folder/);
+  });
+
+  it('vlm generate --image: a decompression bomb, an empty file, a non-image, a directory: user errors naming the file', async () => {
+    assertUserError(await C['image:bomb.png'], /error: --image bomb\.png: the image exceeds the pixel cap of \d+ \(decompression bomb\?\)/, /-> /);
+    assertUserError(await C['image:empty.png'], /error: --image empty\.png: the image is empty \(0 bytes\)/, /-> /);
+    assertUserError(await C['image:notes.png'], /error: --image notes\.png: cannot decode the image/, /-> /);
+    assertUserError(await C['image:truncated'], /error: --image truncated: not a file/, /-> give the path of an image file/);
   });
 
   it('no damaged folder was modified, nothing half-written was left', async () => {
