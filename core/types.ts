@@ -103,6 +103,11 @@ export interface Sample {
   choices?: string[];
   category?: string;
   l2Category?: string;
+  /**
+   * the text the model is trained to produce, when it differs from `answer` (default: answer);
+   * e.g. "B: green" for a multiple-choice sample whose answer is "B". Evaluators use `answer`.
+   */
+  target?: string;
   /** set by a dataset that could not fill the sample (e.g. "image file not found: a.png"): the loader skips and counts it */
   problem?: string;
 }
