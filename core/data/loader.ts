@@ -7,6 +7,7 @@
 //   - resuming: skipping k batches skips k*B samples, split per dataset without decoding anything;
 //   - prefetch: `prefetch` batches are in preparation while the consumer computes; image decoding
 //     runs in sharp's thread pool (all images of those batches concurrently);
+//   - the text trained on is `sample.target ?? sample.answer` (after the prompt, then eos);
 //   - bad samples (no/empty image, undecodable or oversized image, missing question, empty
 //     answer) are dropped from their batch (the batch gets smaller), counted and reported; above
 //     `badSampleRatio` of the samples seen (once `minSamples` have been seen) a UserError names
@@ -72,6 +73,7 @@ export function sampleProblem(s: Sample): string | null {
   if (typeof s.question !== 'string' || !s.question.trim()) return 'missing or empty question';
   if (typeof s.answer !== 'string') return 'missing answer';
   if (!s.answer.trim()) return 'empty answer';
+  if (s.target !== undefined && (typeof s.target !== 'string' || !s.target.trim())) return 'empty target';
   return null;
 }
 
@@ -237,7 +239,7 @@ export class BatchLoader {
           bad.push({ id, reason: String((e as Error)?.message ?? e).replace(`${id}: `, '') });
           return null;
         }
-        const { ids, questionLength } = encodeSample(this.o.tokenizer, this.o.prompt(s), s.answer);
+        const { ids, questionLength } = encodeSample(this.o.tokenizer, this.o.prompt(s), s.target ?? s.answer);
         if (ids.length > this.o.maxLength) tooLong.push(id);
         return { id, pixels, ids, questionLength };
       }),

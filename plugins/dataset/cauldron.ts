@@ -54,7 +54,7 @@ function answerPool(rows: Record<string, any>[], question: string): string[] {
  * span; the correct letter's position is seeded by the row. Samples with fewer than 3 alternative
  * answers stay open.
  */
-export function asMultipleChoice(s: Sample, rows: Record<string, any>[], seed: number): Sample {
+export function asMultipleChoice(s: Sample, rows: Record<string, any>[], seed: number, target: 'letter' | 'letter-option' = 'letter'): Sample {
   const others = answerPool(rows, s.question).filter((a) => a !== s.answer);
   if (others.length < 3 || !s.answer.trim()) return s;
   const rand = mulberry32(seed);
@@ -63,7 +63,10 @@ export function asMultipleChoice(s: Sample, rows: Record<string, any>[], seed: n
   const choices = picks.slice(0, 3);
   const at = Math.floor(rand() * 4);
   choices.splice(at, 0, s.answer);
-  return { ...s, question: `${s.question}\n${formatOptions(choices)}`, answer: String.fromCharCode(65 + at), choices };
+  const letter = String.fromCharCode(65 + at);
+  const out: Sample = { ...s, question: `${s.question}\n${formatOptions(choices)}`, answer: letter, choices };
+  if (target === 'letter-option') out.target = `${letter}: ${s.answer}`;
+  return out;
 }
 
 export default definePlugin({
@@ -82,6 +85,7 @@ export default definePlugin({
       split: { type: 'string', enum: ['train', 'val'], description: 'which side of the val_ratio split this entry reads; default: val under data.val, else train' },
       seed: { type: 'integer', minimum: 0, default: 0, description: 'seed of the selection shuffle (nanoVLM: train_ds.shuffle(seed=0)); keep it equal in the train and val entries' },
       shuffle: { type: 'boolean', description: 'reshuffle every epoch (row groups, rows, subsets mixed; seeded by runtime.seed); default: true under data.train' },
+      mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter-option', description: 'with mc_ratio: train on the letter alone or on "B: <option>" (see synthetic-shapes); evaluation checks the letter' },
       mc_ratio: { type: 'number', minimum: 0, maximum: 1, default: 0, description: 'not in nanoVLM: this fraction of samples (seeded per row) becomes a 4-option MMStar-style question, distractors = other answers to the same question in the row group; teaches a model trained from scratch to answer with a letter' },
     },
   },
@@ -102,7 +106,7 @@ export default definePlugin({
           ? (row, id, near) => {
               const s = cauldronSample(row, id);
               const h = mixSeed(o.seed, near.globalRow, 0x6d63);
-              return h / 4294967296 < o.mc_ratio ? asMultipleChoice(s, near.rows, h) : s;
+              return h / 4294967296 < o.mc_ratio ? asMultipleChoice(s, near.rows, h, o.mc_target ?? 'letter-option') : s;
             }
           : cauldronSample,
       selectSeed: o.seed,

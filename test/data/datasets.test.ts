@@ -13,6 +13,9 @@ import shapes, { COLORS, SHAPES, POSITIONS } from '../../plugins/dataset/synthet
 import { parseOptions } from '../../core/data/prompt.ts';
 import { UserError } from '../../core/errors.ts';
 import type { Dataset, Sample } from '../../core/types.ts';
+import { BytesTokenizer } from '../../plugins/tokenizer/bytes.ts';
+import { encodeSample } from '../../core/data/collator.ts';
+import { defaultPrompt } from '../../core/data/loader.ts';
 import { writeParquet, CAULDRON_FIELDS } from './parquet-writer.ts';
 
 const DIGITS = join(DATA, 'digits');
@@ -100,6 +103,7 @@ test('cauldron mc_ratio: open digits questions become MMStar-style 4-option ques
     n++;
     assert.equal(x.question, `${o.question}\nOptions: A: ${x.choices[0]}, B: ${x.choices[1]}, C: ${x.choices[2]}, D: ${x.choices[3]}`);
     assert.equal(x.choices[x.answer.charCodeAt(0) - 65], o.answer);
+    assert.equal(x.target, `${x.answer}: ${o.answer}`); // trains on "B: seven" (mc_target default)
     assert.equal(new Set(x.choices).size, 4);
     // distractors are answers of the same question kind (numerals, or words for the "spell out" variant)
     assert.ok(x.choices.every((c) => /^\d$/.test(c) === /^\d$/.test(o.answer)), x.question);
@@ -202,6 +206,15 @@ test('synthetic-shapes: deterministic, open answers are one word/digit, splits d
   assert.deepEqual((await all(t, { epoch: 1, skip: 50 })).map((s) => s.id), e1.slice(50));
 });
 
+test('synthetic-shapes: every training sequence fits the default recipe (bytes tokenizer, max_length 124)', async () => {
+  const tok = new BytesTokenizer();
+  let longest = 0;
+  for (const format of ['multiple-choice', 'open'] as const)
+    for (const s of await all(await S({ format, count: 400, mc_target: 'letter-option' })))
+      longest = Math.max(longest, encodeSample(tok, defaultPrompt(s), s.target ?? s.answer).ids.length);
+  assert.equal(longest, 119); // shape: MMStar prompt + options + "C: triangle" + eos
+});
+
 test('synthetic-shapes: multiple-choice questions in MMStar inline format with the answer letter; mixed alternates', async () => {
   const mc = await all(await S({ format: 'multiple-choice', split: 'test', count: 100 }));
   const open = await all(await S({ format: 'open', split: 'test', count: 100 }));
@@ -213,6 +226,11 @@ test('synthetic-shapes: multiple-choice questions in MMStar inline format with t
   });
   const letters = new Set(mc.map((s) => s.answer));
   assert.equal(letters.size, 4);
+  // training target: "B: green" by default (the letter alone stays at chance for the tiny model), or the letter
+  const withTarget = await all(await S({ format: 'multiple-choice', split: 'test', count: 20, mc_target: 'letter-option' }));
+  withTarget.forEach((s, i) => assert.equal(s.target, `${s.answer}: ${open[i].answer}`));
+  const letterOnly = await all(await S({ format: 'multiple-choice', split: 'test', count: 20, mc_target: 'letter' }));
+  assert.ok(letterOnly.every((s) => s.target === undefined && /^[ABCD]$/.test(s.answer)));
   const mixed = await all(await S({ format: 'mixed', split: 'test', count: 10 }));
   mixed.forEach((s, i) => assert.equal(!!s.choices, i % 2 === 1));
   const shuffled = await all(await S({ format: 'multiple-choice', split: 'test', count: 40, shuffle_options: true }));

@@ -77,6 +77,22 @@ test('a batch is VQACollator output of the prompt + answer + eos with the proces
   assert.equal(h.images[12], Math.fround(1 / 255)); // sample 1: byte 1 -> 1/255
 });
 
+test('a sample with a target trains on the target (the answer stays what evaluators check)', async () => {
+  const ds: Dataset = {
+    name: 't',
+    size: async () => 1,
+    async *samples() {
+      yield { id: 't#0', image: Uint8Array.of(1, 1), question: 'Q?\nOptions: A: x, B: y', answer: 'B', choices: ['x', 'y'], target: 'B: y' };
+    },
+  };
+  const [b] = await collect(loader({ datasets: [ds], batchSize: 1, maxLength: 96 }).batches());
+  const tok = new BytesTokenizer();
+  const T = 96;
+  const real = Array.from(b.batch.inputIds).filter((_, t) => b.batch.attentionMask[t] === 1);
+  assert.equal(tok.decode(real), 'Question: Q?\nOptions: A: x, B: y \nAnswer only with the letter! \nAnswer:B: y<|endoftext|>');
+  assert.equal(tok.decode(Array.from(b.batch.targets.subarray(0, T)).filter((t) => t !== IGNORE)), 'B: y<|endoftext|>');
+});
+
 test('prefetch: with a consumer slower than the producer every batch after the first is ready when asked', async () => {
   const L = loader({ datasets: [fake('a', 40)], imageProcessor: proc(1), prefetch: 2 });
   const bs = await collect(L.batches(), 40); // the "training step" takes 40 ms, a batch ~1-5 ms
