@@ -18,7 +18,7 @@ import { UserError } from '../errors.ts';
 import type { Dataset, HostBatch, ImageProcessor, Logger, Sample, Tokenizer } from '../types.ts';
 import { collate, encodeSample, type EncodedSample } from './collator.ts';
 import { mmstarPrompt, vqaPrompt } from './prompt.ts';
-import { mixSeed } from './rng.ts';
+import { mixSeed, mulberry32, shuffleInPlace } from './rng.ts';
 
 export interface BatchLoaderOptions {
   datasets: Dataset[];
@@ -127,21 +127,7 @@ export class BatchLoader {
     const src = new Uint16Array(total);
     let k = 0;
     sizes.forEach((n, d) => src.fill(d, k, (k += n)));
-    if (this.o.shuffle && sizes.length > 1) {
-      let s = mixSeed(this.o.seed, epoch, 0x6d6978);
-      const rand = () => {
-        s = (s + 0x6d2b79f5) >>> 0;
-        let t = Math.imul(s ^ (s >>> 15), s | 1);
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-      };
-      for (let i = total - 1; i > 0; i--) {
-        const j = Math.floor(rand() * (i + 1));
-        const t = src[i];
-        src[i] = src[j];
-        src[j] = t;
-      }
-    }
+    if (this.o.shuffle && sizes.length > 1) shuffleInPlace(src, mulberry32(mixSeed(this.o.seed, epoch, 0x6d6978)));
     return src;
   }
 
