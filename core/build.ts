@@ -77,7 +77,7 @@ function at(e: unknown, registry: RegistryLike, yamlPath: string, hint?: string)
   if (!(e instanceof UserError) || e.where.file || e.where.yamlPath) return e;
   const positions = (registry as Partial<Registry>).positions;
   const where = positions ? positions.lookup(yamlPath) : { yamlPath };
-  return new UserError(e.message, { where, hint: hint ?? e.hint, cause: e });
+  return new UserError(e.message, { where, hint: e.hint ?? hint, cause: e }); // the specific hint wins
 }
 
 const FROM_HINT = 'model.from is a checkpoint folder (relative to the recipe) or a Hub repo id owner/name[@revision]';
