@@ -55,6 +55,7 @@ describe('HF_TOKEN never leaks from a failed command, even with --debug', () => 
     const r = await vlm(['run', 'publish.yaml', '--debug'], { cwd, env: env() });
     assert.equal(r.code, 1, r.all);
     assert.match(r.stderr, /error: .*token/i, 'the error is about the token');
+    assert.match(r.stderr, /you sent: Bearer \*\*\*/, 'the server echoed the token (the case is exercised) and it shows redacted');
     const runDir = join(cwd, 'runs', readdirSync(join(cwd, 'runs')).find((d) => d.startsWith('leak-publish'))!);
     assert.ok(existsSync(join(runDir, 'model', 'model.safetensors')) && existsSync(join(runDir, 'model', 'README.md')), 'the finished local publish is kept');
     assert.ok(existsSync(join(runDir, 'checkpoints', 'latest')), 'the checkpoints are kept');
@@ -67,6 +68,8 @@ describe('HF_TOKEN never leaks from a failed command, even with --debug', () => 
     const r = await vlm(['run', 'from.yaml', '--debug'], { cwd, env: env() });
     assert.equal(r.code, 1, r.all);
     assert.match(r.stderr, /alice\/private-base/, 'the repo is named');
+    assert.match(r.stderr, /error: from\.yaml:\d+:\d+ model\.from: .*did not accept the token from \$HF_TOKEN/, 'the recipe position and the cause');
+    assert.match(r.stderr, /-> the token is invalid, expired or revoked: create a new one/, 'the Hub hint (what to do about the token) is kept');
     assert.deepEqual(leaks(r, cwd), []);
   });
 
