@@ -13,6 +13,8 @@
 //      (one call); otherwise one call per batch item on *aliases*: extra tensor ids registered
 //      with the wasm module that point into the existing buffers (no copies), released right
 //      after (that also drops XNNPACK's operator cached on the alias id).
+//   3. few rows times a transposed shared weight (generation: one token through a Linear) runs
+//      as (W @ x^T)^T, so the weight is neither transposed nor re-packed for every token.
 // Results equal the original kernels up to float32 summation order (test/perf/kernels.test.ts).
 //
 // Kernels the wasm backend lacks although training needs them (tfjs falls over with "Kernel 'X'
@@ -254,7 +256,12 @@ function batchMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   if (a.dtype !== 'float32' || b.dtype !== 'float32') {
     throw new Error('BatchMatMul for non non-float32 tensors not yet supported.');
   }
-  const { outShape } = outShapeOf(a, b, transposeA, transposeB);
+  const { outShape, N, K } = outShapeOf(a, b, transposeA, transposeB);
+  const rows = (outShape.reduce((p, d) => p * d, 1) / (N || 1)) | 0;
+  const batchB = b.shape.slice(0, -2).reduce((p, d) => p * d, 1);
+  if (transposeB && !transposeA && batchB === 1 && rows <= SMALL_ROWS && rows > 0 && N > 0 && K > 0) {
+    return fewRowsTimesTransposed(a, b, rows, N, K, outShape, backend);
+  }
   const out = backend.makeOutput(outShape, 'float32');
   if (outShape.some((d) => d === 0) || a.shape.some((d) => d === 0)) {
     if (outShape.every((d) => d > 0)) fill(out, backend, 0);
@@ -271,6 +278,28 @@ function batchMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {
     if (bT !== b) backend.disposeData(bT.dataId);
   }
   return out;
+}
+
+/**
+ * Below this many output rows, x @ W^T (W [N, K] shared by every row: a Linear layer during
+ * generation, one token at a time) is computed as (W @ x^T)^T: transposing and packing the few
+ * rows of x instead of the whole weight (which costs more than the product itself when M = 1).
+ */
+const SMALL_ROWS = 32;
+
+function fewRowsTimesTransposed(a: TensorInfo, b: TensorInfo, rows: number, N: number, K: number, outShape: number[], backend: WasmBackend): TensorInfo {
+  const xT = transposeLast2({ dataId: a.dataId, shape: [rows, K], dtype: 'float32' }, backend); // [K, rows]
+  const tmp = backend.makeOutput([N, rows], 'float32');
+  try {
+    const bd = backend.dataIdMap.get(b.dataId);
+    const xd = backend.dataIdMap.get(xT.dataId);
+    wasmBatchMatMul(bd.id, shapeBytes([1, N, K]), 3, xd.id, shapeBytes([1, K, rows]), 3, false, false, backend.dataIdMap.get(tmp.dataId).id);
+    const out = transposeLast2(tmp, backend); // [rows, N]
+    return { ...out, shape: outShape };
+  } finally {
+    backend.disposeData(xT.dataId);
+    backend.disposeData(tmp.dataId);
+  }
 }
 
 function fusedMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {

@@ -7,6 +7,8 @@
 //   tokens/s        (real text tokens + image tokens) per median step, as the train stage counts;
 //   generation      greedy, --gen-tokens new tokens (default 32) for one unpadded row, with and
 //                   without the KV cache (core/generate.ts; never stops at eos);
+//   CPU time        process CPU time (all threads) of each step and generation run, the figure to
+//                   compare when other processes share the machine (wall time then inflates);
 //   memory          peak RSS sampled after every phase, tfjs peak bytes of one training step
 //                   (tf.profile), live tensor count before and after the timed steps.
 // The batch: train.batch_size rows of decoder max_length tokens, row 0 left-padded by a quarter
@@ -44,6 +46,8 @@ export interface BenchResult {
   steps: number;
   warmup: number;
   train_step_ms: Spread; // data + forward + backward + optimiser
+  /** CPU time (all threads) of the same work: robust when other processes share the machine */
+  train_step_cpu_ms: Spread;
   forward_ms: Spread;
   backward_ms: Spread;
   optimizer_ms: Spread;
@@ -53,8 +57,8 @@ export interface BenchResult {
   generate: {
     new_tokens: number;
     prompt_tokens: number;
-    kv_cache: { tokens_per_s: number; ms: number };
-    no_cache: { tokens_per_s: number; ms: number };
+    kv_cache: { tokens_per_s: number; ms: number; cpu_ms: number };
+    no_cache: { tokens_per_s: number; ms: number; cpu_ms: number };
   } | null;
   peak_rss_bytes: number;
   peak_tfjs_bytes: number;
@@ -138,16 +142,21 @@ export function trainStep(
   optimizer: Optimizer,
   host: HostBatch,
   opts: { maxGradNorm: number; timeForward: boolean },
-): { data: number; forward: number; fwdbwd: number; optimizer: number } {
+): { data: number; forward: number; fwdbwd: number; optimizer: number; cpu: number } {
   const trainable = optimizer.groups.flatMap((g) => g.params);
+  const cpu0 = process.cpuUsage();
+  let cpuExcluded = 0;
   const t0 = performance.now();
   const batch = toTensors(host);
   const t1 = performance.now();
   let forward = 0;
   if (opts.timeForward) {
     const f0 = performance.now();
+    const c = process.cpuUsage();
     tf.tidy(() => model.loss(model.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets).dataSync());
     forward = performance.now() - f0;
+    const d = process.cpuUsage(c);
+    cpuExcluded = (d.user + d.system) / 1000; // the extra forward-only pass is not part of the step
   }
   const t2 = performance.now();
   const { loss, grads } = model.lossAndGrads(batch, trainable);
@@ -160,8 +169,9 @@ export function trainStep(
   tf.tidy(() => tf.sum(first).dataSync());
   const t4 = performance.now();
   tf.dispose([loss, ...grads.values(), ...(clipped.grads === grads ? [] : clipped.grads.values()), ...(clipped.norm ? [clipped.norm] : [])]);
+  const cpu = process.cpuUsage(cpu0);
   tf.dispose(Object.values(batch));
-  return { data: t1 - t0, forward, fwdbwd: t3 - t2, optimizer: t4 - t3 };
+  return { data: t1 - t0, forward, fwdbwd: t3 - t2, optimizer: t4 - t3, cpu: (cpu.user + cpu.system) / 1000 - cpuExcluded };
 }
 
 export async function createOptimizer(recipe: Record<string, any>, recipeDir: string, model: VisionLanguageModel, registry: RegistryLike, log: Logger): Promise<Optimizer> {
@@ -229,12 +239,14 @@ export async function benchModel(
     const run = (useCache: boolean) => {
       const opts = { maxNewTokens: o.genTokens, greedy: true, useCache, stopAtEos: false };
       generate(model, { inputIds: ids, attentionMask: null, images: img }, { ...opts, maxNewTokens: 2 }); // warm-up
+      const c0 = process.cpuUsage();
       const g0 = performance.now();
       const out = generate(model, { inputIds: ids, attentionMask: null, images: img }, opts);
       const ms = performance.now() - g0;
+      const c = process.cpuUsage(c0);
       sample();
       if (out[0].length !== o.genTokens) throw new Error(`generate returned ${out[0].length} tokens, expected ${o.genTokens}`);
-      return { tokens_per_s: (o.genTokens / ms) * 1000, ms };
+      return { tokens_per_s: (o.genTokens / ms) * 1000, ms, cpu_ms: (c.user + c.system) / 1000 };
     };
     say(`generation: ${o.genTokens} new tokens, KV cache`);
     const kv = run(true);
@@ -257,6 +269,7 @@ export async function benchModel(
     steps: o.steps,
     warmup: o.warmup,
     train_step_ms: spread(stepMs),
+    train_step_cpu_ms: spread(times.map((t) => t.cpu)),
     forward_ms: spread(times.map((t) => t.forward)),
     backward_ms: spread(times.map((t) => Math.max(0, t.fwdbwd - t.forward))),
     optimizer_ms: spread(times.map((t) => t.optimizer)),
@@ -291,6 +304,7 @@ export function formatTable(results: BenchResult[]): string {
     ['batch x text length (+ image tokens)', (r) => `${r.batch_size} x ${r.seq_len} (+${r.image_tokens})`],
     ['steps (warm-up)', (r) => `${r.steps} (${r.warmup})`],
     ['train step ms, median (min-max)', (r) => sp(r.train_step_ms)],
+    ['train step CPU ms (all threads)', (r) => sp(r.train_step_cpu_ms)],
     ['  forward ms', (r) => sp(r.forward_ms)],
     ['  backward ms', (r) => sp(r.backward_ms)],
     ['  optimiser ms', (r) => sp(r.optimizer_ms)],
@@ -298,6 +312,7 @@ export function formatTable(results: BenchResult[]): string {
     ['train tokens/s', (r) => r.tokens_per_s.toFixed(0)],
     ['generate tok/s, KV cache', (r) => (r.generate ? r.generate.kv_cache.tokens_per_s.toFixed(1) : '-')],
     ['generate tok/s, no cache', (r) => (r.generate ? r.generate.no_cache.tokens_per_s.toFixed(1) : '-')],
+    ['generate CPU ms/token, KV / no cache', (r) => (r.generate ? `${f1(r.generate.kv_cache.cpu_ms / r.generate.new_tokens)} / ${f1(r.generate.no_cache.cpu_ms / r.generate.new_tokens)}` : '-')],
     ['peak RSS', (r) => mib(r.peak_rss_bytes)],
     ['peak tfjs bytes (1 step)', (r) => mib(r.peak_tfjs_bytes)],
     ['live tensors before / after', (r) => `${r.live_tensors.before} / ${r.live_tensors.after}`],

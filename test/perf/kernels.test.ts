@@ -86,6 +86,9 @@ const CASES: [number[], number[]][] = [
   [[2, 3, 6, 8], [2, 1, 8, 5]], // 4D with broadcast inner batch (attention with shared kv heads)
   [[2, 1, 6, 8], [1, 3, 8, 5]], // both broadcast
   [[2, 3, 10, 16], [2, 3, 16, 10]], // attention-like
+  [[1, 64], [64, 300]], // one token through a Linear (generation): the few-rows path when tB
+  [[2, 1, 16], [16, 40]],
+  [[32, 8], [8, 9]], // the few-rows threshold
 ];
 
 function operands(aShape: number[], bShape: number[], tA: boolean, tB: boolean, seed: number): [tf.Tensor, tf.Tensor] {
