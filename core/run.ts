@@ -58,7 +58,16 @@ export function createRun(
     if (existsSync(runDir) && readdirSync(runDir).length > 0 && !opts.flags.force) {
       throw new UserError(`run directory ${runDir} already exists`, { hint: 'wait a second and run again, pass --force to reuse it, or --resume it' });
     }
-    mkdirSync(runDir, { recursive: true });
+    try {
+      mkdirSync(runDir, { recursive: true });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new UserError(`cannot create the run directory ${runDir} (${code ?? (e as Error).message})`, {
+        where: { yamlPath: 'runtime.out_dir' },
+        hint: code === 'ENOTDIR' || code === 'EEXIST' ? 'runtime.out_dir names a file; point it at a folder' : 'point runtime.out_dir at a folder you can write to',
+        cause: e,
+      });
+    }
   }
   // the resolved recipe; a resumed run keeps the one it started with (the train stage compares them)
   const recipeFile = join(runDir, 'recipe.yaml');
