@@ -68,6 +68,7 @@ const C = {
   overrideIndex: refused({ 'r.yaml': OK }, ['r.yaml', 'data.train[5].count=3']),
   missing: refused({}, ['missing.yaml']),
   notMapping: refused({ 'list.yaml': '- a\n- b\n' }, ['list.yaml']),
+  outDirFile: refused({ 'r.yaml': OK, 'notes.txt': 'my notes\n' }, ['r.yaml', 'runtime.out_dir=notes.txt']),
 };
 
 describe('broken recipes through vlm run', () => {
@@ -124,5 +125,9 @@ describe('broken recipes through vlm run', () => {
   it('a recipe that does not exist, and one that is not a mapping', async () => {
     assertUserError(await C.missing, /recipe not found: .*missing\.yaml/, /-> check the path/);
     assertUserError(await C.notMapping, /list\.yaml:1:1: a recipe must be a YAML mapping/);
+  });
+
+  it('runtime.out_dir naming a file: the YAML path and what to do (the file untouched)', async () => {
+    assertUserError(await C.outDirFile, /error: runtime\.out_dir: cannot create the run directory \S*notes\.txt\/faults-\d{8}-\d{6} \(ENOTDIR\)/, /-> runtime\.out_dir names a file; point it at a folder/);
   });
 });
