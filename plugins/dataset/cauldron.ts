@@ -85,7 +85,7 @@ export default definePlugin({
       split: { type: 'string', enum: ['train', 'val'], description: 'which side of the val_ratio split this entry reads; default: val under data.val, else train' },
       seed: { type: 'integer', minimum: 0, default: 0, description: 'seed of the selection shuffle (nanoVLM: train_ds.shuffle(seed=0)); keep it equal in the train and val entries' },
       shuffle: { type: 'boolean', description: 'reshuffle every epoch (row groups, rows, subsets mixed; seeded by runtime.seed); default: true under data.train' },
-      mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter-option', description: 'with mc_ratio: train on the letter alone or on "B: <option>" (see synthetic-shapes); evaluation checks the letter' },
+      mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter', description: 'with mc_ratio: train on the letter alone or on "B: <option>" (see docs/data.md on the length leak); evaluation checks the letter' },
       mc_ratio: { type: 'number', minimum: 0, maximum: 1, default: 0, description: 'not in nanoVLM: this fraction of samples (seeded per row) becomes a 4-option MMStar-style question, distractors = other answers to the same question in the row group; teaches a model trained from scratch to answer with a letter' },
     },
   },
@@ -106,7 +106,7 @@ export default definePlugin({
           ? (row, id, near) => {
               const s = cauldronSample(row, id);
               const h = mixSeed(o.seed, near.globalRow, 0x6d63);
-              return h / 4294967296 < o.mc_ratio ? asMultipleChoice(s, near.rows, h, o.mc_target ?? 'letter-option') : s;
+              return h / 4294967296 < o.mc_ratio ? asMultipleChoice(s, near.rows, h, o.mc_target ?? 'letter') : s;
             }
           : cauldronSample,
       selectSeed: o.seed,

@@ -9,9 +9,9 @@
 // answers of that question type inline in MMStar's format (`\nOptions: A: red, B: green, ...`) and
 // the letter as the answer; by default the options come in a fixed order per question type
 // (shuffle_options: true shuffles them). `mixed` alternates open and multiple-choice (even / odd).
-// A multiple-choice sample's answer is the letter (what evaluators check); by default it TRAINS on
-// the letter and its option, "B: green" (Sample.target): measured with the tiny default model, the
-// letter alone stays at chance after 300 steps while "B: green" is learned within 100 (docs/data.md).
+// A multiple-choice sample's answer is the letter (what evaluators check and, by default, what it
+// trains on); `mc_target: letter-option` trains on "B: green" instead (Sample.target) - see
+// docs/data.md for why that is a shortcut rather than a help with nanoVLM's left padding.
 // Sample i of split s is a pure function of (seed, s, i); the splits are disjoint by construction:
 // the x coordinate of every shape centre is congruent to the split id modulo 3 (train 0, val 1,
 // test 2), so no image of one split can appear in another.
@@ -233,7 +233,7 @@ export default definePlugin({
       tasks: { type: 'array', items: { type: 'string', enum: ['color', 'shape', 'count', 'position'] }, minItems: 1, description: 'question types to draw from (default: all four)' },
       shuffle: { type: 'boolean', description: "reshuffle the order every epoch (seeded by runtime.seed); default: true for data.train, false otherwise" },
       shuffle_options: { type: 'boolean', default: false, description: 'multiple choice: shuffle the option order per sample (default: a fixed order per question type)' },
-      mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter-option', description: 'multiple choice: train on the letter alone, or on the letter and its option ("B: green"; a tiny model from scratch learns letters only this way). Evaluation always checks the letter' },
+      mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter', description: 'multiple choice: train on the letter alone (as MMStar), or on the letter and its option ("B: green"; beware: answers of different lengths leak through the left-padded positions, see docs/data.md). Evaluation always checks the letter' },
     },
   },
   create(o, ctx) {
@@ -245,7 +245,7 @@ export default definePlugin({
       imageSize: o.image_size,
       shuffle: o.shuffle ?? ctx.role === 'train',
       shuffleOptions: o.shuffle_options,
-      mcTarget: o.mc_target ?? 'letter-option',
+      mcTarget: o.mc_target ?? 'letter',
       tasks: o.tasks as Task[] | undefined,
       orderSeed: ctx.seed ?? 0,
     });

@@ -103,7 +103,7 @@ test('cauldron mc_ratio: open digits questions become MMStar-style 4-option ques
     n++;
     assert.equal(x.question, `${o.question}\nOptions: A: ${x.choices[0]}, B: ${x.choices[1]}, C: ${x.choices[2]}, D: ${x.choices[3]}`);
     assert.equal(x.choices[x.answer.charCodeAt(0) - 65], o.answer);
-    assert.equal(x.target, `${x.answer}: ${o.answer}`); // trains on "B: seven" (mc_target default)
+    assert.equal(x.target, undefined); // trains on the letter (mc_target default)
     assert.equal(new Set(x.choices).size, 4);
     // distractors are answers of the same question kind (numerals, or words for the "spell out" variant)
     assert.ok(x.choices.every((c) => /^\d$/.test(c) === /^\d$/.test(o.answer)), x.question);
@@ -226,7 +226,7 @@ test('synthetic-shapes: multiple-choice questions in MMStar inline format with t
   });
   const letters = new Set(mc.map((s) => s.answer));
   assert.equal(letters.size, 4);
-  // training target: "B: green" by default (the letter alone stays at chance for the tiny model), or the letter
+  // training target: the letter by default, or "B: green" with mc_target: letter-option
   const withTarget = await all(await S({ format: 'multiple-choice', split: 'test', count: 20, mc_target: 'letter-option' }));
   withTarget.forEach((s, i) => assert.equal(s.target, `${s.answer}: ${open[i].answer}`));
   const letterOnly = await all(await S({ format: 'multiple-choice', split: 'test', count: 20, mc_target: 'letter' }));
