@@ -2,7 +2,8 @@
 // shapes (SVG rendered to PNG by sharp) with questions about colour, shape, count and position.
 // It is the task of the embedded default recipe, so it is deliberately small and learnable:
 //   4 colours (red, green, blue, yellow), 4 shapes (circle, square, triangle, star),
-//   colour / shape questions: one large shape near the centre;
+//   colour / shape questions: one large shape (radius 24-27 of 64) at the centre: the tiny model
+//   reads colour from 4 image tokens only when the shape fills most of the image;
 //   position: one shape at the left / right / top / bottom;
 //   count: 1..4 shapes of one colour and kind, one per quadrant.
 // Answers are one word or one digit. `format: multiple-choice` asks the same questions with the 4
@@ -119,21 +120,21 @@ export function makeScene(seed: number, split: number, index: number, format: 'o
     for (const c of cells.slice(0, n)) {
       const x0 = (c % 2) * 32;
       const y0 = Math.floor(c / 2) * 32;
-      shapes.push({ kind, color, r: between(rand, 8, 10), cx: pickX(rand, x0 + 13, x0 + 19, split), cy: y0 + between(rand, 13, 19) });
+      shapes.push({ kind, color, r: between(rand, 10, 12), cx: pickX(rand, x0 + 14, x0 + 18, split), cy: y0 + between(rand, 14, 18) });
     }
     answer = String(n);
   } else if (task === 'position') {
     const where = pick(rand, POSITIONS);
-    const r = between(rand, 9, 11);
+    const r = between(rand, 12, 14);
     const [cx, cy] =
-      where === 'left' ? [pickX(rand, 11, 15, split), between(rand, 26, 38)]
-      : where === 'right' ? [pickX(rand, 49, 53, split), between(rand, 26, 38)]
-      : where === 'top' ? [pickX(rand, 26, 38, split), between(rand, 11, 15)]
-      : [pickX(rand, 26, 38, split), between(rand, 49, 53)];
+      where === 'left' ? [pickX(rand, 14, 18, split), between(rand, 28, 36)]
+      : where === 'right' ? [pickX(rand, 46, 50, split), between(rand, 28, 36)]
+      : where === 'top' ? [pickX(rand, 28, 36, split), between(rand, 14, 18)]
+      : [pickX(rand, 28, 36, split), between(rand, 46, 50)];
     shapes.push({ kind, color, r, cx, cy });
     answer = where;
   } else {
-    shapes.push({ kind, color, r: between(rand, 16, 20), cx: pickX(rand, 28, 36, split), cy: between(rand, 28, 36) });
+    shapes.push({ kind, color, r: between(rand, 24, 27), cx: pickX(rand, 30, 34, split), cy: between(rand, 30, 34) });
     answer = task === 'color' ? color : kind;
   }
   const mc = format === 'multiple-choice' || (format === 'mixed' && index % 2 === 1);
