@@ -45,7 +45,7 @@ export function accumulate(acc: Map<string, tf.Tensor>, grads: Map<string, tf.Te
     const prev = acc.get(k);
     const next = tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, w)) : tf.mul(g, w)));
     prev?.dispose();
-    acc.set(k, tf.keep(next));
+    acc.set(k, next);
   }
 }
 

@@ -11,9 +11,10 @@
 //   n_k / sum(n): the accumulated loss and gradients then EQUAL those of the one big batch (the
 //   plain average of micro-batch means would not, when token counts differ).
 // - Global grad-norm clipping (train.max_grad_norm, torch clip_grad_norm_) — null disables it.
-// - The one host read per step ([loss, grad norm]) happens after backward and before the optimizer
-//   update, so a non-finite step never reaches the weights: the model in memory and the last
-//   checkpoint both stay good, and the diagnostics can re-run the forward pass.
+// - All tensor work of a step runs in one tf.tidy. The one host read per step ([loss, grad norm])
+//   happens after backward and before the optimizer update, so a non-finite step never reaches the
+//   weights: the model in memory and the last checkpoint both stay good, and the diagnostics can
+//   re-run the forward pass.
 // - Validation loss is the token-weighted mean over the whole validation set.
 import * as tf from '@tensorflow/tfjs';
 import { join, relative } from 'node:path';
@@ -25,7 +26,7 @@ import { BatchLoader } from '../../core/data/loader.ts';
 import { toTensors } from '../../core/data/collator.ts';
 import { saveCheckpoint, loadWeights } from '../../core/weights/checkpoint.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
-import { accumulatedLossAndGrads, clipGradNorm, countedTokens, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
+import { accumulatedLossAndGrads, clipGradNorm, countedTokens, globalNorm, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
 import {
   findLatestCheckpoint,
   loadOptimizerState,
@@ -58,8 +59,8 @@ const DEFAULTS: TrainOptions = {
   epochs: 1,
   max_steps: null,
   max_grad_norm: 1.0,
-  eval_every: 100,
-  checkpoint_every: 100,
+  eval_every: null,
+  checkpoint_every: null,
   keep_checkpoints: 3,
   best_metric: 'val_loss',
   log_every: 10,
@@ -176,25 +177,23 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
         micro = [];
         continue;
       }
-      const batches = micro.map((b) => toTensors(b));
-      const { loss: lossT, grads: acc } = accumulatedLossAndGrads(model, batches, tokensPer, trainable); // forward -> loss -> backward
-      tf.dispose(batches.flatMap((b) => Object.values(b)));
-      const clipped = opt.max_grad_norm ? clipGradNorm(acc, opt.max_grad_norm) : { grads: acc, norm: tf.tidy(() => tf.sqrt(tf.addN([...acc.values()].map((g) => tf.sum(tf.square(g)))))) as tf.Scalar };
-      const readout = tf.tidy(() => tf.stack([lossT, clipped.norm]));
-      const [loss, gradNorm] = readout.dataSync(); // the one host read of the step
-      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        const message = diagnoseNonFinite(model, micro, acc, loss, gradNorm);
-        tf.dispose([readout, lossT, clipped.norm, ...acc.values(), ...(clipped.grads === acc ? [] : clipped.grads.values())]);
-        throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${message}`, {
-          hint:
-            (lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint} (resume with --resume ${ctx.runDir}); ` : 'no checkpoint was written yet; ') +
-            'lower the learning rate, set train.max_grad_norm, or check the data of this batch: ' +
-            micro.flatMap((b) => b.sampleIds).slice(0, 4).join(', '),
-        });
-      }
-      const lrs = optimizer.groups.map((g) => schedule.lr(st.step, g.lr, totalSteps)); // lr
-      optimizer.step(clipped.grads, lrs); // step
-      tf.dispose([readout, lossT, clipped.norm, ...acc.values(), ...(clipped.grads === acc ? [] : clipped.grads.values())]);
+      // all tensors of the step live inside this tidy; what leaves it are three numbers
+      const { loss, gradNorm, lrs } = tf.tidy(() => {
+        const batches = micro.map((b) => toTensors(b));
+        const { loss, grads } = accumulatedLossAndGrads(model, batches, tokensPer, trainable); // forward -> loss -> backward
+        const clipped = opt.max_grad_norm ? clipGradNorm(grads, opt.max_grad_norm) : { grads, norm: globalNorm(grads) }; // clip
+        const [lossValue, gradNorm] = tf.stack([loss, clipped.norm]).dataSync(); // the one host read of the step
+        if (!Number.isFinite(lossValue) || !Number.isFinite(gradNorm))
+          throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${diagnoseNonFinite(model, micro, grads, lossValue, gradNorm)}`, {
+            hint:
+              (lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint} (resume with --resume ${ctx.runDir}); ` : 'no checkpoint was written yet; ') +
+              'lower the learning rate, set train.max_grad_norm, or check the data of this batch: ' +
+              micro.flatMap((b) => b.sampleIds).slice(0, 4).join(', '),
+          });
+        const lrs = optimizer.groups.map((g) => schedule.lr(st.step, g.lr, totalSteps)); // lr
+        optimizer.step(clipped.grads, lrs); // step
+        return { loss: lossValue, gradNorm, lrs };
+      });
 
       // ---- log ----
       st.step++;
