@@ -536,7 +536,8 @@ function conv2DBackpropFilter({ inputs, backend, attrs }: KernelArgs): TensorInf
 //      module-scope helpers (require$$0.., commonjsGlobal, _scriptDir) -> defined in a prelude;
 //   3. the pool size is os.cpus().length / 2 (hyper-threading assumption), i.e. 1 on a 2-core
 //      machine -> os.cpus() reports 2 x threads while the module initialises;
-// and WASM_HAS_MULTITHREAD_SUPPORT (false under Node) is set to true.
+// and WASM_HAS_MULTITHREAD_SUPPORT (false under Node) is set to true. Afterwards the pool's
+// workers are unref'ed, or the process would never exit.
 // Call BEFORE tf.setBackend('wasm'); returns a function that restores the patched globals
 // (call it once tf.ready() resolved). threads <= 1 does nothing.
 export function enableWasmThreads(threads: number): () => void {
@@ -584,6 +585,9 @@ export function enableWasmThreads(threads: number): () => void {
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
   setThreadsCount(threads);
   return () => {
+    // the pool's workers would keep Node alive after the program ends: unref them
+    const wasm = (tf.findBackend('wasm') as unknown as { wasm?: { PThread?: { unusedWorkers: Worker[]; runningWorkers: Worker[] } } } | undefined)?.wasm;
+    for (const w of [...(wasm?.PThread?.unusedWorkers ?? []), ...(wasm?.PThread?.runningWorkers ?? [])]) w.unref();
     (globalThis as { Blob: typeof Blob }).Blob = OrigBlob;
     URL.createObjectURL = origCreate;
     Worker.prototype.postMessage = origPost;
