@@ -12,20 +12,12 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import type { ImageProcessor, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
+import { mulberry32 } from './data/rng.ts';
 
 // ---- seeded PRNG -----------------------------------------------------------------------------
 
-/** mulberry32: a small 32-bit PRNG; returns floats in [0, 1). Same generator as ../shared/data uses. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32 (core/data/rng.ts) is the PRNG; re-exported for the sampling tests.
+export { mulberry32 };
 
 /** The PRNG of row `row` of a batch generated with `seed`: rows draw from independent streams. */
 export function rowRng(seed: number, row: number): () => number {

@@ -27,6 +27,7 @@ import { resolveRecipe } from '../recipe/index.ts';
 import { describeRuntime, initRuntime, type BackendChoice, type RuntimeInfo } from '../runtime.ts';
 import { clipGradNorm } from '../train/grads.ts';
 import type { HostBatch, Logger, Optimizer, RegistryLike } from '../types.ts';
+import { mulberry32 } from '../data/rng.ts';
 
 export interface Spread {
   median: number;
@@ -86,16 +87,7 @@ export function spread(xs: number[]): Spread {
 }
 
 /** mulberry32: the benchmark inputs are the same on every run */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** The benchmark batch (see the header): B rows of T tokens, row 0 left-padded by T/4. */
 export function benchBatch(model: VisionLanguageModel, batchSize: number, seed: number): HostBatch {

@@ -10,6 +10,7 @@ import vision from '../../plugins/vision/index.ts';
 import projector from '../../plugins/projector/index.ts';
 import decoder from '../../plugins/decoder/index.ts';
 import type { HostBatch } from '../../core/types.ts';
+import { mulberry32 } from '../../core/data/rng.ts';
 
 export const silentLog = { info() {}, warn() {}, debug() {} };
 
@@ -30,16 +31,7 @@ export async function tinyModel(seed = 0): Promise<VisionLanguageModel> {
 }
 
 /** a tiny deterministic PRNG (mulberry32) */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** B samples of text length T=12: left padding, question, answer (+eos id 0), VQACollator targets */
 export function randomHostBatch(B: number, seed: number, T = 12, S = 32): HostBatch {
