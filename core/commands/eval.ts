@@ -56,7 +56,8 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const runRecipe = join(values.model, 'recipe.yaml');
   const recipeFile = rest[0] ?? (existsSync(runRecipe) ? runRecipe : DEFAULT_RECIPE);
 
-  const recipe = await resolveRecipe(recipeFile, { registry: env.registry, overrides });
+  // only the eval stage runs: the recipe needs data + eval.evaluators, not model/optimizer/schedule
+  const recipe = await resolveRecipe(recipeFile, { registry: env.registry, overrides: ['stages=[eval]', ...overrides] });
   const rt = recipe.data.runtime;
   const runtime = await initRuntime(rt.backend, { threads: rt.threads, log: env.log.info });
   const runDir = values.out ?? join(rt.out_dir, `${recipe.data.name}-eval-${timestamp()}`);

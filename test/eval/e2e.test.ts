@@ -230,11 +230,10 @@ test('vlm eval --model <run dir> <recipe>: load + eval stages, results in a new 
     [
       'name: e2e-eval',
       `runtime: { backend: ${tf.getBackend()}, seed: 0, out_dir: ${JSON.stringify(join(dir, 'runs'))} }`,
-      `model: ${JSON.stringify(MODEL_SECTION)}`,
+      // no model/optimizer/schedule/stages: --model supplies the model and only eval runs
       'data:',
       '  eval: [ { use: synthetic-shapes, split: test, count: 24, format: multiple-choice, image_size: 32 } ]',
       'eval: { evaluators: [ { use: multiple-choice, batch_size: 12 } ] }',
-      'stages: [ load, eval ]',
     ].join('\n') + '\n',
   );
   const out = join(dir, 'eval-out');
