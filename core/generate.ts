@@ -133,6 +133,11 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (row: number, token: number, step: number) => void;
 }
 
+/** Optional decoder method: head() without gradients, for generation only (plugins/decoder/llama.ts). */
+interface InferenceHead {
+  inferenceHead?(hidden: tf.Tensor3D): tf.Tensor3D;
+}
+
 /** Read a small tensor to the host and dispose it. */
 function take(t: tf.Tensor): Float32Array {
   const data = t.dataSync() as Float32Array;
@@ -180,11 +185,13 @@ export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opt
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) m[b * len + Ni + t] = promptMask![b * T + t];
     return tf.tensor2d(m, [B, len], 'int32');
   };
+  // a decoder may offer a faster head for inference (LlamaDecoder keeps a transposed copy of the weight)
+  const inferenceHead = (decoder as InferenceHead).inferenceHead?.bind(decoder) ?? ((h: tf.Tensor3D) => decoder.head(h));
   /** hidden [B, L, C] -> logits of the last position [B, V] */
   const lastLogits = (hidden: tf.Tensor3D): tf.Tensor2D => {
     const L = hidden.shape[1];
     const last = hidden.slice([0, L - 1, 0], [B, 1, C]) as tf.Tensor3D; // [B, 1, C]
-    return decoder.head(last).reshape([B, V]) as tf.Tensor2D;
+    return inferenceHead(last).reshape([B, V]) as tf.Tensor2D;
   };
 
   const cache = useCache ? decoder.newCache(B) : null;

@@ -51,12 +51,14 @@ export function softmax(x: tf.Tensor): tf.Tensor {
 /** [B, T, H*hd] -> [B, H, T, hd] */
 export function splitHeads(x: tf.Tensor, nHeads: number): tf.Tensor4D {
   const [B, T, C] = x.shape;
+  if (T === 1) return x.reshape([B, nHeads, 1, C / nHeads]); // one position: the same memory order
   return x.reshape([B, T, nHeads, C / nHeads]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
 }
 
 /** [B, H, T, hd] -> [B, T, H*hd] */
 export function mergeHeads(x: tf.Tensor): tf.Tensor3D {
   const [B, H, T, hd] = x.shape;
+  if (T === 1) return x.reshape([B, 1, H * hd]); // one position: the same memory order
   return x.transpose([0, 2, 1, 3]).reshape([B, T, H * hd]) as tf.Tensor3D;
 }
 

@@ -134,6 +134,37 @@ function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D 
   return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin)) as tf.Tensor4D;
 }
 
+/**
+ * The rows of a projection weight W [heads*hd, C] permuted and signed so that x R^T = rotate_half(x W^T)
+ * per head: row h*hd + j is -W[h*hd + j + hd/2] for j < hd/2, W[h*hd + j - hd/2] otherwise.
+ * Each output is the same dot product as in rotate_half(x W^T), negated or not: equal values.
+ */
+function rotateHalfRows(w: tf.Tensor2D, hd: number): tf.Tensor2D {
+  const rows = w.shape[0];
+  const half = hd / 2;
+  const idx = new Int32Array(rows);
+  const sign = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const j = r % hd;
+    idx[r] = j < half ? r + half : r - half;
+    sign[r] = j < half ? -1 : 1;
+  }
+  return tf.mul(tf.gather(w, tf.tensor1d(idx, 'int32')), tf.tensor2d(sign, [rows, 1])) as tf.Tensor2D;
+}
+
+/**
+ * cos, sin [T, hd] repeated for `heads` heads along the last axis -> [1, T, heads*hd], the layout of
+ * the fused projection's q|k columns.
+ */
+function ropePerHead(table: Float32Array, T: number, hd: number, heads: number): tf.Tensor3D {
+  const out = new Float32Array(T * heads * hd);
+  for (let t = 0; t < T; t++) {
+    const row = table.subarray(t * hd, (t + 1) * hd);
+    for (let h = 0; h < heads; h++) out.set(row, (t * heads + h) * hd);
+  }
+  return tf.tensor3d(out, [1, T, heads * hd]);
+}
+
 // ---- KV cache --------------------------------------------------------------------------------------
 
 /** Per-layer keys/values [B, n_kv_heads, length, hd] (after RoPE), kept outside any tf.tidy. */
@@ -170,6 +201,32 @@ export class LlamaKVCache implements KVCache {
 
 // ---- the model -----------------------------------------------------------------------------------
 
+/** The linear maps of one block, on [B, T, in] inputs. */
+interface BlockLinears {
+  /** h [B, T, C] -> q [B, H, T, hd] and k [B, Hkv, T, hd] after RoPE, v [B, Hkv, T, hd] */
+  qkv(h: tf.Tensor): { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D };
+  /** attention output [B, T, C] -> [B, T, C] */
+  out(y: tf.Tensor): tf.Tensor;
+  /** h [B, T, C] -> gate, up [B, T, inter] (before SiLU) */
+  gateUp(h: tf.Tensor): [tf.Tensor, tf.Tensor];
+  /** [B, T, inter] -> [B, T, C] */
+  down(m: tf.Tensor): tf.Tensor;
+}
+
+/** One block's weights for generation, transposed to [in, out] and fused (LlamaDecoder.generation). */
+interface GenerationWeights {
+  qkvRot: tf.Tensor2D;
+  out: tf.Tensor2D;
+  gateUp: tf.Tensor2D;
+  down: tf.Tensor2D;
+}
+
+/** y = x W for x [..., in] and a weight already transposed to W [in, out] -> [..., out] */
+function linearT(x: tf.Tensor, w: tf.Tensor2D): tf.Tensor {
+  const [inDim, outDim] = w.shape;
+  return tf.matMul(x.reshape([-1, inDim]) as tf.Tensor2D, w).reshape([...x.shape.slice(0, -1), outDim]);
+}
+
 export class LlamaDecoder implements Decoder {
   readonly params = new Map<string, tf.Variable>();
   readonly buffers = new Map<string, tf.Tensor>();
@@ -179,6 +236,14 @@ export class LlamaDecoder implements Decoder {
   readonly maxLength: number;
   readonly cfg: LlamaConfig;
   readonly headDim: number;
+  /**
+   * Generation only (forward with a KV cache): every block's weights transposed once to [in, out]
+   * (plain right operands: XNNPACK packs each once and reuses it for every token) and fused
+   * (q, k, rotate_half(q), rotate_half(k), v in one product; gate and up in one). Built from the
+   * parameters on first use and rebuilt when one of them was reassigned (a training step gives a
+   * variable a new dataId); disposed with the model. Costs one extra copy of the block weights.
+   */
+  private generation: { sources: object[]; blocks: GenerationWeights[]; headT: tf.Tensor2D } | null = null;
 
   constructor(cfg: LlamaConfig, rng: Rng) {
     this.cfg = cfg;
@@ -209,7 +274,7 @@ export class LlamaDecoder implements Decoder {
   }
 
   forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean } = {}): tf.Tensor3D {
-    const { n_heads: H, n_kv_heads: Hkv, rms_eps: eps, dropout } = this.cfg;
+    const { rms_eps: eps, dropout } = this.cfg;
     const training = !!opts.training;
     const cache = opts.cache as LlamaKVCache | undefined;
     const [B, T] = x.shape;
@@ -219,8 +284,7 @@ export class LlamaDecoder implements Decoder {
     // position ids past..past+T-1 (no cumsum over the mask: left padding takes positions too)
     const positions = Array.from({ length: T }, (_, i) => past + i);
     const rope = ropeCosSin(this.cfg, positions);
-    const cos = tf.tensor4d(rope.cos, [1, 1, T, rope.hd]);
-    const sin = tf.tensor4d(rope.sin, [1, 1, T, rope.hd]);
+    const linears = cache ? this.generationLinears(rope, T) : this.plainLinears(rope, T);
 
     // causal -inf + padding (1 - mask) * finfo.min on keys, [B, 1, T, Ttot]; padded query rows are
     // zeroed after attention: keepQuery [B, 1, T, 1]
@@ -228,31 +292,107 @@ export class LlamaDecoder implements Decoder {
     if (opts.mask && (opts.mask.shape[0] !== B || opts.mask.shape[1] !== Ttot)) {
       throw new Error(`decoder mask has shape [${opts.mask.shape}], expected [${B}, ${Ttot}] (cache ${past} + ${T} new)`);
     }
-    const bias = attentionBias(T, Ttot, opts.mask ?? null);
+    // one query at the last position and no padding: nothing to mask (the bias would be all zeros)
+    const bias = T === 1 && !opts.mask ? null : attentionBias(T, Ttot, opts.mask ?? null);
     if (opts.mask) keepQuery = tf.notEqual(opts.mask.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
 
     for (let i = 0; i < this.cfg.n_blocks; i++) {
       const b = `blocks.${i}.`;
       // attention
+      const lin = linears(i);
       const h = rmsNorm(x, this.p(b + 'norm1.weight'), eps);
-      let q = splitHeads(linear(h, this.p(b + 'attn.q_proj.weight')), H); // [B, H, T, hd]
-      let k = splitHeads(linear(h, this.p(b + 'attn.k_proj.weight')), Hkv); // [B, Hkv, T, hd]
-      let v = splitHeads(linear(h, this.p(b + 'attn.v_proj.weight')), Hkv);
-      q = applyRope(q, cos, sin);
-      k = applyRope(k, cos, sin);
-      if (cache) [k, v] = cache.append(i, k, v); // [B, Hkv, Ttot, hd]
-      let y: tf.Tensor = attention(q, k, v, { bias, dropout, training }); // [B, H, T, hd]
+      const qkv = lin.qkv(h); // after RoPE: q [B, H, T, hd], k, v [B, Hkv, T, hd]
+      const [k, v] = cache ? cache.append(i, qkv.k, qkv.v) : [qkv.k, qkv.v]; // [B, Hkv, Ttot, hd]
+      let y: tf.Tensor = attention(qkv.q, k, v, { bias, dropout, training }); // [B, H, T, hd]
       if (keepQuery) y = tf.mul(y, keepQuery);
-      y = linear(mergeHeads(y), this.p(b + 'attn.out_proj.weight')); // [B, T, C]
+      y = lin.out(mergeHeads(y)); // [B, T, C]
       x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
       // MLP
-      const h2 = rmsNorm(x, this.p(b + 'norm2.weight'), eps);
-      const gate = silu(linear(h2, this.p(b + 'mlp.gate_proj.weight'))); // [B, T, inter]
-      const up = linear(h2, this.p(b + 'mlp.up_proj.weight'));
-      x = tf.add(x, linear(tf.mul(gate, up), this.p(b + 'mlp.down_proj.weight'))) as tf.Tensor3D;
+      const [gate, up] = lin.gateUp(rmsNorm(x, this.p(b + 'norm2.weight'), eps)); // [B, T, inter] each
+      x = tf.add(x, lin.down(tf.mul(silu(gate), up))) as tf.Tensor3D;
     }
     if (cache) cache.length = Ttot;
     return rmsNorm(x, this.p('norm.weight'), eps) as tf.Tensor3D;
+  }
+
+  /** Block i's linear maps on the parameters, RoPE as nanoVLM writes it (training, full recompute). */
+  private plainLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number): (i: number) => BlockLinears {
+    const { n_heads: H, n_kv_heads: Hkv } = this.cfg;
+    const hd = this.headDim;
+    const cos = tf.tensor4d(rope.cos, [1, 1, T, hd]);
+    const sin = tf.tensor4d(rope.sin, [1, 1, T, hd]);
+    return (i) => {
+      const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
+      return {
+        qkv: (h) => {
+          const q = splitHeads(linear(h, w('attn.q_proj')), H); // [B, H, T, hd]
+          const k = splitHeads(linear(h, w('attn.k_proj')), Hkv); // [B, Hkv, T, hd]
+          const v = splitHeads(linear(h, w('attn.v_proj')), Hkv);
+          return { q: applyRope(q, cos, sin), k: applyRope(k, cos, sin), v };
+        },
+        out: (y) => linear(y, w('attn.out_proj')),
+        gateUp: (h) => [linear(h, w('mlp.gate_proj')), linear(h, w('mlp.up_proj'))],
+        down: (m) => linear(m, w('mlp.down_proj')),
+      };
+    };
+  }
+
+  /**
+   * The same maps on the generation weights (see `generation`):
+   *   h [B, T, C] -> [q k | rot(q) rot(k) | v] [B, T, 2 (C + kvDim) + kvDim], then
+   *   [q k] * cos + [rot(q) rot(k)] * sin = RoPE of q and k at once (cos, sin repeated per head).
+   */
+  private generationLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number): (i: number) => BlockLinears {
+    const { n_heads: H, n_kv_heads: Hkv, hidden_dim: C, inter_dim: I } = this.cfg;
+    const hd = this.headDim;
+    const kvDim = Hkv * hd;
+    const { blocks } = this.generationWeights();
+    const cos = ropePerHead(rope.cos, T, hd, H + Hkv); // [1, T, C + kvDim]
+    const sin = ropePerHead(rope.sin, T, hd, H + Hkv);
+    return (i) => {
+      const w = blocks[i];
+      return {
+        qkv: (h) => {
+          const [qk, qkRot, v] = tf.split(linearT(h, w.qkvRot), [C + kvDim, C + kvDim, kvDim], 2);
+          const [q, k] = tf.split(tf.add(tf.mul(qk, cos), tf.mul(qkRot, sin)), [C, kvDim], 2);
+          return { q: splitHeads(q, H), k: splitHeads(k, Hkv), v: splitHeads(v, Hkv) };
+        },
+        out: (y) => linearT(y, w.out),
+        gateUp: (h) => tf.split(linearT(h, w.gateUp), [I, I], 2) as [tf.Tensor, tf.Tensor],
+        down: (m) => linearT(m, w.down),
+      };
+    };
+  }
+
+  /** The generation weights (every block's and the head's), (re)built when a source parameter changed. */
+  private generationWeights(): { blocks: GenerationWeights[]; headT: tf.Tensor2D } {
+    const names = [...this.params.keys()].filter((n) => !n.includes('norm'));
+    const sources = names.map((n) => this.p(n).dataId);
+    if (this.generation && this.generation.sources.every((s, j) => s === sources[j])) return this.generation;
+    this.disposeGenerationWeights();
+    const hd = this.headDim;
+    const blocks = Array.from({ length: this.cfg.n_blocks }, (_, i) =>
+      tf.tidy(() => {
+        const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
+        const [wq, wk] = [w('attn.q_proj'), w('attn.k_proj')];
+        const fuse = (rows: tf.Tensor2D[]) => tf.keep(tf.concat(rows, 0).transpose() as tf.Tensor2D); // [in, sum of outs]
+        return {
+          qkvRot: fuse([wq, wk, rotateHalfRows(wq, hd), rotateHalfRows(wk, hd), w('attn.v_proj')]), // [C, 2 (C + kvDim) + kvDim]
+          out: fuse([w('attn.out_proj')]), // [C, C]
+          gateUp: fuse([w('mlp.gate_proj'), w('mlp.up_proj')]), // [C, 2 inter]
+          down: fuse([w('mlp.down_proj')]), // [inter, C]
+        };
+      }),
+    );
+    const headT = tf.tidy(() => tf.keep(this.headWeight().transpose() as tf.Tensor2D)); // [C, V]
+    this.generation = { sources, blocks, headT };
+    return this.generation;
+  }
+
+  private disposeGenerationWeights(): void {
+    for (const b of this.generation?.blocks ?? []) tf.dispose([b.qkvRot, b.out, b.gateUp, b.down]);
+    this.generation?.headT.dispose();
+    this.generation = null;
   }
 
   /** RoPE cos/sin tables [T, hd] for the given positions (what nanoVLM's rotary_embd returns). */
@@ -260,10 +400,22 @@ export class LlamaDecoder implements Decoder {
     return ropeCosSin(this.cfg, positions);
   }
 
+  private headWeight(): tf.Tensor2D {
+    return this.cfg.tie_weights ? this.p('token_embedding.weight') : this.p('head.weight');
+  }
+
   /** [B, T, C] -> [B, T, V] */
   head(hidden: tf.Tensor3D): tf.Tensor3D {
-    const w = this.cfg.tie_weights ? this.p('token_embedding.weight') : this.p('head.weight');
-    return linear(hidden, w) as tf.Tensor3D;
+    return linear(hidden, this.headWeight()) as tf.Tensor3D;
+  }
+
+  /**
+   * head() for generation (core/generate.ts uses it when a decoder has it): the same logits from
+   * the transposed copy of the head weight kept with the generation weights. No gradient flows to
+   * the parameters through it: never use it in training.
+   */
+  inferenceHead(hidden: tf.Tensor3D): tf.Tensor3D {
+    return linearT(hidden, this.generationWeights().headT) as tf.Tensor3D;
   }
 
   nanovlmConfig(): Record<string, unknown> {
@@ -289,6 +441,7 @@ export class LlamaDecoder implements Decoder {
   }
 
   dispose(): void {
+    this.disposeGenerationWeights();
     for (const v of this.params.values()) v.dispose();
     for (const t of this.buffers.values()) t.dispose();
     this.params.clear();
