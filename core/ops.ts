@@ -15,27 +15,90 @@ export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Ten
   return y.reshape([...lead, w.shape[0]]);
 }
 
+// The norms and GELU below are tf.customGrad ops: the tape keeps only what their hand-written
+// gradient reads (x or x-hat, the per-row scale, the sigmoid) instead of every intermediate of the
+// elementwise chain, and each gradient runs in its own tf.tidy so its temporaries are freed at
+// once (autodiff keeps them until the end of the whole backward pass). Forward values are
+// computed as before.
+
+/** Sum over every axis but the last: [..., C] -> [C] (the gradient of a per-channel weight). */
+function sumToLast(x: tf.Tensor): tf.Tensor {
+  return tf.sum(x.reshape([-1, x.shape[x.shape.length - 1]]), 0);
+}
+
+type CustomGradFunc = Parameters<typeof tf.customGrad>[0];
+/** tf.customGrad for a function with typed tensor arguments (tfjs types them as Tensor | GradSaveFunc). */
+function customOp<F extends (...args: never[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[] }>(f: F) {
+  return tf.customGrad(f as unknown as CustomGradFunc) as (...inputs: tf.Tensor[]) => tf.Tensor;
+}
+
 /** LayerNorm over the last axis (biased variance, as torch.nn.LayerNorm). */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
-  const axis = x.shape.length - 1;
-  const mean = tf.mean(x, axis, true);
-  const d = tf.sub(x, mean);
-  const variance = tf.mean(tf.square(d), axis, true);
-  return tf.add(tf.mul(tf.mul(d, tf.rsqrt(tf.add(variance, eps))), weight), bias);
+  const op = customOp((x_: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+    const axis = x_.shape.length - 1;
+    const d = tf.sub(x_, tf.mean(x_, axis, true));
+    const r = tf.rsqrt(tf.add(tf.mean(tf.square(d), axis, true), eps)); // [..., 1]
+    const xhat = tf.mul(d, r);
+    save([xhat, r, w]);
+    return {
+      value: tf.add(tf.mul(xhat, w), b),
+      // dxhat = dy w;  dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat));  dw = sum(dy xhat);  db = sum(dy)
+      gradFunc: (dy: tf.Tensor, [xh, rr, ww]: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const g = tf.mul(dy, ww);
+          const centred = tf.sub(g, tf.mean(g, axis, true));
+          const dx = tf.mul(rr, tf.sub(centred, tf.mul(xh, tf.mean(tf.mul(g, xh), axis, true))));
+          return [dx, sumToLast(tf.mul(dy, xh)), sumToLast(dy)];
+        }),
+    };
+  });
+  return op(x, weight, bias);
 }
 
 /** nanoVLM RMSNorm: x * rsqrt(mean(x^2, -1) + eps) * weight. */
 export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
-  const axis = x.shape.length - 1;
-  const irms = tf.rsqrt(tf.add(tf.mean(tf.square(x), axis, true), eps));
-  return tf.mul(tf.mul(x, irms), weight);
+  const op = customOp((x_: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+    const axis = x_.shape.length - 1;
+    const r = tf.rsqrt(tf.add(tf.mean(tf.square(x_), axis, true), eps)); // [..., 1]
+    save([x_, r, w]);
+    return {
+      value: tf.mul(tf.mul(x_, r), w),
+      // g = dy w;  dx = r (g - x r^2 mean(g x));  dw = sum(dy x r)
+      gradFunc: (dy: tf.Tensor, [xx, rr, ww]: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const g = tf.mul(dy, ww);
+          const dx = tf.mul(rr, tf.sub(g, tf.mul(tf.mul(xx, tf.square(rr)), tf.mean(tf.mul(g, xx), axis, true))));
+          return [dx, sumToLast(tf.mul(dy, tf.mul(xx, rr)))];
+        }),
+    };
+  });
+  return op(x, weight);
 }
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
-/** GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+const GELU_CUBIC = 0.044715;
+/**
+ * GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), computed as
+ * x sigmoid(2u) (the same function: 1 + tanh(u) = 2 sigmoid(2u)); the wasm backend's Sigmoid is
+ * vectorised (XNNPACK), its Tanh is a scalar loop ~10x slower.
+ *   dy/dx = s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2), s = sigmoid(2u)
+ */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
-  const inner = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), SQRT_2_OVER_PI);
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
+    const u2 = tf.mul(tf.add(x_, tf.mul(tf.mul(tf.mul(x_, x_), x_), GELU_CUBIC)), 2 * SQRT_2_OVER_PI); // 2u
+    const s = tf.sigmoid(u2);
+    save([x_, s]);
+    return {
+      value: tf.mul(x_, s),
+      gradFunc: (dy: tf.Tensor, [xx, ss]: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const du2 = tf.mul(tf.add(tf.mul(tf.square(xx), 3 * GELU_CUBIC), 1), 2 * SQRT_2_OVER_PI); // d(2u)/dx
+          const slope = tf.add(ss, tf.mul(tf.mul(xx, tf.mul(ss, tf.sub(1, ss))), du2));
+          return tf.mul(dy, slope);
+        }),
+    };
+  });
+  return op(x);
 }
 
 /** SiLU: x * sigmoid(x). */
