@@ -105,16 +105,39 @@ export class VisionLanguageModel {
       if (!v) throw new Error(`lossAndGrads: no parameter named ${n}`);
       return v;
     });
-    const { value, grads } = tf.variableGrads(
-      () => crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets),
-      vars,
-    );
+    const { value, grads } = tf.variableGrads(() => this.trainingLoss(batch), vars);
     const out = new Map<string, tf.Tensor>();
     names.forEach((n, i) => {
       const g = grads[vars[i].name];
       if (g) out.set(n, g);
     });
     return { loss: value, grads: out };
+  }
+
+  /**
+   * loss(forward(...), targets) with training on, computing the head only on the text positions
+   * whose target is counted (not -100): the ignored ones add nothing to the loss nor to any
+   * gradient, and on nanoVLM batches they are about half of the positions (the prompt and
+   * padding), so the largest product of the step (hidden x the vocabulary) and the log-softmax
+   * over the vocabulary shrink accordingly. The counted rows are found on the host (targets are small).
+   */
+  private trainingLoss(batch: TrainBatch): tf.Scalar {
+    const [B, T] = batch.targets.shape;
+    const targets = batch.targets.dataSync();
+    const rows: number[] = [];
+    for (let i = 0; i < B * T; i++) if (targets[i] !== -100) rows.push(i);
+    if (rows.length === 0) {
+      return crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets); // NaN, as F.cross_entropy
+    }
+    return tf.tidy(() => {
+      const h = this.hidden(batch.inputIds, batch.images, batch.attentionMask, { training: true }); // [B, Ni + T, C]
+      const C = h.shape[2];
+      const text = h.slice([0, this.numImageTokens, 0], [-1, -1, -1]).reshape([B * T, C]); // [B*T, C]
+      const idx = tf.tensor1d(rows, 'int32');
+      const counted = tf.gather(text, idx).reshape([1, rows.length, C]) as tf.Tensor3D; // [1, N, C]
+      const picked = tf.gather(batch.targets.reshape([B * T]), idx).reshape([1, rows.length]) as tf.Tensor2D; // [1, N]
+      return crossEntropyIgnore(this.decoder.head(counted), picked); // head: [1, N, C] -> [1, N, V]
+    });
   }
 
   /** Exactly nanoVLM VLMConfig's fields, in order. */
