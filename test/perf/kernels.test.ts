@@ -294,3 +294,29 @@ test('Pow: x ** 2 (Square path) and other exponents equal the stock kernel', was
   assert.deepEqual(Array.from(fast.dataSync()), Array.from(stock.dataSync()));
   tf.dispose([x, fast, stock]);
 });
+
+test('Sum over leading axes equals the stock kernel (other reductions go to it)', wasmOnly, () => {
+  const cases: [number[], number | number[], boolean][] = [
+    [[64, 48], 0, false], // a bias gradient
+    [[4, 16, 24], [0, 1], false], // a norm-weight gradient
+    [[4, 16, 24], [1, 0], true],
+    [[3, 5, 7], 0, false],
+    [[3, 5, 7], 1, false], // not leading: stock
+    [[3, 5, 7], -1, true], // last axis: stock
+    [[3, 5, 7], [0, 1, 2], false], // everything: stock
+  ];
+  for (const [shape, axis, keepDims] of cases) {
+    const n = shape.reduce((p, d) => p * d, 1);
+    const x = tf.tensor(values(n, n + 7), shape);
+    const [fast, stock] = stockVsFast(() => tf.sum(x, axis, keepDims));
+    assert.deepEqual(fast.shape, stock.shape, `sum(${shape}, ${axis}) shape`);
+    const F = fast.dataSync();
+    const S = stock.dataSync();
+    for (let i = 0; i < F.length; i++) assert.ok(Math.abs(F[i] - S[i]) <= 1e-5, `sum(${shape}, ${axis})[${i}]: ${F[i]} vs ${S[i]}`);
+    tf.dispose([x, fast, stock]);
+  }
+  const i32 = tf.tensor([[1, 2], [3, 4]], [2, 2], 'int32');
+  const [fast, stock] = stockVsFast(() => tf.sum(i32, 0)); // int32: stock
+  assert.deepEqual(Array.from(fast.dataSync()), Array.from(stock.dataSync()));
+  tf.dispose([i32, fast, stock]);
+});
