@@ -101,9 +101,17 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
   return op(x);
 }
 
-/** SiLU: x * sigmoid(x). */
+/** SiLU: x * sigmoid(x); gradient s (1 + x (1 - s)), s = sigmoid(x) (the tape keeps x and s). */
 export function silu(x: tf.Tensor): tf.Tensor {
-  return tf.mul(x, tf.sigmoid(x));
+  const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
+    const s = tf.sigmoid(x_);
+    save([x_, s]);
+    return {
+      value: tf.mul(x_, s),
+      gradFunc: (dy: tf.Tensor, [xx, ss]: tf.Tensor[]) => tf.tidy(() => tf.mul(dy, tf.mul(ss, tf.add(1, tf.mul(xx, tf.sub(1, ss)))))),
+    };
+  });
+  return op(x);
 }
 
 /** Softmax over the last axis. */

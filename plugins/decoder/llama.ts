@@ -129,9 +129,26 @@ function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
   return tf.concat([tf.neg(x2), x1], 3) as tf.Tensor4D;
 }
 
-/** q * cos + rotate_half(q) * sin, for q [B, H, T, hd] and cos, sin [1, 1, T, hd] */
+/** The adjoint of rotate_half: cat([z[..., hd/2:], -z[..., :hd/2]], -1) */
+function rotateHalfT(z: tf.Tensor): tf.Tensor {
+  const half = z.shape[z.shape.length - 1] / 2;
+  const [z1, z2] = tf.split(z, [half, half], -1);
+  return tf.concat([z2, tf.neg(z1)], -1);
+}
+
+/**
+ * q * cos + rotate_half(q) * sin, for q [B, H, T, hd] and cos, sin [1, 1, T, hd] (constants). A
+ * custom gradient, dy * cos + rotate_half^T(dy * sin), so the tape keeps none of the intermediates.
+ */
 function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
-  return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin)) as tf.Tensor4D;
+  const op = tf.customGrad(((x_: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([cos, sin]); // kept for the backward pass (the caller's tidy may end before it)
+    return {
+      value: tf.add(tf.mul(x_, cos), tf.mul(rotateHalf(x_ as tf.Tensor4D), sin)),
+      gradFunc: (dy: tf.Tensor, [c, s]: tf.Tensor[]) => tf.tidy(() => tf.add(tf.mul(dy, c), rotateHalfT(tf.mul(dy, s)))),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(x) as tf.Tensor4D;
 }
 
 /**
