@@ -26,10 +26,23 @@ function sumToLast(x: tf.Tensor): tf.Tensor {
   return tf.sum(x.reshape([-1, x.shape[x.shape.length - 1]]), 0);
 }
 
+/** True while tfjs records a gradient tape (inside tf.grads / tf.variableGrads). */
+function recordingGradients(): boolean {
+  const state = (tf.engine() as unknown as { state?: { gradientDepth?: number } }).state;
+  return (state?.gradientDepth ?? 1) > 0; // unknown engine internals: assume recording
+}
+
 type CustomGradFunc = Parameters<typeof tf.customGrad>[0];
-/** tf.customGrad for a function with typed tensor arguments (tfjs types them as Tensor | GradSaveFunc). */
-function customOp<F extends (...args: never[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[] }>(f: F) {
-  return tf.customGrad(f as unknown as CustomGradFunc) as (...inputs: tf.Tensor[]) => tf.Tensor;
+type CustomGradBody = (...args: never[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[] };
+/**
+ * tf.customGrad(f) for a function with typed tensor arguments (tfjs types them Tensor | GradSaveFunc).
+ * Outside a gradient tape f's forward runs directly (same kernels, same values): a customGrad op
+ * costs ~50 us of engine bookkeeping per call, which adds up during generation.
+ */
+export function customOp(f: CustomGradBody): (...inputs: tf.Tensor[]) => tf.Tensor {
+  const withGrad = tf.customGrad(f as unknown as CustomGradFunc) as (...inputs: tf.Tensor[]) => tf.Tensor;
+  const noSave: tf.GradSaveFunc = () => {};
+  return (...inputs) => (recordingGradients() ? withGrad(...inputs) : (f as unknown as (...a: unknown[]) => { value: tf.Tensor })(...inputs, noSave).value);
 }
 
 /** LayerNorm over the last axis (biased variance, as torch.nn.LayerNorm). */

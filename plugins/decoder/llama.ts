@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
 import { UserError } from '../../core/errors.ts';
-import { withoutInit, attention, attentionBias, constInit, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
+import { withoutInit, attention, attentionBias, constInit, customOp, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
@@ -141,13 +141,13 @@ function rotateHalfT(z: tf.Tensor): tf.Tensor {
  * custom gradient, dy * cos + rotate_half^T(dy * sin), so the tape keeps none of the intermediates.
  */
 function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
-  const op = tf.customGrad(((x_: tf.Tensor, save: tf.GradSaveFunc) => {
+  const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
     save([cos, sin]); // kept for the backward pass (the caller's tidy may end before it)
     return {
       value: tf.add(tf.mul(x_, cos), tf.mul(rotateHalf(x_ as tf.Tensor4D), sin)),
       gradFunc: (dy: tf.Tensor, [c, s]: tf.Tensor[]) => tf.tidy(() => tf.add(tf.mul(dy, c), rotateHalfT(tf.mul(dy, s)))),
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  });
   return op(x) as tf.Tensor4D;
 }
 
