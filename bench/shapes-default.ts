@@ -1,7 +1,7 @@
 // The embedded default's promise, measured: `vlm run recipes/shapes-tiny.yaml` must finish in
 // <= 5 minutes on a 2-core machine and reach >= 90% multiple-choice accuracy (chance: 25%).
 // Runs the real CLI in a child process (as a user would), then prints one JSON object:
-//   {"recipe", "seconds", "accuracy", "accuracy_strict", "train_seconds", "steps", "backend", "ok", ...}
+//   {"recipe", "seconds", "accuracy", "accuracy_strict", "accuracy_by_type", "steps", "ok", ...}
 // Usage: npx tsx bench/shapes-default.ts [recipe.yaml] [key.path=value ...]
 // Never run from the unit suite (it takes minutes). Exit code 0 when both targets are met.
 import { spawn } from 'node:child_process';
@@ -33,7 +33,7 @@ const seconds = (Date.now() - t0) / 1000;
 
 const runs = readdirSync(out);
 const runDir = runs.length === 1 ? join(out, runs[0]) : null;
-let results: { evaluator: string; dataset: string; metrics: Record<string, number> }[] = [];
+let results: { evaluator: string; dataset: string; metrics: Record<string, number>; breakdown?: Record<string, Record<string, number>> }[] = [];
 let facts: Record<string, unknown> = {};
 let steps = 0;
 if (runDir) {
@@ -58,6 +58,7 @@ const report = {
   accuracy: mc?.metrics.accuracy ?? null,
   accuracy_strict: mc?.metrics.accuracy_strict ?? null,
   eval_samples: mc?.metrics.n ?? null,
+  accuracy_by_type: mc?.breakdown ? Object.fromEntries(Object.entries(mc.breakdown).map(([k, v]) => [k, v.accuracy])) : null,
   steps,
   ...facts,
   run_dir: runDir,

@@ -8,8 +8,11 @@
 //   count: 1..4 shapes of one colour and kind, one per quadrant.
 // Answers are one word or one digit. `format: multiple-choice` asks the same questions with the 4
 // answers of that question type inline in MMStar's format (`\nOptions: A: red, B: green, ...`) and
-// the letter as the answer; by default the options come in a fixed order per question type
-// (shuffle_options: true shuffles them). `mixed` alternates open and multiple-choice (even / odd).
+// the letter as the answer; by default the options come in a fixed (canonical) order per question
+// type (shuffle_options: true shuffles them), so the letter is a function of the question type and
+// the scene; `inline_options: false` then asks the bare question (the options are implied by that
+// order). `mixed` alternates open and multiple-choice (even / odd). `first_tasks` / `first_count`:
+// a curriculum (the first samples ask only those question types and come first in every epoch).
 // A multiple-choice sample's answer is the letter (what evaluators check and, by default, what it
 // trains on); `mc_target: letter-option` trains on "B: green" instead (Sample.target) - see
 // docs/data.md for why that is a shortcut rather than a help with nanoVLM's left padding.
@@ -31,15 +34,21 @@ const SPLITS = { train: 0, val: 1, test: 2 } as const;
 const TASKS = ['color', 'shape', 'count', 'position'] as const;
 type Task = (typeof TASKS)[number];
 
-// Short on purpose: with the byte tokenizer every character is a token, and the longest
-// multiple-choice training sequence (shape: MMStar prompt + options + "C: triangle" + eos) must
-// stay within the default recipe's max_length 124 (it is 119; asserted in test/data).
+// Short on purpose (with the byte tokenizer every character is a token), and of equal length in
+// the multiple-choice format: `question + "\n" + options` is 58 bytes for every question type, so
+// every multiple-choice training sequence (MMStar prompt + letter + eos) is exactly 109 tokens and
+// the default recipe's max_length is 109: no padding in training, and the MMStar evaluation (which
+// left-pads to the longest prompt of its batch) puts the prompt end at the same position as
+// training did. With unequal lengths the relative distance from the image tokens to the answer
+// differs between training and evaluation (RoPE sees it). Asserted in test/data.
 const QUESTIONS: Record<Task, string> = {
-  color: 'Color?',
+  color: 'Which color?',
   shape: 'Shape?',
-  count: 'How many?',
-  position: 'Where?',
+  count: 'How many shapes are there?',
+  position: 'Where is it?',
 };
+// open answers and multiple choice without inline options: 6 bytes each
+const SHORT_QUESTIONS: Record<Task, string> = { color: 'Color?', shape: 'Shape?', count: 'Count?', position: 'Where?' };
 const ANSWERS: Record<Task, readonly string[]> = { color: COLOR_NAMES, shape: SHAPES, count: COUNTS, position: POSITIONS };
 
 interface Shape {
@@ -159,7 +168,12 @@ export interface ShapesOptions {
   shuffleOptions: boolean;
   /** what a multiple-choice sample trains on: the letter, or the letter and its option ("B: green") */
   mcTarget?: 'letter' | 'letter-option';
+  /** multiple choice: list the options in the question (MMStar's `\nOptions: A: ..`), or not */
+  inlineOptions?: boolean;
   tasks?: Task[];
+  /** curriculum: samples 0..firstCount-1 draw their question type from firstTasks and come first in every epoch */
+  firstTasks?: Task[];
+  firstCount?: number;
   orderSeed: number;
 }
 
@@ -176,7 +190,8 @@ export class SyntheticShapes implements Dataset {
   /** the sample at `index` (its PNG rendered on first use and cached) */
   async get(index: number): Promise<Sample> {
     const o = this.o;
-    const scene = makeScene(o.seed, SPLITS[o.split], index, o.format, o.shuffleOptions, o.tasks);
+    const tasks = index < (o.firstCount ?? 0) && o.firstTasks ? o.firstTasks : o.tasks;
+    const scene = makeScene(o.seed, SPLITS[o.split], index, o.format, o.shuffleOptions, tasks);
     let png = this.cache.get(index);
     if (!png) {
       png = sharp(Buffer.from(sceneSvg(scene, o.imageSize)))
@@ -185,12 +200,13 @@ export class SyntheticShapes implements Dataset {
         .then((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
       this.cache.set(index, png);
     }
-    const q = QUESTIONS[scene.task];
+    const inline = scene.mc && o.inlineOptions !== false;
+    const q = (inline ? QUESTIONS : SHORT_QUESTIONS)[scene.task];
     const letter = String.fromCharCode(65 + scene.choices.indexOf(scene.answer));
     const sample: Sample = {
       id: `${this.name}#${index}`,
       image: await png,
-      question: scene.mc ? `${q}\n${formatOptions(scene.choices)}` : q,
+      question: inline ? `${q}\n${formatOptions(scene.choices)}` : q,
       answer: scene.mc ? letter : scene.answer,
       category: scene.task,
     };
@@ -203,7 +219,12 @@ export class SyntheticShapes implements Dataset {
 
   async *samples(opts: { epoch?: number; skip?: number } = {}): AsyncIterable<Sample> {
     const n = this.o.count;
-    const order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
+    let order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
+    const first = Math.min(this.o.firstCount ?? 0, n);
+    if (order && first > 0) {
+      // curriculum: the first samples (first_tasks) keep coming first, each part shuffled in itself
+      order = Int32Array.from([...order.filter((i) => i < first), ...order.filter((i) => i >= first)]);
+    }
     // render a few ahead so sharp's pool works in parallel with the consumer
     const AHEAD = 256;
     const at = (k: number) => (order ? order[k] : k);
@@ -234,6 +255,9 @@ export default definePlugin({
       tasks: { type: 'array', items: { type: 'string', enum: ['color', 'shape', 'count', 'position'] }, minItems: 1, description: 'question types to draw from (default: all four)' },
       shuffle: { type: 'boolean', description: "reshuffle the order every epoch (seeded by runtime.seed); default: true for data.train, false otherwise" },
       shuffle_options: { type: 'boolean', default: false, description: 'multiple choice: shuffle the option order per sample (default: a fixed order per question type)' },
+      inline_options: { type: 'boolean', default: true, description: 'multiple choice: list the 4 options in the question (MMStar format); false asks the bare question (with the fixed option order the letter still names one answer)' },
+      first_tasks: { type: 'array', items: { type: 'string', enum: ['color', 'shape', 'count', 'position'] }, minItems: 1, description: 'curriculum: question types of the first `first_count` samples, which also come first in every (shuffled) epoch' },
+      first_count: { type: 'integer', minimum: 0, default: 0, description: 'curriculum: how many samples (from index 0) use `first_tasks`' },
       mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter', description: 'multiple choice: train on the letter alone (as MMStar), or on the letter and its option ("B: green"; beware: answers of different lengths leak through the left-padded positions, see docs/data.md). Evaluation always checks the letter' },
     },
   },
@@ -247,7 +271,10 @@ export default definePlugin({
       shuffle: o.shuffle ?? ctx.role === 'train',
       shuffleOptions: o.shuffle_options,
       mcTarget: o.mc_target ?? 'letter',
+      inlineOptions: o.inline_options ?? true,
       tasks: o.tasks as Task[] | undefined,
+      firstTasks: o.first_tasks as Task[] | undefined,
+      firstCount: o.first_count ?? 0,
       orderSeed: ctx.seed ?? 0,
     });
   },

@@ -206,13 +206,37 @@ test('synthetic-shapes: deterministic, open answers are one word/digit, splits d
   assert.deepEqual((await all(t, { epoch: 1, skip: 50 })).map((s) => s.id), e1.slice(50));
 });
 
-test('synthetic-shapes: every training sequence fits the default recipe (bytes tokenizer, max_length 124)', async () => {
+test('synthetic-shapes: multiple-choice sequences have one length for all question types (= the default recipe max_length 57 without inline options)', async () => {
   const tok = new BytesTokenizer();
+  const lengths = async (o: object) => {
+    const out = new Map<string, Set<number>>();
+    for (const s of await all(await S({ format: 'multiple-choice', count: 200, ...o }))) {
+      const n = encodeSample(tok, defaultPrompt(s), s.target ?? s.answer).ids.length;
+      if (!out.has(s.category!)) out.set(s.category!, new Set());
+      out.get(s.category!)!.add(n);
+    }
+    assert.equal(out.size, 4);
+    return new Set([...out.values()].flatMap((v) => [...v]));
+  };
+  // no padding in training, and the MMStar eval (left-padded to the longest prompt of its batch)
+  // puts the prompt end where training did
+  assert.deepEqual(await lengths({}), new Set([109])); // MMStar prompt + options + letter + eos
+  assert.deepEqual(await lengths({ shuffle_options: true }), new Set([109]));
+  assert.deepEqual(await lengths({ inline_options: false }), new Set([57])); // recipes/shapes-tiny.yaml
   let longest = 0;
-  for (const format of ['multiple-choice', 'open'] as const)
-    for (const s of await all(await S({ format, count: 400, mc_target: 'letter-option' })))
-      longest = Math.max(longest, encodeSample(tok, defaultPrompt(s), s.target ?? s.answer).ids.length);
-  assert.equal(longest, 119); // shape: MMStar prompt + options + "C: triangle" + eos
+  for (const s of await all(await S({ format: 'open', count: 200 }))) longest = Math.max(longest, encodeSample(tok, defaultPrompt(s), s.answer).ids.length);
+  assert.ok(longest <= 57, String(longest));
+});
+
+test('synthetic-shapes: curriculum (first_tasks / first_count) comes first in every shuffled epoch', async () => {
+  const t = await S({ format: 'multiple-choice', inline_options: false, count: 60, first_tasks: ['color'], first_count: 20 }, 'train');
+  for (const epoch of [0, 1]) {
+    const xs = await all(t, { epoch });
+    const idx = xs.map((s) => Number(s.id.split('#')[1]));
+    assert.deepEqual([...idx.slice(0, 20)].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i));
+    assert.ok(xs.slice(0, 20).every((s) => s.category === 'color'));
+    assert.ok(new Set(xs.slice(20).map((s) => s.category)).size > 1);
+  }
 });
 
 test('synthetic-shapes: multiple-choice questions in MMStar inline format with the answer letter; mixed alternates', async () => {
@@ -235,4 +259,14 @@ test('synthetic-shapes: multiple-choice questions in MMStar inline format with t
   mixed.forEach((s, i) => assert.equal(!!s.choices, i % 2 === 1));
   const shuffled = await all(await S({ format: 'multiple-choice', split: 'test', count: 40, shuffle_options: true }));
   assert.ok(shuffled.some((s) => s.choices!.join() !== mc.find((m) => m.category === s.category)!.choices!.join()));
+  // default: the canonical order per question type, so the letter is a function of the truth
+  const canonical: Record<string, string[]> = { color: Object.keys(COLORS), shape: [...SHAPES], count: ['1', '2', '3', '4'], position: [...POSITIONS] };
+  mc.forEach((s) => assert.deepEqual(s.choices, canonical[s.category!]));
+  // inline_options: false asks the bare question (same scene, same letter, same choices)
+  const bare = await all(await S({ format: 'multiple-choice', split: 'test', count: 100, inline_options: false }));
+  bare.forEach((s, i) => {
+    assert.doesNotMatch(s.question, /Options/);
+    assert.equal(s.answer, mc[i].answer);
+    assert.deepEqual(s.choices, mc[i].choices);
+  });
 });
