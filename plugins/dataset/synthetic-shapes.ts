@@ -11,8 +11,8 @@
 // the letter as the answer; by default the options come in a fixed (canonical) order per question
 // type (shuffle_options: true shuffles them), so the letter is a function of the question type and
 // the scene; `inline_options: false` then asks the bare question (the options are implied by that
-// order). `mixed` alternates open and multiple-choice (even / odd). `first_tasks` / `first_count`:
-// a curriculum (the first samples ask only those question types and come first in every epoch).
+// order). `mixed` alternates open and multiple-choice (even / odd). `curriculum`: stages
+// of samples asking only some question types, which come first in every epoch.
 // A multiple-choice sample's answer is the letter (what evaluators check and, by default, what it
 // trains on); `mc_target: letter-option` trains on "B: green" instead (Sample.target) - see
 // docs/data.md for why that is a shortcut rather than a help with nanoVLM's left padding.
@@ -171,10 +171,16 @@ export interface ShapesOptions {
   /** multiple choice: list the options in the question (MMStar's `\nOptions: A: ..`), or not */
   inlineOptions?: boolean;
   tasks?: Task[];
-  /** curriculum: samples 0..firstCount-1 draw their question type from firstTasks and come first in every epoch */
-  firstTasks?: Task[];
-  firstCount?: number;
+  /** curriculum: consecutive index ranges (from 0) whose samples ask only these question types; they come first, in this order, in every epoch */
+  curriculum?: { tasks: Task[]; count: number }[];
   orderSeed: number;
+}
+
+/** the curriculum stage of sample `index`, if any */
+function curriculumStage(stages: { tasks: Task[]; count: number }[] | undefined, index: number) {
+  let end = 0;
+  for (const st of stages ?? []) if (index < (end += st.count)) return st;
+  return undefined;
 }
 
 export class SyntheticShapes implements Dataset {
@@ -190,7 +196,7 @@ export class SyntheticShapes implements Dataset {
   /** the sample at `index` (its PNG rendered on first use and cached) */
   async get(index: number): Promise<Sample> {
     const o = this.o;
-    const tasks = index < (o.firstCount ?? 0) && o.firstTasks ? o.firstTasks : o.tasks;
+    const tasks = curriculumStage(o.curriculum, index)?.tasks ?? o.tasks;
     const scene = makeScene(o.seed, SPLITS[o.split], index, o.format, o.shuffleOptions, tasks);
     let png = this.cache.get(index);
     if (!png) {
@@ -220,10 +226,18 @@ export class SyntheticShapes implements Dataset {
   async *samples(opts: { epoch?: number; skip?: number } = {}): AsyncIterable<Sample> {
     const n = this.o.count;
     let order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
-    const first = Math.min(this.o.firstCount ?? 0, n);
-    if (order && first > 0) {
-      // curriculum: the first samples (first_tasks) keep coming first, each part shuffled in itself
-      order = Int32Array.from([...order.filter((i) => i < first), ...order.filter((i) => i >= first)]);
+    const stages = this.o.curriculum ?? [];
+    if (order && stages.length) {
+      // curriculum: each stage's samples keep their place (stage by stage, then the rest), each
+      // part shuffled in itself
+      const stageOf = (i: number) => {
+        let end = 0;
+        for (let k = 0; k < stages.length; k++) if (i < (end += stages[k].count)) return k;
+        return stages.length;
+      };
+      const parts: number[][] = Array.from({ length: stages.length + 1 }, () => []);
+      for (const i of order) parts[stageOf(i)].push(i);
+      order = Int32Array.from(parts.flat());
     }
     // render a few ahead so sharp's pool works in parallel with the consumer
     const AHEAD = 256;
@@ -256,8 +270,17 @@ export default definePlugin({
       shuffle: { type: 'boolean', description: "reshuffle the order every epoch (seeded by runtime.seed); default: true for data.train, false otherwise" },
       shuffle_options: { type: 'boolean', default: false, description: 'multiple choice: shuffle the option order per sample (default: a fixed order per question type)' },
       inline_options: { type: 'boolean', default: true, description: 'multiple choice: list the 4 options in the question (MMStar format); false asks the bare question (with the fixed option order the letter still names one answer)' },
-      first_tasks: { type: 'array', items: { type: 'string', enum: ['color', 'shape', 'count', 'position'] }, minItems: 1, description: 'curriculum: question types of the first `first_count` samples, which also come first in every (shuffled) epoch' },
-      first_count: { type: 'integer', minimum: 0, default: 0, description: 'curriculum: how many samples (from index 0) use `first_tasks`' },
+      curriculum: {
+        type: 'array',
+        description: 'a curriculum: consecutive ranges of samples (from index 0), each asking only its `tasks`; they come first, stage by stage, in every (shuffled) epoch; the remaining samples use `tasks`',
+        items: {
+          type: 'object', additionalProperties: false, required: ['tasks', 'count'],
+          properties: {
+            tasks: { type: 'array', items: { type: 'string', enum: ['color', 'shape', 'count', 'position'] }, minItems: 1 },
+            count: { type: 'integer', minimum: 1 },
+          },
+        },
+      },
       mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter', description: 'multiple choice: train on the letter alone (as MMStar), or on the letter and its option ("B: green"; beware: answers of different lengths leak through the left-padded positions, see docs/data.md). Evaluation always checks the letter' },
     },
   },
@@ -273,8 +296,7 @@ export default definePlugin({
       mcTarget: o.mc_target ?? 'letter',
       inlineOptions: o.inline_options ?? true,
       tasks: o.tasks as Task[] | undefined,
-      firstTasks: o.first_tasks as Task[] | undefined,
-      firstCount: o.first_count ?? 0,
+      curriculum: o.curriculum as { tasks: Task[]; count: number }[] | undefined,
       orderSeed: ctx.seed ?? 0,
     });
   },

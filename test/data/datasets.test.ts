@@ -228,15 +228,21 @@ test('synthetic-shapes: multiple-choice sequences have one length for all questi
   assert.ok(longest <= 57, String(longest));
 });
 
-test('synthetic-shapes: curriculum (first_tasks / first_count) comes first in every shuffled epoch', async () => {
-  const t = await S({ format: 'multiple-choice', inline_options: false, count: 60, first_tasks: ['color'], first_count: 20 }, 'train');
+test('synthetic-shapes: curriculum stages come first, in order, in every shuffled epoch', async () => {
+  const t = await S({ format: 'multiple-choice', inline_options: false, count: 80, curriculum: [{ tasks: ['color'], count: 20 }, { tasks: ['count', 'position'], count: 20 }] }, 'train');
+  const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
+  const firsts: string[] = [];
   for (const epoch of [0, 1]) {
     const xs = await all(t, { epoch });
     const idx = xs.map((s) => Number(s.id.split('#')[1]));
-    assert.deepEqual([...idx.slice(0, 20)].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i));
+    firsts.push(xs[0].id);
+    assert.deepEqual([...idx.slice(0, 20)].sort((a, b) => a - b), range(0, 20));
+    assert.deepEqual([...idx.slice(20, 40)].sort((a, b) => a - b), range(20, 40));
     assert.ok(xs.slice(0, 20).every((s) => s.category === 'color'));
-    assert.ok(new Set(xs.slice(20).map((s) => s.category)).size > 1);
+    assert.deepEqual(new Set(xs.slice(20, 40).map((s) => s.category)), new Set(['count', 'position']));
+    assert.equal(new Set(xs.slice(40).map((s) => s.category)).size, 4);
   }
+  assert.notEqual(firsts[0], firsts[1]); // each stage is still shuffled per epoch
 });
 
 test('synthetic-shapes: multiple-choice questions in MMStar inline format with the answer letter; mixed alternates', async () => {
