@@ -4,8 +4,6 @@
 // and the datasets of data.{train,val,eval}. If model.from names a nanoVLM checkpoint (local
 // folder or Hub repo id), its weights are loaded; with no components in the recipe the
 // checkpoint itself says which plugins to build.
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
 import type { Registry } from './registry.ts';
@@ -66,10 +64,8 @@ export async function buildComponents(recipe: Record<string, any>, registry: Reg
 
 /** model.from: a local folder (relative to the recipe) or a Hub repo id (downloaded into the cache). */
 async function resolveCheckpoint(from: string, ctx: BuildContext): Promise<string> {
-  const local = resolve(ctx.recipeDir, from);
-  if (existsSync(local)) return local;
   const wanted = ['config.json', 'model.safetensors', 'nanovlm-ts.json'];
-  return resolveSource(from, { repoType: 'model', files: (p) => wanted.includes(p), log: (l) => ctx.log.info(l) });
+  return resolveSource(from, { baseDir: ctx.recipeDir, repoType: 'model', files: (p) => wanted.includes(p), log: (l) => ctx.log.info(l) });
 }
 
 /** a UserError without a place gets the recipe position of `yamlPath` (when the registry knows positions) */

@@ -42,6 +42,8 @@ export interface ResolveOptions {
   log?: (line: string) => void;
   /** retry policy for transient HTTP failures (tests shorten the backoff) */
   retry?: RetryOptions;
+  /** a relative local path resolves against this folder (the recipe's), default the current directory */
+  baseDir?: string;
 }
 
 // Hub rule for each half of `owner/name`: letters, digits, '-', '_', '.'; no leading/trailing
@@ -71,12 +73,12 @@ export function isRepoId(s: string): boolean {
  * is downloaded into the cache (or found there) and its snapshot folder returned.
  */
 export async function resolveSource(idOrPath: string, opts: ResolveOptions = {}): Promise<string> {
-  const local = resolve(idOrPath);
+  const local = resolve(opts.baseDir ?? '.', idOrPath);
   if (existsSync(local)) return local;
   const id = parseRepoId(idOrPath);
   if (!id) {
     throw new UserError(`"${idOrPath}" is neither an existing path nor a Hub repo id (owner/name[@revision])`, {
-      hint: 'check the path (relative paths resolve against the current directory) or write the repo id as owner/name',
+      hint: `check the path (relative paths resolve against ${opts.baseDir ? 'the recipe folder' : 'the current directory'}) or write the repo id as owner/name`,
     });
   }
   if (opts.revision !== undefined && !REVISION.test(opts.revision)) {

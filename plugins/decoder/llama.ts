@@ -13,7 +13,7 @@
 // `from:` loads a Hugging Face Llama checkpoint (LanguageModel.from_pretrained): key table HF_LLAMA_KEYS;
 // a recipe vocab larger than the checkpoint's gets extra rows ~ N(0, 0.02) (seeded).
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
@@ -613,8 +613,8 @@ export default definePlugin({
     let hub: ReturnType<typeof readLlamaConfig> | null = null;
     let folder: string | null = null;
     if (opts.from) {
-      const local = resolve(ctx.recipeDir, opts.from); // a relative folder resolves against the recipe
-      folder = await resolveSource(existsSync(local) ? local : opts.from, {
+      folder = await resolveSource(opts.from, {
+        baseDir: ctx.recipeDir, // a relative folder resolves against the recipe
         repoType: 'model',
         files: ['config.json', 'model.safetensors'],
         log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),

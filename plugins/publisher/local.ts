@@ -44,10 +44,11 @@ function plannedRepoId(recipe: Record<string, any>): string | null {
 async function effectiveModelSection(ctx: RunContext): Promise<Record<string, unknown>> {
   const m: Record<string, any> = { ...(ctx.recipe?.model ?? {}) };
   if ((m.vision && m.projector && m.decoder) || typeof m.from !== 'string') return m;
-  const local = resolve(ctx.recipeDir, m.from);
-  const folder = existsSync(local)
-    ? local
-    : await resolveSource(m.from, { repoType: 'model', files: (p) => p === 'config.json' || p === 'nanovlm-ts.json' });
+  const folder = await resolveSource(m.from, {
+    baseDir: ctx.recipeDir,
+    repoType: 'model',
+    files: (p) => p === 'config.json' || p === 'nanovlm-ts.json',
+  });
   const { section } = checkpointModelSection(folder);
   const out: Record<string, unknown> = { ...section };
   for (const [k, v] of Object.entries(m)) if (v !== null && v !== undefined) out[k] = v;

@@ -2,12 +2,12 @@
 // run by @huggingface/tokenizers (tokenizers.js). As nanoVLM's get_tokenizer (data/processors.py):
 // pad = eos. The optional chat template is rendered with @huggingface/jinja.
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Tokenizer as HFTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
-import { resolveSource, isRepoId } from '../../core/hub/index.ts';
+import { resolveSource } from '../../core/hub/index.ts';
 import type { Tokenizer } from '../../core/types.ts';
 
 const FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
@@ -104,9 +104,7 @@ export default definePlugin({
     },
   },
   async create(o, ctx) {
-    const local = resolve(ctx.recipeDir ?? '.', o.from);
-    const src = existsSync(local) ? local : isRepoId(o.from) ? o.from : local;
-    const folder = await resolveSource(src, { repoType: 'model', files: (p) => FILES.includes(p) });
+    const folder = await resolveSource(o.from, { baseDir: ctx.recipeDir ?? '.', repoType: 'model', files: (p) => FILES.includes(p) });
     return new HFTokenizerAdapter(folder, { chatTemplate: o.chat_template as string | null, eosToken: o.eos_token as string | null, yamlPath: `${ctx.yamlPath}.from` });
   },
 });

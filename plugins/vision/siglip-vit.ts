@@ -7,7 +7,7 @@
 // `from:` loads a Hugging Face SigLIP vision checkpoint (ViT.from_pretrained): the key table is
 // HF_SIGLIP_KEYS below; q/k/v are fused into qkv_proj as torch.cat([q, k, v], 0).
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { PluginContext, VisionEncoder } from '../../core/types.ts';
@@ -336,8 +336,8 @@ export default definePlugin({
     let hub: Partial<ViTConfig> | null = null;
     let folder: string | null = null;
     if (opts.from) {
-      const local = resolve(ctx.recipeDir, opts.from); // a relative folder resolves against the recipe
-      folder = await resolveSource(existsSync(local) ? local : opts.from, {
+      folder = await resolveSource(opts.from, {
+        baseDir: ctx.recipeDir, // a relative folder resolves against the recipe
         repoType: 'model',
         files: ['config.json', 'model.safetensors'],
         log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
