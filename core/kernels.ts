@@ -23,6 +23,9 @@
 //                         a scatter-add in JS straight on the wasm heap, O(size of x).
 //   Conv2DBackpropFilter  gradient of conv2d's filter (a patch embedding written as a conv):
 //                         im2col on the heap, then one XNNPACK product cols^T @ dy.
+// Stock kernels that copy where sharing is enough:
+//   Identity (clone(): every tensor the gradient tape saves), Cast to the same dtype -> the output
+//                         shares the input's buffer, reference-counted (as cpu's and wasm's Reshape).
 // Stock kernels that compute every element's source index one by one (~50 ns/element):
 //   Tile (hence broadcastTo, tf.where with a broadcast mask)  -> block copies (copyWithin).
 //   Transpose of rank >= 5 after merging axes (patchify, pixel shuffle) -> contiguous runs
@@ -133,6 +136,8 @@ function wasmKernels(): tf.KernelConfig[] {
       },
       kernelFunc: fusedMatMul as unknown as tf.KernelFunc,
     },
+    { kernelName: 'Identity', backendName: 'wasm', kernelFunc: identity as unknown as tf.KernelFunc },
+    { kernelName: 'Cast', backendName: 'wasm', kernelFunc: cast as unknown as tf.KernelFunc },
     { kernelName: 'Tile', backendName: 'wasm', kernelFunc: tile as unknown as tf.KernelFunc },
     { kernelName: 'Transpose', backendName: 'wasm', kernelFunc: transpose as unknown as tf.KernelFunc },
     { kernelName: 'Pow', backendName: 'wasm', kernelFunc: pow as unknown as tf.KernelFunc },
@@ -140,6 +145,25 @@ function wasmKernels(): tf.KernelConfig[] {
     { kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum as unknown as tf.KernelFunc },
     { kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc },
   ];
+}
+
+/**
+ * Identity (tensor.clone(), and every tensor the gradient tape saves is a clone): the stock wasm
+ * kernel copies the data; tensors are immutable (a Variable's assign swaps its dataId), so the
+ * output shares the buffer, reference-counted, as the cpu backend and the wasm Reshape do.
+ */
+function identity({ inputs, backend }: KernelArgs): TensorInfo {
+  const x = inputs.x!;
+  if (x.dtype === 'string') return originals.get('Identity/wasm')!.kernelFunc({ inputs, backend, attrs: {} } as never) as TensorInfo;
+  (backend as unknown as { incRef(d: object): void }).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
+/** Cast to the same dtype (toFloat() of a float tensor, in several gradients): shared like Identity. */
+function cast({ inputs, backend, attrs }: KernelArgs): TensorInfo {
+  const x = inputs.x!;
+  if (attrs.dtype === x.dtype && x.dtype !== 'string') return identity({ inputs, backend, attrs });
+  return originals.get('Cast/wasm')!.kernelFunc({ inputs, backend, attrs } as never) as TensorInfo;
 }
 
 function shapeBytes(shape: number[]): Uint8Array {

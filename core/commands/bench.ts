@@ -9,8 +9,10 @@
 //                   without the KV cache (core/generate.ts; never stops at eos);
 //   CPU time        process CPU time (all threads) of each step and generation run, the figure to
 //                   compare when other processes share the machine (wall time then inflates);
-//   memory          peak RSS sampled after every phase, tfjs peak bytes of one training step
-//                   (tf.profile), live tensor count before and after the timed steps.
+//   memory          peak RSS of the process (ru_maxrss: the high-water mark, as the PyTorch
+//                   reference reports; several recipes in one process: the peak so far), tfjs
+//                   peak bytes of one training step (tf.profile), live tensor count before and
+//                   after the timed steps.
 // The batch: train.batch_size rows of decoder max_length tokens, row 0 left-padded by a quarter
 // of the length (16 of 64 on `small`), targets = next token with the first half -100.
 import { writeFileSync } from 'node:fs';
@@ -177,7 +179,8 @@ export async function createOptimizer(recipe: Record<string, any>, recipeDir: st
   });
 }
 
-const rss = () => process.memoryUsage().rss;
+/** the process's peak RSS so far (getrusage ru_maxrss, what the PyTorch reference reports), or RSS now */
+const rss = () => Math.max(process.memoryUsage().rss, process.resourceUsage().maxRSS * 1024);
 
 /** train.max_grad_norm: null or 0 = no clipping (nanoVLM v0.1, the reference); absent = 1.0 */
 export function gradClip(recipe: Record<string, any>): number {

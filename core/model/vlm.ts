@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Decoder, Projector, VisionEncoder } from '../types.ts';
 import { crossEntropyIgnore } from '../ops.ts';
 import { toVLMConfig } from './config.ts';
+import { variableGradsLean } from '../train/grads.ts';
 
 export const PREFIX = { vision: 'vision_encoder.', projector: 'MP.', decoder: 'decoder.' } as const;
 
@@ -105,7 +106,7 @@ export class VisionLanguageModel {
       if (!v) throw new Error(`lossAndGrads: no parameter named ${n}`);
       return v;
     });
-    const { value, grads } = tf.variableGrads(() => this.trainingLoss(batch), vars);
+    const { value, grads } = variableGradsLean(() => this.trainingLoss(batch), vars); // = tf.variableGrads, freeing as it goes
     const out = new Map<string, tf.Tensor>();
     names.forEach((n, i) => {
       const g = grads[vars[i].name];

@@ -313,20 +313,25 @@ export class LlamaDecoder implements Decoder {
     const bias = T === 1 && !opts.mask ? null : attentionBias(T, Ttot, opts.mask ?? null);
     if (opts.mask) keepQuery = tf.notEqual(opts.mask.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
 
+    // each block in its own tidy: only its output (and what the gradient tape saved) outlives it
     for (let i = 0; i < this.cfg.n_blocks; i++) {
-      const b = `blocks.${i}.`;
-      // attention
-      const lin = linears(i);
-      const h = rmsNorm(x, this.p(b + 'norm1.weight'), eps);
-      const qkv = lin.qkv(h); // after RoPE: q [B, H, T, hd], k, v [B, Hkv, T, hd]
-      const [k, v] = cache ? cache.append(i, qkv.k, qkv.v) : [qkv.k, qkv.v]; // [B, Hkv, Ttot, hd]
-      let y: tf.Tensor = attention(qkv.q, k, v, { bias, dropout, training }); // [B, H, T, hd]
-      if (keepQuery) y = tf.mul(y, keepQuery);
-      y = lin.out(mergeHeads(y)); // [B, T, C]
-      x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
-      // MLP
-      const [gate, up] = lin.gateUp(rmsNorm(x, this.p(b + 'norm2.weight'), eps)); // [B, T, inter] each
-      x = tf.add(x, lin.down(tf.mul(silu(gate), up))) as tf.Tensor3D;
+      const xIn = x;
+      x = tf.tidy(() => {
+        let x = xIn;
+        const b = `blocks.${i}.`;
+        // attention
+        const lin = linears(i);
+        const h = rmsNorm(x, this.p(b + 'norm1.weight'), eps);
+        const qkv = lin.qkv(h); // after RoPE: q [B, H, T, hd], k, v [B, Hkv, T, hd]
+        const [k, v] = cache ? cache.append(i, qkv.k, qkv.v) : [qkv.k, qkv.v]; // [B, Hkv, Ttot, hd]
+        let y: tf.Tensor = attention(qkv.q, k, v, { bias, dropout, training }); // [B, H, T, hd]
+        if (keepQuery) y = tf.mul(y, keepQuery);
+        y = lin.out(mergeHeads(y)); // [B, T, C]
+        x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
+        // MLP
+        const [gate, up] = lin.gateUp(rmsNorm(x, this.p(b + 'norm2.weight'), eps)); // [B, T, inter] each
+        return tf.add(x, lin.down(tf.mul(silu(gate), up))) as tf.Tensor3D;
+      });
     }
     if (cache) cache.length = Ttot;
     return rmsNorm(x, this.p('norm.weight'), eps) as tf.Tensor3D;

@@ -157,7 +157,11 @@ export class SiglipViT implements VisionEncoder {
       throw new Error(`siglip-vit expects images [B, 3, ${this.imageSize}, ${this.imageSize}], got [${images.shape}] (resize them with the image processor)`);
     }
     let x = maybeDropout(this.patchEmbedding(images), this.cfg.dropout, training) as tf.Tensor3D;
-    for (let i = 0; i < this.cfg.n_blocks; i++) x = this.block(x, i, training);
+    // each block in its own tidy: only its output (and what the gradient tape saved) outlives it
+    for (let i = 0; i < this.cfg.n_blocks; i++) {
+      const xIn = x;
+      x = tf.tidy(() => this.block(xIn, i, training));
+    }
     if (this.cfg.cls_flag) x = x.slice([0, 0, 0], [-1, 1, -1]);
     return layerNorm(x, this.p('layer_norm.weight'), this.p('layer_norm.bias'), this.cfg.ln_eps) as tf.Tensor3D;
   }
