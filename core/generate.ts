@@ -10,7 +10,7 @@
 // Sampling runs on the host on one row of logits at a time ([V] floats per row and step).
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
-import type { ImageProcessor, Tokenizer } from './types.ts';
+import type { ImageProcessor, KVCache, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 import { mulberry32 } from './data/rng.ts';
 
@@ -133,9 +133,12 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (row: number, token: number, step: number) => void;
 }
 
-/** Optional decoder method: head() without gradients, for generation only (plugins/decoder/llama.ts). */
+/** Optional decoder methods for generation only (plugins/decoder/llama.ts has both). */
 interface InferenceHead {
+  /** head() without gradients */
   inferenceHead?(hidden: tf.Tensor3D): tf.Tensor3D;
+  /** one new token per row with the KV cache -> logits [B * V] of the next position; mask [B, cache length + 1] or null */
+  decodeNext?(ids: Int32Array, cache: KVCache, mask: Int32Array | null): Float32Array;
 }
 
 /** Read a small tensor to the host and dispose it. */
@@ -178,13 +181,19 @@ export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opt
   const Ni = imageEmbd.shape[1];
   const C = imageEmbd.shape[2];
 
-  /** the decoder mask for a sequence of `len` positions, or null when nothing is padded */
-  const maskFor = (len: number): tf.Tensor2D | null => {
+  /** the decoder mask for a sequence of `len` positions (host), or null when nothing is padded */
+  const hostMask = (len: number): Int32Array | null => {
     if (!padded) return null;
     const m = new Int32Array(B * len).fill(1);
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) m[b * len + Ni + t] = promptMask![b * T + t];
-    return tf.tensor2d(m, [B, len], 'int32');
+    return m;
   };
+  const maskFor = (len: number): tf.Tensor2D | null => {
+    const m = hostMask(len);
+    return m && tf.tensor2d(m, [B, len], 'int32');
+  };
+  // a decoder may offer a host-side one-token step with the cache (LlamaDecoder.decodeNext)
+  const decodeNext = (decoder as InferenceHead).decodeNext?.bind(decoder);
   // a decoder may offer a faster head for inference (LlamaDecoder keeps a transposed copy of the weight)
   const inferenceHead = (decoder as InferenceHead).inferenceHead?.bind(decoder) ?? ((h: tf.Tensor3D) => decoder.head(h));
   /** hidden [B, L, C] -> logits of the last position [B, V] */
@@ -221,6 +230,10 @@ export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opt
       if (step === maxNewTokens - 1 || done.every(Boolean)) break;
       // one more position: embed the chosen tokens and run the decoder on them
       const L = Ni + T + step + 1;
+      if (cache && decodeNext) {
+        logits = decodeNext(next, cache, hostMask(L));
+        continue;
+      }
       logits = take(
         tf.tidy(() => {
           const e = decoder.embed(tf.tensor2d(next, [B, 1], 'int32')); // [B, 1, C]

@@ -287,7 +287,7 @@ function batchMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {
   const { outShape, N, K } = outShapeOf(a, b, transposeA, transposeB);
   const rows = (outShape.reduce((p, d) => p * d, 1) / (N || 1)) | 0;
   const batchB = b.shape.slice(0, -2).reduce((p, d) => p * d, 1);
-  if (transposeB && !transposeA && batchB === 1 && rows <= SMALL_ROWS && rows > 0 && N > 0 && K > 0) {
+  if (transposeB && !transposeA && batchB === 1 && rows > 0 && N > 0 && K > 0 && (rows <= SMALL_ROWS || rows * (2 * K + N) < N * K)) {
     return fewRowsTimesTransposed(a, b, rows, N, K, outShape, backend);
   }
   const out = backend.makeOutput(outShape, 'float32');
@@ -312,6 +312,9 @@ function batchMatMul({ inputs, backend, attrs }: KernelArgs): TensorInfo {
  * Below this many output rows, x @ W^T (W [N, K] shared by every row: a Linear layer during
  * generation, one token at a time) is computed as (W @ x^T)^T: transposing and packing the few
  * rows of x instead of the whole weight (which costs more than the product itself when M = 1).
+ * Also whenever the two transposes of that route (x: rows*K, the output: rows*N, plus packing x)
+ * move less than transposing and packing W (2*N*K): rows * (2K + N) < N*K, e.g. a ViT or a
+ * decoder Linear on one image / one prompt (64-80 rows) at inference; never on training batches.
  */
 const SMALL_ROWS = 32;
 

@@ -116,6 +116,58 @@ test('KV cache: prefix + one token at a time = full recompute, with left padding
   model.dispose();
 });
 
+test('decodeNext (host-side token step, cache in host arrays) = forward with the cache + inferenceHead, with left padding, cache growth, and back to the tensor path', async () => {
+  const registry = await setup();
+  const model = await buildModel(SMALL, registry, { seed: 4, log: silentLog });
+  const dec = model.decoder as LlamaDecoder;
+  const B = 2;
+  const V = 50;
+  const prefix = 3;
+  const steps = 70; // more than the first host capacity (prefix + 64): the host arrays grow once
+  const rng = new Rng(2);
+  const ids = Int32Array.from({ length: B * (prefix + steps + 2) }, () => Math.floor(rng.next() * V));
+  const col = (t: number) => Int32Array.from({ length: B }, (_, b) => ids[b * (prefix + steps + 2) + t]);
+  const maskOf = (len: number) => Int32Array.from({ length: B * len }, (_, e) => (e % len === 0 && e < len ? 0 : 1)); // row 0 left-padded by one
+  const prefill = (cache: ReturnType<LlamaDecoder['newCache']>) =>
+    tf.tidy(() => {
+      const x = dec.embed(tf.tensor2d(Int32Array.from({ length: B * prefix }, (_, e) => col(e % prefix)[Math.floor(e / prefix)]), [B, prefix], 'int32'));
+      dec.forward(x, { mask: tf.tensor2d(maskOf(prefix), [B, prefix], 'int32'), cache });
+    });
+  const ref = dec.newCache(B);
+  const fast = dec.newCache(B);
+  prefill(ref);
+  prefill(fast);
+  let worst = 0;
+  for (let t = prefix; t < prefix + steps; t++) {
+    const L = t + 1;
+    const want = tf.tidy(() => {
+      const h = dec.forward(dec.embed(tf.tensor2d(col(t), [B, 1], 'int32')), { mask: tf.tensor2d(maskOf(L), [B, L], 'int32'), cache: ref });
+      return dec.inferenceHead(h).dataSync() as Float32Array;
+    });
+    const got = dec.decodeNext(col(t), fast, maskOf(L));
+    assert.equal(fast.length, L);
+    for (let e = 0; e < B * V; e++) worst = Math.max(worst, Math.abs(got[e] - want[e]));
+  }
+  assert.ok(worst < 1e-4, `max abs logit difference ${worst}`);
+  // two more tokens at once through the tensor path: the host cache goes back into tensors
+  const L = prefix + steps + 2;
+  const two = (cache: ReturnType<LlamaDecoder['newCache']>) =>
+    tf.tidy(() => {
+      const x = dec.embed(tf.tensor2d(Int32Array.from({ length: B * 2 }, (_, e) => col(prefix + steps + (e % 2))[Math.floor(e / 2)]), [B, 2], 'int32'));
+      return dec.forward(x, { mask: tf.tensor2d(maskOf(L), [B, L], 'int32'), cache }).dataSync() as Float32Array;
+    });
+  const a = two(ref);
+  const b = two(fast);
+  let worst2 = 0;
+  for (let e = 0; e < a.length; e++) worst2 = Math.max(worst2, Math.abs(a[e] - b[e]));
+  assert.ok(worst2 < 1e-4, `after the switch back: max abs difference ${worst2}`);
+  const live = tf.memory().numTensors;
+  fast.dispose();
+  ref.dispose();
+  assert.equal(tf.memory().numTensors, live - 2 * 2 * 2, 'each cache held one k and one v tensor per block');
+  model.dispose();
+});
+
 test('training steps leak no tensors; frozen parameters get no gradient; gradients match the full run', async () => {
   const registry = await setup();
   const model = await buildModel(SMALL, registry, { seed: 5, log: silentLog });

@@ -89,6 +89,7 @@ const CASES: [number[], number[]][] = [
   [[1, 64], [64, 300]], // one token through a Linear (generation): the few-rows path when tB
   [[2, 1, 16], [16, 40]],
   [[32, 8], [8, 9]], // the few-rows threshold
+  [[40, 96], [96, 300]], // 40 rows but 40 * (2*96 + 300) < 96 * 300: (W x^T)^T too (ViT / prompt at inference)
 ];
 
 function operands(aShape: number[], bShape: number[], tA: boolean, tB: boolean, seed: number): [tf.Tensor, tf.Tensor] {

@@ -31,10 +31,10 @@ test('variableGradsLean: a graph with reuse, broadcasting, a custom gradient ret
   const a = tf.variable(tf.tensor2d([[0.5, -1, 2], [1.5, 0.25, -0.75]]), true, 'lean_a');
   const b = tf.variable(tf.tensor1d([0.1, -0.2, 0.3]), true, 'lean_b');
   const unused = tf.variable(tf.scalar(3), true, 'lean_unused');
-  const passThrough = tf.customGrad((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const passThrough = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
     save([x]);
     return { value: tf.mul(x, 1), gradFunc: (dy: tf.Tensor) => dy }; // dy itself (straight-through)
-  }) as (x: tf.Tensor) => tf.Tensor;
+  }) as never) as (x: tf.Tensor) => tf.Tensor;
   const f = () =>
     tf.tidy(() => {
       const h = tf.add(a, b); // broadcast b
