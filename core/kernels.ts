@@ -29,7 +29,8 @@
 // Stock kernels that compute every element's source index one by one (~50 ns/element):
 //   Tile (hence broadcastTo, tf.where with a broadcast mask)  -> block copies (copyWithin).
 //   Transpose of rank >= 5 after merging axes (patchify, pixel shuffle) -> contiguous runs
-//                         copied with TypedArray.set when the last axis stays last.
+//                         copied with TypedArray.set when the last axis stays last; a (batched)
+//                         matrix transpose (every transposed matMul operand) -> 32 x 32 tiles.
 //   Pow with a scalar exponent 2 (tf.norm, hence gradient clipping) -> Square (std::pow per
 //                         element is ~8x slower than x*x).
 //   Sum over leading axes (every bias / norm-weight gradient: [tokens, C] -> [C]): the stock
@@ -449,9 +450,17 @@ function transpose(args: KernelArgs): TensorInfo {
     if (g && g[g.length - 1] + 1 === a) g.push(a);
     else groups.push([a]);
   }
-  if (groups.length <= 4) return originals.get('Transpose/wasm')!.kernelFunc(args as any) as TensorInfo;
   const order = [...groups].sort((g, h) => g[0] - h[0]); // groups in input order
   const inShape = order.map((g) => g.reduce((p, a) => p * s1[a], 1));
+  // a matrix transpose [R, C] -> [C, R], or a batch of them [Bt, R, C] -> [Bt, C, R]
+  const mperm = groups.map((g) => order.indexOf(g));
+  if ((mperm.length === 2 && mperm[0] === 1) || (mperm.length === 3 && mperm[0] === 0 && mperm[1] === 2)) {
+    const [Bt, R, C] = mperm.length === 2 ? [1, inShape[0], inShape[1]] : inShape;
+    const out = backend.makeOutput(perm.map((a) => x.shape[a]), x.dtype);
+    blockedTranspose(heapView(x, backend), heapView(out, backend), Bt, R, C);
+    return out;
+  }
+  if (groups.length <= 4) return originals.get('Transpose/wasm')!.kernelFunc(args as any) as TensorInfo;
   const inStr = stridesOf(inShape);
   const pos = new Map(order.map((g, i) => [g, i]));
   const outDims = groups.map((g) => inShape[pos.get(g)!]);
@@ -484,6 +493,37 @@ function transpose(args: KernelArgs): TensorInfo {
     }
   }
   return out;
+}
+
+/**
+ * o[b, j, i] = x[b, i, j] for x [Bt, R, C], in 32 x 32 tiles (both sides stay in cache), the inner
+ * loop along the longer side (a 4096-float output stride hits the same L1 sets: 3x slower):
+ * [640, 768] 1.3 -> 0.6 ms, [4096, 256] 8.9 -> 2 ms against the stock wasm kernel (every
+ * transposed operand of a training step's products goes through it).
+ */
+function blockedTranspose(x: HeapArray, o: HeapArray, Bt: number, R: number, C: number): void {
+  const T = 32;
+  for (let b = 0; b < Bt; b++) {
+    const base = b * R * C;
+    for (let i0 = 0; i0 < R; i0 += T) {
+      const i1 = Math.min(R, i0 + T);
+      for (let j0 = 0; j0 < C; j0 += T) {
+        const j1 = Math.min(C, j0 + T);
+        if (R > C) {
+          // tall: write runs of the output row (the strided side is the shorter input row)
+          for (let j = j0; j < j1; j++) {
+            const dst = base + j * R;
+            for (let i = i0; i < i1; i++) o[dst + i] = x[base + i * C + j];
+          }
+        } else {
+          for (let i = i0; i < i1; i++) {
+            const src = base + i * C;
+            for (let j = j0; j < j1; j++) o[base + j * R + i] = x[src + j];
+          }
+        }
+      }
+    }
+  }
 }
 
 /** out[segmentIds[i], ...] += x[i, ...]; ids outside [0, numSegments) are dropped (as TF). */

@@ -208,7 +208,7 @@ test('fast Tile / broadcastTo equal the stock kernel (float32, int32, bool)', wa
   tf.dispose([m, fast, stock]);
 });
 
-test('fast Transpose (rank >= 5) equals the stock kernel', wasmOnly, () => {
+test('fast Transpose (rank >= 5, and tiled matrix transposes) equals the stock kernel', wasmOnly, () => {
   const cases: [number[], number[]][] = [
     [[2, 3, 2, 4, 2, 4], [0, 2, 4, 1, 3, 5]], // patchify
     [[2, 3, 2, 4, 2, 4], [5, 4, 3, 2, 1, 0]], // last axis moves
@@ -216,6 +216,11 @@ test('fast Transpose (rank >= 5) equals the stock kernel', wasmOnly, () => {
     [[2, 1, 3, 1, 4, 5], [4, 0, 2, 1, 5, 3]], // size-1 axes
     [[2, 3, 4, 5, 6], [0, 1, 2, 4, 3]], // merges down to rank 3
     [[2, 3, 4], [2, 0, 1]],
+    [[37, 70], [1, 0]], // matrix, wide: tiles with remainders
+    [[70, 37], [1, 0]], // tall: the other loop order
+    [[3, 33, 65], [0, 2, 1]], // a batch of matrices
+    [[2, 3, 33, 5], [0, 1, 3, 2]], // merges to a batch of matrices
+    [[1, 40, 1, 9], [0, 3, 2, 1]], // size-1 axes dropped: a matrix
   ];
   for (const [shape, perm] of cases)
     for (const dtype of ['float32', 'int32'] as const) {
