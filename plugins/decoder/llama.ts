@@ -527,8 +527,9 @@ export class LlamaDecoder implements Decoder {
    * Only the products run as tensors (on the generation weights: XNNPACK); embedding lookup aside,
    * everything between them runs on the host on a few hundred floats per row: RMSNorm, RoPE,
    * attention over the cache (kept in host arrays, written in place), SiLU * up, the residual adds.
-   * That is ~6 engine calls per block instead of ~50 small kernels (~10-20 us of tfjs overhead
-   * each, which dominated a token). `mask`: [B, cache.length + 1] host mask (0 = padded key) or null.
+   * That is 4 kernels per block (+ their uploads and reads) instead of ~50 small kernels (~10-20 us
+   * of tfjs overhead each, which dominated a token). `mask`: [B, cache.length + 1] host mask
+   * (0 = padded key) or null.
    */
   decodeNext(ids: Int32Array, cache: LlamaKVCache, mask: Int32Array | null = null): Float32Array {
     const { hidden_dim: C, n_heads: H, n_kv_heads: Hkv, inter_dim: I, rms_eps: eps } = this.cfg;
