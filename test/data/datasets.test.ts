@@ -1,9 +1,11 @@
 // Dataset plugins: cauldron and mmstar on the real digits files, folder, synthetic-shapes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
 import sharp from 'sharp';
 import { DATA, needsShared } from '../helpers/shared.ts';
 import cauldron from '../../plugins/dataset/cauldron.ts';
@@ -17,6 +19,8 @@ import { BytesTokenizer } from '../../plugins/tokenizer/bytes.ts';
 import { encodeSample } from '../../core/data/collator.ts';
 import { defaultPrompt } from '../../core/data/loader.ts';
 import { writeParquet, CAULDRON_FIELDS } from './parquet-writer.ts';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const DIGITS = join(DATA, 'digits');
 const ctx = (role: 'train' | 'val' | 'eval', seed = 0) => ({ role, seed, recipeDir: process.cwd(), yamlPath: `data.${role}[0]`, recipe: {}, log: console }) as any;
@@ -206,7 +210,7 @@ test('synthetic-shapes: deterministic, open answers are one word/digit, splits d
   assert.deepEqual((await all(t, { epoch: 1, skip: 50 })).map((s) => s.id), e1.slice(50));
 });
 
-test('synthetic-shapes: multiple-choice sequences have one length for all question types (= the default recipe max_length 57 without inline options)', async () => {
+test('synthetic-shapes: multiple-choice sequences have one length for all question types (= the default recipe\'s max_length)', async () => {
   const tok = new BytesTokenizer();
   const lengths = async (o: object) => {
     const out = new Map<string, Set<number>>();
@@ -222,7 +226,13 @@ test('synthetic-shapes: multiple-choice sequences have one length for all questi
   // puts the prompt end where training did
   assert.deepEqual(await lengths({}), new Set([109])); // MMStar prompt + options + letter + eos
   assert.deepEqual(await lengths({ shuffle_options: true }), new Set([109]));
-  assert.deepEqual(await lengths({ inline_options: false }), new Set([57])); // recipes/shapes-tiny.yaml
+  assert.deepEqual(await lengths({ inline_options: false }), new Set([57]));
+  // recipes/shapes-tiny.yaml (options inline, canonical order) pads nothing: max_length = that length
+  const recipe = parseYaml(readFileSync(join(ROOT, 'recipes', 'shapes-tiny.yaml'), 'utf8'));
+  const train = recipe.data.train[0];
+  assert.equal(train.format, 'multiple-choice');
+  assert.ok(train.inline_options !== false && !train.shuffle_options);
+  assert.equal(recipe.model.decoder.max_length, 109);
   let longest = 0;
   for (const s of await all(await S({ format: 'open', count: 200 }))) longest = Math.max(longest, encodeSample(tok, defaultPrompt(s), s.answer).ids.length);
   assert.ok(longest <= 57, String(longest));
