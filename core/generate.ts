@@ -192,8 +192,11 @@ export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opt
     const m = hostMask(len);
     return m && tf.tensor2d(m, [B, len], 'int32');
   };
-  // a decoder may offer a host-side one-token step with the cache (LlamaDecoder.decodeNext)
-  const decodeNext = (decoder as InferenceHead).decodeNext?.bind(decoder);
+  // a decoder may offer a host-side one-token step with the cache (LlamaDecoder.decodeNext); it
+  // pays off where tensors live in host memory and each kernel call has a fixed overhead (wasm,
+  // cpu); a native/GPU backend ('tensorflow') keeps the all-tensor step (no device round trips)
+  const hostBackend = ['wasm', 'cpu'].includes(tf.getBackend());
+  const decodeNext = hostBackend ? (decoder as InferenceHead).decodeNext?.bind(decoder) : undefined;
   // a decoder may offer a faster head for inference (LlamaDecoder keeps a transposed copy of the weight)
   const inferenceHead = (decoder as InferenceHead).inferenceHead?.bind(decoder) ?? ((h: tf.Tensor3D) => decoder.head(h));
   /** hidden [B, L, C] -> logits of the last position [B, V] */
