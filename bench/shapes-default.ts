@@ -50,7 +50,8 @@ if (runDir) {
     /* no metrics */
   }
 }
-const mc = results.find((r) => r.evaluator === 'multiple-choice');
+// the first multiple-choice result (generated letters, or option likelihood: `multiple-choice-likelihood`)
+const mc = results.find((r) => r.evaluator === 'multiple-choice') ?? results.find((r) => r.evaluator.startsWith('multiple-choice'));
 const report = {
   recipe,
   exit_code: code,
@@ -58,6 +59,8 @@ const report = {
   accuracy: mc?.metrics.accuracy ?? null,
   accuracy_strict: mc?.metrics.accuracy_strict ?? null,
   eval_samples: mc?.metrics.n ?? null,
+  accuracy_evaluator: mc?.evaluator ?? null,
+  results: results.map((r) => ({ evaluator: r.evaluator, dataset: r.dataset, ...r.metrics })),
   accuracy_by_type: mc?.breakdown ? Object.fromEntries(Object.entries(mc.breakdown).map(([k, v]) => [k, v.accuracy])) : null,
   steps,
   ...facts,

@@ -6,6 +6,8 @@ import { generateBatch, type GenerateOptions } from '../../core/generate.ts';
 import { UserError } from '../../core/errors.ts';
 import { sampleProblem } from '../../core/data/loader.ts';
 import type { Dataset, RunContext, Sample } from '../../core/types.ts';
+import * as tf from '@tensorflow/tfjs';
+import { collate, encodeSample, IGNORE, isTooLong, toTensors, type EncodedSample } from '../../core/data/collator.ts';
 
 /** The option schema every evaluator shares (each plugin adds its own keys). */
 export const COMMON_OPTIONS = {
@@ -139,4 +141,86 @@ export function perCategory(
     Object.assign(out[key], g.counts, { n: g.n });
   }
   return out;
+}
+
+export interface OptionScores {
+  sample: Sample;
+  /** sum of log p(option tokens + eos | image, prompt) per option, in letter order (-Infinity: longer than max_length) */
+  logLiks: number[];
+}
+
+/**
+ * The log-likelihood of every option of every multiple-choice sample (the "cloze" reading of a
+ * multiple-choice question, as lm-evaluation-harness scores it): each option is the answer of the
+ * training format `format(question without its inline options)` + option + eos, collated exactly
+ * like training (core/data/collator.ts: left-padded to max_length, prompt masked), and its score
+ * is the summed log-probability of its answer tokens. One forward pass per batch of
+ * samples x options. Samples without choices or with an undecodable image are skipped and counted.
+ */
+export async function scoreOptionsAll(
+  ctx: RunContext,
+  evaluator: string,
+  dataset: Dataset,
+  opts: { format: (question: string) => string; batchSize: number; maxSamples?: number | null },
+): Promise<{ scored: OptionScores[]; skipped: string[] }> {
+  const { model, tokenizer, imageProcessor } = needModel(ctx, evaluator);
+  const scored: OptionScores[] = [];
+  const skipped: string[] = [];
+  const T = model.maxLength;
+  for await (const batch of batches(dataset, opts.batchSize, opts.maxSamples)) {
+    checkAbort(ctx);
+    const rows: EncodedSample[] = [];
+    const owners: { sample: Sample; first: number; n: number; tooLong: boolean[] }[] = [];
+    for (const sample of batch) {
+      try {
+        const problem = sampleProblem(sample);
+        if (problem) throw new Error(problem);
+        if (!sample.choices?.length) throw new Error('no options (sample.choices) to score');
+        const pixels = await imageProcessor.process(sample.image, sample.id);
+        const prompt = opts.format(questionWithoutOptions(sample.question));
+        const first = rows.length;
+        const tooLong: boolean[] = [];
+        for (const option of sample.choices) {
+          const { ids, questionLength } = encodeSample(tokenizer, prompt, option);
+          tooLong.push(isTooLong({ ids }, T));
+          rows.push({ id: sample.id, pixels, ids, questionLength });
+        }
+        owners.push({ sample, first, n: sample.choices.length, tooLong });
+      } catch (e) {
+        skipped.push(sample.id);
+        ctx.log.warn(`${evaluator}: skipped ${sample.id}: ${(e as Error).message}`);
+      }
+    }
+    if (!rows.length) continue;
+    const host = collate(rows, { maxLength: T, padTokenId: tokenizer.padTokenId, imageSize: imageProcessor.size });
+    // the counted positions (answer tokens + eos) of each row, and their target ids
+    const at: number[] = [];
+    const rowOf: number[] = [];
+    for (let i = 0; i < host.targets.length; i++) {
+      if (host.targets[i] === IGNORE) continue;
+      at.push(i);
+      rowOf.push(Math.floor(i / T));
+    }
+    const V = model.decoder.vocabSize;
+    const lp = tf.tidy(() => {
+      const t = toTensors(host);
+      const logits = model.forward(t.inputIds, t.images, t.attentionMask).reshape([host.batchSize * T, V]); // [R*T, V]
+      const picked = tf.logSoftmax(tf.gather(logits, tf.tensor1d(at, 'int32'))); // [K, V]
+      const flat = at.map((i, k) => k * V + host.targets[i]);
+      return tf.gather(picked.reshape([-1]), tf.tensor1d(flat, 'int32')); // [K]
+    });
+    const values = lp.dataSync();
+    lp.dispose();
+    const sums = new Float64Array(rows.length);
+    rowOf.forEach((r, k) => (sums[r] += values[k]));
+    for (const o of owners) scored.push({ sample: o.sample, logLiks: Array.from({ length: o.n }, (_, j) => (o.tooLong[j] ? -Infinity : sums[o.first + j])) });
+    await new Promise((r) => setImmediate(r));
+  }
+  return { scored, skipped };
+}
+
+/** "Which digit?\nOptions: A: 0, B: 4" -> "Which digit?" (MMStar's inline options removed) */
+export function questionWithoutOptions(question: string): string {
+  const at = question.lastIndexOf('Options:');
+  return at < 0 ? question : question.slice(0, at).trimEnd();
 }

@@ -12,10 +12,16 @@
 // Besides that lenient score we report a strict one (the first non-space character of the output
 // is the answer letter, followed by a non-word character or the end), the number of unparseable
 // outputs (no option letter passes the regex check) and of ambiguous ones (several do).
+// `scoring: likelihood` (our extension) reads the question as a cloze instead, as
+// lm-evaluation-harness does: no letter is generated; each option is scored by its log-likelihood
+// as the answer in the training format (`Question: {question without options} Answer:` + option +
+// eos, collated as in training) and the highest-scoring option is the prediction. It measures what
+// the model knows without requiring it to map options to letters; its results are reported as the
+// evaluator `multiple-choice-likelihood` (docs/generation.md).
 import { definePlugin } from '../../core/plugin.ts';
-import { mmstarPrompt } from '../../core/data/prompt.ts';
+import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
 import type { Evaluator, EvalResult, Sample } from '../../core/types.ts';
-import { answerAll, COMMON_OPTIONS, perCategory } from './common.ts';
+import { answerAll, COMMON_OPTIONS, perCategory, scoreOptionsAll } from './common.ts';
 
 const WORD = String.raw`[\p{L}\p{N}_]`; // Python 3 str-pattern \w
 const NOT_WORD = String.raw`[^\p{L}\p{N}_]`;
@@ -72,6 +78,13 @@ export function scoreChoice(modelOutput: string, answer: string, letters: readon
   };
 }
 
+/** The letter of the highest log-likelihood (the first of equal ones); null when every option is -Infinity. */
+export function pickOption(logLiks: number[]): string | null {
+  let best = -1;
+  for (let j = 0; j < logLiks.length; j++) if (logLiks[j] > -Infinity && (best < 0 || logLiks[j] > logLiks[best])) best = j;
+  return best < 0 ? null : String.fromCharCode(65 + best);
+}
+
 /** Aggregate per-sample scores: overall metrics and the per-category breakdown. */
 export function summariseChoices(rows: { category?: string; score: ChoiceScore }[]): Pick<EvalResult, 'metrics' | 'breakdown'> {
   const n = rows.length;
@@ -105,6 +118,13 @@ export default definePlugin({
     properties: {
       ...COMMON_OPTIONS,
       data: { ...COMMON_OPTIONS.data, default: 'eval' },
+      scoring: {
+        type: 'string',
+        enum: ['generate', 'likelihood'],
+        default: 'generate',
+        description:
+          "generate = nanoVLM's MMStar protocol (the model writes the letter); likelihood = each option scored by its log-likelihood as the answer to the question without its options (training format), the best one is the prediction (reported as multiple-choice-likelihood)",
+      },
       max_new_tokens: { type: 'integer', minimum: 1, default: 5, description: 'tokens generated per answer (nanoVLM: 5)' },
       stop_at_eos: {
         type: 'boolean',
@@ -118,6 +138,19 @@ export default definePlugin({
       name: 'multiple-choice',
       data: options.data,
       async evaluate(ctx, dataset): Promise<EvalResult> {
+        if (options.scoring === 'likelihood') {
+          const { scored, skipped } = await scoreOptionsAll(ctx, 'multiple-choice', dataset, {
+            format: vqaPrompt,
+            batchSize: options.batch_size,
+            maxSamples: options.max_samples as number | null,
+          });
+          const rows = scored.map(({ sample, logLiks }) => ({ category: sample.category, correct: pickOption(logLiks) === sample.answer.trim().toUpperCase() }));
+          const n = rows.length;
+          const metrics: Record<string, number> = { accuracy: n ? rows.filter((r) => r.correct).length / n : 0, n };
+          if (skipped.length) metrics.skipped = skipped.length;
+          const breakdown = perCategory(rows.map((r) => ({ category: r.category, means: { accuracy: +r.correct }, counts: {} })));
+          return { evaluator: 'multiple-choice-likelihood', dataset: dataset.name, metrics, breakdown };
+        }
         const { answered, skipped } = await answerAll(ctx, 'multiple-choice', dataset, {
           format: mmstarPrompt,
           batchSize: options.batch_size,
