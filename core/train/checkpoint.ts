@@ -239,19 +239,26 @@ function readTrainerJson(folder: string): TrainerState | null {
 }
 
 /**
- * The checkpoint to resume from: the folder `latest` names if it is complete, else the newest
- * complete step-N (a crash between the rename and the pointer update), else null.
+ * The checkpoints a resume may start from, best first: the folder `latest` names (if complete),
+ * then every complete step-N from the newest down (a crash between the rename and the pointer
+ * update leaves a newer step-N than `latest`; a damaged newest one is skipped by the caller).
  */
-export function findLatestCheckpoint(runDir: string): { folder: string; trainer: TrainerState } | null {
+export function listCheckpoints(runDir: string): { folder: string; trainer: TrainerState }[] {
   const root = checkpointsDir(runDir);
   const named = readLatestName(root);
-  const candidates = [...(named ? [named] : []), ...listStepDirs(root).reverse().map(stepName)];
-  for (const name of candidates) {
+  const names = [...new Set([...(named ? [named] : []), ...listStepDirs(root).reverse().map(stepName)])];
+  const out: { folder: string; trainer: TrainerState }[] = [];
+  for (const name of names) {
     const folder = join(root, name);
     const trainer = readTrainerJson(folder);
-    if (trainer) return { folder, trainer };
+    if (trainer) out.push({ folder, trainer });
   }
-  return null;
+  return out;
+}
+
+/** The checkpoint to resume from: the first of listCheckpoints, or null. */
+export function findLatestCheckpoint(runDir: string): { folder: string; trainer: TrainerState } | null {
+  return listCheckpoints(runDir)[0] ?? null;
 }
 
 /** optimizer.safetensors -> the optimizer (tensors are created, loaded, and disposed here) */

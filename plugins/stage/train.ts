@@ -28,7 +28,7 @@ import { saveCheckpoint, loadWeights } from '../../core/weights/checkpoint.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 import { accumulatedLossAndGrads, clipGradNorm, countedTokens, globalNorm, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
 import {
-  findLatestCheckpoint,
+  listCheckpoints,
   loadOptimizerState,
   markBest,
   saveTrainCheckpoint,
@@ -123,7 +123,8 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
     tokens: 0,
     train_seconds: 0,
   };
-  if (ctx.flags.resume) st = resume(ctx, model, optimizer, st);
+  let resumedFrom: string | undefined;
+  if (ctx.flags.resume) ({ state: st, folder: resumedFrom } = resume(ctx, model, optimizer, st));
   const losses: { step: number; value: number }[] = st.loss_tail.map((l) => ({ step: l.step, value: l.loss }));
   const evals: { step: number; metrics: Record<string, number> }[] = [];
 
@@ -152,7 +153,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
   let stepMsAvg = 0;
   let lastReport = 0;
   let lastSaved = st.step;
-  let lastCheckpoint = ctx.flags.resume ? findLatestCheckpoint(ctx.flags.resume)?.folder : undefined;
+  let lastCheckpoint = resumedFrom;
   const t0 = Date.now() - st.train_seconds * 1000;
 
   training: for (let epoch = st.epoch; epoch < epochs && st.step < totalSteps; epoch++) {
@@ -277,23 +278,38 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
 // ---- pieces the loop calls --------------------------------------------------------------------
 
 /** --resume: load the latest complete checkpoint, refusing a changed recipe unless --force */
-function resume(ctx: RunContext, model: VisionLanguageModel, optimizer: Optimizer, fresh: TrainerState): TrainerState {
+function resume(ctx: RunContext, model: VisionLanguageModel, optimizer: Optimizer, fresh: TrainerState): { state: TrainerState; folder: string } {
   const from = ctx.flags.resume!;
-  const found = findLatestCheckpoint(from);
-  if (!found)
+  const candidates = listCheckpoints(from);
+  if (!candidates.length)
     throw new UserError(`nothing to resume in ${from}: no complete checkpoint under ${join(from, 'checkpoints')}`, {
       hint: 'pass the run directory of an earlier run (runs/<name>-<date>), or start a new run without --resume',
     });
-  const diff = diffRecipes(found.trainer.recipe, ctx.recipe);
+  const diff = diffRecipes(candidates[0].trainer.recipe, ctx.recipe);
   if (diff.length && !ctx.flags.force)
     throw new UserError(`the recipe differs from the one ${from} was trained with:\n    ${diff.join('\n    ')}`, {
       hint: 'resume with the same recipe, or pass --force to continue with the changed one',
     });
   if (diff.length) ctx.log.warn(`--force: resuming with a changed recipe:\n    ${diff.join('\n    ')}`);
-  loadWeights(model, found.folder);
-  loadOptimizerState(found.folder, optimizer);
-  ctx.log.info(`resumed from ${found.folder} (step ${found.trainer.step}, epoch ${found.trainer.epoch}, batch ${found.trainer.batch_in_epoch})`);
-  return { ...found.trainer, total_steps: fresh.total_steps, recipe: ctx.recipe, recipe_hash: fresh.recipe_hash };
+  // the newest checkpoint whose files load; a damaged one (e.g. a disk error after it was written)
+  // is named and skipped, never modified. Each attempt loads every weight and the whole optimizer
+  // state, so nothing of a failed attempt survives a successful one.
+  const damaged: string[] = [];
+  for (const found of candidates) {
+    try {
+      loadWeights(model, found.folder);
+      loadOptimizerState(found.folder, optimizer);
+    } catch (e) {
+      damaged.push(`${found.folder}: ${(e as Error).message}`);
+      ctx.log.warn(`cannot resume from ${found.folder} (${(e as Error).message}); trying the checkpoint before it`);
+      continue;
+    }
+    ctx.log.info(`resumed from ${found.folder} (step ${found.trainer.step}, epoch ${found.trainer.epoch}, batch ${found.trainer.batch_in_epoch})`);
+    return { state: { ...found.trainer, total_steps: fresh.total_steps, recipe: ctx.recipe, recipe_hash: fresh.recipe_hash }, folder: found.folder };
+  }
+  throw new UserError(`nothing to resume in ${from}: every checkpoint is damaged:\n    ${damaged.join('\n    ')}`, {
+    hint: 'start a new run without --resume (the damaged folders were left as they are)',
+  });
 }
 
 /** validation loss (token-weighted over data.val) + every recipe evaluator, as flat metrics */

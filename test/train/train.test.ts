@@ -3,7 +3,7 @@
 // run outputs (metrics.jsonl, loss.png, loadable checkpoints, best).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../core/errors.ts';
@@ -35,6 +35,31 @@ test('an interrupted-and-resumed run has the same loss curve step for step as th
   // the final weights are identical too
   const a = readSafetensors(join(findLatestCheckpoint(full.ctx.runDir)!.folder, 'model.safetensors')).tensors;
   const b = readSafetensors(join(findLatestCheckpoint(second.ctx.runDir)!.folder, 'model.safetensors')).tensors;
+  for (const [k, t] of a) assert.deepEqual(b.get(k)!.data, t.data, k);
+  second.ctx.model!.dispose();
+});
+
+test('resume skips a damaged newest checkpoint (named in a warning) and continues exactly from the one before', async () => {
+  const out = tmpOut();
+  const recipe = writeRecipe(smallRecipe(out, { max_steps: 8, checkpoint_every: 2 }));
+  const full = await runTrain(recipe);
+  assert.equal(full.error, undefined, String(full.error));
+  full.ctx.model!.dispose();
+  const first = await runTrain(recipe, { onStep: (rec, _ctx, abort) => rec.step === 6 && abort() });
+  first.ctx.model!.dispose();
+  const latest = findLatestCheckpoint(first.ctx.runDir)!;
+  assert.equal(latest.trainer.step, 6);
+  // damage step-6's weights after the fact (a disk error; saves themselves are atomic)
+  const file = join(latest.folder, 'model.safetensors');
+  const bytes = readFileSync(file);
+  writeFileSync(file, bytes.subarray(0, bytes.length - 100));
+  const second = await runTrain(recipe, { resume: first.ctx.runDir });
+  assert.equal(second.error, undefined, String(second.error));
+  assert.ok(second.lines.some((l) => /cannot resume from \S*step-6 \(.*model\.safetensors.*\); trying the checkpoint before it/.test(l)), second.lines.join(''));
+  assert.deepEqual(second.steps.map((r) => r.step), [5, 6, 7, 8]); // from step-4
+  assert.deepEqual(second.steps.map((r) => r.loss), full.steps.slice(4).map((r) => r.loss), 'losses equal the uninterrupted run');
+  const a = readSafetensors(join(findLatestCheckpoint(full.ctx.runDir)!.folder, 'model.safetensors')).tensors;
+  const b = readSafetensors(join(findLatestCheckpoint(second.ctx.runDir)!.folder, 'model.safetensors')).tensors; // step-6 rewritten on the way
   for (const [k, t] of a) assert.deepEqual(b.get(k)!.data, t.data, k);
   second.ctx.model!.dispose();
 });
