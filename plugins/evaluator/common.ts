@@ -25,6 +25,20 @@ export const COMMON_OPTIONS = {
   batch_size: { type: 'integer', minimum: 1, default: 16, description: 'samples per forward pass' },
 } as const;
 
+/** the `padding` option of the generating evaluators */
+export const PADDING_OPTION = {
+  type: 'string',
+  enum: ['batch', 'max_length'],
+  default: 'batch',
+  description:
+    "batch = left-pad the prompts to the longest of the batch (nanoVLM's MMStarCollator); max_length = left-pad every prompt so that a one-token answer + eos ends at the decoder's max_length, where training (nanoVLM's VQACollator) put it: for small models trained from scratch, which are sensitive to the distance between image and answer (docs/generation.md)",
+} as const;
+
+/** the prompt length to left-pad to for a `padding` option value (0 = the longest of the batch) */
+export function padToFor(padding: string, ctx: RunContext): number {
+  return padding === 'max_length' && ctx.model ? ctx.model.maxLength - 2 : 0;
+}
+
 /** The model pieces an evaluator needs, or a UserError saying the load stage must run first. */
 export function needModel(ctx: RunContext, evaluator: string) {
   const { model, tokenizer, imageProcessor } = ctx;
@@ -75,6 +89,8 @@ export async function answerAll(
     batchSize: number;
     maxSamples?: number | null;
     generate: GenerateOptions;
+    /** left-pad every prompt to at least this many tokens (default 0: the longest prompt of the batch) */
+    padTo?: number;
   },
 ): Promise<{ answered: Answered[]; skipped: string[] }> {
   const { model, tokenizer, imageProcessor } = needModel(ctx, evaluator);
@@ -97,7 +113,7 @@ export async function answerAll(
     if (!ok.length) continue;
     // left-pad the prompts to the longest of the batch (nanoVLM MMStarCollator: padding=True, left)
     const B = ok.length;
-    const T = Math.max(1, ...ok.map((o) => o.ids.length));
+    const T = Math.max(1, opts.padTo ?? 0, ...ok.map((o) => o.ids.length));
     const inputIds = new Int32Array(B * T).fill(tokenizer.padTokenId);
     const attentionMask = new Int32Array(B * T);
     const images = new Float32Array(B * 3 * S * S);

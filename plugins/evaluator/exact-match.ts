@@ -6,7 +6,7 @@
 import { definePlugin } from '../../core/plugin.ts';
 import { vqaPrompt } from '../../core/data/prompt.ts';
 import type { Evaluator, EvalResult } from '../../core/types.ts';
-import { answerAll, COMMON_OPTIONS, perCategory } from './common.ts';
+import { answerAll, COMMON_OPTIONS, perCategory, padToFor, PADDING_OPTION } from './common.ts';
 
 /** lowercase, strip punctuation, drop articles, collapse whitespace */
 export function normalizeAnswer(s: string): string {
@@ -51,6 +51,7 @@ export default definePlugin({
     properties: {
       ...COMMON_OPTIONS,
       data: { ...COMMON_OPTIONS.data, default: 'eval' },
+      padding: PADDING_OPTION,
       max_new_tokens: { type: 'integer', minimum: 1, default: 16, description: 'longest answer generated' },
     },
   } as const,
@@ -63,6 +64,7 @@ export default definePlugin({
           format: vqaPrompt,
           batchSize: options.batch_size,
           maxSamples: options.max_samples as number | null,
+          padTo: padToFor(options.padding, ctx),
           generate: { greedy: true, maxNewTokens: options.max_new_tokens, stopAtEos: true },
         });
         const { metrics, breakdown } = summariseExact(

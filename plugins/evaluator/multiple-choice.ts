@@ -21,7 +21,7 @@
 import { definePlugin } from '../../core/plugin.ts';
 import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
 import type { Evaluator, EvalResult, Sample } from '../../core/types.ts';
-import { answerAll, COMMON_OPTIONS, perCategory, scoreOptionsAll } from './common.ts';
+import { answerAll, COMMON_OPTIONS, perCategory, scoreOptionsAll, padToFor, PADDING_OPTION } from './common.ts';
 
 const WORD = String.raw`[\p{L}\p{N}_]`; // Python 3 str-pattern \w
 const NOT_WORD = String.raw`[^\p{L}\p{N}_]`;
@@ -125,6 +125,7 @@ export default definePlugin({
         description:
           "generate = nanoVLM's MMStar protocol (the model writes the letter); likelihood = each option scored by its log-likelihood as the answer to the question without its options (training format), the best one is the prediction (reported as multiple-choice-likelihood)",
       },
+      padding: PADDING_OPTION,
       max_new_tokens: { type: 'integer', minimum: 1, default: 5, description: 'tokens generated per answer (nanoVLM: 5)' },
       stop_at_eos: {
         type: 'boolean',
@@ -155,6 +156,7 @@ export default definePlugin({
           format: mmstarPrompt,
           batchSize: options.batch_size,
           maxSamples: options.max_samples as number | null,
+          padTo: padToFor(options.padding, ctx),
           generate: { greedy: true, maxNewTokens: options.max_new_tokens, stopAtEos: options.stop_at_eos },
         });
         const rows = answered.map(({ sample, output }) => ({

@@ -1,4 +1,5 @@
-// multiple-choice `scoring: likelihood`: every option's score is its log-likelihood as the answer in
+// multiple-choice `scoring: likelihood` and the generating evaluators' `padding: max_length`.
+// `scoring: likelihood`: every option's score is its log-likelihood as the answer in
 // the training format. Checked against an independent path (one option per forward pass, through
 // model.loss: summed log-likelihood = -mean cross-entropy x counted tokens), on a random tiny model
 // and synthetic multiple-choice questions; plus the helpers and the evaluator's result.
@@ -20,7 +21,8 @@ import tokenizers from '../../plugins/tokenizer/index.ts';
 import imageProcessors from '../../plugins/image-processor/index.ts';
 import evaluators from '../../plugins/evaluator/index.ts';
 import shapes from '../../plugins/dataset/synthetic-shapes.ts';
-import { questionWithoutOptions, scoreOptionsAll } from '../../plugins/evaluator/common.ts';
+import { answerAll, questionWithoutOptions, scoreOptionsAll } from '../../plugins/evaluator/common.ts';
+import { generateBatch } from '../../core/generate.ts';
 import { pickOption } from '../../plugins/evaluator/multiple-choice.ts';
 
 const registry = createRegistry([...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors, ...evaluators, shapes]);
@@ -103,4 +105,42 @@ test('multiple-choice scoring: likelihood reports multiple-choice-likelihood, ac
   assert.ok(picked.every((p) => p !== null));
   const cats = new Set(samples.map((s) => s.category));
   assert.deepEqual(new Set(Object.keys(r.breakdown ?? {})), cats);
+});
+
+test('padding: max_length left-pads every prompt to max_length - 2 (a one-token answer + eos ends where training put it)', async () => {
+  const ctx = context();
+  const format = (q: string) => vqaPrompt(questionWithoutOptions(q)); // short prompts of different lengths
+  const longest = Math.max(...samples.map((s) => tokenizer.encode(format(s.question)).length));
+  assert.ok(longest < model.maxLength - 2, String(longest));
+  // the length of the sequence the decoder sees at prefill (image tokens + padded prompt)
+  const seen: number[] = [];
+  const forward = model.decoder.forward.bind(model.decoder);
+  model.decoder.forward = (x, o) => (seen.push(x.shape[1]), forward(x, o));
+  try {
+    const opts = { format, batchSize: 5, generate: { greedy: true, maxNewTokens: 2, stopAtEos: false } };
+    const padded = await answerAll(ctx, 'test', list(samples), { ...opts, padTo: model.maxLength - 2 });
+    const prefillPadded = seen[0];
+    seen.length = 0;
+    await answerAll(ctx, 'test', list(samples), opts);
+    assert.equal(prefillPadded, model.numImageTokens + model.maxLength - 2);
+    assert.equal(seen[0], model.numImageTokens + longest);
+    // the padded answers equal one-prompt-at-a-time generation with that layout
+    const T = model.maxLength - 2;
+    for (const [i, s] of samples.entries()) {
+      const ids = tokenizer.encode(format(s.question));
+      const inputIds = new Int32Array(T).fill(tokenizer.padTokenId);
+      inputIds.set(ids, T - ids.length);
+      const attentionMask = new Int32Array(T).fill(1, T - ids.length);
+      const images = await imageProcessor.process(s.image, s.id);
+      const [out] = generateBatch(model, { inputIds, attentionMask, images, batchSize: 1, seqLen: T, imageSize: imageProcessor.size }, { eosTokenId: tokenizer.eosTokenId, ...opts.generate });
+      assert.equal(padded.answered[i].output, tokenizer.decode(out, { skipSpecialTokens: true }));
+    }
+    // the evaluators take the option
+    seen.length = 0;
+    const evaluator = await registry.create('evaluator', { use: 'exact-match', padding: 'max_length', batch_size: 5 }, { recipe: {}, recipeDir: '/', yamlPath: 'eval.evaluators[0]', seed: 0, log: quiet });
+    assert.equal((await evaluator.evaluate(ctx, list(samples.map((s) => ({ ...s, question: questionWithoutOptions(s.question) }))))).metrics.n, 5);
+    assert.equal(seen[0], model.numImageTokens + model.maxLength - 2);
+  } finally {
+    model.decoder.forward = forward;
+  }
 });
