@@ -6,12 +6,14 @@
 // deep nesting, a 10 MB recipe) that must fail fast instead of hanging or crashing.
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { assertUnchanged, assertUserError, hasStack, pool, snapshot, tinyRecipe, vlm, workspace, type CliResult } from './helpers.ts';
 
 const OK = stringify(tinyRecipe());
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const run = pool(3);
 
@@ -109,8 +111,24 @@ describe('broken recipes through vlm run', () => {
     assert.match(d.stderr, /this plugin is broken on purpose/);
   });
 
-  it('a TypeScript plugin in a CommonJS folder (no "type": "module"): says why and how to fix it', async () => {
-    assertUserError(await C.cjsFolder, /plugins\[0\]: plugin module \.\/mine\.ts uses import\/export but node loads it as CommonJS/, /-> rename it to \.mts/);
+  it('a TypeScript plugin in a CommonJS folder (no "type": "module") loads: one that exports nothing is named', async () => {
+    assertUserError(await C.cjsFolder, /plugins\[0\]: plugin module \.\/mine\.ts exports no plugin/, /-> export default definePlugin/);
+  });
+
+  it('a TypeScript plugin (types, import/export) in a CommonJS folder loads and its plugin is used', async () => {
+    const cwd = workspace();
+    const plugin = [
+      `import { definePlugin } from ${JSON.stringify(join(ROOT, 'core', 'plugin.ts'))};`,
+      "export default definePlugin({ kind: 'schedule', name: 'my-flat', description: 'constant lr', options: { type: 'object', additionalProperties: false, properties: {} } as const,",
+      '  create() { return { lr: (_step: number, base: number): number => base }; } });',
+    ].join('\n');
+    writeFileSync(join(cwd, 'mine.ts'), plugin + '\n');
+    const recipe = 'plugins: [ ./mine.ts ]\n' + OK.replace('use: constant', 'use: my-flat');
+    assert.match(recipe, /use: my-flat/);
+    writeFileSync(join(cwd, 'r.yaml'), recipe);
+    const r = await vlm(['validate', 'r.yaml'], { cwd });
+    assert.equal(r.code, 0, r.all);
+    assert.match(r.all, /r\.yaml: ok/);
   });
 
   it('circular extends: the chain', async () => {
