@@ -40,6 +40,14 @@ export interface LlamaConfig {
   eos_token_id: number;
   /** recorded as lm_model_type */
   model_type: string;
+  /**
+   * RoPE position ids: 'nanovlm' = 0..T-1 over every position, left padding included (nanoVLM v0.1,
+   * the default: parity); 'skip_padding' = per row, counting only positions the mask keeps (as
+   * Hugging Face models do), so that left padding does not change the distance between tokens.
+   * Not a nanoVLM config field: a model trained with skip_padding and run by nanoVLM gives the same
+   * outputs for unpadded inputs only.
+   */
+  position_ids: 'nanovlm' | 'skip_padding';
 }
 
 /** nanoVLM v0.1 defaults (SmolLM2-135M). */
@@ -59,6 +67,7 @@ export const LLAMA_DEFAULTS: LlamaConfig = {
   tie_weights: D.lm_tie_weights,
   eos_token_id: D.lm_eos_token_id,
   model_type: D.lm_model_type,
+  position_ids: 'nanovlm',
 };
 
 /** Parameter shapes in nanoVLM's named_parameters() order (the tied head is the embedding, listed once). */
@@ -127,6 +136,23 @@ function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
   const half = x.shape[3] / 2;
   const [x1, x2] = tf.split(x, [half, half], 3);
   return tf.concat([tf.neg(x2), x1], 3) as tf.Tensor4D;
+}
+
+/**
+ * position_ids: skip_padding. For a mask [B, L] (0 = padded), the position id of columns
+ * from..L-1 of every row: the number of kept columns before it (a padded column gets the id of
+ * the next kept one; it is masked out anyway). Returns [B * (L - from)] row-major.
+ */
+export function keptPositions(mask: ArrayLike<number>, B: number, L: number, from: number): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) {
+    let kept = 0;
+    for (let t = 0; t < L; t++) {
+      if (t >= from) out.push(kept);
+      if (mask[b * L + t] !== 0) kept++;
+    }
+  }
+  return out;
 }
 
 /** The adjoint of rotate_half: cat([z[..., hd/2:], -z[..., :hd/2]], -1) */
@@ -383,10 +409,12 @@ export class LlamaDecoder implements Decoder {
     const past = cache?.length ?? 0;
     const Ttot = past + T;
 
-    // position ids past..past+T-1 (no cumsum over the mask: left padding takes positions too)
-    const positions = Array.from({ length: T }, (_, i) => past + i);
-    const rope = ropeCosSin(this.cfg, positions);
-    const linears = cache ? this.generationLinears(rope, T) : this.plainLinears(rope, T);
+    // position ids past..past+T-1 (nanoVLM: no cumsum over the mask, left padding takes positions
+    // too), or per row over the kept positions only (position_ids: skip_padding)
+    const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(opts.mask.dataSync() as Float32Array | Int32Array, B, Ttot, past) : null;
+    const rope = rowPositions ? ropeCosSin(this.cfg, rowPositions) : ropeCosSin(this.cfg, Array.from({ length: T }, (_, i) => past + i));
+    const ropeRows = rowPositions ? B : 1; // cos, sin [ropeRows, 1, T, hd]
+    const linears = cache ? this.generationLinears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows);
 
     // causal -inf + padding (1 - mask) * finfo.min on keys, [B, 1, T, Ttot]; padded query rows are
     // zeroed after attention: keepQuery [B, 1, T, 1]
@@ -423,11 +451,11 @@ export class LlamaDecoder implements Decoder {
   }
 
   /** Block i's linear maps on the parameters, RoPE as nanoVLM writes it (training, full recompute). */
-  private plainLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number): (i: number) => BlockLinears {
+  private plainLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number, rows = 1): (i: number) => BlockLinears {
     const { n_heads: H, n_kv_heads: Hkv } = this.cfg;
     const hd = this.headDim;
-    const cos = tf.tensor4d(rope.cos, [1, 1, T, hd]);
-    const sin = tf.tensor4d(rope.sin, [1, 1, T, hd]);
+    const cos = tf.tensor4d(rope.cos, [rows, 1, T, hd]);
+    const sin = tf.tensor4d(rope.sin, [rows, 1, T, hd]);
     return (i) => {
       const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
       return {
@@ -445,13 +473,13 @@ export class LlamaDecoder implements Decoder {
   }
 
   /** The same maps on the generation weights (see `generation`): one product for q|k|v, one for gate|up. */
-  private generationLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number): (i: number) => BlockLinears {
+  private generationLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number, rows = 1): (i: number) => BlockLinears {
     const { n_heads: H, n_kv_heads: Hkv, hidden_dim: C, inter_dim: I } = this.cfg;
     const hd = this.headDim;
     const kvDim = Hkv * hd;
     const { blocks } = this.generationWeights();
-    const cos = tf.tensor4d(rope.cos, [1, 1, T, hd]);
-    const sin = tf.tensor4d(rope.sin, [1, 1, T, hd]);
+    const cos = tf.tensor4d(rope.cos, [rows, 1, T, hd]);
+    const sin = tf.tensor4d(rope.sin, [rows, 1, T, hd]);
     return (i) => {
       const w = blocks[i];
       return {
@@ -543,7 +571,12 @@ export class LlamaDecoder implements Decoder {
     if (cache.batchSize !== B) throw new Error(`decodeNext: ${B} ids for a cache of batch ${cache.batchSize}`);
     if (mask && mask.length !== B * L) throw new Error(`decodeNext: mask of ${mask.length} values, expected [${B}, ${L}]`);
     const gw = this.generationWeights();
-    const { cos, sin } = ropeCosSin(this.cfg, [pos]); // [hd]
+    // RoPE of the new position: pos for every row (nanoVLM), or per row the count of kept
+    // positions before it (position_ids: skip_padding)
+    const rowPos = this.cfg.position_ids === 'skip_padding' && mask ? keptPositions(mask, B, L, pos) : null;
+    const rope = rowPos ? ropeCosSin(this.cfg, rowPos) : ropeCosSin(this.cfg, [pos]); // [1 or B, hd]
+    const cosOf = (b: number) => (rowPos ? rope.cos.subarray(b * hd, (b + 1) * hd) : rope.cos);
+    const sinOf = (b: number) => (rowPos ? rope.sin.subarray(b * hd, (b + 1) * hd) : rope.sin);
     const scale = 1 / Math.sqrt(hd);
     /** rows [B, in] times a generation weight [in, out] on the backend -> host [B, out] */
     const product = (rows: Float32Array, w: tf.Tensor2D): Float32Array => {
@@ -571,12 +604,12 @@ export class LlamaDecoder implements Decoder {
         // the new k (after RoPE) and v of every kv head into the cache at `pos`
         for (let j = 0; j < Hkv; j++) {
           const dst = ((b * Hkv + j) * kv.cap + pos) * hd;
-          hostRope(qkv, row + C + j * hd, cos, sin, hd, kv.k, dst);
+          hostRope(qkv, row + C + j * hd, cosOf(b), sinOf(b), hd, kv.k, dst);
           kv.v.set(qkv.subarray(row + C + kvDim + j * hd, row + C + kvDim + (j + 1) * hd), dst);
         }
         for (let h = 0; h < H; h++) {
           const j = Math.floor(h / G); // query head h reads kv head j
-          hostRope(qkv, row + h * hd, cos, sin, hd, q, 0);
+          hostRope(qkv, row + h * hd, cosOf(b), sinOf(b), hd, q, 0);
           hostAttend(q, kv.k, kv.v, (b * Hkv + j) * kv.cap * hd, L, hd, scale, mask, b * L, scores, acc, y, b * C + h * hd);
         }
       }
@@ -741,6 +774,12 @@ const options = {
     max_length: { type: 'integer', minimum: 1, default: D.lm_max_length, description: 'lm_max_length: text tokens per sample (collator pads/truncates to it)' },
     tie_weights: { type: 'boolean', default: D.lm_tie_weights, description: 'lm_tie_weights: head shares the token embedding' },
     eos_token_id: { type: 'integer', minimum: 0, default: D.lm_eos_token_id, description: 'lm_eos_token_id' },
+    position_ids: {
+      type: 'string',
+      enum: ['nanovlm', 'skip_padding'],
+      default: 'nanovlm',
+      description: "RoPE position ids: nanovlm = 0..T-1 including left padding (nanoVLM v0.1, exact parity); skip_padding = per row over the unpadded positions (Hugging Face style): padding no longer moves the answer relative to the image (docs/model.md). Not stored in nanoVLM's config.json",
+    },
   },
 } as const;
 
