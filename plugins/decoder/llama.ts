@@ -410,7 +410,8 @@ export class LlamaDecoder implements Decoder {
     const Ttot = past + T;
 
     // position ids past..past+T-1 (nanoVLM: no cumsum over the mask, left padding takes positions
-    // too), or per row over the kept positions only (position_ids: skip_padding)
+    // too), or per row over the kept positions only (position_ids: skip_padding; this reads the
+    // [B, Ttot] mask on the host, as the RoPE tables are host-built: one small read per forward)
     const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(opts.mask.dataSync() as Float32Array | Int32Array, B, Ttot, past) : null;
     const rope = rowPositions ? ropeCosSin(this.cfg, rowPositions) : ropeCosSin(this.cfg, Array.from({ length: T }, (_, i) => past + i));
     const ropeRows = rowPositions ? B : 1; // cos, sin [ropeRows, 1, T, hd]
