@@ -7,14 +7,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { buildComponents } from '../core/build.ts';
-import { benchBatch, createOptimizer, trainStep } from '../core/commands/bench.ts';
-import { consoleLogger } from '../core/cli.ts';
+import { trainStep } from '../core/commands/bench.ts';
+import { benchSetup } from './setup.ts';
 import { generate } from '../core/generate.ts';
-import { resolveRecipe } from '../core/recipe/index.ts';
-import { createRegistry } from '../core/registry.ts';
-import { describeRuntime, initRuntime, type BackendChoice } from '../core/runtime.ts';
-import builtins from '../plugins/index.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -29,15 +24,7 @@ const { values, positionals } = parseArgs({
 });
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const file = resolve(positionals[0] ?? join(root, 'recipes', 'bench', 'small.yaml'));
-const log = consoleLogger(false);
-const registry = createRegistry(builtins);
-const r = await resolveRecipe(file, { registry });
-const rt = await initRuntime(values.backend as BackendChoice, { threads: Number(values.threads) });
-log.info(describeRuntime(rt));
-const seed = r.data.runtime?.seed ?? 0;
-const { model } = await buildComponents(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log });
-const optimizer = await createOptimizer(r.data, r.dir, model, registry, log);
-const host = benchBatch(model, r.data.train?.batch_size ?? 8, seed);
+const { model, optimizer, host } = await benchSetup(file, { backend: values.backend!, threads: Number(values.threads), defaultBatch: 8 });
 
 let work: () => void;
 if (values.generate) {

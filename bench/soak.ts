@@ -14,13 +14,8 @@ import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import * as tf from '@tensorflow/tfjs';
-import { buildComponents } from '../core/build.ts';
-import { benchBatch, createOptimizer, trainStep } from '../core/commands/bench.ts';
-import { consoleLogger } from '../core/cli.ts';
-import { resolveRecipe } from '../core/recipe/index.ts';
-import { createRegistry } from '../core/registry.ts';
-import { describeRuntime, initRuntime, type BackendChoice } from '../core/runtime.ts';
-import builtins from '../plugins/index.ts';
+import { trainStep } from '../core/commands/bench.ts';
+import { benchSetup } from './setup.ts';
 
 const { values } = parseArgs({
   options: {
@@ -36,15 +31,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const file = resolve(values.recipe ?? join(root, 'recipes', 'bench', 'tiny.yaml'));
 const steps = Number(values.steps);
 const every = Number(values.every);
-const log = consoleLogger(false);
-const registry = createRegistry(builtins);
-const r = await resolveRecipe(file, { registry });
-const rt = await initRuntime(values.backend as BackendChoice, { threads: Number(values.threads) });
-log.info(describeRuntime(rt));
-const seed = r.data.runtime?.seed ?? 0;
-const { model } = await buildComponents(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log });
-const optimizer = await createOptimizer(r.data, r.dir, model, registry, log);
-const host = benchBatch(model, r.data.train?.batch_size ?? 3, seed);
+const { model, optimizer, host } = await benchSetup(file, { backend: values.backend!, threads: Number(values.threads), defaultBatch: 3 });
 const mib = (b: number) => b / 2 ** 20;
 // RSS is sampled after a full GC: without it the JS heap's sawtooth (+-100 MiB) hides any trend
 v8.setFlagsFromString('--expose_gc');
