@@ -131,13 +131,26 @@ export class VisionLanguageModel {
       return crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets); // NaN, as F.cross_entropy
     }
     return tf.tidy(() => {
-      const h = this.hidden(batch.inputIds, batch.images, batch.attentionMask, { training: true }); // [B, Ni + T, C]
+      const logits = this.logitsAt(batch.inputIds, batch.images, batch.attentionMask, rows, { training: true }); // [N, V]
+      const picked = tf.gather(batch.targets.reshape([B * T]), tf.tensor1d(rows, 'int32')).reshape([1, rows.length]) as tf.Tensor2D; // [1, N]
+      return crossEntropyIgnore(logits.reshape([1, rows.length, -1]) as tf.Tensor3D, picked);
+    });
+  }
+
+  /**
+   * The logits [N, V] of the text positions `rows` only (flat indices b * T + t into [B, T]): the
+   * head, the largest product of the model ([positions, C] x [C, vocab]), runs on those rows alone.
+   * Used for the training loss (the counted targets) and for scoring answers (evaluators).
+   */
+  logitsAt(inputIds: tf.Tensor2D, images: tf.Tensor4D, attentionMask: tf.Tensor2D | null, rows: number[], opts: { training?: boolean } = {}): tf.Tensor2D {
+    return tf.tidy(() => {
+      const [B, T] = inputIds.shape;
+      const h = this.hidden(inputIds, images, attentionMask, opts); // [B, Ni + T, C]
       const C = h.shape[2];
       const text = h.slice([0, this.numImageTokens, 0], [-1, -1, -1]).reshape([B * T, C]); // [B*T, C]
-      const idx = tf.tensor1d(rows, 'int32');
-      const counted = tf.gather(text, idx).reshape([1, rows.length, C]) as tf.Tensor3D; // [1, N, C]
-      const picked = tf.gather(batch.targets.reshape([B * T]), idx).reshape([1, rows.length]) as tf.Tensor2D; // [1, N]
-      return crossEntropyIgnore(this.decoder.head(counted), picked); // head: [1, N, C] -> [1, N, V]
+      const counted = tf.gather(text, tf.tensor1d(rows, 'int32')).reshape([1, rows.length, C]) as tf.Tensor3D; // [1, N, C]
+      const logits = this.decoder.head(counted); // [1, N, V]
+      return logits.reshape([rows.length, logits.shape[2]]) as tf.Tensor2D;
     });
   }
 

@@ -220,8 +220,7 @@ export async function scoreOptionsAll(
     const V = model.decoder.vocabSize;
     const lp = tf.tidy(() => {
       const t = toTensors(host);
-      const logits = model.forward(t.inputIds, t.images, t.attentionMask).reshape([host.batchSize * T, V]); // [R*T, V]
-      const picked = tf.logSoftmax(tf.gather(logits, tf.tensor1d(at, 'int32'))); // [K, V]
+      const picked = tf.logSoftmax(model.logitsAt(t.inputIds, t.images, t.attentionMask, at)); // [K, V]: the head on the answer positions only
       const flat = at.map((i, k) => k * V + host.targets[i]);
       return tf.gather(picked.reshape([-1]), tf.tensor1d(flat, 'int32')); // [K]
     });
