@@ -55,11 +55,12 @@ async function evaluate() {
       while (batch.targets[b * T + t] === -100) t++;
       pos.push(t); gold.push(batch.targets[b * T + t]);
     }
-    const logits = tf.tidy(() => { const t = toTensors(batch); return model.forward(t.inputIds, t.images, t.attentionMask, { training: false }); });
-    const L = logits.arraySync() as number[][][];
+    // the logits of the answer position of each row only
+    const logits = tf.tidy(() => { const t = toTensors(batch); return model.logitsAt(t.inputIds, t.images, t.attentionMask, pos.map((p, b) => b * T + p)); });
+    const L = logits.arraySync() as number[][];
     logits.dispose();
     for (let b = 0; b < batch.batchSize; b++) {
-      const row = L[b][pos[b]];
+      const row = L[b];
       let best = -1, bv = -Infinity;
       for (let j = 0; j < row.length; j++) if (row[j] > bv) { bv = row[j]; best = j; }
       const c = cats[k++];
