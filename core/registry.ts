@@ -147,12 +147,12 @@ export class Registry implements RegistryLike {
    */
   async loadModules(specs: { spec: string; baseDir: string; where: Where }[]): Promise<void> {
     for (const { spec, baseDir, where } of specs) {
-      const isPath = spec.startsWith('.') || isAbsolute(spec);
+      const isPath = isModulePath(spec, baseDir);
       let url: string;
       if (isPath) {
         const file = resolve(baseDir, spec);
         if (!existsSync(file)) {
-          throw new UserError(`plugin module not found: ${file}`, { where, hint: 'paths under `plugins:` are relative to the recipe file' });
+          throw new UserError(`plugin module not found: ${file}`, { where, hint: 'an entry ending in .ts/.js/.mjs (or starting with ./ or /) is a file path, relative to the recipe file; other entries are npm package names' });
         }
         url = pathToFileURL(file).href;
       } else {
@@ -168,7 +168,10 @@ export class Registry implements RegistryLike {
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (!isPath && (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((e as Error).message).includes(spec)) {
-          throw new UserError(`plugin package "${spec}" is not installed`, { where, hint: `npm install ${spec}` });
+          throw new UserError(`plugin package "${spec}" is not installed`, {
+            where,
+            hint: `npm install ${spec}; or, for a file, write a path: ./${spec} (relative to the recipe) or an absolute one`,
+          });
         }
         if (code === 'ERR_REQUIRE_CYCLE_MODULE' || code === 'ERR_REQUIRE_ESM') {
           // an ESM file (import/export) in a folder node treats as CommonJS (no package.json "type": "module")
@@ -196,6 +199,17 @@ export class Registry implements RegistryLike {
       for (const p of found) this.register(p, source, where);
     }
   }
+}
+
+/**
+ * A `plugins:` entry is a file path when it starts with `.` or `/`, or ends in a script extension
+ * (.ts .mts .cts .js .mjs .cjs) and is not a scoped package (`plugins/x.ts` is a path); a bare
+ * name that ends in .js is still a package (`chart.js`) unless such a file exists.
+ */
+export function isModulePath(spec: string, baseDir: string): boolean {
+  if (spec.startsWith('.') || isAbsolute(spec)) return true;
+  if (spec.startsWith('@') || !/\.[mc]?[jt]s$/.test(spec)) return false;
+  return spec.includes('/') || spec.includes('\\') || existsSync(resolve(baseDir, spec));
 }
 
 function wrapPluginError(e: unknown, plugin: Plugin, where: Where): unknown {

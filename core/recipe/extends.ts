@@ -1,9 +1,11 @@
 // `extends: base.yaml`: load the chain base-first, deep-merge (the extending file wins, lists
 // are replaced, not concatenated) and keep each value's source position. A cycle is an error
-// that shows the chain.
+// that shows the chain. Two rules make swapping a component one line: a plugin entry whose `use`
+// changes starts afresh (the parent's options belonged to the parent's plugin; the new plugin's
+// defaults apply), and `key: !unset` deletes an inherited key (its default applies again).
 import { dirname, relative, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
-import { displayPath, loadRecipeFile } from './load.ts';
+import { displayPath, loadRecipeFile, UNSET } from './load.ts';
 import { SourceMap } from './positions.ts';
 
 export interface MergedRecipe {
@@ -21,7 +23,7 @@ export function loadWithExtends(file: string, seen: string[] = []): MergedRecipe
   }
   const own = loadRecipeFile(abs);
   const ext = own.data.extends;
-  if (ext === undefined) return { data: own.data, positions: own.positions, chain: [abs] };
+  if (ext === undefined) return { data: stripUnset(own.data) as Record<string, unknown>, positions: own.positions, chain: [abs] };
   if (typeof ext !== 'string') {
     throw new UserError('extends must be a path to another recipe', { where: own.positions.lookup('extends') });
   }
@@ -47,10 +49,24 @@ function isObject(x: unknown): x is Record<string, unknown> {
   return x !== null && typeof x === 'object' && !Array.isArray(x);
 }
 
-/** objects merge key by key; anything else (lists included) from `over` replaces `base` */
+/**
+ * Objects merge key by key; anything else (lists included) from `over` replaces `base`. A plugin
+ * entry whose `use` differs from the base's replaces it whole; `UNSET` deletes the key.
+ */
 export function deepMerge(base: unknown, over: unknown): unknown {
-  if (!isObject(base) || !isObject(over)) return over;
+  if (!isObject(base) || !isObject(over)) return stripUnset(over);
+  if (typeof base.use === 'string' && typeof over.use === 'string' && base.use !== over.use) return stripUnset(over);
   const out: Record<string, unknown> = { ...base };
-  for (const [k, v] of Object.entries(over)) out[k] = k in base ? deepMerge(base[k], v) : v;
+  for (const [k, v] of Object.entries(over)) {
+    if (v === UNSET) delete out[k];
+    else out[k] = k in base ? deepMerge(base[k], v) : stripUnset(v);
+  }
   return out;
+}
+
+/** drop `!unset` keys (and list items) with nothing under them to delete */
+function stripUnset(x: unknown): unknown {
+  if (Array.isArray(x)) return x.filter((v) => v !== UNSET).map(stripUnset);
+  if (!isObject(x)) return x;
+  return Object.fromEntries(Object.entries(x).filter(([, v]) => v !== UNSET).map(([k, v]) => [k, stripUnset(v)]));
 }

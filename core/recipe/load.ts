@@ -6,6 +6,10 @@ import { LineCounter, parseDocument } from 'yaml';
 import { UserError, UserErrors } from '../errors.ts';
 import { SourceMap } from './positions.ts';
 
+/** The value of `key: !unset` in a recipe: delete the key an extended recipe set (core/recipe/extends.ts). */
+export const UNSET: unique symbol = Symbol.for('nanovlm:unset');
+const unsetTag = { tag: '!unset', identify: (v: unknown) => v === UNSET, resolve: () => UNSET };
+
 export const MAX_RECIPE_BYTES = 1 << 20; // 1 MiB: a recipe is a page of text
 export const MAX_ALIAS_COUNT = 50; // stops "billion laughs" alias bombs
 export const MAX_DEPTH = 32;
@@ -37,7 +41,7 @@ export function parseRecipeText(text: string, file: string): LoadedFile {
   const lc = new LineCounter();
   let doc;
   try {
-    doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+    doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true, customTags: [unsetTag] });
   } catch (e) {
     if (e instanceof RangeError) throw tooDeep(file);
     throw e;

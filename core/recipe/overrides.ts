@@ -2,6 +2,9 @@
 // The value is read as YAML (numbers stay numbers, `[a, b]` is a list), then typed through the
 // schema at that path ("8" where the schema wants an integer becomes 8; 123 where it wants a
 // string becomes "123"). A path the schema does not know is an error with "did you mean".
+// `~model.vision.inter_dim` deletes a key (its default applies again), and setting a plugin
+// entry's `use` to another plugin drops the entry's other options (as `extends` does), so
+// `model.vision.use=x model.vision.hidden_dim=64` starts from x's defaults.
 import { parse as parseYaml } from 'yaml';
 import { UserError } from '../errors.ts';
 import type { JSONSchema } from '../plugin.ts';
@@ -14,13 +17,22 @@ export interface Override {
   text: string; // as typed: "train.batch_size=8"
   path: PathSeg[];
   raw: string;
+  /** `~a.b`: delete the key */
+  unset?: boolean;
 }
 
 export function isOverride(arg: string): boolean {
-  return /^[A-Za-z_][\w.[\]-]*=/.test(arg);
+  return /^[A-Za-z_][\w.[\]-]*=/.test(arg) || /^~[A-Za-z_][\w.[\]-]*$/.test(arg);
 }
 
 export function parseOverride(text: string): Override {
+  if (text.startsWith('~')) {
+    const path = parsePath(text.slice(1).trim());
+    if (!path || typeof path[0] !== 'string') {
+      throw new UserError(`bad override "${text}"`, { where: { file: `override ${text}` }, hint: 'write ~a.b.c to delete a key' });
+    }
+    return { text, path, raw: '', unset: true };
+  }
   const eq = text.indexOf('=');
   const path = eq > 0 ? parsePath(text.slice(0, eq).trim()) : undefined;
   if (!path || typeof path[0] !== 'string') {
@@ -47,6 +59,11 @@ export function applyOverrides(
             (didYouMean(String(found.key), found.candidates) || (found.candidates.length ? `; known keys: ${found.candidates.join(', ')}` : ''))
           : found.reason;
       errors.push(new UserError(`${bad}: ${msg}`, { where }));
+      continue;
+    }
+    if (ov.unset) {
+      const problem = deleteAt(recipe, ov.path);
+      if (problem) errors.push(new UserError(problem, { where, hint: 'a ~key override deletes a key the recipe (or the one it extends) sets' }));
       continue;
     }
     let value: unknown;
@@ -107,6 +124,21 @@ function setAt(root: Record<string, any>, path: PathSeg[], value: unknown): stri
   if (typeof last === 'number' && (!Array.isArray(node) || last > node.length)) {
     return `${formatPath(path.slice(0, -1))} has no entry [${last}] (it has ${Array.isArray(node) ? node.length : 0})`;
   }
+  // another plugin in a plugin entry: the old plugin's options do not carry over
+  if (last === 'use' && typeof node.use === 'string' && node.use !== value) for (const k of Object.keys(node)) delete node[k];
   node[last] = value;
+  return undefined;
+}
+
+function deleteAt(root: Record<string, any>, path: PathSeg[]): string | undefined {
+  let node: any = root;
+  for (const seg of path.slice(0, -1)) {
+    node = node?.[seg];
+    if (node === null || typeof node !== 'object') break;
+  }
+  const last = path[path.length - 1];
+  if (node === null || typeof node !== 'object' || !(last in node)) return `${formatPath(path)} is not set, so there is nothing to delete`;
+  if (Array.isArray(node)) node.splice(last as number, 1);
+  else delete node[last];
   return undefined;
 }

@@ -1,13 +1,13 @@
 // The registry: named bindings per kind, option validation with defaults, errors wrapped with the
 // plugin's name and recipe position, user plugin modules (TypeScript too), name clashes.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { UserError, UserErrors } from '../../core/errors.ts';
 import { definePlugin } from '../../core/plugin.ts';
-import { Registry } from '../../core/registry.ts';
+import { isModulePath, Registry } from '../../core/registry.ts';
 import type { PluginContext, Tokenizer } from '../../core/types.ts';
 
 const PLUGIN_TS = resolve('core/plugin.ts');
@@ -110,4 +110,30 @@ test('user plugin modules: TypeScript, default or named exports, arrays', async 
   await assert.rejects(r.loadModules([{ spec: 'yaml', baseDir: process.cwd(), where: {} }]), /plugin module yaml exports no plugin/);
   // loading the same module again is harmless
   await r.loadModules([{ spec: './one.ts', baseDir: dir, where: {} }]);
+});
+
+test('a plugins: entry ending in .ts/.js is a path even without ./ (issue 20, item 5); the hints say which is which', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vlm-reg-'));
+  mkdirSync(join(dir, 'plugins'));
+  const body = `definePlugin({ kind: 'dataset', name: 'nodot', description: 'd', options: { type: 'object', properties: {} } as const, create: () => ({ name: 'nodot', size: async () => 0, async *samples() {} }) })`;
+  writeFileSync(join(dir, 'plugins', 'nodot.ts'), `import { definePlugin } from '${PLUGIN_TS}';\nexport default ${body};\n`);
+  writeFileSync(join(dir, 'flat.ts'), `import { definePlugin } from '${PLUGIN_TS}';\nexport default ${body.replace(/nodot/g, 'flat')};\n`);
+  const r = new Registry([]);
+  await r.loadModules([
+    { spec: 'plugins/nodot.ts', baseDir: dir, where: {} },
+    { spec: 'flat.ts', baseDir: dir, where: {} },
+  ]);
+  assert.deepEqual(r.names('dataset').sort(), ['flat', 'nodot']);
+  assert.equal(r.source('dataset', 'nodot'), join(dir, 'plugins', 'nodot.ts'));
+  await assert.rejects(r.loadModules([{ spec: 'plugins/missing.ts', baseDir: dir, where: {} }]), (e: unknown) => {
+    assert.match((e as UserError).message, /plugin module not found: .*plugins[/\\]missing\.ts/);
+    assert.match((e as UserError).hint ?? '', /is a file path, relative to the recipe file/);
+    return true;
+  });
+  await assert.rejects(r.loadModules([{ spec: 'vlm-no-such-package', baseDir: dir, where: {} }]), (e: unknown) => {
+    assert.match((e as UserError).hint ?? '', /npm install vlm-no-such-package; or, for a file, write a path: \.\/vlm-no-such-package/);
+    return true;
+  });
+  assert.equal(isModulePath('chart.js', dir), false); // a package whose name ends in .js
+  assert.equal(isModulePath('@scope/x.js', dir), false);
 });
