@@ -215,9 +215,11 @@ export function modelCard(input: ModelCardInput): string {
     '',
     '### PyTorch (nanoVLM v0.1)',
     '',
-    "The weights and `config.json` are nanoVLM's own format, so nanoVLM loads this folder directly:",
+    "The weights and `config.json` are nanoVLM v0.1's own format, so nanoVLM v0.1 loads this folder directly " +
+      "(a checkout of the tag `v0.1`: later nanoVLM versions changed `VLMConfig` and refuse this config.json's `lm_eos_token_id`):",
     '',
     '```python',
+    '# git clone --branch v0.1 https://github.com/huggingface/nanoVLM && cd nanoVLM',
     'from models.vision_language_model import VisionLanguageModel',
     '',
     `model = VisionLanguageModel.from_pretrained("${where}")`,

@@ -2,6 +2,7 @@
 // our recipe's model section (siglip-vit / pixel-shuffle / llama options). A checkpoint's config.json
 // holds exactly these fields, in this order, so PyTorch `VLMConfig(**json)` accepts it.
 import { UserError } from '../errors.ts';
+import { closest } from '../recipe/did-you-mean.ts';
 
 /** VLMConfig defaults, field order as in the dataclass. */
 export const VLM_CONFIG_DEFAULTS = {
@@ -47,6 +48,50 @@ export function toVLMConfig(parts: Record<string, unknown>): VLMConfig {
   const out: Record<string, unknown> = {};
   for (const f of VLM_CONFIG_FIELDS) out[f] = f in parts && parts[f] !== undefined ? parts[f] : VLM_CONFIG_DEFAULTS[f];
   return out as VLMConfig;
+}
+
+/**
+ * Fields that nanoVLM's VLMConfig gained after v0.1 (v0.2 731d8c6 and HEAD 4e0c096, models/config.py).
+ * Their presence means a checkpoint of the newer model family (image tokens as placeholders in the
+ * text, image splitting, chat template), whose input format the v0.1 path does not implement.
+ */
+export const NEWER_NANOVLM_FIELDS = [
+  'lm_base_vocab_size',
+  'extra_token_amount',
+  'lm_chat_template',
+  'mp_image_token_length',
+  'max_img_size',
+  'resize_to_max_side_len',
+  'vlm_extra_tokens',
+  'hf_repo_name',
+] as const;
+
+/**
+ * A config.json must be nanoVLM v0.1's VLMConfig: a field this loader does not know would otherwise
+ * be ignored and the model would run with v0.1's input format (silently wrong for a newer
+ * checkpoint). Newer nanoVLM fields and unknown fields are refused, naming them.
+ */
+export function checkVLMConfigFields(cfg: Record<string, unknown>, file = 'config.json'): void {
+  const known = new Set<string>(VLM_CONFIG_FIELDS);
+  const unknown = Object.keys(cfg).filter((k) => !known.has(k));
+  if (!unknown.length) return;
+  const newer = unknown.filter((k) => (NEWER_NANOVLM_FIELDS as readonly string[]).includes(k));
+  if (newer.length) {
+    throw new UserError(
+      `${file} is a checkpoint of a newer nanoVLM (v0.2 or later: it has ${newer.join(', ')}). ` +
+        `Its input format (image placeholder tokens, image splitting, chat template) is not nanoVLM v0.1's, ` +
+        `which is the only one nanovlm-ts implements; loading it would compute something else`,
+      { where: { file }, hint: 'use a nanoVLM v0.1 checkpoint (e.g. lusxvr/nanoVLM-222M) or one trained with nanovlm-ts' },
+    );
+  }
+  const guesses = unknown.map((k) => {
+    const c = closest(k, VLM_CONFIG_FIELDS);
+    return c ? `${k} (did you mean ${c}?)` : k;
+  });
+  throw new UserError(`${file}: unknown field${unknown.length > 1 ? 's' : ''} ${guesses.join(', ')}: not a field of nanoVLM v0.1's VLMConfig`, {
+    where: { file },
+    hint: `remove ${unknown.length > 1 ? 'them' : 'it'} or fix the name; the fields are ${VLM_CONFIG_FIELDS.join(', ')}`,
+  });
 }
 
 /** The built-in plugins a plain nanoVLM config.json maps to. */

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError, UserErrors } from '../errors.ts';
 import type { Logger, PluginContext, RegistryLike } from '../types.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
-import { NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
+import { checkVLMConfigFields, NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
 import { openSafetensors, writeSafetensorsStreaming } from './safetensors.ts';
 import { withoutInit } from '../ops.ts';
 
@@ -188,6 +188,7 @@ export function checkpointModelSection(folder: string): { section: ModelSection;
     });
   }
   const config = parseJson(cfgFile);
+  checkVLMConfigFields(config, cfgFile);
   const sidecarFile = join(folder, SIDECAR_FILE);
   let section: ModelSection;
   if (existsSync(sidecarFile)) {

@@ -58,6 +58,7 @@ describe('model card', () => {
     assert.match(card, /\| \*\*total\*\* \| \| \*\*420\*\* \|/);
     assert.match(card, /loadModel\('alice\/smol-ft'/);
     assert.match(card, /VisionLanguageModel\.from_pretrained\("alice\/smol-ft"\)/);
+    assert.match(card, /git clone --branch v0\.1 /, 'names the nanoVLM version whose VLMConfig accepts this config.json');
     assert.match(card, /\| `model\.safetensors` \| 343,416 \|/);
   });
 
