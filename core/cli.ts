@@ -33,6 +33,7 @@ export const COMMANDS: Record<string, string> = {
   plugins: 'list every registered plugin by kind, with its options',
   generate: 'generate text for an image with a trained model',
   eval: 'run the eval stage of a recipe on a given model',
+  score: 'score given predictions with a benchmark metric (vqa_accuracy, anls, ...), without a model',
   compare: 'compare a checkpoint against reference tensors (PyTorch nanoVLM fixtures)',
   bench: 'benchmark training and generation speed for a recipe',
   memory: 'peak memory of a training step per batch size',
