@@ -37,6 +37,7 @@ export const COMMANDS: Record<string, string> = {
   compare: 'compare a checkpoint against reference tensors (PyTorch nanoVLM fixtures)',
   bench: 'benchmark training and generation speed for a recipe',
   memory: 'peak memory of a training step per batch size',
+  serve: 'a local web server: playground, OpenAI-compatible API, live training dashboard',
   help: 'show this list',
 };
 

@@ -154,6 +154,20 @@ function take(t: tf.Tensor): Float32Array {
  * Every tensor created here is disposed before returning (the cache included).
  */
 export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): number[][] {
+  const steps = generateSteps(model, inputs, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * The same loop, one decoding step at a time: it yields the step index after each step's tokens
+ * went to `onToken`, and returns what `generate` returns. `.return()` stops it early and frees
+ * every tensor. A caller can do other work between steps (`vlm serve`: stream tokens, notice a
+ * client that went away).
+ */
+export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): Generator<number, number[][], void> {
   const decoder = model.decoder;
   const maxNewTokens = opts.maxNewTokens ?? 20;
   const useCache = opts.useCache ?? true;
@@ -231,6 +245,7 @@ export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opt
         else out[b].push(tok);
       }
       if (step === maxNewTokens - 1 || done.every(Boolean)) break;
+      yield step;
       // one more position: embed the chosen tokens and run the decoder on them
       const L = Ni + T + step + 1;
       if (cache && decodeNext) {
