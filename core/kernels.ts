@@ -42,6 +42,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { installNativeMatMul, uninstallNativeMatMul } from './kernels/native-matmul.ts';
 
 type TensorInfo = { dataId: object; shape: number[]; dtype: tf.DataType };
 type WasmData = { id: number; memoryOffset: number; shape: number[]; dtype: string; refCount: number };
@@ -75,11 +76,13 @@ export function installFastKernels(backend: string): void {
   installed.add(backend);
   const stock = process.env.VLM_FAST_KERNELS === '0';
   for (const k of wasmKernels()) if (!stock || MISSING_ON_WASM.includes(k.kernelName)) replaceKernel(k);
+  if (!stock) installNativeMatMul(backend); // OpenBLAS products over the XNNPACK ones, when built (issue 16)
 }
 
 /** Put back the stock tfjs kernels (for tests measuring the replacements against them). */
 export function uninstallFastKernels(backend: string): void {
   if (!installed.delete(backend)) return;
+  uninstallNativeMatMul(backend);
   for (const [key, config] of originals) {
     if (config.backendName !== backend) continue;
     tf.unregisterKernel(config.kernelName, config.backendName);

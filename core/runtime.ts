@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { enableWasmThreads, installFastKernels } from './kernels.ts';
+import { nativeMatMulStatus, setNativeThreads } from './kernels/native-matmul.ts';
 
 export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -16,6 +17,8 @@ export interface RuntimeInfo {
   /** one line per candidate that was skipped, with the reason */
   skipped: string[];
   threads?: number;
+  /** wasm: which matrix-product kernel runs, and its threads (core/kernels/native-matmul.ts) */
+  products?: string;
 }
 
 interface Candidate {
@@ -91,8 +94,10 @@ export async function initRuntime(
       skipped.push(`${c.provider}: failed to start`);
       continue;
     }
+    setNativeThreads(opts.threads);
     installFastKernels(c.backend);
-    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads };
+    const products = c.backend === 'wasm' ? nativeMatMulStatus() : undefined;
+    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, products };
     opts.log?.(describeRuntime(info));
     return info;
   }
@@ -107,6 +112,7 @@ export async function initRuntime(
 
 export function describeRuntime(info: RuntimeInfo): string {
   const lines = [`backend: ${info.backend} (${info.provider})${info.threads ? `, ${info.threads} threads` : ''}`];
+  if (info.products) lines.push(`  ${info.products}`);
   for (const s of info.skipped) lines.push(`  skipped ${s}`);
   return lines.join('\n');
 }

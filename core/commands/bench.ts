@@ -43,6 +43,8 @@ export interface BenchResult {
   recipe: string;
   backend: string;
   threads: number;
+  /** wasm: which matrix-product kernel ran (native OpenBLAS or XNNPACK), and its threads */
+  products?: string;
   batch_size: number;
   seq_len: number; // text positions T
   image_tokens: number;
@@ -267,6 +269,7 @@ export async function benchModel(
     recipe: info.recipe,
     backend: info.runtime.backend,
     threads: info.runtime.threads ?? 1,
+    products: info.runtime.products,
     batch_size: host.batchSize,
     seq_len: host.seqLen,
     image_tokens: imageTokens,
@@ -303,7 +306,8 @@ export function formatTable(results: BenchResult[]): string {
   const r0 = results[0];
   const head =
     `backend ${r0.backend}, ${r0.threads} thread${r0.threads === 1 ? '' : 's'} · node ${r0.node} · ${r0.cpus} cpus, ` +
-    `load average ${r0.load_avg.map((x) => x.toFixed(1)).join(' ')} · ${r0.date}`;
+    `load average ${r0.load_avg.map((x) => x.toFixed(1)).join(' ')} · ${r0.date}` +
+    (r0.products ? `\n${r0.products}` : '');
   const rows: [string, (r: BenchResult) => string][] = [
     ['params', (r) => r.params.toLocaleString('en-US')],
     ['batch x text length (+ image tokens)', (r) => `${r.batch_size} x ${r.seq_len} (+${r.image_tokens})`],

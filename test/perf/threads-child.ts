@@ -10,4 +10,6 @@ const b = tf.tensor2d([[1, 0], [0, 1], [1, 1]]);
 const c = tf.matMul(a, b).arraySync();
 const big = tf.ones([256, 128]);
 const s = tf.matMul(big, big, false, true).dataSync();
-console.log(JSON.stringify({ threads: info.threads, pool: getThreadsCount(), c, s0: s[0], sLast: s[s.length - 1], blob: typeof Blob.prototype.text }));
+// the native product kernel (when built) on the threaded build's shared heap
+const t = tf.matMul(tf.range(0, 6).reshape([3, 2]), tf.ones([3, 4]), true, false).arraySync();
+console.log(JSON.stringify({ threads: info.threads, pool: getThreadsCount(), c, s0: s[0], sLast: s[s.length - 1], t, products: info.products, blob: typeof Blob.prototype.text }));

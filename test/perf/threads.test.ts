@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../helpers/shared.ts';
+import { loadNativeBlas } from '../../core/kernels/native-matmul.ts';
 
 
 test('runtime.threads = 2 runs the threaded wasm build under Node and the process exits', { skip: process.env.VLM_TEST_BACKEND === 'cpu' ? 'wasm only' : undefined }, () => {
@@ -19,5 +20,9 @@ test('runtime.threads = 2 runs the threaded wasm build under Node and the proces
   assert.deepEqual(out.c, [[4, 5], [10, 11]]);
   assert.equal(out.s0, 128);
   assert.equal(out.sLast, 128);
+  assert.deepEqual(out.t, [[6, 6, 6, 6], [9, 9, 9, 9]]);
+  // BLAS threads follow runtime.threads (native-matmul.test.ts fails in CI when the addon is missing)
+  if (loadNativeBlas()) assert.match(out.products, /^products: OpenBLAS sgemm on the wasm heap .*, 2 threads$/);
+  else assert.match(out.products, /^products: XNNPACK \(wasm\); /);
   assert.equal(out.blob, 'function', 'global Blob restored');
 });

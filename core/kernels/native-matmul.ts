@@ -1,0 +1,209 @@
+// Native matrix products under the wasm backend (issue 16): BatchMatMul and _FusedMatMul run
+// OpenBLAS sgemm (Accelerate on macOS) from the optional addon native/blas.cc, straight on the
+// wasm module's heap: the operands' and the output's byte offsets inside the heap are passed
+// with a typed array over it, so nothing is copied and the heap does not grow (the output is the
+// tensor the backend allocates anyway). Transposes are BLAS flags (no transposed copies), a
+// broadcast batch is a list of offsets (one sgemm per item, in C), one-row products are sgemv.
+//
+// Why: XNNPACK compiled to wasm SIMD128 reaches ~35-45 GFLOP/s on the products that dominate a
+// training step; OpenBLAS on the same core 60-180 (AVX2 / AVX-512). Figures: docs/performance.md.
+//
+// installed by core/kernels.ts installFastKernels over its XNNPACK kernels (which stay as the
+// fallback: prelu activations, non-float32 dtypes), and removed first by uninstallFastKernels.
+// The addon is built at `npm ci` by scripts/build-native.mjs when a compiler and a BLAS are
+// present; VLM_NATIVE_MATMUL=0 in the environment keeps the XNNPACK kernels. BLAS threads follow
+// runtime.threads (setNativeThreads, called by core/runtime.ts).
+import * as tf from '@tensorflow/tfjs';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+type TensorInfo = { dataId: object; shape: number[]; dtype: tf.DataType };
+type WasmData = { memoryOffset: number };
+interface WasmBackend {
+  wasm: { HEAPU8: Uint8Array };
+  dataIdMap: { get(dataId: object): WasmData };
+  makeOutput(shape: number[], dtype: string): TensorInfo;
+}
+type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; backend: WasmBackend; attrs: Record<string, any> };
+
+/** The addon's functions (native/blas.cc). */
+interface NativeBlas {
+  gemm(heap: Uint8Array, tA: boolean, tB: boolean, M: number, N: number, K: number, lda: number, ldb: number, ldc: number, offsets: Uint32Array): void;
+  biasActivation(heap: Uint8Array, cOffset: number, rows: number, N: number, biasOffset: number, biasSize: number, act: number, alpha: number): void;
+  setThreads(n: number): void;
+  threads(): number;
+  info(): { library: string; corename: string; config: string };
+}
+
+export const NATIVE_ADDON = fileURLToPath(new URL('../../native/build/nanovlm_blas.node', import.meta.url));
+
+let addon: NativeBlas | null | undefined;
+let loadError = '';
+
+/** The addon, or null with the reason in nativeMatMulStatus() (loaded once). */
+export function loadNativeBlas(): NativeBlas | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (!existsSync(NATIVE_ADDON)) {
+    loadError = 'native addon not built (needs a C++ compiler and OpenBLAS: apt-get install build-essential libopenblas-dev, then npm run build:native)';
+  } else {
+    try {
+      addon = createRequire(import.meta.url)(NATIVE_ADDON) as NativeBlas;
+      addon.setThreads(threads);
+    } catch (e) {
+      loadError = `native addon failed to load (${String((e as Error).message ?? e).split('\n')[0]})`;
+    }
+  }
+  return addon;
+}
+
+let threads = 1;
+const saved = new Map<string, tf.KernelConfig>();
+
+/** BLAS threads (runtime.threads; default 1). */
+export function setNativeThreads(n: number | null | undefined): void {
+  threads = n && n > 1 ? Math.floor(n) : 1;
+  addon?.setThreads(threads);
+}
+
+export function nativeMatMulActive(): boolean {
+  return saved.size > 0;
+}
+
+/** One line for `vlm run` / `vlm bench`: which product kernel runs, with how many threads. */
+export function nativeMatMulStatus(): string {
+  if (nativeMatMulActive()) {
+    const i = addon!.info();
+    const core = i.corename ? `, ${i.corename} kernels` : '';
+    const n = addon!.threads() || threads;
+    return `products: ${i.library} sgemm on the wasm heap (native addon${core}), ${n} thread${n === 1 ? '' : 's'}`;
+  }
+  const why = process.env.VLM_NATIVE_MATMUL === '0' ? 'VLM_NATIVE_MATMUL=0' : loadError || 'native addon not installed';
+  return `products: XNNPACK (wasm); ${why}`;
+}
+
+/** Register the native BatchMatMul / _FusedMatMul over the current wasm ones; false if unavailable. */
+export function installNativeMatMul(backend: string): boolean {
+  if (backend !== 'wasm' || nativeMatMulActive()) return nativeMatMulActive();
+  if (process.env.VLM_NATIVE_MATMUL === '0' || !loadNativeBlas()) return false;
+  for (const [name, kernelFunc] of [['BatchMatMul', batchMatMul], ['_FusedMatMul', fusedMatMul]] as const) {
+    const prev = tf.getKernel(name, 'wasm');
+    if (!prev) continue;
+    saved.set(name, prev);
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+  }
+  return true;
+}
+
+/** Put back the kernels that were registered before installNativeMatMul. */
+export function uninstallNativeMatMul(backend: string): void {
+  if (backend !== 'wasm') return;
+  for (const [name, prev] of saved) {
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel(prev);
+  }
+  saved.clear();
+}
+
+function previous(name: string, args: KernelArgs): TensorInfo {
+  return saved.get(name)!.kernelFunc(args as never) as TensorInfo;
+}
+
+const prod = (s: number[]): number => s.reduce((p, d) => p * d, 1);
+
+/** flat index in the broadcast output batch -> flat index in an operand's own batch */
+function broadcastIndexer(shape: number[], outShape: number[]): (i: number) => number {
+  if (prod(shape) === 1) return () => 0;
+  const padded = [...Array(outShape.length - shape.length).fill(1), ...shape];
+  if (padded.every((d, k) => d === outShape[k])) return (i) => i;
+  return (i) => {
+    let idx = 0;
+    let stride = 1;
+    for (let k = outShape.length - 1; k >= 0; k--) {
+      const c = i % outShape[k];
+      i = (i - c) / outShape[k];
+      if (padded[k] !== 1) idx += c * stride;
+      stride *= padded[k];
+    }
+    return idx;
+  };
+}
+
+/**
+ * out = op(a) @ op(b) on the heap: a [..., M, K] (or [..., K, M] when tA), b [..., K, N] (or
+ * [..., N, K] when tB); returns the output tensor and the product's sizes.
+ */
+function product(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean, backend: WasmBackend, op: string): { out: TensorInfo; rows: number; N: number } {
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const K2 = tB ? b.shape[rb - 1] : b.shape[rb - 2];
+  const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
+  if (K !== K2) {
+    throw new Error(
+      `Error in ${op}: inner shapes (${K}) and (${K2}) of Tensors with shapes ${a.shape} and ${b.shape} and transposeA=${tA} and transposeB=${tB} must match.`,
+    );
+  }
+  const aOuter = a.shape.slice(0, -2);
+  const bOuter = b.shape.slice(0, -2);
+  const outer = tf.backend_util.assertAndGetBroadcastShape(aOuter, bOuter);
+  const out = backend.makeOutput([...outer, M, N], 'float32');
+  const batch = prod(outer);
+  const rows = batch * M;
+  if (rows === 0 || N === 0) return { out, rows, N };
+  const base = (t: TensorInfo) => backend.dataIdMap.get(t.dataId).memoryOffset;
+  const [aBase, bBase, oBase] = [base(a), base(b), base(out)];
+  const lda = Math.max(1, tA ? M : K); // BLAS wants leading dimensions >= 1 (K = 0: zeros)
+  const ldb = Math.max(1, tB ? K : N);
+  let offsets: Uint32Array;
+  let m = M;
+  if (prod(bOuter) === 1 && !tA) {
+    // one right operand for every item and a row-major left one: the batch folds into rows
+    offsets = Uint32Array.of(aBase, bBase, oBase);
+    m = rows;
+  } else {
+    const ia = broadcastIndexer(aOuter, outer);
+    const ib = broadcastIndexer(bOuter, outer);
+    offsets = new Uint32Array(3 * batch);
+    for (let i = 0; i < batch; i++) {
+      offsets[3 * i] = aBase + ia(i) * M * K * 4;
+      offsets[3 * i + 1] = bBase + ib(i) * K * N * 4;
+      offsets[3 * i + 2] = oBase + i * M * N * 4;
+    }
+  }
+  // the heap view is read after makeOutput: an allocation may grow (and replace) the heap buffer
+  addon!.gemm(backend.wasm.HEAPU8, tA, tB, m, N, K, lda, ldb, N, offsets);
+  return { out, rows, N };
+}
+
+function batchMatMul(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const a = inputs.a!;
+  const b = inputs.b!;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return previous('BatchMatMul', args);
+  return product(a, b, !!attrs.transposeA, !!attrs.transposeB, backend, 'matMul').out;
+}
+
+/** tfjs _FusedMatMul activation -> the addon's code (prelu: the XNNPACK kernel) */
+const ACTIVATION: Record<string, number> = { linear: 0, relu: 1, relu6: 2, leakyrelu: 4, sigmoid: 5, elu: 6 };
+
+function fusedMatMul(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { a, b, bias, preluActivationWeights } = inputs as Record<string, TensorInfo | undefined>;
+  const act = ACTIVATION[(attrs.activation as string) ?? 'linear'];
+  const N = attrs.transposeB ? b!.shape[b!.shape.length - 2] : b!.shape[b!.shape.length - 1];
+  const biasOk = bias == null || (bias.dtype === 'float32' && bias.shape.length === 1 && (bias.shape[0] === N || bias.shape[0] === 1));
+  if (a!.dtype !== 'float32' || b!.dtype !== 'float32' || preluActivationWeights != null || act === undefined || !biasOk) {
+    return previous('_FusedMatMul', args);
+  }
+  const { out, rows } = product(a!, b!, !!attrs.transposeA, !!attrs.transposeB, backend, '_FusedMatMul');
+  if (rows > 0 && N > 0 && (bias != null || act !== 0)) {
+    const biasOffset = bias == null ? -1 : backend.dataIdMap.get(bias.dataId).memoryOffset;
+    const cOffset = backend.dataIdMap.get(out.dataId).memoryOffset;
+    addon!.biasActivation(backend.wasm.HEAPU8, cOffset, rows, N, biasOffset, bias?.shape[0] ?? 0, act, attrs.leakyreluAlpha ?? 0);
+  }
+  return out;
+}

@@ -1,0 +1,197 @@
+// Native matrix products for the tfjs wasm backend (issue 16): OpenBLAS (or Apple Accelerate)
+// sgemm run directly on the wasm module's heap. The heap is one ArrayBuffer (a SharedArrayBuffer
+// with the threaded build); JavaScript passes a typed array over it, and byte offsets of the
+// operands inside it, so nothing is copied: the product is written in place into the output
+// tensor the wasm backend allocated. Used by core/kernels/native-matmul.ts; built by
+// scripts/build-native.mjs at `npm ci` (optional: without a compiler or a BLAS the XNNPACK
+// kernels run). Reference: the CBLAS interface (netlib), OpenBLAS's openblas_* extensions.
+//
+//   gemm(heap, transA, transB, M, N, K, lda, ldb, ldc, offsets)
+//        for each i: C_i [M, N] = op(A_i) op(B_i), row-major, offsets = Uint32Array of
+//        [a_0, b_0, c_0, a_1, b_1, c_1, ...] byte offsets into heap (a broadcast batch repeats an
+//        offset). M = 1 or N = 1 go to sgemv (sgemm of OpenBLAS 0.3.21 does not).
+//   biasActivation(heap, cOffset, rows, N, biasOffset, biasSize, activation, alpha)
+//        C [rows, N] += bias (size N: per column, size 1: scalar; biasOffset < 0: none), then the
+//        activation in place (tfjs _FusedMatMul codes: 0 linear, 1 relu, 2 relu6, 4 leakyrelu,
+//        5 sigmoid, 6 elu).
+//   setThreads(n), threads(), info() -> { library, corename, config }
+#define NAPI_VERSION 8
+#define NAPI_DISABLE_CPP_EXCEPTIONS
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#ifdef __APPLE__
+#include <Accelerate/Accelerate.h>
+#else
+#include <cblas.h>
+#endif
+
+namespace {
+
+bool Fail(const Napi::Env& env, const std::string& msg) {
+  Napi::Error::New(env, "nanovlm native blas: " + msg).ThrowAsJavaScriptException();
+  return false;
+}
+
+// The heap as (pointer, length) from a typed array over the module's memory (fresh each call:
+// a non-shared memory's ArrayBuffer is replaced when the heap grows).
+bool Heap(const Napi::Env& env, const Napi::Value& v, uint8_t** base, size_t* bytes) {
+  if (!v.IsTypedArray()) return Fail(env, "heap must be a typed array over the wasm memory");
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  napi_value ab;
+  size_t offset;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset) != napi_ok || data == nullptr)
+    return Fail(env, "cannot read the heap's typed array");
+  if (type != napi_uint8_array) return Fail(env, "heap must be a Uint8Array");
+  *base = static_cast<uint8_t*>(data);
+  *bytes = length;
+  return true;
+}
+
+// A float matrix of `rows` rows of stride `ld` (last row: `cols` values) at byte `off` must lie
+// inside the heap: a wrong offset would otherwise write anywhere in the process.
+bool Inside(size_t off, int rows, int cols, int ld, size_t heapBytes) {
+  if (off % 4 != 0) return false;
+  if (rows == 0 || cols == 0) return true;
+  size_t last = off + (static_cast<size_t>(rows - 1) * ld + cols) * 4;
+  return last <= heapBytes;
+}
+
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 10) return Fail(env, "gemm takes 10 arguments"), env.Undefined();
+  uint8_t* heap;
+  size_t heapBytes;
+  if (!Heap(env, info[0], &heap, &heapBytes)) return env.Undefined();
+  const bool tA = info[1].ToBoolean();
+  const bool tB = info[2].ToBoolean();
+  const int M = info[3].ToNumber().Int32Value();
+  const int N = info[4].ToNumber().Int32Value();
+  const int K = info[5].ToNumber().Int32Value();
+  const int lda = info[6].ToNumber().Int32Value();
+  const int ldb = info[7].ToNumber().Int32Value();
+  const int ldc = info[8].ToNumber().Int32Value();
+  if (M < 0 || N < 0 || K < 0 || lda < 1 || ldb < 1 || ldc < 1) return Fail(env, "bad sizes"), env.Undefined();
+  if (!info[9].IsTypedArray() || info[9].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    return Fail(env, "offsets must be a Uint32Array"), env.Undefined();
+  Napi::Uint32Array offs = info[9].As<Napi::Uint32Array>();
+  if (offs.ElementLength() % 3 != 0) return Fail(env, "offsets: 3 per product"), env.Undefined();
+  const size_t batch = offs.ElementLength() / 3;
+  const uint32_t* o = offs.Data();
+  // stored shapes: A is [M, K] (or [K, M] when transposed), B [K, N] (or [N, K]), C [M, N]
+  const int aRows = tA ? K : M, aCols = tA ? M : K;
+  const int bRows = tB ? N : K, bCols = tB ? K : N;
+  for (size_t i = 0; i < batch; i++) {
+    if (!Inside(o[3 * i], aRows, aCols, lda, heapBytes) || !Inside(o[3 * i + 1], bRows, bCols, ldb, heapBytes) ||
+        !Inside(o[3 * i + 2], M, N, ldc, heapBytes))
+      return Fail(env, "an operand lies outside the heap"), env.Undefined();
+  }
+  if (M == 0 || N == 0) return env.Undefined();
+  for (size_t i = 0; i < batch; i++) {
+    const float* A = reinterpret_cast<const float*>(heap + o[3 * i]);
+    const float* B = reinterpret_cast<const float*>(heap + o[3 * i + 1]);
+    float* C = reinterpret_cast<float*>(heap + o[3 * i + 2]);
+    if (K == 0) {
+      for (int r = 0; r < M; r++)
+        for (int c = 0; c < N; c++) C[static_cast<size_t>(r) * ldc + c] = 0.f;
+    } else if (M == 1) {
+      // c [N] = op(B)^T a: a's K values are contiguous unless A is stored [K, 1] with lda > 1
+      cblas_sgemv(CblasRowMajor, tB ? CblasNoTrans : CblasTrans, bRows, bCols, 1.f, B, ldb, A, tA ? lda : 1, 0.f, C, 1);
+    } else if (N == 1) {
+      // c [M] = op(A) b, c strided by ldc
+      cblas_sgemv(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, aRows, aCols, 1.f, A, lda, B, tB ? 1 : ldb, 0.f, C, ldc);
+    } else {
+      cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, 1.f, A, lda, B,
+                  ldb, 0.f, C, ldc);
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value BiasActivation(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 8) return Fail(env, "biasActivation takes 8 arguments"), env.Undefined();
+  uint8_t* heap;
+  size_t heapBytes;
+  if (!Heap(env, info[0], &heap, &heapBytes)) return env.Undefined();
+  const double cOff = info[1].ToNumber().DoubleValue();
+  const int rows = info[2].ToNumber().Int32Value();
+  const int N = info[3].ToNumber().Int32Value();
+  const double biasOff = info[4].ToNumber().DoubleValue();
+  const int biasSize = info[5].ToNumber().Int32Value();
+  const int act = info[6].ToNumber().Int32Value();
+  const float alpha = info[7].ToNumber().FloatValue();
+  if (rows < 0 || N < 0 || cOff < 0 || !Inside(static_cast<size_t>(cOff), rows, N, N, heapBytes))
+    return Fail(env, "output outside the heap"), env.Undefined();
+  const bool hasBias = biasOff >= 0;
+  if (hasBias && ((biasSize != 1 && biasSize != N) || !Inside(static_cast<size_t>(biasOff), 1, biasSize, biasSize, heapBytes)))
+    return Fail(env, "bias must have 1 or N values inside the heap"), env.Undefined();
+  float* C = reinterpret_cast<float*>(heap + static_cast<size_t>(cOff));
+  const float* bias = hasBias ? reinterpret_cast<const float*>(heap + static_cast<size_t>(biasOff)) : nullptr;
+  for (int r = 0; r < rows; r++) {
+    float* row = C + static_cast<size_t>(r) * N;
+    for (int c = 0; c < N; c++) {
+      float x = row[c];
+      if (hasBias) x += bias[biasSize == 1 ? 0 : c];
+      switch (act) {
+        case 1: x = x < 0.f ? 0.f : x; break;
+        case 2: x = x < 0.f ? 0.f : (x > 6.f ? 6.f : x); break;
+        case 4: x = x < 0.f ? alpha * x : x; break;
+        case 5: x = 1.f / (1.f + std::exp(-x)); break;
+        case 6: x = x < 0.f ? std::expm1(x) : x; break;
+        default: break;
+      }
+      row[c] = x;
+    }
+  }
+  return env.Undefined();
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+#ifndef __APPLE__
+  int n = info[0].ToNumber().Int32Value();
+  openblas_set_num_threads(n < 1 ? 1 : n);
+#endif
+  return info.Env().Undefined();
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) {
+#ifdef __APPLE__
+  return Napi::Number::New(info.Env(), 0);  // Accelerate chooses by itself
+#else
+  return Napi::Number::New(info.Env(), openblas_get_num_threads());
+#endif
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+#ifdef __APPLE__
+  o.Set("library", "Accelerate");
+  o.Set("corename", "");
+  o.Set("config", "");
+#else
+  o.Set("library", "OpenBLAS");
+  o.Set("corename", std::string(openblas_get_corename()));
+  o.Set("config", std::string(openblas_get_config()));
+#endif
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("biasActivation", Napi::Function::New(env, BiasActivation));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(nanovlm_blas, Init)
