@@ -39,7 +39,18 @@ export interface SamplingOptions {
   topK?: number;
   /** keep the smallest set of most likely tokens whose probability reaches topP (at least one); 1 = all */
   topP?: number;
+  /**
+   * 'hf' (default): temperature, then top-k, then top-p (Hugging Face's warper order).
+   * 'nanovlm-head': nanoVLM HEAD's generate (models/utils.py top_k_top_p_filtering): top-k and top-p
+   * on the raw logits, top-p dropping every token whose cumulative probability (itself included)
+   * exceeds topP except the most likely one, then softmax(filtered / temperature).
+   */
+  order?: SamplingOrder;
 }
+
+export type SamplingOrder = 'hf' | 'nanovlm-head';
+/** nanoVLM HEAD's VisionLanguageModel.generate defaults */
+export const NANOVLM_HEAD_SAMPLING = { topK: 50, topP: 0.9, temperature: 0.5 } as const;
 
 /** Index of the largest value (the first one on ties). */
 export function argmax(x: ArrayLike<number>): number {
@@ -58,24 +69,10 @@ export function samplingDistribution(
   logits: ArrayLike<number>,
   opts: SamplingOptions = {},
 ): { ids: number[]; probs: number[] } {
-  const temperature = opts.temperature ?? 1;
-  const V = logits.length;
-  // top-k: keep every id whose logit is >= the k-th largest
-  const k = opts.topK ?? 0;
-  let ids: number[];
-  if (k > 0 && k < V) {
-    const kth = Float32Array.from(logits).sort()[V - k];
-    ids = [];
-    for (let i = 0; i < V; i++) if (logits[i] >= kth) ids.push(i);
-  } else {
-    ids = Array.from({ length: V }, (_, i) => i);
-  }
-  // softmax over the kept ids at the given temperature (max-subtracted)
-  let max = -Infinity;
-  for (const i of ids) if (logits[i] > max) max = logits[i];
-  let probs = ids.map((i) => Math.exp((logits[i] - max) / temperature));
-  let sum = probs.reduce((a, p) => a + p, 0);
-  probs = probs.map((p) => p / sum);
+  if (opts.order === 'nanovlm-head') return headSamplingDistribution(logits, opts);
+  // top-k: keep every id whose logit is >= the k-th largest; softmax over them at the temperature
+  let ids = topKIds(logits, opts.topK ?? 0);
+  let probs = softmaxAt(logits, ids, opts.temperature ?? 1);
   // top-p: the most likely ids until their mass reaches topP (at least one), i.e. keep an id
   // while the mass of the more likely ones before it is < topP
   const topP = opts.topP ?? 1;
@@ -88,10 +85,52 @@ export function samplingDistribution(
     const keep = probs.map((p) => p >= threshold);
     ids = ids.filter((_, i) => keep[i]);
     probs = probs.filter((_, i) => keep[i]);
-    sum = probs.reduce((a, p) => a + p, 0);
+    const sum = probs.reduce((a, p) => a + p, 0);
     probs = probs.map((p) => p / sum);
   }
   return { ids, probs };
+}
+
+/** The ids whose logit is >= the k-th largest (ties kept), in id order; all when k is 0 or >= V. */
+function topKIds(logits: ArrayLike<number>, k: number): number[] {
+  const V = logits.length;
+  if (!(k > 0 && k < V)) return Array.from({ length: V }, (_, i) => i);
+  const kth = Float32Array.from(logits).sort()[V - k];
+  const ids: number[] = [];
+  for (let i = 0; i < V; i++) if (logits[i] >= kth) ids.push(i);
+  return ids;
+}
+
+/** softmax of logits[ids] / temperature (max-subtracted, float64) */
+function softmaxAt(logits: ArrayLike<number>, ids: number[], temperature: number): number[] {
+  let max = -Infinity;
+  for (const i of ids) if (logits[i] > max) max = logits[i];
+  const e = ids.map((i) => Math.exp((logits[i] - max) / temperature));
+  const sum = e.reduce((a, p) => a + p, 0);
+  return e.map((p) => p / sum);
+}
+
+/**
+ * nanoVLM HEAD's order (see SamplingOptions.order): top-k on the raw logits; top-p over the
+ * temperature-1 softmax of what is left, sorted by logit (ties by id), keeping the first token and
+ * every token whose cumulative probability is <= topP; then softmax(kept / temperature).
+ */
+function headSamplingDistribution(logits: ArrayLike<number>, opts: SamplingOptions): { ids: number[]; probs: number[] } {
+  let ids = topKIds(logits, opts.topK ?? 0);
+  const topP = opts.topP ?? 1;
+  if (topP < 1) {
+    const p = softmaxAt(logits, ids, 1);
+    const order = ids.map((_, j) => j).sort((a, b) => logits[ids[b]] - logits[ids[a]] || ids[a] - ids[b]); // descending
+    const keep = new Array<boolean>(ids.length).fill(false);
+    let cum = 0;
+    for (let r = 0; r < order.length; r++) {
+      cum += p[order[r]];
+      if (r > 0 && cum > topP) break; // every later token has a larger cumulative mass
+      keep[order[r]] = true;
+    }
+    ids = ids.filter((_, j) => keep[j]);
+  }
+  return { ids, probs: softmaxAt(logits, ids, opts.temperature ?? 1) };
 }
 
 /** Pick the next token from one row of logits [V]: one draw by cumulative mass over the candidates. */
@@ -129,6 +168,8 @@ export interface GenerateOptions extends SamplingOptions {
   eosTokenId?: number;
   /** stop a row at its eos (default true); false = always maxNewTokens tokens, like nanoVLM v0.1 */
   stopAtEos?: boolean;
+  /** with stopAtEos false: every token after a row's first eos is returned as eos (nanoVLM HEAD's generate) */
+  padAfterEos?: boolean;
   /** called for every generated token, eos included (row = batch index, step = 0-based position) */
   onToken?: (row: number, token: number, step: number) => void;
 }
@@ -178,12 +219,14 @@ export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInput
     temperature: opts.temperature,
     topK: opts.topK,
     topP: opts.topP,
+    order: opts.order,
   };
   const [B, T] = inputs.inputIds.shape;
   const V = decoder.vocabSize;
   const rngs = Array.from({ length: B }, (_, i) => rowRng(opts.seed ?? 0, i));
   const out: number[][] = Array.from({ length: B }, () => []);
   const done = new Array<boolean>(B).fill(false);
+  const sawEos = new Array<boolean>(B).fill(false);
   if (maxNewTokens <= 0 || B === 0) return out;
 
   // host copy of the text mask; the full mask is [image 1s ; prompt mask ; 1 per generated token]
@@ -242,7 +285,10 @@ export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInput
         next[b] = tok;
         opts.onToken?.(b, tok, step);
         if (stopAtEos && tok === eos) done[b] = true;
-        else out[b].push(tok);
+        else {
+          out[b].push(opts.padAfterEos && sawEos[b] ? eos : tok);
+          if (tok === eos) sawEos[b] = true;
+        }
       }
       if (step === maxNewTokens - 1 || done.every(Boolean)) break;
       yield step;

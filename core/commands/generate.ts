@@ -7,7 +7,7 @@ import { readFileSync, existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UserError } from '../errors.ts';
 import { loadModel } from '../load-model.ts';
-import { checkPromptBatch, generateBatch, preparePrompts, type GenerateOptions } from '../generate.ts';
+import { checkPromptBatch, generateBatch, NANOVLM_HEAD_SAMPLING, preparePrompts, type GenerateOptions } from '../generate.ts';
 import { vqaPrompt } from '../data/prompt.ts';
 import { BadSampleError } from '../data/image.ts';
 import type { CommandEnv } from '../cli.ts';
@@ -22,6 +22,9 @@ export const USAGE = `Usage: vlm generate --model <run dir | model folder | owne
   --temperature <t>        sampling temperature (default 1)
   --top-k <k>              keep the k most likely tokens (default: all)
   --top-p <p>              nucleus sampling mass (default 1 = all)
+  --sampling <order>       hf (default: temperature, top-k, top-p) | nanovlm-head (nanoVLM HEAD's generate:
+                           top-k and top-p on the raw logits, then temperature; defaults top-k 50,
+                           top-p 0.9, temperature 0.5)
   --seed <s>               sampling seed; generation i uses s + i (default 0)
   --no-stop                do not stop at eos (nanoVLM v0.1 behaviour)
   --no-cache               full recompute each step instead of the KV cache
@@ -54,6 +57,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         temperature: { type: 'string' },
         'top-k': { type: 'string' },
         'top-p': { type: 'string' },
+        sampling: { type: 'string', default: 'hf' },
         seed: { type: 'string' },
         'no-stop': { type: 'boolean', default: false },
         'no-cache': { type: 'boolean', default: false },
@@ -73,9 +77,13 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   if (!existsSync(args.image) || !statSync(args.image).isFile()) {
     throw new UserError(`--image ${args.image}: ${existsSync(args.image) ? 'not a file' : 'no such file'}`, { hint: 'give the path of an image file (PNG, JPEG, WebP, ...)' });
   }
-  const sampling = args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined;
+  if (args.sampling !== 'hf' && args.sampling !== 'nanovlm-head') {
+    throw new UserError(`--sampling ${args.sampling}: expected hf or nanovlm-head`, { hint: USAGE.split('\n')[0] });
+  }
+  const head = args.sampling === 'nanovlm-head';
+  const sampling = args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined || head;
   if (args.greedy && sampling) {
-    throw new UserError('vlm generate: --greedy cannot be combined with --temperature/--top-k/--top-p', { hint: 'choose one' });
+    throw new UserError('vlm generate: --greedy cannot be combined with --temperature/--top-k/--top-p/--sampling', { hint: 'choose one' });
   }
   const maxNewTokens = num('--max-new-tokens', args['max-new-tokens'], { int: true, min: 1 }) ?? 20;
   const n = num('--num', args.num, { int: true, min: 1 }) ?? 5;
@@ -83,9 +91,10 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const base: GenerateOptions = {
     maxNewTokens,
     greedy: args.greedy,
-    temperature: num('--temperature', args.temperature, { min: 0 }) ?? 1,
-    topK: num('--top-k', args['top-k'], { int: true, min: 0 }),
-    topP: num('--top-p', args['top-p'], { min: 0, max: 1 }),
+    temperature: num('--temperature', args.temperature, { min: 0 }) ?? (head ? NANOVLM_HEAD_SAMPLING.temperature : 1),
+    topK: num('--top-k', args['top-k'], { int: true, min: 0 }) ?? (head ? NANOVLM_HEAD_SAMPLING.topK : undefined),
+    topP: num('--top-p', args['top-p'], { min: 0, max: 1 }) ?? (head ? NANOVLM_HEAD_SAMPLING.topP : undefined),
+    order: head ? 'nanovlm-head' : 'hf',
     useCache: !args['no-cache'],
     stopAtEos: !args['no-stop'],
   };

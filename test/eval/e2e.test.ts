@@ -219,6 +219,15 @@ test('vlm generate on the saved run: nanoVLM-style output, streaming, reproducib
   await assert.rejects(generateMain(['--model', runDir], cliEnv().env), /--image is required/);
   await assert.rejects(generateMain(['--model', runDir, '--image', image, '--greedy', '--top-p', '0.5'], cliEnv().env), /cannot be combined/);
   await assert.rejects(generateMain(['--model', runDir, '--image', image, '--top-p', '2'], cliEnv().env), /--top-p 2/);
+  // nanoVLM HEAD's sampling order with its defaults: runs, reproducible; misuse is a UserError
+  const head = async () => {
+    const c = cliEnv();
+    assert.equal(await generateMain(['--model', runDir, '--image', image, '--num', '2', '--max-new-tokens', '4', '--sampling', 'nanovlm-head', '--seed', '3', '--backend', backend], c.env), 0);
+    return c.out();
+  };
+  assert.equal(await head(), await head());
+  await assert.rejects(generateMain(['--model', runDir, '--image', image, '--sampling', 'top'], cliEnv().env), /--sampling top: expected hf or nanovlm-head/);
+  await assert.rejects(generateMain(['--model', runDir, '--image', image, '--greedy', '--sampling', 'nanovlm-head'], cliEnv().env), /cannot be combined/);
 });
 
 test('vlm eval --model <run dir> <recipe>: load + eval stages, results in a new run directory', skip, async () => {
