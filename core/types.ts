@@ -136,6 +136,15 @@ export interface ImageProcessor {
   readonly size: number;
   /** encoded image -> float32 [3, size, size] (CHW), values as the recipe asks ([0,1] or normalised) */
   process(image: Uint8Array, id?: string): Promise<Float32Array>;
+  /** optional: one image as several tiles (nanoVLM HEAD's splitting, plugins/image-processor/split.ts) */
+  processTiles?(image: Uint8Array, id?: string): Promise<ImageTiles>;
+}
+
+/** An image as tiles: float32 [count, 3, size, size] (a global view first when the grid is not 1 x 1) and the grid [n_h, n_w]. */
+export interface ImageTiles {
+  tiles: Float32Array;
+  count: number;
+  grid: [number, number];
 }
 
 /** A collated batch on the host (typed arrays), ready to become tensors inside the step. */

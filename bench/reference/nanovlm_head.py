@@ -16,8 +16,9 @@ is HEAD's default VLMConfig. The output folder gets:
                                   tiles with a global view; the generation prompts; the raw images
   expected.safetensors            vision encoder out, projector out, decoder hidden states, logits,
                                   loss, every gradient, grad norm, one clipped AdamW step with train.py's
-                                  param groups, greedy tokens (VisionLanguageModel.generate), the image
-                                  processor's tiles, and HEAD's sampling distribution for given logits
+                                  param groups, greedy tokens (VisionLanguageModel.generate), HEAD's
+                                  sampling distribution for given logits, and the split image's global
+                                  view as torchvision >= 0.17 computes it (antialiased)
   tokenization.json               the chat-templated texts, their ids (this model's tokenizer and the
                                   full SmolLM2 vocabulary), the loss masks, the extra-token ids
   provenance.json                 versions, commit, seed, config
@@ -455,6 +456,14 @@ with torch.no_grad():
 samp_logits = torch.randn(2, cfg.lm_vocab_size, generator=torch.Generator().manual_seed(args.seed + 2)) * 3
 samp_probs = torch.softmax(top_k_top_p_filtering(samp_logits.clone(), top_k=50, top_p=0.9) / 0.5, dim=-1)
 
+# the global view of the split image as torchvision >= 0.17 computes it (tensor resize antialiases
+# by default there; Debian's 0.14 does not, which is what GlobalAndSplitImages gave above)
+from torchvision.transforms.functional import resize as tv_resize, to_tensor  # noqa: E402
+from data.custom_transforms import DynamicResize  # noqa: E402
+split_k = max(range(len(grids)), key=lambda k: grids[k][0] * grids[k][1])
+resized = to_tensor(DynamicResize(S, cfg.max_img_size, cfg.resize_to_max_side_len)(Image.fromarray(raw_images[split_k])))
+global_aa = tv_resize(resized.unsqueeze(0), [S, S], antialias=True)[0]
+
 # ---- write ------------------------------------------------------------------------------------
 os.makedirs(args.out, exist_ok=True)
 model.save_pretrained(args.out)
@@ -474,7 +483,7 @@ for k, im in enumerate(raw_images):
 st_save_file(inputs, os.path.join(args.out, 'inputs.safetensors'))
 expected = {'vision_out': vision_out, 'mp_out': mp_out, 'decoder_hidden': hidden, 'logits': logits,
             'loss': loss.detach().reshape(()), 'grad_norm': grad_norm.detach().reshape(()), 'greedy_tokens': i64(greedy),
-            'sampling_probs': samp_probs}
+            'sampling_probs': samp_probs, f'global_view_antialias.{split_k}': global_aa}
 expected.update({f'grad.{n}': t for n, t in grads.items()})
 expected.update({f'after_adamw.{n}': t for n, t in after.items()})
 st_save_file(expected, os.path.join(args.out, 'expected.safetensors'))

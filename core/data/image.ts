@@ -73,9 +73,29 @@ function bilinearFilter(x: number): number {
   return x < 1 ? 1 - x : 0;
 }
 
+/** Pillow's bicubic_filter (a = -0.5), support 2 (libImaging/Resample.c) */
+function bicubicFilter(x: number): number {
+  const a = -0.5;
+  if (x < 0) x = -x;
+  if (x < 1) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+/** Pillow's resampling filters: the kernel and its support at scale 1 */
+export const PIL_FILTERS = {
+  bilinear: { support: 1.0, fn: bilinearFilter },
+  bicubic: { support: 2.0, fn: bicubicFilter },
+} as const;
+export type PilFilter = keyof typeof PIL_FILTERS;
+
 /** precompute_coeffs + normalize_coeffs_8bpc: per output pixel its first input index, tap count and integer weights. */
-export function pilCoeffs(inSize: number, outSize: number): { bounds: Int32Array; ksize: number; kk: Int32Array; weights: Float64Array } {
-  const support0 = 1.0; // BILINEAR support
+export function pilCoeffs(
+  inSize: number,
+  outSize: number,
+  filter: PilFilter = 'bilinear',
+): { bounds: Int32Array; ksize: number; kk: Int32Array; weights: Float64Array } {
+  const { support: support0, fn } = PIL_FILTERS[filter];
   const scale = inSize / outSize;
   const filterscale = Math.max(scale, 1.0);
   const support = support0 * filterscale;
@@ -92,7 +112,7 @@ export function pilCoeffs(inSize: number, outSize: number): { bounds: Int32Array
     xmax -= xmin;
     let ww = 0;
     for (let x = 0; x < xmax; x++) {
-      const w = bilinearFilter((x + xmin - center + 0.5) * ss);
+      const w = fn((x + xmin - center + 0.5) * ss);
       weights[xx * ksize + x] = w;
       ww += w;
     }
@@ -114,14 +134,14 @@ function clip8(v: number): number {
   return Math.floor(v / (1 << PRECISION_BITS));
 }
 
-/** PIL `Image.resize((outW, outH), BILINEAR)` of an RGB image (exact, integer arithmetic as Pillow). */
-export function pilResize(img: RGBImage, outW: number, outH: number): RGBImage {
+/** PIL `Image.resize((outW, outH), BILINEAR | BICUBIC)` of an RGB image (exact, integer arithmetic as Pillow). */
+export function pilResize(img: RGBImage, outW: number, outH: number, filter: PilFilter = 'bilinear'): RGBImage {
   const { width: inW, height: inH } = img;
   const needH = outW !== inW;
   const needV = outH !== inH;
   if (!needH && !needV) return { data: img.data.slice(), width: inW, height: inH };
   const half = 1 << (PRECISION_BITS - 1);
-  const vert = pilCoeffs(inH, outH);
+  const vert = pilCoeffs(inH, outH, filter);
   // rows of the source the vertical pass uses
   const yFirst = vert.bounds[0];
   const yLast = vert.bounds[outH * 2 - 2] + vert.bounds[outH * 2 - 1];
@@ -129,7 +149,7 @@ export function pilResize(img: RGBImage, outW: number, outH: number): RGBImage {
   let srcW = inW;
   let rowOffset = 0; // bounds_vert are shifted by yFirst after a horizontal pass
   if (needH) {
-    const hor = pilCoeffs(inW, outW);
+    const hor = pilCoeffs(inW, outW, filter);
     const rows = needV ? yLast - yFirst : inH;
     const y0 = needV ? yFirst : 0;
     const tmp = new Uint8Array(rows * outW * 3);
