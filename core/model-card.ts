@@ -6,6 +6,7 @@
 import { stringify } from 'yaml';
 import { isRepoId, redact } from './hub/index.ts';
 import type { EvalResult } from './types.ts';
+import type { RecordedPlugin } from './weights/checkpoint.ts';
 
 export interface ModelCardInput {
   /** the recipe's name */
@@ -25,6 +26,8 @@ export interface ModelCardInput {
   parameterCounts?: Record<string, number>;
   /** files in the folder (name -> bytes), listed at the end */
   files?: { path: string; size: number }[];
+  /** plugins the model needs that nanovlm-ts does not include (recorded in nanovlm-ts.json) */
+  plugins?: RecordedPlugin[];
 }
 
 const BASE_TAGS = ['nanovlm', 'nanovlm-ts', 'vision-language-model', 'image-text-to-text'];
@@ -71,7 +74,8 @@ function fmtNumber(v: number): string {
 
 function fmtFact(key: string, v: unknown): string {
   if (typeof v === 'number') {
-    if (/(_s|_sec|_seconds|seconds)$/.test(key) && v >= 60) {
+    if (/(_s|_sec|_seconds|seconds)$/.test(key)) {
+      if (v < 60) return `${Math.round(v * 10) / 10} s`;
       const h = Math.floor(v / 3600);
       const m = Math.floor((v % 3600) / 60);
       const s = Math.round(v % 60);
@@ -79,13 +83,21 @@ function fmtFact(key: string, v: unknown): string {
     }
     return fmtNumber(v);
   }
-  if (v && typeof v === 'object') return JSON.stringify(v);
+  // {metric: val_loss, value: 0.12, step: 500} -> "step 500: val_loss 0.1200"
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>;
+    if (typeof o.metric === 'string' && typeof o.value === 'number') {
+      return `${o.step !== undefined ? `step ${fmtFact('step', o.step)}: ` : ''}${o.metric} ${fmtNumber(o.value)}`;
+    }
+    return Object.entries(o).map(([k, x]) => `${humanKey(k).toLowerCase()} ${fmtFact(k, x)}`).join(', ');
+  }
+  if (Array.isArray(v)) return v.map((x) => fmtFact(key, x)).join(', ');
   return String(v);
 }
 
 /** Known run facts (core/run.ts, the train stage) in the order the card lists them. */
 const FACT_LABELS: Record<string, string> = {
-  train_seconds: 'Training time',
+  train_seconds: 'Training loop time (all runs of it, resumes included)',
   train_steps: 'Optimizer steps',
   train_tokens: 'Tokens seen',
   batch_size: 'Effective batch size',
@@ -98,6 +110,8 @@ const FACT_LABELS: Record<string, string> = {
 };
 
 function humanKey(k: string): string {
+  const stage = /^stage_(\w+)_seconds$/.exec(k);
+  if (stage) return `Stage ${stage[1]} (wall clock, this process)`;
   return k.replace(/[_-]+/g, ' ').replace(/^\w/, (c) => c.toUpperCase());
 }
 
@@ -194,38 +208,70 @@ export function modelCard(input: ModelCardInput): string {
   L.push('');
 
   // ---- usage
+  const plugins = input.plugins ?? [];
+  const modelPlugins = plugins.filter((p) => ['vision', 'projector', 'decoder'].includes(p.kind));
+  if (plugins.length) {
+    L.push(
+      '## Plugins this model needs',
+      '',
+      'Parts of this model come from plugins that are not part of nanovlm-ts. `nanovlm-ts.json` records them, and',
+      '`vlm` / `loadModel` import them from there (a path is relative to this folder); wherever the module is now, pass it',
+      'with `--plugins <file.ts | package>` (or load it into the registry yourself).',
+      '',
+      '| kind | plugin | module |',
+      '|---|---|---|',
+      ...plugins.map((p) => `| ${esc(p.kind)} | \`${esc(p.name)}\` | \`${esc(p.module)}\` |`),
+      '',
+    );
+  }
+  const pluginFlags = plugins.map((p) => ` --plugins ${p.module}`).join('');
   L.push(
     '## How to use',
     '',
     '### TypeScript (nanovlm-ts)',
     '',
     '```ts',
-    `import { loadModel, generateText } from 'nanovlm-ts';`,
+    `// from the root of a nanovlm-ts checkout: the library (core/index.ts) and its built-in plugins`,
+    `import { readFileSync } from 'node:fs';`,
+    `import { createRegistry, generateText, loadModel } from './core/index.ts';`,
+    `import builtins from './plugins/index.ts';`,
     '',
-    `const { model, tokenizer, imageProcessor } = await loadModel('${where}', { registry }); // registry: the built-in plugins`,
+    `const registry = createRegistry(builtins);${plugins.length ? ' // loadModel imports the recorded plugins into it' : ''}`,
+    `const { model, tokenizer, imageProcessor } = await loadModel('${where}', { registry });`,
     `const [answer] = await generateText(model, tokenizer, imageProcessor,`,
-    `  [{ prompt: 'Question: What is in the image? Answer:', image: pngBytes }], { maxNewTokens: 16 });`,
+    `  [{ prompt: 'Question: What is in the image? Answer:', image: readFileSync('picture.png') }], { maxNewTokens: 16 });`,
     '```',
     '',
     'or from the command line:',
     '',
     '```sh',
-    `vlm generate --model ${where} --image picture.png --prompt "What is in the image?"`,
+    `vlm generate --model ${where}${pluginFlags} --image picture.png --prompt "What is in the image?"`,
     '```',
     '',
     '### PyTorch (nanoVLM v0.1)',
     '',
-    "The weights and `config.json` are nanoVLM v0.1's own format, so nanoVLM v0.1 loads this folder directly " +
-      "(a checkout of the tag `v0.1`: later nanoVLM versions changed `VLMConfig` and refuse this config.json's `lm_eos_token_id`):",
-    '',
-    '```python',
-    '# git clone --branch v0.1 https://github.com/huggingface/nanoVLM && cd nanoVLM',
-    'from models.vision_language_model import VisionLanguageModel',
-    '',
-    `model = VisionLanguageModel.from_pretrained("${where}")`,
-    '```',
-    '',
   );
+  if (modelPlugins.length) {
+    L.push(
+      `PyTorch nanoVLM cannot load this model: its ${modelPlugins.map((p) => `${p.kind} (\`${p.name}\`)`).join(', ')} ` +
+        `${modelPlugins.length > 1 ? 'are' : 'is'} not one of nanoVLM's modules, so \`config.json\` describes an architecture ` +
+        "nanoVLM does not have. Use nanovlm-ts with the plugin above.",
+      '',
+    );
+  } else {
+    L.push(
+      "The weights and `config.json` are nanoVLM v0.1's own format, so nanoVLM v0.1 loads this folder directly " +
+        "(a checkout of the tag `v0.1`: later nanoVLM versions changed `VLMConfig` and refuse this config.json's `lm_eos_token_id`):",
+      '',
+      '```python',
+      '# git clone --branch v0.1 https://github.com/huggingface/nanoVLM && cd nanoVLM',
+      'from models.vision_language_model import VisionLanguageModel',
+      '',
+      `model = VisionLanguageModel.from_pretrained("${where}")`,
+      '```',
+      '',
+    );
+  }
 
   if (input.files?.length) {
     L.push('## Files', '', '| file | bytes |', '|---|---:|');

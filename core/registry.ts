@@ -224,6 +224,14 @@ function wrapPluginError(e: unknown, plugin: Plugin, where: Where): unknown {
   return new UserError(`${who} failed: ${msg}`, { where, cause: e, hint: 'run with --debug for the stack trace' });
 }
 
+/**
+ * `--plugins <file|package>` (repeatable) of the commands that use a saved model (generate, eval,
+ * compare): plugin modules named on the command line, paths relative to the working directory.
+ */
+export async function loadPluginFlags(registry: RegistryLike, specs: readonly string[] | undefined): Promise<void> {
+  for (const spec of specs ?? []) await registry.loadModules([{ spec, baseDir: process.cwd(), where: { file: `--plugins ${spec}` } }]);
+}
+
 export function createRegistry(builtins: readonly Plugin[] = []): Registry {
   return new Registry(builtins);
 }

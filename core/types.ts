@@ -254,6 +254,10 @@ export interface PluginContext {
 
 export interface RegistryLike {
   has(kind: PluginKind, name: string): boolean;
+  /** where a plugin came from: 'built-in', a module's absolute path, or a package name */
+  source(kind: PluginKind, name: string): string | undefined;
+  /** import plugin modules (paths relative to baseDir, or package names) and register their plugins */
+  loadModules(specs: { spec: string; baseDir: string; where: { file?: string; line?: number; col?: number; yamlPath?: string } }[]): Promise<void>;
   create<K extends PluginKind>(
     kind: K,
     entry: { use: string; [k: string]: unknown },

@@ -14,6 +14,7 @@ import { UserError } from '../errors.ts';
 import type { Logger, RegistryLike } from '../types.ts';
 import { readSafetensors, type LoadedTensor } from '../weights/safetensors.ts';
 import { loadCheckpoint } from '../weights/checkpoint.ts';
+import { loadPluginFlags } from '../registry.ts';
 import type { VisionLanguageModel } from '../model/vlm.ts';
 
 export interface CompareRow {
@@ -460,7 +461,8 @@ export const USAGE = `Usage: vlm compare --model <checkpoint folder> --inputs <i
   Runs the checkpoint on the inputs and compares every tensor the expected file names with the
   tolerances of the nanoVLM fixture README (forward relL2 <= 1e-5 and maxAbs <= 1e-4, gradients relL2 <= 1e-4
   and maxAbs <= 5e-5, loss abs <= 1e-5, cos/sin abs <= 1e-6, greedy tokens exact).
-  --rtol overrides the relative-L2 bound of forward tensors and gradients. Exit code 1 if any row fails.`;
+  --rtol overrides the relative-L2 bound of forward tensors and gradients. Exit code 1 if any row fails.
+  --plugins <file|pkg> loads a plugin module the checkpoint needs (repeatable; recorded ones load without it).`;
 
 export function formatTable(rows: CompareRow[]): string {
   const fmt = (x: number) => (Number.isNaN(x) ? '-' : x.toExponential(2));
@@ -483,6 +485,7 @@ export async function main(argv: string[], env: { registry: RegistryLike; stdout
         expected: { type: 'string' },
         backbones: { type: 'string' },
         rtol: { type: 'string' },
+        plugins: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -500,6 +503,7 @@ export async function main(argv: string[], env: { registry: RegistryLike; stdout
     rtol = Number(args.rtol);
     if (!(rtol > 0)) throw new UserError(`--rtol ${args.rtol}: expected a positive number`);
   }
+  await loadPluginFlags(env.registry, args.plugins);
   const rows = await compareFixture({ model: args.model, inputs: args.inputs, expected: args.expected, backbones: args.backbones, rtol, registry: env.registry, log: env.log });
   out.write(formatTable(rows) + '\n');
   const failed = rows.filter((r) => !r.pass);

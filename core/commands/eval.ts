@@ -3,29 +3,36 @@
 // image processor from --model via core/load-model.ts; the datasets from the recipe) then the
 // recipe's `eval` stage, in a new run directory `<out_dir>/<name>-eval-<timestamp>/` (or --out).
 // Results: <run>/eval/results.json and results.md, and the table on the console.
-import { existsSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, rmSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
 import { buildDatasets } from '../build.ts';
 import { UserError } from '../errors.ts';
-import { loadModel } from '../load-model.ts';
+import { loadModel, resolveModelFolder } from '../load-model.ts';
 import { runPipeline } from '../pipeline.ts';
 import { isOverride } from '../recipe/overrides.ts';
-import { resolveRecipe } from '../recipe/index.ts';
+import { resolveRecipe, savedRecipe } from '../recipe/index.ts';
+import { loadPluginFlags } from '../registry.ts';
 import { createRun, timestamp } from '../run.ts';
 import { initRuntime } from '../runtime.ts';
-import { DEFAULT_RECIPE } from './run.ts';
 import type { Stage } from '../types.ts';
 
 export const USAGE = `Usage: vlm eval --model <run dir | model folder | owner/name[@rev]> [recipe.yaml] [key.path=value ...]
 
   --model <source>      the model to evaluate (a run directory resolves to model/ or its latest checkpoint)
-  recipe.yaml           whose data and eval.evaluators to use (default: the run's recipe.yaml when --model
-                        is a run directory, else recipes/shapes-tiny.yaml)
+  recipe.yaml           whose data (data.val, data.eval) and eval.evaluators to use; default: the recipe.yaml
+                        that --model carries (a run directory or a published model folder), its relative
+                        paths resolved against the folder of the recipe it was made from. A model with no
+                        recipe.yaml (e.g. saved by PyTorch nanoVLM, or a Hub repo id) needs one here.
   key.path=value        overrides, e.g. eval.evaluators[0].max_samples=100
-  --out <dir>           the run directory to write eval/ into (default <out_dir>/<name>-eval-<timestamp>)
-  --debug               stack traces and debug lines`;
+  --out <dir>           the run directory to write eval/ into (default <out_dir>/<name>-eval-<timestamp>);
+                        a failed evaluation removes the directory it created
+  --plugins <file|pkg>  a plugin module the model or the recipe needs (repeatable); the ones recorded in the
+                        model folder's nanovlm-ts.json are loaded without it
+  --debug               stack traces and debug lines
+
+Exit code 0 when the evaluation ran, 1 on a usage, recipe, model or data error, 130 when interrupted.`;
 
 export async function main(argv: string[], env: CommandEnv): Promise<number> {
   let parsed;
@@ -36,6 +43,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
       options: {
         model: { type: 'string' },
         out: { type: 'string' },
+        plugins: { type: 'string', multiple: true },
         force: { type: 'boolean' },
         debug: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -49,18 +57,37 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     env.stdout.write(USAGE + '\n');
     return 0;
   }
-  if (!values.model) throw new UserError('vlm eval: --model is required', { hint: USAGE });
+  if (!values.model) {
+    throw new UserError('vlm eval: --model is missing (the model to evaluate)', {
+      hint: 'vlm eval --model runs/<run> [recipe.yaml]   (vlm eval --help for every option)',
+    });
+  }
   const overrides = positionals.filter(isOverride);
   const rest = positionals.filter((p) => !isOverride(p));
   if (rest.length > 1) throw new UserError(`vlm eval: one recipe at a time (got ${rest.join(', ')})`, { hint: USAGE });
-  const runRecipe = join(values.model, 'recipe.yaml');
-  const recipeFile = rest[0] ?? (existsSync(runRecipe) ? runRecipe : DEFAULT_RECIPE);
 
-  // only the eval stage runs: the recipe needs data + eval.evaluators, not model/optimizer/schedule
-  const recipe = await resolveRecipe(recipeFile, { registry: env.registry, overrides: ['stages=[eval]', ...overrides] });
+  // the model folder first (a mistyped path is reported before anything is created)
+  const folder = await resolveModelFolder(values.model);
+  await loadPluginFlags(env.registry, values.plugins);
+  const saved = rest[0] ? null : (savedRecipe(values.model) ?? savedRecipe(folder));
+  if (!rest[0] && !saved) {
+    throw new UserError(`vlm eval: ${values.model} carries no recipe.yaml, so there are no datasets or evaluators to use`, {
+      hint: `name the recipe whose data and eval.evaluators to use: vlm eval --model ${values.model} <recipe.yaml>`,
+    });
+  }
+  const recipeFile = rest[0] ?? saved!.file;
+
+  // only the eval stage runs: the recipe needs data.val/data.eval + eval.evaluators, not
+  // model/optimizer/schedule, nor the training data (not even to check its paths)
+  const recipe = await resolveRecipe(recipeFile, {
+    registry: env.registry,
+    overrides: ['stages=[eval]', 'data.train=[]', ...overrides],
+    baseDir: saved?.baseDir,
+  });
   const rt = recipe.data.runtime;
   const runtime = await initRuntime(rt.backend, { threads: rt.threads, log: env.log.info });
-  const runDir = values.out ?? join(rt.out_dir, `${recipe.data.name}-eval-${timestamp()}`);
+  const runDir = resolve(values.out ?? join(rt.out_dir, `${recipe.data.name}-eval-${timestamp()}`));
+  const created = !existsSync(runDir);
   const run = createRun(recipe, {
     registry: env.registry,
     backend: runtime.backend,
@@ -69,13 +96,14 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     runDir,
   });
   const { ctx } = run;
+  let failed = false;
   try {
     ctx.log.info(`eval ${values.model} with ${relative(process.cwd(), recipeFile) || recipeFile} -> ${relative(process.cwd(), ctx.runDir) || ctx.runDir}`);
     const load: Stage = {
       title: 'load',
       async run(c, report) {
         report(`loading ${values.model}`);
-        const loaded = await loadModel(values.model!, { registry: c.registry, log: c.log, seed: c.seed });
+        const loaded = await loadModel(folder, { registry: c.registry, log: c.log, seed: c.seed });
         Object.assign(c, { model: loaded.model, tokenizer: loaded.tokenizer, imageProcessor: loaded.imageProcessor });
         c.facts.model_source = values.model;
         c.facts.model_folder = loaded.folder;
@@ -95,12 +123,15 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     ctx.log.info(`results: ${join(ctx.runDir, 'eval', 'results.md')}`);
     return 0;
   } catch (e) {
+    // a failed evaluation leaves no half-filled run directory behind (one the user named with --out is kept)
+    failed = true;
     if (ctx.signal.aborted && !(e instanceof UserError)) {
       ctx.log.warn('interrupted');
       return 130;
     }
     throw e;
   } finally {
+    if (failed && created) rmSync(ctx.runDir, { recursive: true, force: true });
     ctx.model?.dispose();
     run.close();
   }

@@ -12,6 +12,7 @@ import { vqaPrompt } from '../data/prompt.ts';
 import { BadSampleError } from '../data/image.ts';
 import type { CommandEnv } from '../cli.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
+import { loadPluginFlags } from '../registry.ts';
 
 export const USAGE = `Usage: vlm generate --model <run dir | model folder | owner/name[@rev]> --image <file> [options]
 
@@ -28,7 +29,9 @@ export const USAGE = `Usage: vlm generate --model <run dir | model folder | owne
   --seed <s>               sampling seed; generation i uses s + i (default 0)
   --no-stop                do not stop at eos (nanoVLM v0.1 behaviour)
   --no-cache               full recompute each step instead of the KV cache
-  --backend <b>            auto | tensorflow | wasm | cpu (default auto)`;
+  --backend <b>            auto | tensorflow | wasm | cpu (default auto)
+  --plugins <file|pkg>     a plugin module the model needs (repeatable); the ones recorded in the model
+                           folder's nanovlm-ts.json are loaded without it`;
 
 function num(flag: string, v: string | undefined, opts: { int?: boolean; min?: number; max?: number } = {}): number | undefined {
   if (v === undefined) return undefined;
@@ -62,6 +65,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         'no-stop': { type: 'boolean', default: false },
         'no-cache': { type: 'boolean', default: false },
         backend: { type: 'string', default: 'auto' },
+        plugins: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }).values;
@@ -102,6 +106,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const backends = ['auto', 'tensorflow', 'wasm', 'cpu'];
   if (!backends.includes(args.backend!)) throw new UserError(`--backend ${args.backend}: expected one of ${backends.join(', ')}`);
   await initRuntime(args.backend as BackendChoice, { log: env.log?.debug });
+  await loadPluginFlags(env.registry, args.plugins);
   const { model, tokenizer, imageProcessor, folder } = await loadModel(args.model, { registry: env.registry, log: env.log });
   try {
     out.write(`Loading weights from: ${folder}\n`);

@@ -8,9 +8,9 @@
 // A repo already complete in the cache is returned without any HTTP request (a branch name is
 // taken at the commit it pointed to when it was downloaded; pin `@<commit>` or delete
 // refs/<branch> to refresh). HF_HUB_OFFLINE=1 never touches the network.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
 import { hubCacheDir, isOffline } from './config.ts';
 import { hubClient, type RetryOptions } from './http.ts';
@@ -76,6 +76,8 @@ export async function resolveSource(idOrPath: string, opts: ResolveOptions = {})
   const local = resolve(opts.baseDir ?? '.', idOrPath);
   if (existsSync(local)) return local;
   const id = parseRepoId(idOrPath);
+  const missingPath = id && missingLocalPath(idOrPath, opts.baseDir ?? '.');
+  if (missingPath) throw missingPath;
   if (!id) {
     throw new UserError(`"${idOrPath}" is neither an existing path nor a Hub repo id (owner/name[@revision])`, {
       hint: `check the path (relative paths resolve against ${opts.baseDir ? 'the recipe folder' : 'the current directory'}) or write the repo id as owner/name`,
@@ -93,6 +95,29 @@ export async function resolveSource(idOrPath: string, opts: ResolveOptions = {})
     }
     throw e;
   }
+}
+
+/**
+ * `runs/nope` is a valid repo id (owner/name), but when `runs/` is a local folder the user meant a path: say that
+ * it does not exist (with the closest names there) instead of asking the Hub for it.
+ */
+function missingLocalPath(idOrPath: string, baseDir: string): UserError | null {
+  const owner = resolve(baseDir, idOrPath.split('/')[0]);
+  if (!existsSync(owner) || !statSync(owner).isDirectory()) return null;
+  const parent = resolve(baseDir, idOrPath, '..');
+  const local = resolve(baseDir, idOrPath);
+  let near = '';
+  try {
+    const names = readdirSync(parent);
+    const want = basename(local);
+    const close = names.filter((n) => n.startsWith(want.slice(0, 3)) || want.startsWith(n.slice(0, Math.max(3, n.length - 3)))).slice(0, 5);
+    if (close.length) near = `; ${parent} has ${close.join(', ')}`;
+  } catch {
+    /* unreadable parent: no suggestions */
+  }
+  return new UserError(`no local folder ${idOrPath} (${local} does not exist)`, {
+    hint: `check the path${near}; ${idOrPath.split('/')[0]}/ is a local folder, so this was not tried as a Hub repo id`,
+  });
 }
 
 async function resolveRepo(repo: string, revision: string, opts: ResolveOptions): Promise<string> {

@@ -1,7 +1,8 @@
 // Resolve a recipe: load it with its `extends` chain, load the plugin modules it lists, apply
 // command-line overrides, validate everything (all errors at once) and fill in defaults.
 // The result is plain data plus where each value came from.
-import { dirname } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { UserError, UserErrors } from '../errors.ts';
 import type { Registry } from '../registry.ts';
@@ -23,7 +24,18 @@ export interface ResolvedRecipe {
   chain: string[];
 }
 
-export async function resolveRecipe(file: string, opts: { registry: Registry; overrides?: string[] }): Promise<ResolvedRecipe> {
+export async function resolveRecipe(
+  file: string,
+  opts: {
+    registry: Registry;
+    overrides?: string[];
+    /**
+     * where the recipe's relative paths resolve (default: the recipe file's folder); a run's or model
+     * folder's saved recipe.yaml passes the folder of the recipe it was resolved from (savedRecipe)
+     */
+    baseDir?: string;
+  },
+): Promise<ResolvedRecipe> {
   const { registry } = opts;
   const merged = loadWithExtends(file);
   const { data, positions } = merged;
@@ -35,7 +47,7 @@ export async function resolveRecipe(file: string, opts: { registry: Registry; ov
     const specs = data.plugins
       .map((spec, i) => ({ spec, where: positions.lookup(['plugins', i]) }))
       .filter((s): s is { spec: string; where: ReturnType<SourceMap['lookup']> } => typeof s.spec === 'string')
-      .map((s) => ({ ...s, baseDir: dirname(s.where.file ?? merged.chain[0]) }));
+      .map((s) => ({ ...s, baseDir: opts.baseDir ?? dirname(s.where.file ?? merged.chain[0]) }));
     try {
       await registry.loadModules(specs);
     } catch (e) {
@@ -58,7 +70,25 @@ export async function resolveRecipe(file: string, opts: { registry: Registry; ov
 
   errors.push(...validateRecipe(data, registry, positions));
   if (errors.length) throw new UserErrors(sortErrors(errors));
-  return { data, file: merged.chain[0], dir: dirname(merged.chain[0]), positions, chain: merged.chain };
+  return { data, file: merged.chain[0], dir: opts.baseDir ? resolve(opts.baseDir) : dirname(merged.chain[0]), positions, chain: merged.chain };
+}
+
+/**
+ * The recipe a run directory or a published model folder carries (`recipe.yaml`, written resolved)
+ * and the folder its relative paths resolve against: the original recipe's folder, from the run's
+ * run.json or the `# resolved from <file>` line recipeToYaml writes. null when there is none.
+ */
+export function savedRecipe(folder: string): { file: string; baseDir: string } | null {
+  const file = join(folder, 'recipe.yaml');
+  if (!existsSync(file) || !statSync(file).isFile()) return null;
+  let original: string | undefined;
+  try {
+    original = JSON.parse(readFileSync(join(folder, 'run.json'), 'utf8')).recipe;
+  } catch {
+    original = /^# resolved from (.+?)(?: <- |\n)/.exec(readFileSync(file, 'utf8'))?.[1];
+  }
+  const baseDir = original && isAbsolute(original) && existsSync(dirname(original)) ? dirname(original) : folder;
+  return { file, baseDir };
 }
 
 /** The resolved recipe as YAML (written to <run dir>/recipe.yaml). */

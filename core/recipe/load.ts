@@ -1,7 +1,7 @@
 // Read one recipe file: YAML with source positions, bounded against hostile input
 // (size cap, alias-expansion cap, nesting cap). Every YAML problem is reported at once.
-import { readFileSync, statSync } from 'node:fs';
-import { isAbsolute, relative } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { isAbsolute, join, relative } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { UserError, UserErrors } from '../errors.ts';
 import { SourceMap } from './positions.ts';
@@ -23,8 +23,11 @@ export interface LoadedFile {
 export function loadRecipeFile(file: string): LoadedFile {
   let size: number;
   try {
-    size = statSync(file).size;
-  } catch {
+    const st = statSync(file);
+    if (st.isDirectory()) throw folderNotRecipe(file);
+    size = st.size;
+  } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(`recipe not found: ${file}`, { hint: 'check the path (relative paths resolve against the working directory, or the extending recipe for `extends`)' });
   }
   if (size > MAX_RECIPE_BYTES) {
@@ -70,6 +73,31 @@ export function parseRecipeText(text: string, file: string): LoadedFile {
   }
   if (depth(data) > MAX_DEPTH) throw new UserError(`recipe is nested more than ${MAX_DEPTH} levels deep`, { where: { file }, hint: 'a recipe nests a few levels; flatten it' });
   return { file, data: data as Record<string, unknown>, positions: SourceMap.fromDocument(doc, lc, file) };
+}
+
+/** a folder given where a recipe file belongs: a run directory, a model folder, or a folder of recipes */
+function folderNotRecipe(dir: string): UserError {
+  const shown = displayPath(dir);
+  if (existsSync(join(dir, 'run.json')) || existsSync(join(dir, 'metrics.jsonl'))) {
+    return new UserError(`${shown} is a run directory, not a recipe file`, {
+      hint: `to continue that run: vlm run --resume ${shown}; to start a new run from its recipe: vlm run ${join(shown, 'recipe.yaml')}`,
+    });
+  }
+  if (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'))) {
+    return new UserError(`${shown} is a model folder, not a recipe file`, {
+      hint: `use it with --model: vlm generate --model ${shown} --image <file>, vlm eval --model ${shown} [recipe.yaml]` +
+        (existsSync(join(dir, 'recipe.yaml')) ? `; the recipe it was trained with is ${join(shown, 'recipe.yaml')}` : ''),
+    });
+  }
+  let yamls: string[] = [];
+  try {
+    yamls = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).slice(0, 6);
+  } catch {
+    /* unreadable: no list */
+  }
+  return new UserError(`${shown} is a folder, not a recipe file`, {
+    hint: yamls.length ? `recipes there: ${yamls.map((f) => join(shown, f)).join(', ')}` : 'give the path of a recipe .yaml file',
+  });
 }
 
 function tooDeep(file: string): UserError {

@@ -4,11 +4,15 @@
 // As safetensors.torch.save_model does, the tied head/embedding is stored once under the name that
 // sorts first, `decoder.head.weight`, with `__metadata__` {"decoder.token_embedding.weight": "decoder.head.weight"};
 // the RoPE buffer `decoder.rotary_embd.inv_freq` is stored too (nanoVLM's state dict has it).
+// A model built with plugins that are not built in records them in the sidecar
+// (`plugins: [{kind, name, module}]`, module = a path relative to the folder or a package name), and
+// loadCheckpoint imports them before building the model, so the folder is usable without a recipe.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError, UserErrors } from '../errors.ts';
-import type { Logger, PluginContext, RegistryLike } from '../types.ts';
+import type { Logger, PluginContext, PluginKind, RegistryLike } from '../types.ts';
+import { pluginEntries } from '../recipe/schema.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
 import { checkVLMConfigFields, NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
 import { openSafetensors, writeSafetensorsStreaming } from './safetensors.ts';
@@ -87,7 +91,7 @@ export function stateDictToSave(model: VisionLanguageModel): Map<string, tf.Tens
 export async function saveCheckpoint(
   model: VisionLanguageModel,
   folder: string,
-  sidecar?: { model: Record<string, unknown> } | Record<string, unknown>,
+  sidecar?: { model: Record<string, unknown>; plugins?: RecordedPlugin[] } | Record<string, unknown>,
 ): Promise<void> {
   mkdirSync(folder, { recursive: true });
   // sorted by name; each tensor is read from tfjs only when it is written (no second host copy)
@@ -102,7 +106,8 @@ export async function saveCheckpoint(
   writeAtomic(join(folder, CONFIG_FILE), formatVLMConfig(model.nanovlmConfig()));
   if (sidecar) {
     const modelSection = 'model' in sidecar && typeof sidecar.model === 'object' ? sidecar.model : sidecar;
-    writeAtomic(join(folder, SIDECAR_FILE), JSON.stringify({ format_version: 1, model: modelSection }, null, 2) + '\n');
+    const plugins = 'model' in sidecar && Array.isArray(sidecar.plugins) && sidecar.plugins.length ? { plugins: sidecar.plugins } : {};
+    writeAtomic(join(folder, SIDECAR_FILE), JSON.stringify({ format_version: 1, model: modelSection, ...plugins }, null, 2) + '\n');
   }
 }
 
@@ -222,6 +227,69 @@ function parseJson(file: string): Record<string, unknown> {
   }
 }
 
+/** A plugin that a saved model needs and nanovlm-ts does not include. */
+export interface RecordedPlugin {
+  kind: PluginKind;
+  name: string;
+  /** the module: a path relative to the model folder (posix separators), or an npm package name */
+  module: string;
+}
+
+/**
+ * The plugins of a model section (`vision`, `projector`, `decoder`, `tokenizer`, `image_processor`
+ * entries) that came from user modules, as the sidecar of a folder written to `folder` records them.
+ */
+export function recordPlugins(section: Record<string, unknown>, registry: RegistryLike, folder: string): RecordedPlugin[] {
+  const out: RecordedPlugin[] = [];
+  for (const { kind, entry } of pluginEntries({ model: section })) {
+    const name = entry.use as string;
+    const src = registry.source(kind, name);
+    if (!src || src === 'built-in') continue;
+    const module = isAbsolute(src) ? relative(resolve(folder), src).split(sep).join('/') : src;
+    if (!out.some((p) => p.kind === kind && p.name === name)) out.push({ kind, name, module });
+  }
+  return out;
+}
+
+/** The plugins a checkpoint folder's sidecar records (empty for a plain nanoVLM folder). */
+export function recordedPlugins(folder: string): RecordedPlugin[] {
+  const file = join(folder, SIDECAR_FILE);
+  if (!existsSync(file)) return [];
+  const list = parseJson(file).plugins;
+  if (list === undefined) return [];
+  const ok = Array.isArray(list) && list.every((p) => p && typeof p.kind === 'string' && typeof p.name === 'string' && typeof p.module === 'string');
+  if (!ok) throw new UserError(`${file}: "plugins" must be a list of {kind, name, module}`, { where: { file } });
+  return list as RecordedPlugin[];
+}
+
+/** a recorded module: a path (resolved against the folder) unless it is a package name */
+const isRecordedPath = (m: string) => m.startsWith('.') || isAbsolute(m) || /\.[mc]?[jt]s$/.test(m) && !m.startsWith('@');
+
+/**
+ * Import the plugin modules a checkpoint folder records, for the plugins the registry does not have
+ * yet (`--plugins` may have loaded them already, from wherever the user keeps them).
+ */
+export async function loadRecordedPlugins(folder: string, registry: RegistryLike): Promise<void> {
+  const sidecarFile = join(folder, SIDECAR_FILE);
+  for (const p of recordedPlugins(folder)) {
+    if (registry.has(p.kind, p.name)) continue;
+    const path = isRecordedPath(p.module) ? resolve(folder, p.module) : null;
+    if (path && !existsSync(path)) {
+      throw new UserError(`this model needs the ${p.kind} plugin "${p.name}", which is not built in: its module ${p.module} (recorded in ${SIDECAR_FILE}, relative to the model folder) is not at ${path}`, {
+        where: { file: sidecarFile },
+        hint: `pass the plugin module on the command line: --plugins <file.ts | package> (vlm generate, eval, compare), or put the module back at ${path}`,
+      });
+    }
+    await registry.loadModules([{ spec: path ?? p.module, baseDir: folder, where: { file: sidecarFile } }]);
+    if (!registry.has(p.kind, p.name)) {
+      throw new UserError(`${p.module} (recorded in ${SIDECAR_FILE}) no longer provides the ${p.kind} plugin "${p.name}"`, {
+        where: { file: sidecarFile },
+        hint: 'pass the module that provides it with --plugins <file.ts | package>',
+      });
+    }
+  }
+}
+
 /**
  * Build the model a checkpoint folder describes through the registry (vision, then decoder, then the
  * projector with both built), then load its weights.
@@ -231,6 +299,7 @@ export async function loadCheckpoint(
   registry: RegistryLike,
   context: Partial<Omit<PluginContext, 'registry'>> = {},
 ): Promise<VisionLanguageModel> {
+  await loadRecordedPlugins(folder, registry);
   const { section, config } = checkpointModelSection(folder);
   let model: VisionLanguageModel;
   try {

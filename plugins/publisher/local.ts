@@ -15,7 +15,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { modelCard } from '../../core/model-card.ts';
 import { isRepoId, redact, resolveSource, safeJoin } from '../../core/hub/index.ts';
-import { checkpointModelSection, saveCheckpoint } from '../../core/weights/checkpoint.ts';
+import { checkpointModelSection, recordPlugins, saveCheckpoint } from '../../core/weights/checkpoint.ts';
 import type { Publisher, RunContext } from '../../core/types.ts';
 
 export interface LocalOptions {
@@ -99,7 +99,10 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
   await mkdir(tmp, { recursive: true });
   try {
     // weights + nanoVLM config + sidecar (MODEL's checkpoint writer)
-    await saveCheckpoint(ctx.model, tmp, await effectiveModelSection(ctx));
+    // (+ the plugin modules the model needs that nanovlm-ts does not include, relative to `dest`)
+    const section = await effectiveModelSection(ctx);
+    const plugins = recordPlugins(section, ctx.registry, dest);
+    await saveCheckpoint(ctx.model, tmp, { model: section, plugins });
 
     // tokenizer files (names checked: a tokenizer plugin cannot write outside the folder)
     for (const [name, content] of Object.entries(ctx.tokenizer?.files() ?? {})) {
@@ -127,6 +130,7 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
       facts: { hardware: hardware(), ...ctx.facts },
       backend: ctx.backend,
       parameterCounts: ctx.model.parameterCounts(),
+      plugins,
       files: await listFiles(tmp),
     });
     await writeFile(join(tmp, 'README.md'), card);

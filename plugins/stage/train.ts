@@ -24,7 +24,7 @@ import { UserError } from '../../core/errors.ts';
 import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from '../../core/types.ts';
 import { BatchLoader } from '../../core/data/loader.ts';
 import { toTensors } from '../../core/data/collator.ts';
-import { saveCheckpoint, loadWeights } from '../../core/weights/checkpoint.ts';
+import { saveCheckpoint, loadWeights, recordPlugins } from '../../core/weights/checkpoint.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 import { accumulatedLossAndGrads, clipGradNorm, countedTokens, globalNorm, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
 import {
@@ -135,7 +135,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       trainer: { ...st, rng: { seed: ctx.seed, epoch: st.epoch, batch_in_epoch: st.batch_in_epoch }, loss_tail: losses.slice(-200).map((l) => ({ step: l.step, loss: l.value })) },
       keep: opt.keep_checkpoints,
       writeModel: async (dir) => {
-        await saveCheckpoint(model, dir, { format_version: 1, model: ctx.recipe.model });
+        await saveCheckpoint(model, dir, { model: ctx.recipe.model, plugins: recordPlugins(ctx.recipe.model, ctx.registry, dir) });
         for (const [name, contents] of Object.entries(ctx.tokenizer!.files())) writeFileSync(join(dir, name), contents);
       },
     });

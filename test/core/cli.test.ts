@@ -65,3 +65,26 @@ test('formatError: user errors without stack, others with it', () => {
   assert.match(formatError(u, true), /error: b\nUserError: a\n\s+at /);
   assert.match(formatError(new TypeError('boom')), /^internal error \(a bug; please report it with this output\): TypeError: boom\n\s+at /);
 });
+
+test('a folder where a recipe belongs (issue 20, item 7): one line naming what it is and what to run, exit 1, no stack', async () => {
+  const { mkdtempSync, mkdirSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const root = mkdtempSync(join(tmpdir(), 'vlm-cli-dir-'));
+  const run = join(root, 'shapes-tiny-20261207-000000');
+  mkdirSync(run);
+  writeFileSync(join(run, 'run.json'), '{}');
+  writeFileSync(join(run, 'recipe.yaml'), 'name: x\n');
+  const plain = join(root, 'some-folder');
+  mkdirSync(plain);
+  writeFileSync(join(plain, 'a.yaml'), 'name: a\n');
+  for (const cmd of ['run', 'validate', 'inspect']) {
+    const r = await vlm(cmd, run);
+    assert.equal(r.code, 1, cmd);
+    assert.doesNotMatch(r.err, /internal error|EISDIR|    at /, cmd);
+    assert.match(r.err, /is a run directory, not a recipe file\n  -> to continue that run: vlm run --resume .*; to start a new run from its recipe: vlm run .*recipe\.yaml/, cmd);
+  }
+  const v = await vlm('validate', plain);
+  assert.equal(v.code, 1);
+  assert.match(v.err, /some-folder is a folder, not a recipe file\n  -> recipes there: .*a\.yaml/);
+});

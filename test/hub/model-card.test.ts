@@ -53,7 +53,7 @@ describe('model card', () => {
     assert.match(card, /`data\.train\[0\]`: `parquet` \(from: HuggingFaceM4\/the_cauldron, subset: ai2d, split: train\)/);
     assert.match(card, /\| multiple-choice \| shapes\/test \| accuracy \| 0\.9250 \|/);
     assert.match(card, /\| color \| 0\.9000 \| 100 \|/);
-    assert.match(card, /\| Training time \| 1 h 2 min 5 s \|\n\| Optimizer steps \| 500 \|\n\| Hardware \| 2 CPU cores \|\n\| Backend \| tfjs wasm \|/);
+    assert.match(card, /\| Training loop time \(all runs of it, resumes included\) \| 1 h 2 min 5 s \|\n\| Optimizer steps \| 500 \|\n\| Hardware \| 2 CPU cores \|\n\| Backend \| tfjs wasm \|/);
     assert.ok(!card.includes('| Parameters |'));
     assert.match(card, /\| \*\*total\*\* \| \| \*\*420\*\* \|/);
     assert.match(card, /loadModel\('alice\/smol-ft'/);
