@@ -126,6 +126,8 @@ export interface Tokenizer {
   readonly padTokenId: number;
   encode(text: string): number[];
   decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
+  /** optional: the id of a token text (special tokens included), undefined if absent */
+  tokenToId?(token: string): number | undefined;
   /** optional chat template rendering (@huggingface/jinja) */
   applyChatTemplate?(messages: { role: string; content: string }[], opts?: { addGenerationPrompt?: boolean }): string;
   /** files to publish beside the model (name -> contents), e.g. tokenizer.json */

@@ -489,15 +489,20 @@ expected.update({f'after_adamw.{n}': t for n, t in after.items()})
 st_save_file(expected, os.path.join(args.out, 'expected.safetensors'))
 
 full_tok = StandInTokenizer(args.tokenizer, cfg.vlm_extra_tokens, cfg.lm_chat_template, None)
+full_dataset = VQADataset(items, full_tok, image_processor, cfg.mp_image_token_length)
 tokenization = {'extra_token_ids': {v: tok.added[v] for v in cfg.vlm_extra_tokens.values()}, 'eos_token_id': tok.eos_token_id,
-                'pad_token_id': tok.pad_token_id, 'prefix_len': dataset.prefix_len, 'samples': []}
+                'pad_token_id': tok.pad_token_id, 'prefix_len': dataset.prefix_len, 'prefix_len_full_vocab': full_dataset.prefix_len, 'samples': []}
 for i, it in enumerate(items):
     counts = [list(image_processor(im)[1]) for im in it['images']]
     messages = dataset._get_messages(it, counts)
     text = tok.apply_chat_template(messages, tokenize=False)
     ids, mask, _ = dataset._prepare_inputs_and_loss_mask(messages)
+    ids_f, mask_f, _ = full_dataset._prepare_inputs_and_loss_mask(messages)
     tokenization['samples'].append({'messages': messages, 'text': text, 'input_ids': ids.tolist(), 'loss_mask': mask.int().tolist(),
-                                    'input_ids_full_vocab': full_tok.encode(text), 'generation_prompt': tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)})
+                                    'labels': dataset._get_labels(ids, mask).tolist(),
+                                    'input_ids_full_vocab': ids_f.tolist(), 'loss_mask_full_vocab': mask_f.int().tolist(),
+                                    'labels_full_vocab': full_dataset._get_labels(ids_f, mask_f).tolist(),
+                                    'generation_prompt': tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)})
 with open(os.path.join(args.out, 'tokenization.json'), 'w') as f:
     json.dump(tokenization, f, indent=1)
     f.write('\n')

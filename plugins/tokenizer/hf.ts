@@ -35,7 +35,13 @@ export class HFTokenizerAdapter implements Tokenizer {
   private template?: Template;
   private raw: Record<string, string | Uint8Array>;
 
-  constructor(folder: string, opts: { chatTemplate?: string | null; eosToken?: string | null; yamlPath?: string } = {}) {
+  /** extra special tokens (nanoVLM HEAD's vlm_extra_tokens): key -> id */
+  readonly extraTokenIds: Record<string, number> = {};
+
+  constructor(
+    folder: string,
+    opts: { chatTemplate?: string | null; eosToken?: string | null; extraSpecialTokens?: Record<string, string> | null; yamlPath?: string } = {},
+  ) {
     const tjPath = join(folder, 'tokenizer.json');
     if (!existsSync(tjPath))
       throw new UserError(`no tokenizer.json in ${folder}`, { where: { yamlPath: opts.yamlPath }, hint: 'the `from` folder / repo must contain a Hugging Face fast-tokenizer file tokenizer.json' });
@@ -44,6 +50,21 @@ export class HFTokenizerAdapter implements Tokenizer {
     const cfg = existsSync(cfgPath) ? readJson(cfgPath, opts.yamlPath ?? '') : {};
     this.raw = {};
     for (const f of FILES) if (existsSync(join(folder, f))) this.raw[f] = new Uint8Array(readFileSync(join(folder, f))); // published byte-identical
+    // extra special tokens (transformers' `extra_special_tokens`, as nanoVLM HEAD's get_tokenizer):
+    // appended after the vocabulary in the given order, matched before the BPE like added tokens
+    if (opts.extraSpecialTokens) {
+      const known = new Map<string, number>(Object.entries((tj.model?.vocab ?? {}) as Record<string, number>));
+      for (const t of (tj.added_tokens ?? []) as { id: number; content: string }[]) known.set(t.content, t.id);
+      let next = Math.max(-1, ...known.values()) + 1;
+      tj.added_tokens = [...(tj.added_tokens ?? [])];
+      for (const [key, token] of Object.entries(opts.extraSpecialTokens)) {
+        if (!known.has(token)) {
+          tj.added_tokens.push({ id: next, content: token, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+          known.set(token, next++);
+        }
+        this.extraTokenIds[key] = known.get(token)!;
+      }
+    }
     this.tok = new HFTokenizer(tj, cfg);
     const eos = opts.eosToken ?? tokenText(cfg.eos_token) ?? '<|endoftext|>';
     const eosId = this.tok.token_to_id(eos);
@@ -69,6 +90,10 @@ export class HFTokenizerAdapter implements Tokenizer {
         this.raw['tokenizer_config.json'] = JSON.stringify(c, null, 2) + '\n';
       }
     }
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.tok.token_to_id(token);
   }
 
   encode(text: string): number[] {
@@ -101,10 +126,21 @@ export default definePlugin({
       from: { type: 'string', description: 'folder with tokenizer.json, or a Hub repo id owner/name[@revision] (e.g. HuggingFaceTB/cosmo2-tokenizer)' },
       chat_template: { type: ['string', 'null'], default: null, description: 'Jinja chat template; null = the one in tokenizer_config.json, if any' },
       eos_token: { type: ['string', 'null'], default: null, description: 'eos (= pad) token text; null = eos_token of tokenizer_config.json, else <|endoftext|>' },
+      extra_special_tokens: {
+        type: ['object', 'null'],
+        additionalProperties: { type: 'string', minLength: 1 },
+        default: null,
+        description: "special tokens added after the vocabulary, in order, as name: text (nanoVLM HEAD's vlm_extra_tokens: image_token: '<|image|>', ...)",
+      },
     },
   },
   async create(o, ctx) {
     const folder = await resolveSource(o.from, { baseDir: ctx.recipeDir ?? '.', repoType: 'model', files: (p) => FILES.includes(p) });
-    return new HFTokenizerAdapter(folder, { chatTemplate: o.chat_template as string | null, eosToken: o.eos_token as string | null, yamlPath: `${ctx.yamlPath}.from` });
+    return new HFTokenizerAdapter(folder, {
+      chatTemplate: o.chat_template as string | null,
+      eosToken: o.eos_token as string | null,
+      extraSpecialTokens: o.extra_special_tokens as Record<string, string> | null,
+      yamlPath: `${ctx.yamlPath}.from`,
+    });
   },
 });
