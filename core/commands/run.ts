@@ -14,6 +14,7 @@ import { resolveRecipe } from '../recipe/index.ts';
 import { createRun, RUN_JSON } from '../run.ts';
 import { initRuntime } from '../runtime.ts';
 import type { Stage } from '../types.ts';
+import { startDashboardProcess } from '../serve/child.ts';
 
 export const DEFAULT_RECIPE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'recipes', 'shapes-tiny.yaml');
 
@@ -25,7 +26,9 @@ export const USAGE = `Usage: vlm run [recipe.yaml] [key.path=value ...] [options
   --resume <run dir>    continue an interrupted run from its latest checkpoint
   --force               reuse an existing run directory / resume with a changed recipe
   --dry-run             run, but publishers do not upload
-  --debug               stack traces and debug lines`;
+  --debug               stack traces and debug lines
+  --serve               live dashboard of this run while it trains (vlm serve <run dir>; stops with the run)
+  --port <n> --host <h> where --serve listens (default 8080, 127.0.0.1)`;
 
 /** Split argv into recipe path, overrides and flags. */
 export function parseRunArgs(argv: string[]) {
@@ -37,6 +40,9 @@ export function parseRunArgs(argv: string[]) {
       force: { type: 'boolean' },
       'dry-run': { type: 'boolean' },
       debug: { type: 'boolean' },
+      serve: { type: 'boolean' },
+      port: { type: 'string', default: '8080' },
+      host: { type: 'string', default: '127.0.0.1' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -59,6 +65,7 @@ export function parseRunArgs(argv: string[]) {
     overrides: [...startOverrides, ...overrides],
     flags: { resume: values.resume, force: !!values.force, dryRun: !!values['dry-run'], debug: !!values.debug },
     help: !!values.help,
+    serve: values.serve ? { port: Number(values.port), host: values.host! } : null,
   };
 }
 
@@ -74,6 +81,8 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const runtime = await initRuntime(rt.backend, { threads: rt.threads, log: env.log.info });
   const run = createRun(recipe, { registry: env.registry, backend: runtime.backend, flags: args.flags, stderr: env.stderr, overrides: args.overrides });
   const { ctx } = run;
+  const dashboard = args.serve ? await startDashboardProcess(ctx.runDir, args.serve).catch((e) => (run.close(), Promise.reject(e))) : null;
+  if (dashboard) ctx.log.info(`dashboard: ${dashboard.url}dashboard (it stops with the run; afterwards: vlm serve ${ctx.runDir})`);
   try {
     ctx.log.info(`run ${recipe.data.name}: ${relative(process.cwd(), ctx.runDir) || ctx.runDir} (stages: ${recipe.data.stages.join(' -> ')})`);
     ctx.facts.threads = runtime.threads ?? null;
@@ -94,6 +103,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     throw e;
   } finally {
     ctx.model?.dispose();
+    dashboard?.close();
     run.close();
   }
 }

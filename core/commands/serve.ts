@@ -134,9 +134,13 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   if (!served) return 0;
   // serve until Ctrl-C / SIGTERM
   await new Promise<void>((done) => {
+    // started by `vlm run --serve`: also stop when that process is gone (killed without stopping us)
+    const parent = process.ppid;
+    const orphan = process.env.VLM_SERVE_WITH_PARENT ? setInterval(() => process.ppid !== parent && stop(), 1000) : null;
     const stop = () => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
+      if (orphan) clearInterval(orphan);
       done();
     };
     process.on('SIGINT', stop);

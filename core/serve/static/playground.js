@@ -70,7 +70,7 @@ function renderFacts(info) {
   if (m.eval && m.eval.length) {
     const e = el('table', { id: 'eval' });
     e.append(el('tr', {}, el('th', {}, 'evaluator / dataset'), el('th', {}, 'metric'), el('th', { class: 'num' }, 'value')));
-    for (const r of m.eval) for (const [k, v] of Object.entries(r.metrics)) e.append(el('tr', {}, el('td', {}, `${r.evaluator} / ${r.dataset}`), el('td', {}, k), el('td', { class: 'num' }, typeof v === 'number' ? v.toFixed(4) : String(v))));
+    for (const r of m.eval) for (const [k, v] of Object.entries(r.metrics)) e.append(el('tr', {}, el('td', {}, `${r.evaluator} / ${r.dataset}`), el('td', {}, k), el('td', { class: 'num' }, typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : String(v))));
     facts.append(el('h2', {}, 'Evaluation'), e);
   }
   if (m.model) {
@@ -140,7 +140,7 @@ async function ask() {
       }
     }
     const s = (performance.now() - t0) / 1000;
-    $('stats').textContent = `${tokens} tokens in ${s.toFixed(2)} s (${(tokens / s).toFixed(1)} tok/s), finish: ${finish}`;
+    $('stats').textContent = `${tokens} token${tokens === 1 ? '' : 's'} in ${s.toFixed(2)} s (${(tokens / s).toFixed(1)} tok/s), finish: ${finish}`;
     answer.dataset.state = 'done';
   } catch (e) {
     answer.dataset.state = e.name === 'AbortError' ? 'stopped' : 'error';
