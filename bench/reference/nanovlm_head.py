@@ -19,6 +19,7 @@ is HEAD's default VLMConfig. The output folder gets:
                                   param groups, greedy tokens (VisionLanguageModel.generate), HEAD's
                                   sampling distribution for given logits, and the split image's global
                                   view as torchvision >= 0.17 computes it (antialiased)
+  packing.json                    HEAD's balanced greedy knapsack on given lengths and image counts
   tokenization.json               the chat-templated texts, their ids (this model's tokenizer and the
                                   full SmolLM2 vocabulary), the loss masks, the extra-token ids
   provenance.json                 versions, commit, seed, config
@@ -505,6 +506,21 @@ for i, it in enumerate(items):
                                     'generation_prompt': tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)})
 with open(os.path.join(args.out, 'tokenization.json'), 'w') as f:
     json.dump(tokenization, f, indent=1)
+    f.write('\n')
+
+# packing: HEAD's balanced greedy knapsack (ConstantLengthDataset._balanced_greedy_knapsack, which
+# ends with random.shuffle of the bins: compare the bins, not their order)
+from data.advanced_datasets import ConstantLengthDataset  # noqa: E402
+prng = np.random.default_rng(args.seed + 3)
+packing = {'cases': []}
+for L, n, max_img in ((512, 60, 18), (256, 40, 3)):
+    lens = [int(x) for x in prng.integers(10, L // 2, n)]
+    imgs = [int(x) for x in prng.integers(0, 5, n)]
+    buf = [{'input_ids': [0] * a, 'images': [None] * b} for a, b in zip(lens, imgs)]
+    groups = ConstantLengthDataset._balanced_greedy_knapsack(None, buf, L, delta=5, max_images_per_knapsack=max_img)
+    packing['cases'].append({'seq_length': L, 'delta': 5, 'max_images_per_knapsack': max_img, 'lengths': lens, 'image_counts': imgs, 'groups': groups})
+with open(os.path.join(args.out, 'packing.json'), 'w') as f:
+    json.dump(packing, f)
     f.write('\n')
 
 try:
