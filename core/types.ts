@@ -52,7 +52,8 @@ export interface VisionEncoder extends Module {
   readonly hiddenDim: number; // D
   readonly numTokens: number; // N tokens out per image
   /** [B, 3, H, W] -> [B, N, D] */
-  forward(images: tf.Tensor4D, opts?: { training?: boolean }): tf.Tensor3D;
+  /** `checkpoint`: recompute each block in the backward pass (core/train/activation-checkpointing.ts) */
+  forward(images: tf.Tensor4D, opts?: { training?: boolean; checkpoint?: boolean }): tf.Tensor3D;
 }
 
 export interface Projector extends Module {
@@ -81,8 +82,9 @@ export interface Decoder extends Module {
    * Embeddings [B, T, C] -> hidden states after the final norm [B, T, C].
    * `mask` [B, T_total] (1 real, 0 left padding; T_total = cache length + T) or null for all-real.
    * With a cache, positions continue from cache.length and the new keys/values are appended.
+   * `checkpoint`: recompute each block in the backward pass (core/train/activation-checkpointing.ts).
    */
-  forward(x: tf.Tensor3D, opts?: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean }): tf.Tensor3D;
+  forward(x: tf.Tensor3D, opts?: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean }): tf.Tensor3D;
   /** hidden [B, T, C] -> logits [B, T, V] (tied to the embedding when configured) */
   head(hidden: tf.Tensor3D): tf.Tensor3D;
   newCache(batchSize: number): KVCache;
@@ -171,13 +173,21 @@ export interface ParamGroup {
   lr: number; // the group's maximum / base learning rate
 }
 
+/** float32 values kept on the host, off the backend's memory (optimizer state, e.g.), with their shape */
+export interface HostTensor {
+  readonly shape: number[];
+  dataSync(): Float32Array;
+}
+
 export interface Optimizer {
   readonly groups: ParamGroup[];
   /** apply one update; `lrs[i]` is the current lr of groups[i]; grads keyed by full param name */
   step(grads: Map<string, tf.Tensor>, lrs: number[]): void;
   /** state tensors keyed "<param>.<slot>" (e.g. "MP.proj.weight.exp_avg") + step count, for checkpoints */
-  state(): { step: number; tensors: Map<string, tf.Tensor> };
-  loadState(state: { step: number; tensors: Map<string, tf.Tensor> }): void;
+  state(): { step: number; tensors: Map<string, tf.Tensor | HostTensor> };
+  loadState(state: { step: number; tensors: Map<string, tf.Tensor | HostTensor> }): void;
+  /** bytes of state kept on the backend and in host memory (memory estimates; absent: 2 x 4 bytes per trainable parameter on the backend) */
+  stateBytes?(): { backend: number; host: number };
   dispose(): void;
 }
 

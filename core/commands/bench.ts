@@ -31,6 +31,7 @@ import { describeRuntime, initRuntime, type BackendChoice, type RuntimeInfo } fr
 import { clipGradNorm } from '../train/grads.ts';
 import type { HostBatch, Logger, Optimizer, RegistryLike } from '../types.ts';
 import { mulberry32 } from '../data/rng.ts';
+import { withFullSizeModel } from '../model/random-checkpoint.ts';
 
 export interface Spread {
   median: number;
@@ -140,7 +141,7 @@ export function trainStep(
   model: VisionLanguageModel,
   optimizer: Optimizer,
   host: HostBatch,
-  opts: { maxGradNorm: number; timeForward: boolean },
+  opts: { maxGradNorm: number; timeForward: boolean; checkpoint?: boolean },
 ): { data: number; forward: number; fwdbwd: number; optimizer: number; cpu: number } {
   const trainable = optimizer.groups.flatMap((g) => g.params);
   const cpu0 = process.cpuUsage();
@@ -158,7 +159,7 @@ export function trainStep(
     cpuExcluded = (d.user + d.system) / 1000; // the extra forward-only pass is not part of the step
   }
   const t2 = performance.now();
-  const { loss, grads } = model.lossAndGrads(batch, trainable);
+  const { loss, grads } = model.lossAndGrads(batch, trainable, { checkpoint: opts.checkpoint });
   loss.dataSync();
   const t3 = performance.now();
   const clipped = opts.maxGradNorm ? clipGradNorm(grads, opts.maxGradNorm) : { grads, norm: null };
@@ -197,7 +198,7 @@ export function gradClip(recipe: Record<string, any>): number {
 export async function benchModel(
   model: VisionLanguageModel,
   optimizer: Optimizer,
-  info: { name: string; recipe: string; runtime: RuntimeInfo; batchSize: number; seed: number; maxGradNorm: number },
+  info: { name: string; recipe: string; runtime: RuntimeInfo; batchSize: number; seed: number; maxGradNorm: number; checkpoint?: boolean },
   o: BenchOptions,
 ): Promise<BenchResult> {
   let peakRss = rss();
@@ -207,20 +208,20 @@ export async function benchModel(
 
   say(`warm-up: ${o.warmup} steps`);
   for (let i = 0; i < o.warmup; i++) {
-    trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true });
+    trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true, checkpoint: info.checkpoint });
     sample();
   }
   const before = tf.memory().numTensors;
   const times: ReturnType<typeof trainStep>[] = [];
   for (let i = 0; i < o.steps; i++) {
-    times.push(trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true }));
+    times.push(trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true, checkpoint: info.checkpoint }));
     sample();
     say(`step ${i + 1}/${o.steps}: ${(times[i].data + times[i].fwdbwd + times[i].optimizer).toFixed(1)} ms`);
   }
   const after = tf.memory().numTensors;
   // tfjs bytes: the peak of one more step, profiled (not timed)
   const prof = await tf.profile(() => {
-    trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: false });
+    trainStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: false, checkpoint: info.checkpoint });
   });
   sample();
   const stepMs = times.map((t) => t.data + t.fwdbwd + t.optimizer);
@@ -343,6 +344,9 @@ export const HELP = `Usage: vlm bench <recipe.yaml> [more recipes] [options]
   --no-generate       skip the generation benchmark
   --backend <name>    auto | wasm | cpu | tensorflow (default: the first recipe's runtime.backend)
   --threads <n>       wasm threads (default: the recipe's runtime.threads, else 1)
+  --batch-size <n>    overrides train.batch_size
+  --random-full-size  the full-size nanoVLM v0.1 model (222M) with random weights instead of the
+                      recipe's vision encoder, projector and decoder: nothing is downloaded
 `;
 
 export async function main(argv: string[], env: CommandEnv): Promise<number> {
@@ -358,6 +362,8 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
       'no-generate': { type: 'boolean', default: false },
       backend: { type: 'string' },
       threads: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'random-full-size': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -382,6 +388,10 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
 
   const recipes = [];
   for (const p of positionals) recipes.push(await resolveRecipe(resolve(p), { registry: env.registry }));
+  for (const r of recipes) {
+    if (values['random-full-size']) r.data.model = withFullSizeModel(r.data.model);
+    if (values['batch-size'] !== undefined) r.data.train = { ...r.data.train, batch_size: int('batch-size', values['batch-size'], 1) };
+  }
   const rt0 = recipes[0].data.runtime ?? {};
   const threads = values.threads !== undefined ? int('threads', values.threads, 1) : rt0.threads ?? 1;
   const runtime = await initRuntime((values.backend ?? rt0.backend ?? 'auto') as BackendChoice, { threads });
@@ -398,7 +408,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         await benchModel(
           model,
           optimizer,
-          { name: r.data.name ?? r.file, recipe: r.file, runtime, batchSize: r.data.train?.batch_size ?? 8, seed, maxGradNorm: gradClip(r.data) },
+          { name: r.data.name ?? r.file, recipe: r.file, runtime, batchSize: r.data.train?.batch_size ?? 8, seed, maxGradNorm: gradClip(r.data), checkpoint: !!r.data.train?.activation_checkpointing },
           opts,
         ),
       );

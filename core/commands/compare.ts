@@ -37,6 +37,10 @@ export interface CompareOptions {
   backbones?: string;
   /** overrides the relative-L2 bound of forward tensors and gradients */
   rtol?: number;
+  /** gradients with activation checkpointing (train.activation_checkpointing) */
+  checkpoint?: boolean;
+  /** extra options of the adamw entry of the after_adamw rows (e.g. { host_state: true }) */
+  adamw?: Record<string, unknown>;
   registry: RegistryLike;
   log?: Logger;
 }
@@ -186,7 +190,7 @@ async function compareModel(
   const computeGrads = async () => {
     if (gradsHost) return gradsHost;
     if (!targets) throw new UserError(`${inputsFile}: gradients need "targets"`);
-    const { loss, grads } = model.lossAndGrads({ images, inputIds, attentionMask, targets });
+    const { loss, grads } = model.lossAndGrads({ images, inputIds, attentionMask, targets }, undefined, { checkpoint: opts.checkpoint });
     loss.dispose();
     gradsHost = new Map();
     for (const [n, g] of grads) {
@@ -325,6 +329,7 @@ async function compareAdamW(
         { name: 'backbones', prefixes: ['vision_encoder', 'decoder'], lr: TOL.adamwLrs.backbones },
       ],
       weight_decay: 0.01,
+      ...opts.adamw,
     },
     {
       recipe: {},

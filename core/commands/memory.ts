@@ -17,6 +17,7 @@ import { UserError } from '../errors.ts';
 import { resolveRecipe } from '../recipe/index.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
 import { benchBatch, createOptimizer, gradClip, trainStep } from './bench.ts';
+import { withFullSizeModel } from '../model/random-checkpoint.ts';
 
 export interface MemoryRow {
   batch_size: number;
@@ -39,6 +40,8 @@ export const HELP = `Usage: vlm memory <recipe.yaml> [options]
   --limit-mib <n>       treat a peak RSS above n MiB as out of memory (a memory budget)
   --backend <name>      auto | wasm | cpu | tensorflow (default: the recipe's runtime.backend)
   --threads <n>         wasm threads (default: the recipe's runtime.threads, else 1)
+  --random-full-size    the full-size nanoVLM v0.1 model (222M) with random weights instead of the
+                        recipe's vision encoder, projector and decoder: nothing is downloaded
 `;
 
 export async function main(argv: string[], env: CommandEnv): Promise<number> {
@@ -52,6 +55,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
       'limit-mib': { type: 'string' },
       backend: { type: 'string' },
       threads: { type: 'string' },
+      'random-full-size': { type: 'boolean', default: false },
       child: { type: 'string' }, // internal: measure one batch size in this process
       help: { type: 'boolean', default: false },
     },
@@ -76,6 +80,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     env.log.info(`[${name}] batch size ${b} ...`);
     const args = [BIN, 'memory', file, '--child', String(b)];
     for (const k of ['backend', 'threads'] as const) if (values[k] !== undefined) args.push(`--${k}`, values[k]!);
+    if (values['random-full-size']) args.push('--random-full-size');
     const res = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
     const line = (res.stdout ?? '').split('\n').find((l) => l.startsWith(CHILD_PREFIX));
     let row: MemoryRow;
@@ -110,6 +115,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
 /** One batch size, in this (child) process: two steps (the first creates the optimizer state), the second measured. */
 async function child(file: string, batchSize: number, values: Record<string, unknown>, env: CommandEnv): Promise<number> {
   const r = await resolveRecipe(file, { registry: env.registry });
+  if (values['random-full-size']) r.data.model = withFullSizeModel(r.data.model);
   const rt0 = r.data.runtime ?? {};
   const threads = values.threads !== undefined ? Number(values.threads) : rt0.threads ?? 1;
   await initRuntime(((values.backend as string) ?? rt0.backend ?? 'auto') as BackendChoice, { threads });
@@ -118,7 +124,7 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   const { model } = await buildComponents(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log: quiet });
   const optimizer = await createOptimizer(r.data, r.dir, model, env.registry, quiet);
   const host = benchBatch(model, batchSize, seed);
-  const opts = { maxGradNorm: gradClip(r.data), timeForward: false };
+  const opts = { maxGradNorm: gradClip(r.data), timeForward: false, checkpoint: !!r.data.train?.activation_checkpointing };
   trainStep(model, optimizer, host, opts);
   let stepMs = 0;
   const prof = await tf.profile(() => {

@@ -19,6 +19,12 @@ export interface TrainBatch {
   targets: tf.Tensor2D;
 }
 
+/** training: dropout on; checkpoint: activation checkpointing per block (train.activation_checkpointing) */
+export interface ForwardOptions {
+  training?: boolean;
+  checkpoint?: boolean;
+}
+
 export class VisionLanguageModel {
   readonly vision: VisionEncoder;
   readonly projector: Projector;
@@ -53,7 +59,7 @@ export class VisionLanguageModel {
   }
 
   /** [B, 3, S, S] -> [B, Ni, C] */
-  embedImages(images: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor3D {
+  embedImages(images: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor3D {
     return this.projector.forward(this.vision.forward(images, opts));
   }
 
@@ -67,13 +73,13 @@ export class VisionLanguageModel {
     inputIds: tf.Tensor2D,
     images: tf.Tensor4D,
     attentionMask: tf.Tensor2D | null,
-    opts: { training?: boolean } = {},
+    opts: ForwardOptions = {},
   ): tf.Tensor3D {
     const imageEmbd = this.embedImages(images, opts); // [B, Ni, C]
     const tokenEmbd = this.decoder.embed(inputIds); // [B, T, C]
     const x = tf.concat([imageEmbd, tokenEmbd], 1) as tf.Tensor3D; // [B, Ni + T, C]
     const mask = attentionMask ? this.fullMask(attentionMask, inputIds.shape[0]) : null;
-    return this.decoder.forward(x, { mask, training: opts.training });
+    return this.decoder.forward(x, { mask, training: opts.training, checkpoint: opts.checkpoint });
   }
 
   /** Logits of the text part [B, T, V]. */
@@ -81,7 +87,7 @@ export class VisionLanguageModel {
     inputIds: tf.Tensor2D,
     images: tf.Tensor4D,
     attentionMask: tf.Tensor2D | null,
-    opts: { training?: boolean } = {},
+    opts: ForwardOptions = {},
   ): tf.Tensor3D {
     return tf.tidy(() => {
       const h = this.hidden(inputIds, images, attentionMask, opts); // [B, Ni + T, C]
@@ -99,14 +105,14 @@ export class VisionLanguageModel {
    * Loss and d loss / d parameter for the named trainable parameters (default: all). Frozen
    * parameters are simply not in `trainable`. The caller disposes the returned tensors.
    */
-  lossAndGrads(batch: TrainBatch, trainable?: string[]): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+  lossAndGrads(batch: TrainBatch, trainable?: string[], opts: { checkpoint?: boolean } = {}): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     const names = trainable ?? [...this.params.keys()];
     const vars = names.map((n) => {
       const v = this.params.get(n);
       if (!v) throw new Error(`lossAndGrads: no parameter named ${n}`);
       return v;
     });
-    const { value, grads } = variableGradsLean(() => this.trainingLoss(batch), vars); // = tf.variableGrads, freeing as it goes
+    const { value, grads } = variableGradsLean(() => this.trainingLoss(batch, opts.checkpoint), vars); // = tf.variableGrads, freeing as it goes
     const out = new Map<string, tf.Tensor>();
     names.forEach((n, i) => {
       const g = grads[vars[i].name];
@@ -122,16 +128,16 @@ export class VisionLanguageModel {
    * padding), so the largest product of the step (hidden x the vocabulary) and the log-softmax
    * over the vocabulary shrink accordingly. The counted rows are found on the host (targets are small).
    */
-  private trainingLoss(batch: TrainBatch): tf.Scalar {
+  private trainingLoss(batch: TrainBatch, checkpoint = false): tf.Scalar {
     const [B, T] = batch.targets.shape;
     const targets = batch.targets.dataSync();
     const rows: number[] = [];
     for (let i = 0; i < B * T; i++) if (targets[i] !== -100) rows.push(i);
     if (rows.length === 0) {
-      return crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true }), batch.targets); // NaN, as F.cross_entropy
+      return crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true, checkpoint }), batch.targets); // NaN, as F.cross_entropy
     }
     return tf.tidy(() => {
-      const logits = this.logitsAt(batch.inputIds, batch.images, batch.attentionMask, rows, { training: true }); // [N, V]
+      const logits = this.logitsAt(batch.inputIds, batch.images, batch.attentionMask, rows, { training: true, checkpoint }); // [N, V]
       const picked = tf.gather(batch.targets.reshape([B * T]), tf.tensor1d(rows, 'int32')).reshape([1, rows.length]) as tf.Tensor2D; // [1, N]
       return crossEntropyIgnore(logits.reshape([1, rows.length, -1]) as tf.Tensor3D, picked);
     });
@@ -142,7 +148,7 @@ export class VisionLanguageModel {
    * head, the largest product of the model ([positions, C] x [C, vocab]), runs on those rows alone.
    * Used for the training loss (the counted targets) and for scoring answers (evaluators).
    */
-  logitsAt(inputIds: tf.Tensor2D, images: tf.Tensor4D, attentionMask: tf.Tensor2D | null, rows: number[], opts: { training?: boolean } = {}): tf.Tensor2D {
+  logitsAt(inputIds: tf.Tensor2D, images: tf.Tensor4D, attentionMask: tf.Tensor2D | null, rows: number[], opts: ForwardOptions = {}): tf.Tensor2D {
     return tf.tidy(() => {
       const [B, T] = inputIds.shape;
       const h = this.hidden(inputIds, images, attentionMask, opts); // [B, Ni + T, C]

@@ -29,10 +29,9 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { readSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
-import type { Optimizer } from '../types.ts';
+import type { HostTensor, Optimizer } from '../types.ts';
 
 export const TRAINER_FORMAT_VERSION = 1;
 
@@ -157,7 +156,7 @@ export async function writeCheckpointDir(root: string, name: string, fill: (dir:
 export function optimizerTensors(optimizer: Optimizer): { tensors: Map<string, TensorToWrite>; metadata: Record<string, string> } {
   const { step, tensors } = optimizer.state();
   const out = new Map<string, TensorToWrite>();
-  for (const [k, t] of tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array });
+  for (const [k, t] of tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array }); // one at a time: host state stays off the backend
   return { tensors: out, metadata: { step: String(step), format: 'nanovlm-ts-adamw' } };
 }
 
@@ -261,18 +260,17 @@ export function findLatestCheckpoint(runDir: string): { folder: string; trainer:
   return listCheckpoints(runDir)[0] ?? null;
 }
 
-/** optimizer.safetensors -> the optimizer (tensors are created, loaded, and disposed here) */
+/** optimizer.safetensors -> the optimizer (host arrays: the optimizer moves each where it keeps it) */
 export function loadOptimizerState(folder: string, optimizer: Optimizer): void {
   const file = join(folder, 'optimizer.safetensors');
   const { tensors, metadata } = readSafetensors(file);
   const step = Number(metadata?.step);
   if (!Number.isInteger(step))
     throw new UserError(`${file} has no optimizer step in its metadata`, { where: { file }, hint: 'the checkpoint is damaged; resume from an older one' });
-  const state = new Map<string, tf.Tensor>();
-  for (const [k, t] of tensors) state.set(k, tf.tensor(t.data as Float32Array, t.shape, 'float32'));
-  try {
-    optimizer.loadState({ step, tensors: state });
-  } finally {
-    tf.dispose([...state.values()]);
+  const state = new Map<string, HostTensor>();
+  for (const [k, t] of tensors) {
+    const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data as ArrayLike<number>);
+    state.set(k, { shape: t.shape, dataSync: () => data });
   }
+  optimizer.loadState({ step, tensors: state });
 }

@@ -3,6 +3,7 @@
 // tokens, and the non-finite diagnostics used when a step goes NaN/Inf.
 //   https://github.com/pytorch/pytorch/blob/v1.13.0/torch/nn/utils/clip_grad.py
 import * as tf from '@tensorflow/tfjs';
+import { gradientScope } from './activation-checkpointing.ts';
 
 /** total L2 norm over all gradients: sqrt(sum_i ||g_i||^2) (a scalar tensor; no host read) */
 export function globalNorm(grads: Map<string, tf.Tensor>): tf.Scalar {
@@ -77,6 +78,7 @@ export interface GradModel {
   lossAndGrads(
     batch: { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D | null; targets: tf.Tensor2D },
     trainable?: string[],
+    opts?: { checkpoint?: boolean },
   ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
 }
 
@@ -91,6 +93,7 @@ export function accumulatedLossAndGrads(
   batches: { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D | null; targets: tf.Tensor2D }[],
   counts: number[],
   trainable?: string[],
+  opts: { checkpoint?: boolean } = {},
 ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
   const total = counts.reduce((a, b) => a + b, 0);
   const grads = new Map<string, tf.Tensor>();
@@ -98,7 +101,7 @@ export function accumulatedLossAndGrads(
   batches.forEach((batch, k) => {
     if (counts[k] === 0) return; // nothing to learn from (and its mean loss would be 0/0)
     const w = counts[k] / total;
-    const r = model.lossAndGrads(batch, trainable);
+    const r = model.lossAndGrads(batch, trainable, opts);
     accumulate(grads, r.grads, w);
     const prev = loss;
     loss = tf.tidy(() => tf.add(prev, tf.mul(r.loss, w)));
@@ -171,6 +174,11 @@ function filterTape(tape: TapeNode[], xs: tf.Tensor[], y: tf.Tensor): TapeNode[]
  * `{value, grads}` with grads keyed by variable name, like tf.variableGrads. f must return a scalar.
  */
 export function variableGradsLean(f: () => tf.Scalar, vars: tf.Variable[]): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
+  // activation checkpointing: what the recomputation needs lives until the end of the backward pass
+  return gradientScope(new Set(vars.map((v) => v.id)), () => variableGradsLeanInner(f, vars));
+}
+
+function variableGradsLeanInner(f: () => tf.Scalar, vars: tf.Variable[]): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
   const engine = tf.engine() as unknown as EngineInternals;
   if (engine.state.gradientDepth > 0) return tf.variableGrads(f, vars) as { value: tf.Scalar; grads: Record<string, tf.Tensor> }; // nested: keep tfjs' own
   const y = engine.scopedRun(
@@ -182,63 +190,65 @@ export function variableGradsLean(f: () => tf.Scalar, vars: tf.Variable[]): { va
   const tape = engine.state.activeTape ?? [];
   const filtered = filterTape(tape, vars, y);
   const keepIds = new Set(vars.map((v) => v.id));
-  const { value, grads } = engine.tidy('backward', () => {
-    const acc = new Map<number, tf.Tensor>(); // tensor id -> its accumulated gradient
-    const refs = new Map<tf.Tensor, number>(); // gradient object -> number of acc entries holding it
-    const hold = (t: tf.Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
-    const release = (t: tf.Tensor) => {
-      const n = (refs.get(t) ?? 1) - 1;
-      if (n > 0) refs.set(t, n);
-      else {
-        refs.delete(t);
-        t.dispose();
-      }
-    };
-    const ones = tf.onesLike(y);
-    acc.set(y.id, ones);
-    hold(ones);
-    for (let i = filtered.length - 1; i >= 0; i--) {
-      const node = filtered[i];
-      if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
-      const dys = node.outputs.map((o) => acc.get(o.id) ?? null);
-      const inputGradients = node.gradient(dys);
-      for (const name in node.inputs) {
-        if (!(name in inputGradients)) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}.`);
-        const dx = tf.tidy(() => inputGradients[name]());
-        const x = node.inputs[name];
-        if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`);
-        if (dx.shape.join() !== x.shape.join()) throw new Error(`Error in gradient for op ${node.kernelName}: gradient of ${name} has shape ${dx.shape}, input ${x.shape}`);
-        const cur = acc.get(x.id);
-        if (cur === undefined) {
-          acc.set(x.id, dx);
-          hold(dx);
-        } else {
-          const sum = tf.add(cur, dx);
-          acc.set(x.id, sum);
-          hold(sum);
-          release(cur);
-          if (!refs.has(dx)) dx.dispose();
+  {
+    const { value, grads } = engine.tidy('backward', () => {
+      const acc = new Map<number, tf.Tensor>(); // tensor id -> its accumulated gradient
+      const refs = new Map<tf.Tensor, number>(); // gradient object -> number of acc entries holding it
+      const hold = (t: tf.Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
+      const release = (t: tf.Tensor) => {
+        const n = (refs.get(t) ?? 1) - 1;
+        if (n > 0) refs.set(t, n);
+        else {
+          refs.delete(t);
+          t.dispose();
         }
-      }
-      // the outputs' gradients and the node's saved tensors are not needed any more
-      for (const o of node.outputs) {
-        const g = acc.get(o.id);
-        if (g !== undefined && !keepIds.has(o.id)) {
-          acc.delete(o.id);
-          release(g);
+      };
+      const ones = tf.onesLike(y);
+      acc.set(y.id, ones);
+      hold(ones);
+      for (let i = filtered.length - 1; i >= 0; i--) {
+        const node = filtered[i];
+        if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+        const dys = node.outputs.map((o) => acc.get(o.id) ?? null);
+        const inputGradients = node.gradient(dys);
+        for (const name in node.inputs) {
+          if (!(name in inputGradients)) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}.`);
+          const dx = tf.tidy(() => inputGradients[name]());
+          const x = node.inputs[name];
+          if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`);
+          if (dx.shape.join() !== x.shape.join()) throw new Error(`Error in gradient for op ${node.kernelName}: gradient of ${name} has shape ${dx.shape}, input ${x.shape}`);
+          const cur = acc.get(x.id);
+          if (cur === undefined) {
+            acc.set(x.id, dx);
+            hold(dx);
+          } else {
+            const sum = tf.add(cur, dx);
+            acc.set(x.id, sum);
+            hold(sum);
+            release(cur);
+            if (!refs.has(dx)) dx.dispose();
+          }
         }
+        // the outputs' gradients and the node's saved tensors are not needed any more
+        for (const o of node.outputs) {
+          const g = acc.get(o.id);
+          if (g !== undefined && !keepIds.has(o.id)) {
+            acc.delete(o.id);
+            release(g);
+          }
+        }
+        for (const s of node.saved ?? []) s.dispose();
       }
-      for (const s of node.saved ?? []) s.dispose();
-    }
-    const grads: Record<string, tf.Tensor> = {};
-    for (const v of vars) {
-      const g = acc.get(v.id);
-      if (g !== undefined) grads[v.name] = g;
-    }
-    return { value: y, grads };
-  });
-  // release every node's saved tensors (also those off the x -> y paths), as engine.gradients does
-  for (const node of tape) for (const s of node.saved ?? []) s.dispose();
-  engine.state.activeTape = null;
-  return { value, grads };
+      const grads: Record<string, tf.Tensor> = {};
+      for (const v of vars) {
+        const g = acc.get(v.id);
+        if (g !== undefined) grads[v.name] = g;
+      }
+      return { value: y, grads };
+    });
+    // release every node's saved tensors (also those off the x -> y paths), as engine.gradients does
+    for (const node of tape) for (const s of node.saved ?? []) s.dispose();
+    engine.state.activeTape = null;
+    return { value, grads };
+  }
 }

@@ -22,6 +22,7 @@ import { withoutInit, attention, attentionBias, constInit, customOp, FLOAT32_MIN
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
+import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
 
 export interface LlamaConfig {
   hidden_dim: number;
@@ -401,9 +402,11 @@ export class LlamaDecoder implements Decoder {
     return new LlamaKVCache(batchSize, this.cfg.n_blocks);
   }
 
-  forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean } = {}): tf.Tensor3D {
+  forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean } = {}): tf.Tensor3D {
     const { rms_eps: eps, dropout } = this.cfg;
     const training = !!opts.training;
+    const checkpoint = !!opts.checkpoint && training && !opts.cache;
+    if (checkpoint && dropout > 0) throw noCheckpointWithDropout('decoder', dropout);
     const cache = opts.cache as LlamaKVCache | undefined;
     const [B, T] = x.shape;
     const past = cache?.length ?? 0;
@@ -415,7 +418,7 @@ export class LlamaDecoder implements Decoder {
     const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(opts.mask.dataSync() as Float32Array | Int32Array, B, Ttot, past) : null;
     const rope = rowPositions ? ropeCosSin(this.cfg, rowPositions) : ropeCosSin(this.cfg, Array.from({ length: T }, (_, i) => past + i));
     const ropeRows = rowPositions ? B : 1; // cos, sin [ropeRows, 1, T, hd]
-    const linears = cache ? this.generationLinears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows);
+    const linears = cache ? this.generationLinears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows, checkpoint);
 
     // causal -inf + padding (1 - mask) * finfo.min on keys, [B, 1, T, Ttot]; padded query rows are
     // zeroed after attention: keepQuery [B, 1, T, 1]
@@ -426,11 +429,12 @@ export class LlamaDecoder implements Decoder {
     // one query at the last position and no padding: nothing to mask (the bias would be all zeros)
     const bias = T === 1 && !opts.mask ? null : attentionBias(T, Ttot, opts.mask ?? null);
     if (opts.mask) keepQuery = tf.notEqual(opts.mask.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
+    if (checkpoint) [bias, keepQuery].forEach(keepForRecompute); // read again when the blocks are recomputed
 
-    // each block in its own tidy: only its output (and what the gradient tape saved) outlives it
+    // each block in its own tidy: only its output (and what the gradient tape saved, or with
+    // checkpointing nothing: it is recomputed in the backward pass) outlives it
     for (let i = 0; i < this.cfg.n_blocks; i++) {
-      const xIn = x;
-      x = tf.tidy(() => {
+      x = checkpointBlock((xIn: tf.Tensor3D) => {
         let x = xIn;
         const b = `blocks.${i}.`;
         // attention
@@ -445,18 +449,19 @@ export class LlamaDecoder implements Decoder {
         // MLP
         const [gate, up] = lin.gateUp(rmsNorm(x, this.p(b + 'norm2.weight'), eps)); // [B, T, inter] each
         return tf.add(x, lin.down(tf.mul(silu(gate), up))) as tf.Tensor3D;
-      });
+      }, x, blockParams(this.params, i), checkpoint);
     }
     if (cache) cache.length = Ttot;
     return rmsNorm(x, this.p('norm.weight'), eps) as tf.Tensor3D;
   }
 
   /** Block i's linear maps on the parameters, RoPE as nanoVLM writes it (training, full recompute). */
-  private plainLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number, rows = 1): (i: number) => BlockLinears {
+  private plainLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number, rows = 1, checkpoint = false): (i: number) => BlockLinears {
     const { n_heads: H, n_kv_heads: Hkv } = this.cfg;
     const hd = this.headDim;
     const cos = tf.tensor4d(rope.cos, [rows, 1, T, hd]);
     const sin = tf.tensor4d(rope.sin, [rows, 1, T, hd]);
+    if (checkpoint) [cos, sin].forEach(keepForRecompute); // read again when the blocks are recomputed
     return (i) => {
       const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
       return {

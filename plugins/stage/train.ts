@@ -45,6 +45,7 @@ export interface TrainOptions {
   epochs: number;
   max_steps: number | null;
   max_grad_norm: number | null;
+  activation_checkpointing: boolean;
   eval_every: number | null;
   checkpoint_every: number | null;
   keep_checkpoints: number;
@@ -59,6 +60,7 @@ const DEFAULTS: TrainOptions = {
   epochs: 1,
   max_steps: null,
   max_grad_norm: 1.0,
+  activation_checkpointing: false,
   eval_every: null,
   checkpoint_every: null,
   keep_checkpoints: 3,
@@ -181,7 +183,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       // all tensors of the step live inside this tidy; what leaves it are three numbers
       const { loss, gradNorm, lrs } = tf.tidy(() => {
         const batches = micro.map((b) => toTensors(b));
-        const { loss, grads } = accumulatedLossAndGrads(model, batches, tokensPer, trainable); // forward -> loss -> backward
+        const { loss, grads } = accumulatedLossAndGrads(model, batches, tokensPer, trainable, { checkpoint: opt.activation_checkpointing }); // forward -> loss -> backward
         const clipped = opt.max_grad_norm ? clipGradNorm(grads, opt.max_grad_norm) : { grads, norm: globalNorm(grads) }; // clip
         const [lossValue, gradNorm] = tf.stack([loss, clipped.norm]).dataSync(); // the one host read of the step
         if (!Number.isFinite(lossValue) || !Number.isFinite(gradNorm))

@@ -16,6 +16,7 @@ import { withoutInit, attention, constInit, geluTanh, layerNorm, linear, maybeDr
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
+import { blockParams, checkpointBlock, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
 
 export interface ViTConfig {
   hidden_dim: number;
@@ -150,17 +151,19 @@ export class SiglipViT implements VisionEncoder {
   }
 
   /** [B, 3, S, S] -> [B, N, D] (with cls_flag: [B, 1, D], the normalised CLS token) */
-  forward(images: tf.Tensor4D, opts: { training?: boolean } = {}): tf.Tensor3D {
+  forward(images: tf.Tensor4D, opts: { training?: boolean; checkpoint?: boolean } = {}): tf.Tensor3D {
     const training = !!opts.training;
+    const checkpoint = !!opts.checkpoint && training;
+    if (checkpoint && this.cfg.dropout > 0) throw noCheckpointWithDropout('vision', this.cfg.dropout);
     const [, ch, hgt, wid] = images.shape;
     if (ch !== 3 || hgt !== this.imageSize || wid !== this.imageSize) {
       throw new Error(`siglip-vit expects images [B, 3, ${this.imageSize}, ${this.imageSize}], got [${images.shape}] (resize them with the image processor)`);
     }
     let x = maybeDropout(this.patchEmbedding(images), this.cfg.dropout, training) as tf.Tensor3D;
-    // each block in its own tidy: only its output (and what the gradient tape saved) outlives it
+    // each block in its own tidy: only its output (and what the gradient tape saved, or with
+    // checkpointing nothing: it is recomputed in the backward pass) outlives it
     for (let i = 0; i < this.cfg.n_blocks; i++) {
-      const xIn = x;
-      x = tf.tidy(() => this.block(xIn, i, training));
+      x = checkpointBlock((x) => this.block(x, i, training), x, blockParams(this.params, i), checkpoint);
     }
     if (this.cfg.cls_flag) x = x.slice([0, 0, 0], [-1, 1, -1]);
     return layerNorm(x, this.p('layer_norm.weight'), this.p('layer_norm.bias'), this.cfg.ln_eps) as tf.Tensor3D;

@@ -145,7 +145,7 @@ test('AdamW: frozen parameters do not move; per-group weight decay; state round 
   const o2 = new AdamW(p2, opts);
   o2.step(grads, [0.1, 0.1]);
   const saved = o2.state();
-  const copy = { step: saved.step, tensors: new Map([...saved.tensors].map(([k, t]) => [k, t.clone()])) };
+  const copy = { step: saved.step, tensors: new Map([...saved.tensors].map(([k, t]) => [k, (t as tf.Tensor).clone()])) };
   o2.dispose();
   const o3 = new AdamW(p2, opts);
   o3.loadState(copy);
