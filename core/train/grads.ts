@@ -190,65 +190,63 @@ function variableGradsLeanInner(f: () => tf.Scalar, vars: tf.Variable[]): { valu
   const tape = engine.state.activeTape ?? [];
   const filtered = filterTape(tape, vars, y);
   const keepIds = new Set(vars.map((v) => v.id));
-  {
-    const { value, grads } = engine.tidy('backward', () => {
-      const acc = new Map<number, tf.Tensor>(); // tensor id -> its accumulated gradient
-      const refs = new Map<tf.Tensor, number>(); // gradient object -> number of acc entries holding it
-      const hold = (t: tf.Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
-      const release = (t: tf.Tensor) => {
-        const n = (refs.get(t) ?? 1) - 1;
-        if (n > 0) refs.set(t, n);
-        else {
-          refs.delete(t);
-          t.dispose();
-        }
-      };
-      const ones = tf.onesLike(y);
-      acc.set(y.id, ones);
-      hold(ones);
-      for (let i = filtered.length - 1; i >= 0; i--) {
-        const node = filtered[i];
-        if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
-        const dys = node.outputs.map((o) => acc.get(o.id) ?? null);
-        const inputGradients = node.gradient(dys);
-        for (const name in node.inputs) {
-          if (!(name in inputGradients)) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}.`);
-          const dx = tf.tidy(() => inputGradients[name]());
-          const x = node.inputs[name];
-          if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`);
-          if (dx.shape.join() !== x.shape.join()) throw new Error(`Error in gradient for op ${node.kernelName}: gradient of ${name} has shape ${dx.shape}, input ${x.shape}`);
-          const cur = acc.get(x.id);
-          if (cur === undefined) {
-            acc.set(x.id, dx);
-            hold(dx);
-          } else {
-            const sum = tf.add(cur, dx);
-            acc.set(x.id, sum);
-            hold(sum);
-            release(cur);
-            if (!refs.has(dx)) dx.dispose();
-          }
-        }
-        // the outputs' gradients and the node's saved tensors are not needed any more
-        for (const o of node.outputs) {
-          const g = acc.get(o.id);
-          if (g !== undefined && !keepIds.has(o.id)) {
-            acc.delete(o.id);
-            release(g);
-          }
-        }
-        for (const s of node.saved ?? []) s.dispose();
+  const { value, grads } = engine.tidy('backward', () => {
+    const acc = new Map<number, tf.Tensor>(); // tensor id -> its accumulated gradient
+    const refs = new Map<tf.Tensor, number>(); // gradient object -> number of acc entries holding it
+    const hold = (t: tf.Tensor) => refs.set(t, (refs.get(t) ?? 0) + 1);
+    const release = (t: tf.Tensor) => {
+      const n = (refs.get(t) ?? 1) - 1;
+      if (n > 0) refs.set(t, n);
+      else {
+        refs.delete(t);
+        t.dispose();
       }
-      const grads: Record<string, tf.Tensor> = {};
-      for (const v of vars) {
-        const g = acc.get(v.id);
-        if (g !== undefined) grads[v.name] = g;
+    };
+    const ones = tf.onesLike(y);
+    acc.set(y.id, ones);
+    hold(ones);
+    for (let i = filtered.length - 1; i >= 0; i--) {
+      const node = filtered[i];
+      if (!node.gradient) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+      const dys = node.outputs.map((o) => acc.get(o.id) ?? null);
+      const inputGradients = node.gradient(dys);
+      for (const name in node.inputs) {
+        if (!(name in inputGradients)) throw new Error(`Cannot backprop through input ${name} of ${node.kernelName}.`);
+        const dx = tf.tidy(() => inputGradients[name]());
+        const x = node.inputs[name];
+        if (dx.dtype !== 'float32') throw new Error(`Error in gradient for op ${node.kernelName}: the gradient of input ${name} has dtype ${dx.dtype}`);
+        if (dx.shape.join() !== x.shape.join()) throw new Error(`Error in gradient for op ${node.kernelName}: gradient of ${name} has shape ${dx.shape}, input ${x.shape}`);
+        const cur = acc.get(x.id);
+        if (cur === undefined) {
+          acc.set(x.id, dx);
+          hold(dx);
+        } else {
+          const sum = tf.add(cur, dx);
+          acc.set(x.id, sum);
+          hold(sum);
+          release(cur);
+          if (!refs.has(dx)) dx.dispose();
+        }
       }
-      return { value: y, grads };
-    });
-    // release every node's saved tensors (also those off the x -> y paths), as engine.gradients does
-    for (const node of tape) for (const s of node.saved ?? []) s.dispose();
-    engine.state.activeTape = null;
-    return { value, grads };
-  }
+      // the outputs' gradients and the node's saved tensors are not needed any more
+      for (const o of node.outputs) {
+        const g = acc.get(o.id);
+        if (g !== undefined && !keepIds.has(o.id)) {
+          acc.delete(o.id);
+          release(g);
+        }
+      }
+      for (const s of node.saved ?? []) s.dispose();
+    }
+    const grads: Record<string, tf.Tensor> = {};
+    for (const v of vars) {
+      const g = acc.get(v.id);
+      if (g !== undefined) grads[v.name] = g;
+    }
+    return { value: y, grads };
+  });
+  // release every node's saved tensors (also those off the x -> y paths), as engine.gradients does
+  for (const node of tape) for (const s of node.saved ?? []) s.dispose();
+  engine.state.activeTape = null;
+  return { value, grads };
 }
