@@ -1,8 +1,9 @@
 // `vlm generate`: nanoVLM's generate.py — load a model, print the input and N generations for one
 // image and prompt, streaming the tokens as they come.
 //   https://github.com/huggingface/nanoVLM/blob/v0.1/generate.py
-// Default decoding is v0.1's (sampling from the full softmax, temperature 1); --greedy takes the
-// argmax; generation i uses seed S + i, so a run is reproducible.
+// Default: one greedy answer (what a user trying a model expects). --sample samples as v0.1's
+// script does (the full softmax at temperature 1, --num 5 answers); --temperature / --top-k /
+// --top-p / --sampling also sample. Generation i uses seed S + i, so a run is reproducible.
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UserError } from '../errors.ts';
@@ -18,9 +19,10 @@ export const USAGE = `Usage: vlm generate --model <run dir | model folder | owne
 
   --prompt <text>          question (default "What is this?"), formatted as "Question: <text> Answer:"
   --max-new-tokens <n>     tokens per generation (default 20)
-  --num <n>                number of generations (default 5)
-  --greedy                 argmax decoding (default: sampling as nanoVLM v0.1)
-  --temperature <t>        sampling temperature (default 1)
+  --num <n>                number of generations (default 1; 5 with --sample, as nanoVLM v0.1's script)
+  --greedy                 argmax decoding (the default, unless a sampling flag is given)
+  --sample                 sample instead, as nanoVLM v0.1's generate.py (full softmax, temperature 1)
+  --temperature <t>        sampling temperature (samples; default 1)
   --top-k <k>              keep the k most likely tokens (default: all)
   --top-p <p>              nucleus sampling mass (default 1 = all)
   --sampling <order>       hf (default: temperature, top-k, top-p) | nanovlm-head (nanoVLM HEAD's generate:
@@ -57,10 +59,11 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         'max-new-tokens': { type: 'string' },
         num: { type: 'string' },
         greedy: { type: 'boolean', default: false },
+        sample: { type: 'boolean', default: false },
         temperature: { type: 'string' },
         'top-k': { type: 'string' },
         'top-p': { type: 'string' },
-        sampling: { type: 'string', default: 'hf' },
+        sampling: { type: 'string' },
         seed: { type: 'string' },
         'no-stop': { type: 'boolean', default: false },
         'no-cache': { type: 'boolean', default: false },
@@ -81,20 +84,21 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   if (!existsSync(args.image) || !statSync(args.image).isFile()) {
     throw new UserError(`--image ${args.image}: ${existsSync(args.image) ? 'not a file' : 'no such file'}`, { hint: 'give the path of an image file (PNG, JPEG, WebP, ...)' });
   }
-  if (args.sampling !== 'hf' && args.sampling !== 'nanovlm-head') {
+  if (args.sampling !== undefined && args.sampling !== 'hf' && args.sampling !== 'nanovlm-head') {
     throw new UserError(`--sampling ${args.sampling}: expected hf or nanovlm-head`, { hint: USAGE.split('\n')[0] });
   }
   const head = args.sampling === 'nanovlm-head';
-  const sampling = args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined || head;
+  const sampling = args.sample || args.temperature !== undefined || args['top-k'] !== undefined || args['top-p'] !== undefined || args.sampling !== undefined;
   if (args.greedy && sampling) {
-    throw new UserError('vlm generate: --greedy cannot be combined with --temperature/--top-k/--top-p/--sampling', { hint: 'choose one' });
+    throw new UserError('vlm generate: --greedy cannot be combined with --sample/--temperature/--top-k/--top-p/--sampling', { hint: 'choose one' });
   }
   const maxNewTokens = num('--max-new-tokens', args['max-new-tokens'], { int: true, min: 1 }) ?? 20;
-  const n = num('--num', args.num, { int: true, min: 1 }) ?? 5;
+  const n = num('--num', args.num, { int: true, min: 1 }) ?? (args.sample ? 5 : 1);
+  if (!sampling && n > 1) env.log?.warn(`--num ${n} without sampling: greedy decoding gives ${n} identical answers (add --sample for different ones)`);
   const seed = num('--seed', args.seed, { int: true, min: 0 }) ?? 0;
   const base: GenerateOptions = {
     maxNewTokens,
-    greedy: args.greedy,
+    greedy: !sampling,
     temperature: num('--temperature', args.temperature, { min: 0 }) ?? (head ? NANOVLM_HEAD_SAMPLING.temperature : 1),
     topK: num('--top-k', args['top-k'], { int: true, min: 0 }) ?? (head ? NANOVLM_HEAD_SAMPLING.topK : undefined),
     topP: num('--top-p', args['top-p'], { min: 0, max: 1 }) ?? (head ? NANOVLM_HEAD_SAMPLING.topP : undefined),
