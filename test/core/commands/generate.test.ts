@@ -52,7 +52,7 @@ test('--model runs/nope: "no local folder", not a Hub request', async () => {
   process.chdir(t.root);
   try {
     // (a Hub request would end in "cannot reach the Hub" or an HTTP error instead)
-    await assert.rejects(generateMain(['--model', 'runs/nope', '--image', image], commandEnv().env), /^no local folder runs\/nope \(/);
+    await assert.rejects(generateMain(['--model', 'runs/nope', '--image', image], commandEnv().env), (e: Error) => /^no local folder runs\/nope \(/.test(e.message));
   } finally {
     process.chdir(cwd);
   }
