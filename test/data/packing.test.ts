@@ -64,3 +64,39 @@ test('packSamples: separators (pad, mask 0, label -100), skipped samples, concat
   assert.equal(withSep.labels[sep], -100);
   assert.deepEqual(packed.flatMap((p) => p.images).sort(), ['img100.0', 'img500.0', 'img500.1']);
 });
+
+test("collateChat: HEAD's VQACollator on the fixture's samples gives HEAD's batch (ids, mask, labels, flat tiles)", async () => {
+  const { collateChat } = await import('../../core/data/chat-collator.ts');
+  const { readSafetensors } = await import('../../core/weights/safetensors.ts');
+  const tz = JSON.parse(readFileSync(join(HEAD, 'tokenization.json'), 'utf8'));
+  const cfg = JSON.parse(readFileSync(join(HEAD, 'config.json'), 'utf8'));
+  const inp = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors;
+  const nums = (n: string) => Array.from(inp.get(n)!.data as BigInt64Array, Number);
+  const S = cfg.vit_img_size;
+  const px = 3 * S * S;
+  const all = inp.get('images')!.data as Float32Array;
+  const perImage = nums('tiles_per_image');
+  const perSample = nums('images_per_sample');
+  let img = 0;
+  let tile = 0;
+  const samples = tz.samples.map((s: { input_ids: number[]; labels: number[] }, i: number) => {
+    const tiles = perImage.slice(img, img + perSample[i]).reduce((a, b) => a + b, 0);
+    const out = { id: `s${i}`, inputIds: s.input_ids, labels: s.labels, tiles: all.slice(tile * px, (tile + tiles) * px), tileCount: tiles, imageCount: perSample[i] };
+    img += perSample[i];
+    tile += tiles;
+    return out;
+  });
+  const b = collateChat(samples, { maxLength: cfg.lm_max_length, padTokenId: tz.pad_token_id, imageSize: S });
+  assert.deepEqual(Array.from(b.inputIds), nums('input_ids'));
+  assert.deepEqual(Array.from(b.attentionMask), nums('attention_mask'));
+  assert.deepEqual(Array.from(b.targets), nums('targets'));
+  assert.deepEqual(b.images, all);
+  assert.equal(b.imageCount, inp.get('images')!.shape[0]);
+  assert.deepEqual(b.imagesPerSample, perSample);
+  // too long: dropped, as HEAD; a sample without images adds no tile
+  const short = collateChat([{ ...samples[0], inputIds: [1, 2, 3], labels: [2, 3, -100], tiles: new Float32Array(0), tileCount: 0, imageCount: 0 }, samples[1]], { maxLength: 99, padTokenId: 2, imageSize: S });
+  assert.deepEqual(short.dropped, ['s1']);
+  assert.equal(short.batchSize, 1);
+  assert.equal(short.imageCount, 0);
+  assert.deepEqual(Array.from(short.inputIds.slice(-3)), [1, 2, 3]);
+});
