@@ -92,9 +92,9 @@ if (!values['no-generate']) {
   const S = host.imageSize;
   const ids = tf.tensor2d(host.inputIds.subarray(T, 2 * T), [1, T], 'int32');
   const img = tf.tensor4d(host.images.subarray(3 * S * S, 6 * S * S), [1, 3, S, S]);
-  generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, useCache: true, stopAtEos: false });
+  await generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, useCache: true, stopAtEos: false });
   phase('generate 32, KV cache');
-  generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, useCache: false, stopAtEos: false });
+  await generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, useCache: false, stopAtEos: false });
   phase('generate 32, no cache');
   tf.dispose([ids, img]);
 }

@@ -26,20 +26,20 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const file = resolve(positionals[0] ?? join(root, 'recipes', 'bench', 'small.yaml'));
 const { model, optimizer, host } = await benchSetup(file, { backend: values.backend!, threads: Number(values.threads), defaultBatch: 8 });
 
-let work: () => void;
+let work: () => void | Promise<void>;
 if (values.generate) {
   const T = host.seqLen;
   const S = host.imageSize;
   const ids = tf.tensor2d(host.inputIds.subarray(T, 2 * T), [1, T], 'int32');
   const img = tf.tensor4d(host.images.subarray(3 * S * S, 6 * S * S), [1, 3, S, S]);
-  work = () => void generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, stopAtEos: false });
+  work = async () => void (await generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, stopAtEos: false }));
 } else {
   work = () => void trainStep(model, optimizer, host, { maxGradNorm: 1, timeForward: false });
 }
-work();
-work();
+await work();
+await work();
 const t0 = performance.now();
-work();
+await work();
 const wall = performance.now() - t0;
 const prof = await tf.profile(work);
 const by = new Map<string, { ms: number; n: number }>();

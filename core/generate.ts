@@ -182,11 +182,13 @@ interface InferenceHead {
   decodeNext?(ids: Int32Array, cache: KVCache, mask: Int32Array | null): Float32Array;
 }
 
-/** Read a small tensor to the host and dispose it. */
-function take(t: tf.Tensor): Float32Array {
-  const data = t.dataSync() as Float32Array;
-  t.dispose();
-  return data;
+/** Read a small tensor to the host and dispose it (async: GPU backends cannot read synchronously). */
+async function take(t: tf.Tensor): Promise<Float32Array> {
+  try {
+    return (await t.data()) as Float32Array;
+  } finally {
+    t.dispose();
+  }
 }
 
 /**
@@ -194,10 +196,10 @@ function take(t: tf.Tensor): Float32Array {
  * `stopAtEos` a row ends before its eos (the eos itself is not returned, but is passed to onToken).
  * Every tensor created here is disposed before returning (the cache included).
  */
-export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): number[][] {
+export async function generate(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): Promise<number[][]> {
   const steps = generateSteps(model, inputs, opts);
   for (;;) {
-    const r = steps.next();
+    const r = await steps.next();
     if (r.done) return r.value;
   }
 }
@@ -206,9 +208,10 @@ export function generate(model: VisionLanguageModel, inputs: GenerateInputs, opt
  * The same loop, one decoding step at a time: it yields the step index after each step's tokens
  * went to `onToken`, and returns what `generate` returns. `.return()` stops it early and frees
  * every tensor. A caller can do other work between steps (`vlm serve`: stream tokens, notice a
- * client that went away).
+ * client that went away). Async: logits are read with `await data()` (GPU backends cannot read
+ * synchronously).
  */
-export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): Generator<number, number[][], void> {
+export async function* generateSteps(model: VisionLanguageModel, inputs: GenerateInputs, opts: GenerateOptions = {}): AsyncGenerator<number, number[][], void> {
   const decoder = model.decoder;
   const maxNewTokens = opts.maxNewTokens ?? 20;
   const useCache = opts.useCache ?? true;
@@ -230,7 +233,7 @@ export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInput
   if (maxNewTokens <= 0 || B === 0) return out;
 
   // host copy of the text mask; the full mask is [image 1s ; prompt mask ; 1 per generated token]
-  const promptMask = inputs.attentionMask ? Array.from(inputs.attentionMask.dataSync()) : null;
+  const promptMask = inputs.attentionMask ? Array.from(await inputs.attentionMask.data()) : null;
   const padded = promptMask !== null && promptMask.some((m) => m === 0);
 
   // image prefix, computed once: [B, 3, S, S] -> [B, Ni, C]
@@ -267,7 +270,7 @@ export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInput
   let seq: tf.Tensor3D | null = null; // no-cache path: the full [B, L, C] embedding sequence
   try {
     // prefill: [image; prompt] -> logits of the last prompt position
-    let logits = take(
+    let logits = await take(
       tf.tidy(() => {
         const x = tf.concat([imageEmbd, decoder.embed(inputs.inputIds)], 1) as tf.Tensor3D; // [B, Ni+T, C]
         if (!cache) seq = tf.keep(x);
@@ -298,7 +301,7 @@ export function* generateSteps(model: VisionLanguageModel, inputs: GenerateInput
         logits = decodeNext(next, cache, hostMask(L));
         continue;
       }
-      logits = take(
+      logits = await take(
         tf.tidy(() => {
           const e = decoder.embed(tf.tensor2d(next, [B, 1], 'int32')); // [B, 1, C]
           if (cache) return lastLogits(decoder.forward(e, { mask: maskFor(L), cache }));
@@ -369,14 +372,14 @@ export function checkPromptBatch(model: VisionLanguageModel, batch: PromptBatch)
 }
 
 /** Generate for a prepared batch (tensors are created and disposed here). */
-export function generateBatch(model: VisionLanguageModel, batch: PromptBatch, opts: GenerateOptions = {}): number[][] {
+export async function generateBatch(model: VisionLanguageModel, batch: PromptBatch, opts: GenerateOptions = {}): Promise<number[][]> {
   checkPromptBatch(model, batch);
   const { batchSize: B, seqLen: T, imageSize: S } = batch;
   const inputIds = tf.tensor2d(batch.inputIds, [B, T], 'int32');
   const attentionMask = tf.tensor2d(batch.attentionMask, [B, T], 'int32');
   const images = tf.tensor4d(batch.images, [B, 3, S, S]);
   try {
-    return generate(model, { inputIds, attentionMask, images }, opts);
+    return await generate(model, { inputIds, attentionMask, images }, opts);
   } finally {
     tf.dispose([inputIds, attentionMask, images]);
   }
@@ -391,6 +394,6 @@ export async function generateText(
   opts: GenerateOptions = {},
 ): Promise<string[]> {
   const batch = await preparePrompts(tokenizer, imageProcessor, items);
-  const tokens = generateBatch(model, batch, { eosTokenId: tokenizer.eosTokenId, ...opts });
+  const tokens = await generateBatch(model, batch, { eosTokenId: tokenizer.eosTokenId, ...opts });
   return tokens.map((t) => tokenizer.decode(t, { skipSpecialTokens: true }));
 }

@@ -28,7 +28,8 @@ export {
 } from './generate.ts';
 export { definePlugin, type Plugin, type JSONSchema } from './plugin.ts';
 export { createRegistry, Registry } from './registry.ts';
-export { initRuntime } from './runtime.ts';
+export { initRuntime, BACKEND_CHOICES, type BackendChoice, type RuntimeInfo } from './runtime.ts';
+export { hostValues, toHost } from './host.ts';
 export { UserError, UserErrors, isUserError } from './errors.ts';
 export type { VisionLanguageModel } from './model/vlm.ts';
 export type * from './types.ts';

@@ -1,16 +1,20 @@
-// Choose and start the tfjs backend. `auto` tries, in order: @tensorflow/tfjs-node-gpu,
-// @tensorflow/tfjs-node (optional peer dependencies: their install downloads libtensorflow, so
-// they are never pulled by `npm install`), the embedded wasm backend, then the pure-JS cpu
-// backend, and says which one runs and why the others were skipped.
+// Choose and start the tfjs backend. `auto` tries, in order: WebGPU on a hardware adapter (Dawn
+// through the optional `webgpu` + @tensorflow/tfjs-backend-webgpu packages, core/webgpu.ts; never
+// a software adapter such as lavapipe), @tensorflow/tfjs-node-gpu, @tensorflow/tfjs-node (optional
+// peer dependencies: their install downloads libtensorflow, so they are never pulled by
+// `npm install`), the embedded wasm backend, then the pure-JS cpu backend, and says which one runs
+// and why the others were skipped. `webgpu` takes any adapter, software included.
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { enableWasmThreads, installFastKernels } from './kernels.ts';
 import { nativeMatMulStatus, setNativeThreads } from './kernels/native-matmul.ts';
+import { describeAdapter, gpuAdapter, guardLimits, loadWebGpu, WebGpuUnavailable, type GpuAdapterSummary } from './webgpu.ts';
 
-export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendChoice = 'auto' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
+export const BACKEND_CHOICES: BackendChoice[] = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
 
 export interface RuntimeInfo {
-  /** tfjs backend name now active: 'tensorflow' | 'wasm' | 'cpu' */
+  /** tfjs backend name now active: 'webgpu' | 'tensorflow' | 'wasm' | 'cpu' */
   backend: string;
   /** which package provides it */
   provider: string;
@@ -19,6 +23,8 @@ export interface RuntimeInfo {
   threads?: number;
   /** wasm: which matrix-product kernel runs, and its threads (core/kernels/native-matmul.ts) */
   products?: string;
+  /** the GPU adapter (webgpu) */
+  adapter?: GpuAdapterSummary;
 }
 
 interface Candidate {
@@ -28,6 +34,8 @@ interface Candidate {
 }
 
 const candidates: Record<string, Candidate> = {
+  'webgpu-hardware': { provider: 'webgpu (Dawn) + @tensorflow/tfjs-backend-webgpu, hardware adapter', backend: 'webgpu', load: async () => void (await loadWebGpu({ allowSoftware: false })) },
+  webgpu: { provider: 'webgpu (Dawn) + @tensorflow/tfjs-backend-webgpu', backend: 'webgpu', load: async () => void (await loadWebGpu({ allowSoftware: true })) },
   'tfjs-node-gpu': { provider: '@tensorflow/tfjs-node-gpu', backend: 'tensorflow', load: () => importOptional('@tensorflow/tfjs-node-gpu') },
   'tfjs-node': { provider: '@tensorflow/tfjs-node', backend: 'tensorflow', load: () => importOptional('@tensorflow/tfjs-node') },
   wasm: { provider: '@tensorflow/tfjs-backend-wasm', backend: 'wasm', load: loadWasm },
@@ -35,7 +43,8 @@ const candidates: Record<string, Candidate> = {
 };
 
 const order: Record<BackendChoice, string[]> = {
-  auto: ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'],
+  auto: ['webgpu-hardware', 'tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'],
+  webgpu: ['webgpu'],
   tensorflow: ['tfjs-node-gpu', 'tfjs-node'],
   wasm: ['wasm'],
   cpu: ['cpu'],
@@ -68,13 +77,15 @@ export async function initRuntime(
   choice: BackendChoice = 'auto',
   opts: { threads?: number | null; log?: (line: string) => void } = {},
 ): Promise<RuntimeInfo> {
+  if (!order[choice]) throw new UserError(`backend "${choice}": expected one of ${BACKEND_CHOICES.join(', ')}`, { where: { yamlPath: 'runtime.backend' } });
   const skipped: string[] = [];
-  for (const key of order[choice] ?? order.auto) {
+  for (const key of order[choice]) {
     const c = candidates[key];
     try {
       await c.load();
     } catch (e) {
-      skipped.push(`${c.provider}: ${notInstalled(e) ? 'not installed' : `failed to load (${firstLine(e)})`}`);
+      const why = e instanceof WebGpuUnavailable ? e.message : notInstalled(e) ? 'not installed' : `failed to load (${firstLine(e)})`;
+      skipped.push(`${c.provider}: ${why}`);
       continue;
     }
     const wt = c.backend === 'wasm' ? setWasmThreads(opts.threads) : { restore: () => {} };
@@ -97,7 +108,8 @@ export async function initRuntime(
     setNativeThreads(opts.threads);
     installFastKernels(c.backend);
     const products = c.backend === 'wasm' ? nativeMatMulStatus() : undefined;
-    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, products };
+    if (c.backend === 'webgpu') guardLimits();
+    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, products, adapter: c.backend === 'webgpu' ? gpuAdapter ?? undefined : undefined };
     opts.log?.(describeRuntime(info));
     return info;
   }
@@ -107,12 +119,19 @@ export async function initRuntime(
       hint: 'npm install @tensorflow/tfjs-node (CPU) or npm install @tensorflow/tfjs-node-gpu (CUDA GPU), or use runtime.backend=auto',
     });
   }
+  if (choice === 'webgpu') {
+    throw new UserError(`backend "webgpu" could not start (${skipped.join('; ')})`, {
+      where: { yamlPath: 'runtime.backend' },
+      hint: 'a Vulkan (Linux), Metal (macOS) or D3D12 (Windows) driver is needed; on Debian 12 without a GPU: lavapipe from bookworm-backports (README "GPU"); or use runtime.backend=auto',
+    });
+  }
   throw new UserError(`no tfjs backend could start (${skipped.join('; ')})`, { where: { yamlPath: 'runtime.backend' } });
 }
 
 export function describeRuntime(info: RuntimeInfo): string {
   const lines = [`backend: ${info.backend} (${info.provider})${info.threads ? `, ${info.threads} threads` : ''}`];
   if (info.products) lines.push(`  ${info.products}`);
+  if (info.adapter) lines.push(`  ${describeAdapter(info.adapter)}`);
   for (const s of info.skipped) lines.push(`  skipped ${s}`);
   return lines.join('\n');
 }

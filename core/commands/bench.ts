@@ -237,16 +237,16 @@ export async function benchModel(
     const S = host.imageSize;
     const ids = tf.tensor2d(host.inputIds.subarray(row * T, (row + 1) * T), [1, T], 'int32');
     const img = tf.tensor4d(host.images.subarray(row * 3 * S * S, (row + 1) * 3 * S * S), [1, 3, S, S]);
-    const run = (useCache: boolean) => {
+    const run = async (useCache: boolean) => {
       const opts = { maxNewTokens: o.genTokens, greedy: true, useCache, stopAtEos: false };
       // warm-up: one run of the same length (the host-side decode step of the KV-cache path is
       // JavaScript: V8 optimises it during its first calls), then the median of genRuns runs
-      generate(model, { inputIds: ids, attentionMask: null, images: img }, opts);
+      await generate(model, { inputIds: ids, attentionMask: null, images: img }, opts);
       const runs: { tokens_per_s: number; ms: number; cpu_ms: number }[] = [];
       for (let k = 0; k < o.genRuns; k++) {
         const c0 = process.cpuUsage();
         const g0 = performance.now();
-        const out = generate(model, { inputIds: ids, attentionMask: null, images: img }, opts);
+        const out = await generate(model, { inputIds: ids, attentionMask: null, images: img }, opts);
         const ms = performance.now() - g0;
         const c = process.cpuUsage(c0);
         sample();
@@ -257,9 +257,9 @@ export async function benchModel(
       return runs[(runs.length - 1) >> 1];
     };
     say(`generation: ${o.genTokens} new tokens, KV cache`);
-    const kv = run(true);
+    const kv = await run(true);
     say(`generation: ${o.genTokens} new tokens, no cache`);
-    const nc = run(false);
+    const nc = await run(false);
     tf.dispose([ids, img]);
     gen = { new_tokens: o.genTokens, prompt_tokens: T + imageTokens, kv_cache: kv, no_cache: nc };
   }
@@ -342,7 +342,7 @@ export const HELP = `Usage: vlm bench <recipe.yaml> [more recipes] [options]
   --gen-tokens <n>    new tokens per generation run (default 32)
   --gen-runs <n>      measured generation runs after one warm-up run; the median is reported (default 3)
   --no-generate       skip the generation benchmark
-  --backend <name>    auto | wasm | cpu | tensorflow (default: the first recipe's runtime.backend)
+  --backend <name>    auto | webgpu | wasm | cpu | tensorflow (default: the first recipe's runtime.backend)
   --threads <n>       wasm threads (default: the recipe's runtime.threads, else 1)
   --batch-size <n>    overrides train.batch_size
   --random-full-size  the full-size nanoVLM v0.1 model (222M) with random weights instead of the

@@ -15,6 +15,8 @@ import type { Logger, RegistryLike } from '../types.ts';
 import { readSafetensors, type LoadedTensor } from '../weights/safetensors.ts';
 import { loadCheckpoint } from '../weights/checkpoint.ts';
 import { loadPluginFlags } from '../registry.ts';
+import { toHost } from '../host.ts';
+import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
 import type { VisionLanguageModel } from '../model/vlm.ts';
 
 export interface CompareRow {
@@ -88,14 +90,14 @@ function need(file: string, m: Map<string, LoadedTensor>, name: string): LoadedT
 }
 
 /** Greedy decoding as nanoVLM v0.1 generate() with argmax: full recompute (or KV cache), no stop at eos. */
-export function greedyTokens(
+export async function greedyTokens(
   model: VisionLanguageModel,
   inputIds: tf.Tensor2D,
   images: tf.Tensor4D,
   attentionMask: tf.Tensor2D | null,
   steps: number,
   useCache: boolean,
-): number[][] {
+): Promise<number[][]> {
   const B = inputIds.shape[0];
   const out: number[][] = Array.from({ length: B }, () => []);
   const dec = model.decoder;
@@ -113,7 +115,7 @@ export function greedyTokens(
         const last = h.slice([0, h.shape[1] - 1, 0], [-1, 1, -1]) as tf.Tensor3D; // [B, 1, C]
         return tf.argMax(dec.head(last).reshape([B, -1]), 1); // [B]
       });
-      Array.from(next.dataSync()).forEach((id, b) => out[b].push(id));
+      Array.from(await next.data()).forEach((id, b) => out[b].push(id));
       const nextEmbd = tf.tidy(() => dec.embed(next.reshape([B, 1]) as tf.Tensor2D)); // [B, 1, C]
       next.dispose();
       if (useCache) {
@@ -125,7 +127,9 @@ export function greedyTokens(
         full = pending = grown;
       }
       if (mask) {
-        const m2 = tf.tidy(() => tf.concat([mask!, tf.ones([B, 1])], 1)) as tf.Tensor2D;
+        const m = mask;
+        const m2 = tf.tidy(() => tf.concat([m, tf.ones([B, 1])], 1)) as tf.Tensor2D;
+        await toHost(m2); // a decoder may read it on the host (skip_padding positions)
         mask.dispose();
         mask = m2;
       }
@@ -182,6 +186,7 @@ async function compareModel(
   const attentionMask = maskT ? (toTensor(maskT, 'int32') as tf.Tensor2D) : null;
   const targets = inputs.get('targets') ? (toTensor(inputs.get('targets')!, 'int32') as tf.Tensor2D) : null;
   const maskHost = maskT ? asNumbers(maskT) : null;
+  await toHost(attentionMask, targets); // read on the host by the loss and the mask (GPU backends: core/host.ts)
   const [B, T] = inputIds.shape;
   const Ni = model.numImageTokens;
   const textValid = (b: number, t: number) => !maskHost || maskHost[b * T + t] !== 0;
@@ -262,7 +267,7 @@ async function compareModel(
         const cacheComparable = !(Ni + T + steps - 1 > maxPos);
         if (!cacheComparable) opts.log?.info(`greedy_tokens: ${Ni + T + steps - 1} positions exceed lm_max_position_embeddings ${maxPos}; the KV-cache run is not compared`);
         for (const useCache of cacheComparable ? [false, true] : [false]) {
-          const got = greedyTokens(model, inputIds, images, attentionMask, steps, useCache).flat();
+          const got = (await greedyTokens(model, inputIds, images, attentionMask, steps, useCache)).flat();
           const diff = got.filter((x, i) => x !== want[i]).length;
           rows.push(row(useCache ? `${name} (kv cache)` : name, exp.shape, { relL2: diff / got.length, maxAbs: diff }, diff === 0, diff === 0 ? 'exact' : `${diff} tokens differ: got ${got.join(' ')}`));
         }
@@ -461,13 +466,15 @@ async function compareBackbones(opts: CompareOptions, rel: (r: number) => number
 // ---- CLI -----------------------------------------------------------------------------------------
 
 export const USAGE = `Usage: vlm compare --model <checkpoint folder> --inputs <inputs.safetensors> --expected <expected.safetensors>
-                   [--backbones <hf-backbones folder>] [--rtol <r>]
+                   [--backbones <hf-backbones folder>] [--rtol <r>] [--backend <b>]
 
   Runs the checkpoint on the inputs and compares every tensor the expected file names with the
   tolerances of the nanoVLM fixture README (forward relL2 <= 1e-5 and maxAbs <= 1e-4, gradients relL2 <= 1e-4
   and maxAbs <= 5e-5, loss abs <= 1e-5, cos/sin abs <= 1e-6, greedy tokens exact).
   --rtol overrides the relative-L2 bound of forward tensors and gradients. Exit code 1 if any row fails.
-  --plugins <file|pkg> loads a plugin module the checkpoint needs (repeatable; recorded ones load without it).`;
+  --plugins <file|pkg> loads a plugin module the checkpoint needs (repeatable; recorded ones load without it).
+  --backend auto | webgpu | tensorflow | wasm | cpu: the backend to check (default: the embedded wasm
+  backend); \`--backend webgpu\` checks the GPU path at the same tolerances.`;
 
 export function formatTable(rows: CompareRow[]): string {
   const fmt = (x: number) => (Number.isNaN(x) ? '-' : x.toExponential(2));
@@ -491,6 +498,7 @@ export async function main(argv: string[], env: { registry: RegistryLike; stdout
         backbones: { type: 'string' },
         rtol: { type: 'string' },
         plugins: { type: 'string', multiple: true },
+        backend: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -509,6 +517,10 @@ export async function main(argv: string[], env: { registry: RegistryLike; stdout
     if (!(rtol > 0)) throw new UserError(`--rtol ${args.rtol}: expected a positive number`);
   }
   await loadPluginFlags(env.registry, args.plugins);
+  if (args.backend !== undefined) {
+    if (!BACKEND_CHOICES.includes(args.backend as BackendChoice)) throw new UserError(`--backend ${args.backend}: expected one of ${BACKEND_CHOICES.join(', ')}`);
+    await initRuntime(args.backend as BackendChoice, { log: (l) => out.write(l + '\n') });
+  }
   const rows = await compareFixture({ model: args.model, inputs: args.inputs, expected: args.expected, backbones: args.backbones, rtol, registry: env.registry, log: env.log });
   out.write(formatTable(rows) + '\n');
   const failed = rows.filter((r) => !r.pass);

@@ -12,7 +12,7 @@ import { checkPromptBatch, generateBatch, NANOVLM_HEAD_SAMPLING, preparePrompts,
 import { vqaPrompt } from '../data/prompt.ts';
 import { BadSampleError } from '../data/image.ts';
 import type { CommandEnv } from '../cli.ts';
-import { initRuntime, type BackendChoice } from '../runtime.ts';
+import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
 import { loadPluginFlags } from '../registry.ts';
 
 export const USAGE = `Usage: vlm generate --model <run dir | model folder | owner/name[@rev]> --image <file> [options]
@@ -31,7 +31,7 @@ export const USAGE = `Usage: vlm generate --model <run dir | model folder | owne
   --seed <s>               sampling seed; generation i uses s + i (default 0)
   --no-stop                do not stop at eos (nanoVLM v0.1 behaviour)
   --no-cache               full recompute each step instead of the KV cache
-  --backend <b>            auto | tensorflow | wasm | cpu (default auto)
+  --backend <b>            auto | webgpu | tensorflow | wasm | cpu (default auto)
   --plugins <file|pkg>     a plugin module the model needs (repeatable); the ones recorded in the model
                            folder's nanovlm-ts.json are loaded without it`;
 
@@ -107,8 +107,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     stopAtEos: !args['no-stop'],
   };
 
-  const backends = ['auto', 'tensorflow', 'wasm', 'cpu'];
-  if (!backends.includes(args.backend!)) throw new UserError(`--backend ${args.backend}: expected one of ${backends.join(', ')}`);
+  if (!BACKEND_CHOICES.includes(args.backend as BackendChoice)) throw new UserError(`--backend ${args.backend}: expected one of ${BACKEND_CHOICES.join(', ')}`);
   await initRuntime(args.backend as BackendChoice, { log: env.log?.debug });
   await loadPluginFlags(env.registry, args.plugins);
   const { model, tokenizer, imageProcessor, folder } = await loadModel(args.model, { registry: env.registry, log: env.log });
@@ -135,7 +134,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         printed = text;
       };
       const decode = () => tokenizer.decode(tokens, { skipSpecialTokens: true }).replace(/\n/g, ' ');
-      generateBatch(model, batch, {
+      await generateBatch(model, batch, {
         ...base,
         eosTokenId: tokenizer.eosTokenId,
         seed: seed + i,

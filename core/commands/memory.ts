@@ -38,7 +38,7 @@ export const HELP = `Usage: vlm memory <recipe.yaml> [options]
   --png <file>          plot (default memory-<recipe name>.png)
   --json <file>         write the rows as JSON
   --limit-mib <n>       treat a peak RSS above n MiB as out of memory (a memory budget)
-  --backend <name>      auto | wasm | cpu | tensorflow (default: the recipe's runtime.backend)
+  --backend <name>      auto | webgpu | wasm | cpu | tensorflow (default: the recipe's runtime.backend)
   --threads <n>         wasm threads (default: the recipe's runtime.threads, else 1)
   --random-full-size    the full-size nanoVLM v0.1 model (222M) with random weights instead of the
                         recipe's vision encoder, projector and decoder: nothing is downloaded

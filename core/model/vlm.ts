@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Decoder, Projector, VisionEncoder } from '../types.ts';
 import { crossEntropyIgnore } from '../ops.ts';
+import { hostValues } from '../host.ts';
 import { toVLMConfig } from './config.ts';
 import { variableGradsLean } from '../train/grads.ts';
 
@@ -65,7 +66,14 @@ export class VisionLanguageModel {
 
   /** [B, Ni] of ones + attention mask [B, T] -> [B, Ni + T] (float32) */
   fullMask(attentionMask: tf.Tensor2D, batchSize: number): tf.Tensor2D {
-    return tf.concat([tf.ones([batchSize, this.numImageTokens]), attentionMask.toFloat()], 1) as tf.Tensor2D;
+    // built on the host from the text mask's host copy (core/host.ts), so that a decoder reading it
+    // on the host (skip_padding positions) can, on GPU backends too
+    const m = hostValues(attentionMask, 'attention mask');
+    const T = attentionMask.shape[1];
+    const Ni = this.numImageTokens;
+    const full = new Float32Array(batchSize * (Ni + T)).fill(1); // [B, Ni + T]
+    for (let b = 0; b < batchSize; b++) for (let t = 0; t < T; t++) full[b * (Ni + T) + Ni + t] = m[b * T + t];
+    return tf.tensor2d(full, [batchSize, Ni + T]);
   }
 
   /** Decoder hidden states over [image ; text] after the final norm: [B, Ni + T, C]. */
@@ -130,7 +138,7 @@ export class VisionLanguageModel {
    */
   private trainingLoss(batch: TrainBatch, checkpoint = false): tf.Scalar {
     const [B, T] = batch.targets.shape;
-    const targets = batch.targets.dataSync();
+    const targets = hostValues(batch.targets, 'targets'); // GPU backends: the caller awaited toHost(batch.targets)
     const rows: number[] = [];
     for (let i = 0; i < B * T; i++) if (targets[i] !== -100) rows.push(i);
     if (rows.length === 0) {

@@ -316,14 +316,14 @@ export class ModelHost {
     });
     try {
       for (;;) {
-        const r = steps.next();
+        const r = await steps.next();
         if (!r.done) flush(false);
         if (r.done || stopped) break;
         await new Promise((resolveTick) => setImmediate(resolveTick)); // let the socket flush and 'close' arrive
         if (gone()) break;
       }
     } finally {
-      steps.return([]); // frees the cache when stopped early (a no-op after the end)
+      await steps.return([]); // frees the cache when stopped early (a no-op after the end)
       tf.dispose([inputs.inputIds, inputs.attentionMask, inputs.images]);
     }
     if (gone()) {

@@ -23,6 +23,7 @@ import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/confi
 import { openSafetensors } from '../../core/weights/safetensors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
+import { hostValues } from '../../core/host.ts';
 
 export interface LlamaConfig {
   hidden_dim: number;
@@ -372,7 +373,7 @@ export class LlamaDecoder implements Decoder {
    * reassigned (a training step gives a variable a new dataId); disposed with the model. Costs one
    * extra copy of the block and head weights.
    */
-  private generation: { sources: object[]; blocks: GenerationWeights[]; headT: tf.Tensor2D; norms: { norm1: Float32Array; norm2: Float32Array }[]; normF: Float32Array } | null = null;
+  private generation: { sources: object[]; blocks: GenerationWeights[]; headT: tf.Tensor2D; host?: { norms: { norm1: Float32Array; norm2: Float32Array }[]; normF: Float32Array } } | null = null;
 
   constructor(cfg: LlamaConfig, rng: Rng) {
     this.cfg = cfg;
@@ -415,7 +416,7 @@ export class LlamaDecoder implements Decoder {
     // position ids past..past+T-1 (nanoVLM: no cumsum over the mask, left padding takes positions
     // too), or per row over the kept positions only (position_ids: skip_padding; this reads the
     // [B, Ttot] mask on the host, as the RoPE tables are host-built: one small read per forward)
-    const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(opts.mask.dataSync() as Float32Array | Int32Array, B, Ttot, past) : null;
+    const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(hostValues(opts.mask, 'decoder mask') as Float32Array | Int32Array, B, Ttot, past) : null;
     const rope = rowPositions ? ropeCosSin(this.cfg, rowPositions) : ropeCosSin(this.cfg, Array.from({ length: T }, (_, i) => past + i));
     const ropeRows = rowPositions ? B : 1; // cos, sin [ropeRows, 1, T, hd]
     const linears = cache ? this.generationLinears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows, checkpoint);
@@ -519,11 +520,18 @@ export class LlamaDecoder implements Decoder {
       }),
     );
     const headT = tf.tidy(() => tf.keep(this.headWeight().transpose() as tf.Tensor2D)); // [C, V]
-    // host copies of the RMSNorm weights (decodeNext normalises on the host)
+    this.generation = { sources, blocks, headT };
+    return this.generation;
+  }
+
+  /** Host copies of the RMSNorm weights (decodeNext normalises on the host; host backends only: dataSync). */
+  private hostNorms(): NonNullable<NonNullable<LlamaDecoder['generation']>['host']> {
+    const gw = this.generationWeights();
+    if (gw.host) return gw.host;
     const host = (name: string) => Float32Array.from(this.p(name).dataSync() as Float32Array);
     const norms = Array.from({ length: this.cfg.n_blocks }, (_, i) => ({ norm1: host(`blocks.${i}.norm1.weight`), norm2: host(`blocks.${i}.norm2.weight`) }));
-    this.generation = { sources, blocks, headT, norms, normF: host('norm.weight') };
-    return this.generation;
+    gw.host = { norms, normF: host('norm.weight') };
+    return gw.host;
   }
 
   private disposeGenerationWeights(): void {
@@ -577,6 +585,7 @@ export class LlamaDecoder implements Decoder {
     if (cache.batchSize !== B) throw new Error(`decodeNext: ${B} ids for a cache of batch ${cache.batchSize}`);
     if (mask && mask.length !== B * L) throw new Error(`decodeNext: mask of ${mask.length} values, expected [${B}, ${L}]`);
     const gw = this.generationWeights();
+    const hn = this.hostNorms();
     // RoPE of the new position: pos for every row (nanoVLM), or per row the count of kept
     // positions before it (position_ids: skip_padding)
     const rowPos = this.cfg.position_ids === 'skip_padding' && mask ? keptPositions(mask, B, L, pos) : null;
@@ -604,7 +613,7 @@ export class LlamaDecoder implements Decoder {
     for (let i = 0; i < this.cfg.n_blocks; i++) {
       const w = gw.blocks[i];
       const kv = cache.hostKV(i, L, Hkv, hd);
-      const qkv = product(norm(x, gw.norms[i].norm1), w.qkv); // [B, W]
+      const qkv = product(norm(x, hn.norms[i].norm1), w.qkv); // [B, W]
       for (let b = 0; b < B; b++) {
         const row = b * W;
         // the new k (after RoPE) and v of every kv head into the cache at `pos`
@@ -621,13 +630,13 @@ export class LlamaDecoder implements Decoder {
       }
       const o = product(y, w.out); // [B, C]
       for (let e = 0; e < B * C; e++) x[e] += o[e];
-      const gu = product(norm(x, gw.norms[i].norm2), w.gateUp); // [B, 2 I]: [gate | up]
+      const gu = product(norm(x, hn.norms[i].norm2), w.gateUp); // [B, 2 I]: [gate | up]
       hostSwiGLU(gu, B, I, m);
       const d = product(m, w.down); // [B, C]
       for (let e = 0; e < B * C; e++) x[e] += d[e];
     }
     cache.length = L;
-    return product(norm(x, gw.normF), gw.headT); // [B, V]
+    return product(norm(x, hn.normF), gw.headT); // [B, V]
   }
 
   nanovlmConfig(): Record<string, unknown> {

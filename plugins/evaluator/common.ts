@@ -122,7 +122,7 @@ export async function answerAll(
       attentionMask.fill(1, b * T + T - o.ids.length, (b + 1) * T);
       images.set(o.pixels, b * 3 * S * S);
     });
-    const tokens = generateBatch(
+    const tokens = await generateBatch(
       model,
       { inputIds, attentionMask, images, batchSize: B, seqLen: T, imageSize: S },
       { eosTokenId: tokenizer.eosTokenId, ...opts.generate },

@@ -37,7 +37,7 @@ function ints(t: { data: ArrayLike<number | bigint>; shape: number[] }): number[
 }
 
 /** generate for the rows `rows` of the fixture batch (B = rows.length); not inside a tf.tidy, so leaks show */
-function run(rows: number[], opts: GenerateOptions, withMask = true): number[][] {
+async function run(rows: number[], opts: GenerateOptions, withMask = true): Promise<number[][]> {
   const px = 3 * S * S;
   const inputIds = tf.tensor2d(rows.map((r) => ids[r]), undefined, 'int32');
   const attentionMask = withMask ? tf.tensor2d(rows.map((r) => mask[r]), undefined, 'int32') : null;
@@ -45,7 +45,7 @@ function run(rows: number[], opts: GenerateOptions, withMask = true): number[][]
   rows.forEach((r, i) => img.set(images.subarray(r * px, (r + 1) * px), i * px));
   const imgs = tf.tensor4d(img, [rows.length, 3, S, S]);
   try {
-    return generate(model, { inputIds, attentionMask, images: imgs }, opts);
+    return await generate(model, { inputIds, attentionMask, images: imgs }, opts);
   } finally {
     tf.dispose([inputIds, imgs, ...(attentionMask ? [attentionMask] : [])]);
   }
@@ -67,39 +67,39 @@ before(async () => {
 });
 after(() => model?.dispose());
 
-test('greedy with the KV cache equals nanoVLM greedy_tokens', skip, () => {
-  assert.deepEqual(run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false }), expected);
+test('greedy with the KV cache equals nanoVLM greedy_tokens', skip, async () => {
+  assert.deepEqual(await run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false }), expected);
 });
 
-test('greedy with full recompute (useCache: false, nanoVLM v0.1) equals greedy_tokens', skip, () => {
-  assert.deepEqual(run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false, useCache: false }), expected);
+test('greedy with full recompute (useCache: false, nanoVLM v0.1) equals greedy_tokens', skip, async () => {
+  assert.deepEqual(await run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false, useCache: false }), expected);
 });
 
-test('cache and no-cache agree on longer outputs', skip, () => {
-  const a = run(ALL, { greedy: true, maxNewTokens: 2 * N, stopAtEos: false });
-  const b = run(ALL, { greedy: true, maxNewTokens: 2 * N, stopAtEos: false, useCache: false });
+test('cache and no-cache agree on longer outputs', skip, async () => {
+  const a = await run(ALL, { greedy: true, maxNewTokens: 2 * N, stopAtEos: false });
+  const b = await run(ALL, { greedy: true, maxNewTokens: 2 * N, stopAtEos: false, useCache: false });
   assert.deepEqual(a, b);
   assert.deepEqual(a.map((r) => r.slice(0, N)), expected);
 });
 
-test('batched left-padded generation equals per-sample generation', skip, () => {
-  const batched = run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false });
-  for (const r of ALL) assert.deepEqual(run([r], { greedy: true, maxNewTokens: N, stopAtEos: false }), [batched[r]], `row ${r}`);
+test('batched left-padded generation equals per-sample generation', skip, async () => {
+  const batched = await run(ALL, { greedy: true, maxNewTokens: N, stopAtEos: false });
+  for (const r of ALL) assert.deepEqual(await run([r], { greedy: true, maxNewTokens: N, stopAtEos: false }), [batched[r]], `row ${r}`);
   // a row without padding: without any mask it is the same again
   for (const r of ALL.filter((r) => mask[r].every((m) => m === 1))) {
-    assert.deepEqual(run([r], { greedy: true, maxNewTokens: N, stopAtEos: false }, false), [batched[r]], `row ${r} unmasked`);
+    assert.deepEqual(await run([r], { greedy: true, maxNewTokens: N, stopAtEos: false }, false), [batched[r]], `row ${r} unmasked`);
   }
   // another batch composition
   const reversed = [...ALL].reverse();
-  assert.deepEqual(run(reversed, { greedy: true, maxNewTokens: N, stopAtEos: false }), reversed.map((r) => batched[r]));
+  assert.deepEqual(await run(reversed, { greedy: true, maxNewTokens: N, stopAtEos: false }), reversed.map((r) => batched[r]));
 });
 
-test('eos stops one row; the other rows are unchanged', skip, () => {
+test('eos stops one row; the other rows are unchanged', skip, async () => {
   // pretend the last greedy token of row 0 is eos: every row stops at its first occurrence of it
   const eos = expected[0][N - 1];
   const cut = (row: number[]) => (row.includes(eos) ? row.slice(0, row.indexOf(eos)) : row);
   const seen: [number, number, number][] = [];
-  const out = run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, onToken: (row, tok, step) => seen.push([row, tok, step]) });
+  const out = await run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, onToken: (row, tok, step) => seen.push([row, tok, step]) });
   assert.deepEqual(out, expected.map(cut));
   // streamed: every row's tokens in order, its eos included, then nothing more for that row
   for (const r of ALL) {
@@ -107,36 +107,36 @@ test('eos stops one row; the other rows are unchanged', skip, () => {
     assert.deepEqual(seen.filter(([row]) => row === r).map(([, t, step]) => [t, step]), expected[r].slice(0, upto).map((t, step) => [t, step]));
   }
   // nanoVLM's behaviour without stopping
-  assert.deepEqual(run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, stopAtEos: false }), expected);
+  assert.deepEqual(await run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, stopAtEos: false }), expected);
   // when every row has stopped, generation ends early
-  assert.deepEqual(run([0], { greedy: true, maxNewTokens: 50, eosTokenId: expected[0][0] }), [[]]);
+  assert.deepEqual(await run([0], { greedy: true, maxNewTokens: 50, eosTokenId: expected[0][0] }), [[]]);
 });
 
-test('seeded sampling is reproducible; top-k = 1 and a tiny top-p equal greedy', skip, () => {
+test('seeded sampling is reproducible; top-k = 1 and a tiny top-p equal greedy', skip, async () => {
   const opts = { temperature: 1.5, maxNewTokens: 8, stopAtEos: false, seed: 11 };
-  const a = run(ALL, opts);
-  assert.deepEqual(run(ALL, opts), a);
-  assert.deepEqual(run(ALL, { ...opts, useCache: false }), a);
-  assert.notDeepEqual(run(ALL, { ...opts, seed: 12 }), a);
-  assert.deepEqual(run(ALL, { temperature: 2, topK: 1, maxNewTokens: N, stopAtEos: false, seed: 3 }), expected);
-  assert.deepEqual(run(ALL, { temperature: 1, topP: 1e-9, maxNewTokens: N, stopAtEos: false, seed: 4 }), expected);
+  const a = await run(ALL, opts);
+  assert.deepEqual(await run(ALL, opts), a);
+  assert.deepEqual(await run(ALL, { ...opts, useCache: false }), a);
+  assert.notDeepEqual(await run(ALL, { ...opts, seed: 12 }), a);
+  assert.deepEqual(await run(ALL, { temperature: 2, topK: 1, maxNewTokens: N, stopAtEos: false, seed: 3 }), expected);
+  assert.deepEqual(await run(ALL, { temperature: 1, topP: 1e-9, maxNewTokens: N, stopAtEos: false, seed: 4 }), expected);
 });
 
-test('no tensor is leaked: the live tensor count is the same before and after', skip, () => {
-  run(ALL, { greedy: true, maxNewTokens: 2 }); // warm-up (lazily created kernels/constants)
+test('no tensor is leaked: the live tensor count is the same before and after', skip, async () => {
+  await run(ALL, { greedy: true, maxNewTokens: 2 }); // warm-up (lazily created kernels/constants)
   for (const useCache of [true, false]) {
     const before = tf.memory().numTensors;
-    for (let i = 0; i < 3; i++) run(ALL, { greedy: true, maxNewTokens: 8, useCache, stopAtEos: false });
+    for (let i = 0; i < 3; i++) await run(ALL, { greedy: true, maxNewTokens: 8, useCache, stopAtEos: false });
     assert.equal(tf.memory().numTensors, before, `useCache ${useCache}`);
   }
 });
 
-test('a prompt batch that does not fit the model is a UserError (foreign tokenizer, wrong image size)', skip, () => {
+test('a prompt batch that does not fit the model is a UserError (foreign tokenizer, wrong image size)', skip, async () => {
   const V = model.decoder.vocabSize;
   const S0 = model.imageSize;
   const batch = { inputIds: Int32Array.from([1, 2, V + 100]), attentionMask: Int32Array.from([1, 1, 1]), images: new Float32Array(3 * S0 * S0), batchSize: 1, seqLen: 3, imageSize: S0 };
   assert.throws(() => checkPromptBatch(model, batch), (e: unknown) => e instanceof UserError && e.message.includes(`token id ${V + 100}, outside the model's vocabulary of ${V}`));
-  assert.throws(() => generateBatch(model, batch), UserError);
+  await assert.rejects(generateBatch(model, batch), UserError);
   const half = S0 / 2;
   const small = { ...batch, inputIds: Int32Array.from([1, 2, 3]), images: new Float32Array(3 * half * half), imageSize: half };
   assert.throws(() => checkPromptBatch(model, small), (e: unknown) => e instanceof UserError && e.message.includes(`${half}px`));

@@ -132,7 +132,7 @@ test('padding: max_length left-pads every prompt to max_length - 2 (a one-token 
       inputIds.set(ids, T - ids.length);
       const attentionMask = new Int32Array(T).fill(1, T - ids.length);
       const images = await imageProcessor.process(s.image, s.id);
-      const [out] = generateBatch(model, { inputIds, attentionMask, images, batchSize: 1, seqLen: T, imageSize: imageProcessor.size }, { eosTokenId: tokenizer.eosTokenId, ...opts.generate });
+      const [out] = await generateBatch(model, { inputIds, attentionMask, images, batchSize: 1, seqLen: T, imageSize: imageProcessor.size }, { eosTokenId: tokenizer.eosTokenId, ...opts.generate });
       assert.equal(padded.answered[i].output, tokenizer.decode(out, { skipSpecialTokens: true }));
     }
     // the evaluators take the option

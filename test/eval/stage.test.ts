@@ -203,7 +203,7 @@ test('library API (core/index.ts): createRegistry + loadModel + generateText on 
       const texts = await lib.generateText(model, tokenizer, imageProcessor, items, { maxNewTokens: 5, stopAtEos: false });
       // the same as token-level generation on the prepared batch, decoded
       const batch = await lib.preparePrompts(tokenizer, imageProcessor, items);
-      const tokens = lib.generateBatch(model, batch, { maxNewTokens: 5, stopAtEos: false });
+      const tokens = await lib.generateBatch(model, batch, { maxNewTokens: 5, stopAtEos: false });
       assert.deepEqual(texts, tokens.map((t) => tokenizer.decode(t, { skipSpecialTokens: true })));
       assert.equal(tokens[0].length, 5);
     } finally {
