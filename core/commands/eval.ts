@@ -30,6 +30,7 @@ export const USAGE = `Usage: vlm eval --model <run dir | model folder | owner/na
                         a failed evaluation removes the directory it created
   --plugins <file|pkg>  a plugin module the model or the recipe needs (repeatable); the ones recorded in the
                         model folder's nanovlm-ts.json are loaded without it
+  --backend <b>         auto | webgpu | tensorflow | wasm | cpu: shorthand for runtime.backend=<b>
   --debug               stack traces and debug lines
 
 Exit code 0 when the evaluation ran, 1 on a usage, recipe, model or data error, 130 when interrupted.`;
@@ -44,6 +45,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         model: { type: 'string' },
         out: { type: 'string' },
         plugins: { type: 'string', multiple: true },
+        backend: { type: 'string' },
         force: { type: 'boolean' },
         debug: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -63,6 +65,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     });
   }
   const overrides = positionals.filter(isOverride);
+  if (values.backend !== undefined) overrides.push(`runtime.backend=${values.backend}`); // validated by the recipe schema
   const rest = positionals.filter((p) => !isOverride(p));
   if (rest.length > 1) throw new UserError(`vlm eval: one recipe at a time (got ${rest.join(', ')})`, { hint: USAGE });
 

@@ -26,6 +26,7 @@ export const USAGE = `Usage: vlm run [recipe.yaml] [key.path=value ...] [options
   --resume <run dir>    continue an interrupted run from its latest checkpoint
   --force               reuse an existing run directory / resume with a changed recipe
   --dry-run             run, but publishers do not upload
+  --backend <b>         auto | webgpu | tensorflow | wasm | cpu: shorthand for runtime.backend=<b>
   --debug               stack traces and debug lines
   --serve               live dashboard of this run while it trains (vlm serve <run dir>; stops with the run)
   --port <n> --host <h> where --serve listens (default 8080, 127.0.0.1)`;
@@ -39,6 +40,7 @@ export function parseRunArgs(argv: string[]) {
       resume: { type: 'string' },
       force: { type: 'boolean' },
       'dry-run': { type: 'boolean' },
+      backend: { type: 'string' },
       debug: { type: 'boolean' },
       serve: { type: 'boolean' },
       port: { type: 'string', default: '8080' },
@@ -47,6 +49,7 @@ export function parseRunArgs(argv: string[]) {
     },
   });
   const overrides = positionals.filter(isOverride);
+  if (values.backend !== undefined) overrides.push(`runtime.backend=${values.backend}`); // validated by the recipe schema
   const rest = positionals.filter((p) => !isOverride(p));
   if (rest.length > 1) throw new UserError(`one recipe at a time (got ${rest.join(', ')})`, { hint: 'overrides are written key.path=value' });
   let recipe = rest[0];

@@ -11,6 +11,7 @@
 // token itself get none, as in PyTorch, where the assignment overwrites them).
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
+import { hostValues } from '../host.ts';
 
 /** Flat indices into [token rows (B*T) ; image rows (N*L)] for each position of [B, T]. */
 export function placeholderIndex(ids: ArrayLike<number>, imageTokenId: number, imageRows: number): Int32Array {
@@ -30,7 +31,7 @@ export function placeholderIndex(ids: ArrayLike<number>, imageTokenId: number, i
 export function replaceImageTokens(tokenEmbd: tf.Tensor3D, inputIds: tf.Tensor2D, imageEmbd: tf.Tensor3D | null, imageTokenId: number): tf.Tensor3D {
   const [B, T, C] = tokenEmbd.shape;
   const rows = imageEmbd ? imageEmbd.shape[0] * imageEmbd.shape[1] : 0;
-  const idx = placeholderIndex(inputIds.dataSync() as Int32Array, imageTokenId, rows); // host: ids are small
+  const idx = placeholderIndex(hostValues(inputIds, 'input ids') as Int32Array, imageTokenId, rows); // host: ids are small (GPU backends: toHost first, core/host.ts)
   if (!imageEmbd) return tokenEmbd.clone();
   return tf.tidy(() => {
     const table = tf.concat([tokenEmbd.reshape([B * T, C]), imageEmbd.reshape([rows, C])], 0); // [B*T + N*L, C]

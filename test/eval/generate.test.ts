@@ -143,9 +143,9 @@ test('a prompt batch that does not fit the model is a UserError (foreign tokeniz
   assert.doesNotThrow(() => checkPromptBatch(model, { ...batch, inputIds: Int32Array.from([1, 2, V - 1]) }));
 });
 
-test("padAfterEos: every token after a row's first eos is eos (nanoVLM HEAD's generate), nothing else changes", skip, () => {
+test("padAfterEos: every token after a row's first eos is eos (nanoVLM HEAD's generate), nothing else changes", skip, async () => {
   const eos = expected[0][1];
-  const out = run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, stopAtEos: false, padAfterEos: true });
+  const out = await run(ALL, { greedy: true, maxNewTokens: N, eosTokenId: eos, stopAtEos: false, padAfterEos: true });
   const pad = (row: number[]) => row.map((t, i) => (row.slice(0, i).includes(eos) ? eos : t));
   assert.deepEqual(out, expected.map(pad));
   assert.ok(out[0].slice(2).every((t) => t === eos) && expected[0].slice(2).some((t) => t !== eos), 'row 0 is padded');
