@@ -99,6 +99,14 @@ export async function buildDatasets(recipe: Record<string, any>, registry: Regis
           role,
         }),
       );
+      // the name keys the metrics (<evaluator>/<name>/<metric>): two alike would overwrite each other
+      const first = out[role].findIndex((d) => d.name === out[role][i].name);
+      if (first < i) {
+        throw new UserError(`data.${role}[${first}] and data.${role}[${i}] are both named "${out[role][i].name}"`, {
+          where: { yamlPath: `data.${role}[${i}].name` },
+          hint: `give one of them another name: (e.g. name: ${out[role][i].name}-2); metric keys are <evaluator>/<name>/<metric>`,
+        });
+      }
     }
   }
   return out;

@@ -1,6 +1,8 @@
 // The stage pipeline: the recipe's `stages` (stage plugins, by name) run in order under listr2,
 // one live line per stage (each stage's `report(line)` updates it). The interactive renderer on
-// a terminal; a plain line-by-line renderer when output is not a TTY or CI=true (logs, CI).
+// a terminal; a plain line-by-line renderer when output is not a TTY or CI=true (logs, CI). Plain
+// output prints each line once: the log lines as they come, and of the live line only the stage's
+// last report (its summary), unless that was logged already — not the once-a-second progress.
 import { Listr } from 'listr2';
 import type { Run } from './run.ts';
 import type { Stage } from './types.ts';
@@ -24,18 +26,27 @@ export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
         // on a terminal, log lines during a stage go to its live line and are printed again
         // once the stages are done (so e.g. the eval table stays on screen)
         const consoleWrite = run.console.write;
+        const logged = new Set<string>();
+        let last: string | undefined;
         if (!plain) {
           run.console.write = (line) => {
             task.output = line;
             deferred.push(line);
           };
+        } else {
+          run.console.write = (line) => {
+            logged.add(line);
+            consoleWrite(line);
+          };
         }
         try {
           await stage.run(ctx, (line) => {
-            task.output = line;
+            if (plain) last = line;
+            else task.output = line;
           });
         } finally {
           run.console.write = consoleWrite;
+          if (plain && last !== undefined && !logged.has(last)) task.output = last;
         }
         ctx.facts[`stage_${stage.title}_seconds`] = Math.round((Date.now() - started) / 100) / 10;
         if (ctx.signal.aborted) throw ctx.signal.reason;

@@ -150,6 +150,8 @@ export function imageBytes(v: unknown): Uint8Array {
 
 export interface ParquetDatasetOptions {
   name: string;
+  /** keys the per-epoch order (default: name); stays the same when the user renames the dataset */
+  orderKey?: string;
   /** files in order; `stream` groups them (e.g. one per subset) for mixing */
   files: { pf: ParquetFile; stream: number }[];
   columns: string[];
@@ -234,7 +236,7 @@ export class ParquetDataset implements Dataset {
   private streamOrder(stream: number, epoch: number): Unit[] {
     const units = this.units[stream];
     if (!this.o.shuffle) return units;
-    const rand = mulberry32(mixSeed(this.o.orderSeed, hashString(this.name), epoch, stream));
+    const rand = mulberry32(mixSeed(this.o.orderSeed, hashString(this.o.orderKey ?? this.name), epoch, stream));
     const order = units.map((u) => ({ ...u, rows: u.rows.slice() }));
     shuffleInPlace(order, rand);
     for (const u of order) shuffleInPlace(u.rows, rand);
@@ -249,7 +251,7 @@ export class ParquetDataset implements Dataset {
     const label = new Uint16Array(this.count);
     let k = 0;
     sizes.forEach((n, s) => label.fill(s, k, (k += n)));
-    if (this.o.shuffle && S > 1) shuffleInPlace(label, mulberry32(mixSeed(this.o.orderSeed, hashString(this.name), epoch, 0xffff)));
+    if (this.o.shuffle && S > 1) shuffleInPlace(label, mulberry32(mixSeed(this.o.orderSeed, hashString(this.o.orderKey ?? this.name), epoch, 0xffff)));
     const skip = Math.min(opts.skip ?? 0, this.count);
     const skipPer = new Array(S).fill(0);
     for (let i = 0; i < skip; i++) skipPer[label[i]]++;

@@ -3,6 +3,7 @@
 // the FIRST image and the FIRST turn of `texts` make the sample (question = user, answer =
 // assistant); train.py's split: shuffle(seed=0), optional cut-off, the last val_ratio part is
 // validation. Read row group by row group (core/data/parquet.ts).
+import { datasetNameOption, shortName } from '../../core/data/name.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { ParquetDataset, checkLeaves, imageBytes, text, type Leaf } from '../../core/data/parquet.ts';
@@ -78,6 +79,7 @@ export default definePlugin({
     additionalProperties: false,
     properties: {
       ...LOCATION_OPTIONS,
+      name: datasetNameOption('the file or repo name, its subsets joined by +, and -val / -train when val_ratio > 0 (e.g. the_cauldron-ai2d+vqav2-train)'),
       subsets: { type: ['array', 'null'], items: { type: 'string' }, default: null, description: 'subset folders to read (the_cauldron configs, e.g. [ai2d, vqav2]); null = every .parquet file' },
       limit: { type: ['integer', 'null'], minimum: 1, default: null, description: 'use at most this many samples (nanoVLM data_cutoff_idx), taken from the seeded shuffle' },
       skip: { type: 'integer', minimum: 0, default: 0, description: 'leave out the first N samples of the seeded shuffle' },
@@ -90,7 +92,7 @@ export default definePlugin({
     },
   },
   async create(o, ctx) {
-    const opt = o as typeof o & { path: string | null; repo: string | null; subsets: string[] | null; limit: number | null };
+    const opt = o as typeof o & { path: string | null; repo: string | null; subsets: string[] | null; limit: number | null; name?: string };
     const split = o.split ?? (ctx.role === 'val' ? 'val' : 'train');
     if (split === 'val' && o.val_ratio === 0)
       throw new UserError('split: val needs val_ratio > 0 (the validation part is val_ratio of the selected samples)', { where: { yamlPath: `${ctx.yamlPath}.val_ratio` }, hint: 'set the same val_ratio (e.g. 0.01) in the train and val entries' });
@@ -98,7 +100,8 @@ export default definePlugin({
     for (const f of files) checkLeaves(f.pf, CAULDRON_LEAVES);
     const where = opt.repo ?? opt.path ?? '';
     return new ParquetDataset({
-      name: `cauldron:${where}${opt.subsets ? `[${opt.subsets.join(',')}]` : ''}${o.val_ratio > 0 ? `/${split}` : ''}`,
+      name: opt.name ?? `${shortName(where || 'cauldron')}${opt.subsets ? `-${opt.subsets.join('+')}` : ''}${o.val_ratio > 0 ? `-${split}` : ''}`,
+      orderKey: `cauldron:${where}${opt.subsets ? `[${opt.subsets.join(',')}]` : ''}${o.val_ratio > 0 ? `/${split}` : ''}`,
       files,
       columns: ['images', 'texts'],
       toSample:

@@ -1,11 +1,13 @@
 // A folder the way a user has data on disk: images plus `data.jsonl`, one JSON object per line:
 //   {"image": "a.png", "question": "What is this?", "answer": "a cat"}
-// optional: "choices": ["x", "y", ...] (multiple choice; answer = the letter), "category", "id".
+// optional: "choices": ["x", "y", ...] (multiple choice; answer = the letter, or the option's text,
+// which becomes its letter), "category", "id".
 // A line that is not a JSON object stops with a UserError naming file:line; a line with a missing
 // field or image file becomes a bad sample (skipped and counted by the loader).
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve, relative, isAbsolute } from 'node:path';
+import { datasetNameOption, shortName } from '../../core/data/name.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { hashString, mixSeed, permutation } from '../../core/data/rng.ts';
@@ -54,8 +56,9 @@ export class FolderDataset implements Dataset {
     private entries: Entry[],
     private shuffle: boolean,
     private orderSeed: number,
+    name?: string,
   ) {
-    this.name = `folder:${dir}`;
+    this.name = name ?? shortName(dir);
   }
   async size(): Promise<number> {
     return this.entries.length;
@@ -69,7 +72,12 @@ export class FolderDataset implements Dataset {
       question: typeof e.question === 'string' ? e.question : '',
       answer: typeof e.answer === 'string' ? e.answer : typeof e.answer === 'number' ? String(e.answer) : '',
     };
-    if (Array.isArray(e.choices)) s.choices = e.choices.map(String);
+    if (Array.isArray(e.choices)) {
+      s.choices = e.choices.map(String);
+      // the answer may be given as the option's text: the evaluators compare letters
+      const i = /^[A-Z]$/.test(s.answer.trim()) ? -1 : s.choices.findIndex((c) => c.trim().toLowerCase() === s.answer.trim().toLowerCase());
+      if (i >= 0) s.answer = String.fromCharCode(65 + i);
+    }
     if (typeof e.category === 'string') s.category = e.category;
     if (typeof e.image !== 'string' || !e.image) {
       s.problem = 'no "image" field';
@@ -86,7 +94,7 @@ export class FolderDataset implements Dataset {
 
   async *samples(opts: { epoch?: number; skip?: number } = {}): AsyncIterable<Sample> {
     const n = this.entries.length;
-    const order = this.shuffle ? permutation(n, mixSeed(this.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
+    const order = this.shuffle ? permutation(n, mixSeed(this.orderSeed, hashString(`folder:${this.dir}`), opts.epoch ?? 0)) : null;
     const at = (k: number) => this.entries[order ? order[k] : k];
     const pending: Promise<Sample>[] = [];
     let next = opts.skip ?? 0;
@@ -111,6 +119,7 @@ export default definePlugin({
       path: { type: 'string', description: 'the folder (relative to the recipe); image paths in the jsonl are relative to it' },
       file: { type: 'string', default: 'data.jsonl', description: 'the JSON-lines file inside the folder' },
       shuffle: { type: 'boolean', description: 'reshuffle every epoch (seeded by runtime.seed); default: true under data.train' },
+      name: datasetNameOption("the folder's name (photos for data/photos)"),
     },
   },
   create(o, ctx) {
@@ -120,6 +129,6 @@ export default definePlugin({
       throw new UserError(`no ${o.file} in ${dir}`, { where: { yamlPath: `${ctx.yamlPath}.path` }, hint: 'the folder needs a data.jsonl with one {"image", "question", "answer"} object per line' });
     const entries = parseJsonl(file, readFileSync(file, 'utf8'));
     if (!entries.length) throw new UserError(`${file} has no samples`, { where: { file } });
-    return new FolderDataset(dir, file, entries, o.shuffle ?? ctx.role === 'train', ctx.seed ?? 0);
+    return new FolderDataset(dir, file, entries, o.shuffle ?? ctx.role === 'train', ctx.seed ?? 0, o.name);
   },
 });

@@ -1,6 +1,7 @@
 // Lin-Chen/MMStar layout: index, question (options inline: "...\nOptions: A: x, B: y, ..."),
 // image struct<bytes, path>, answer letter, category, l2_category. For multiple-choice evaluation
 // (nanoVLM v0.1 MMStarDataset: prompt "Question: {q} \nAnswer only with the letter! \nAnswer:").
+import { datasetNameOption, shortName } from '../../core/data/name.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { ParquetDataset, checkLeaves, imageBytes, text, type Leaf } from '../../core/data/parquet.ts';
 import { parseOptions } from '../../core/data/prompt.ts';
@@ -39,18 +40,20 @@ export default definePlugin({
     additionalProperties: false,
     properties: {
       ...LOCATION_OPTIONS,
+      name: datasetNameOption('the file or repo name, e.g. mmstar-style for data/mmstar-style.parquet, MMStar for Lin-Chen/MMStar'),
       limit: { type: ['integer', 'null'], minimum: 1, default: null, description: 'use at most this many samples (taken from a seeded shuffle)' },
       seed: { type: 'integer', minimum: 0, default: 0, description: 'seed of the shuffle that `limit` takes its samples from' },
       shuffle: { type: 'boolean', default: false, description: 'reshuffle every epoch (evaluation reads in file order by default)' },
     },
   },
   async create(o, ctx) {
-    const opt = o as typeof o & { path: string | null; repo: string | null; limit: number | null };
+    const opt = o as typeof o & { path: string | null; repo: string | null; limit: number | null; name?: string };
     const files = await locateParquet(opt, ctx);
     for (const f of files) checkLeaves(f.pf, MMSTAR_LEAVES);
     const cols = ['index', 'question', 'image', 'answer', 'category', 'l2_category'];
     return new ParquetDataset({
-      name: `mmstar:${opt.repo ?? opt.path}`,
+      name: opt.name ?? shortName(opt.repo ?? opt.path ?? 'mmstar'),
+      orderKey: `mmstar:${opt.repo ?? opt.path}`,
       files,
       columns: cols.filter((c) => files.every((f) => f.pf.metadata.schema.some((s) => s.name === c))),
       toSample: mmstarSample,

@@ -20,6 +20,7 @@
 // the x coordinate of every shape centre is congruent to the split id modulo 3 (train 0, val 1,
 // test 2), so no image of one split can appear in another.
 import sharp from 'sharp';
+import { datasetNameOption } from '../../core/data/name.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { formatOptions } from '../../core/data/prompt.ts';
 import { hashString, mixSeed, mulberry32, permutation } from '../../core/data/rng.ts';
@@ -159,6 +160,8 @@ export function makeScene(seed: number, split: number, index: number, format: 'o
 }
 
 export interface ShapesOptions {
+  /** the `name:` option (default shapes-<split>) */
+  name?: string;
   split: 'train' | 'val' | 'test';
   count: number;
   seed: number;
@@ -185,9 +188,12 @@ function curriculumStage(stages: { tasks: Task[]; count: number }[] | undefined,
 
 export class SyntheticShapes implements Dataset {
   readonly name: string;
+  /** keys sample ids and the epoch order (unchanged by `name:`) */
+  private readonly key: string;
   private cache = new Map<number, Promise<Uint8Array>>();
   constructor(private o: ShapesOptions) {
-    this.name = `synthetic-shapes/${o.split}`;
+    this.key = `synthetic-shapes/${o.split}`;
+    this.name = o.name ?? `shapes-${o.split}`;
   }
   async size(): Promise<number> {
     return this.o.count;
@@ -210,7 +216,7 @@ export class SyntheticShapes implements Dataset {
     const q = (inline ? QUESTIONS : SHORT_QUESTIONS)[scene.task];
     const letter = String.fromCharCode(65 + scene.choices.indexOf(scene.answer));
     const sample: Sample = {
-      id: `${this.name}#${index}`,
+      id: `${this.key}#${index}`,
       image: await png,
       question: inline ? `${q}\n${formatOptions(scene.choices)}` : q,
       answer: scene.mc ? letter : scene.answer,
@@ -225,7 +231,7 @@ export class SyntheticShapes implements Dataset {
 
   async *samples(opts: { epoch?: number; skip?: number } = {}): AsyncIterable<Sample> {
     const n = this.o.count;
-    let order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.name), opts.epoch ?? 0)) : null;
+    let order = this.o.shuffle ? permutation(n, mixSeed(this.o.orderSeed, hashString(this.key), opts.epoch ?? 0)) : null;
     const stages = this.o.curriculum ?? [];
     if (order && stages.length) {
       // curriculum: each stage's samples keep their place (stage by stage, then the rest), each
@@ -282,10 +288,12 @@ export default definePlugin({
         },
       },
       mc_target: { type: 'string', enum: ['letter', 'letter-option'], default: 'letter', description: 'multiple choice: train on the letter alone (as MMStar), or on the letter and its option ("B: green"; beware: answers of different lengths leak through the left-padded positions, see docs/data.md). Evaluation always checks the letter' },
+      name: datasetNameOption('shapes-<split>, e.g. shapes-test'),
     },
   },
   create(o, ctx) {
     return new SyntheticShapes({
+      name: o.name,
       split: o.split,
       count: o.count,
       seed: o.seed,

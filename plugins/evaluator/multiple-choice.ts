@@ -20,7 +20,8 @@
 // evaluator `multiple-choice-likelihood` (docs/generation.md).
 import { definePlugin } from '../../core/plugin.ts';
 import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
-import type { Evaluator, EvalResult, Sample } from '../../core/types.ts';
+import type { Dataset, Evaluator, EvalResult, Sample } from '../../core/types.ts';
+import { UserError } from '../../core/errors.ts';
 import { answerAll, COMMON_OPTIONS, perCategory, scoreOptionsAll, padToFor, PADDING_OPTION } from './common.ts';
 
 const WORD = String.raw`[\p{L}\p{N}_]`; // Python 3 str-pattern \w
@@ -107,6 +108,24 @@ export function summariseChoices(rows: { category?: string; score: ChoiceScore }
   };
 }
 
+/** The multiple-choice rows of a dataset (those with `choices`); `without()` counts the others read so far. */
+export function choiceRows(dataset: Dataset): { dataset: Dataset; without: () => number } {
+  let without = 0;
+  return {
+    dataset: {
+      name: dataset.name,
+      size: () => dataset.size(),
+      async *samples(opts) {
+        for await (const s of dataset.samples(opts)) {
+          if (s.choices?.length || s.problem) yield s; // a bad sample is still counted as skipped
+          else without++;
+        }
+      },
+    },
+    without: () => without,
+  };
+}
+
 export default definePlugin({
   kind: 'evaluator',
   name: 'multiple-choice',
@@ -152,7 +171,10 @@ export default definePlugin({
           const breakdown = perCategory(rows.map((r) => ({ category: r.category, means: { accuracy: +r.correct }, counts: {} })));
           return { evaluator: 'multiple-choice-likelihood', dataset: dataset.name, metrics, breakdown };
         }
-        const { answered, skipped } = await answerAll(ctx, 'multiple-choice', dataset, {
+        // rows without `choices` (open questions, e.g. synthetic-shapes format: mixed) are not
+        // multiple-choice questions: skipped and counted, never scored as unparseable
+        const mc = choiceRows(dataset);
+        const { answered, skipped } = await answerAll(ctx, 'multiple-choice', mc.dataset, {
           format: mmstarPrompt,
           batchSize: options.batch_size,
           maxSamples: options.max_samples as number | null,
@@ -163,8 +185,18 @@ export default definePlugin({
           category: sample.category,
           score: scoreChoice(output, sample.answer, optionLetters(sample)),
         }));
+        if (mc.without() > 0 && rows.length === 0) {
+          throw new UserError(`dataset ${dataset.name} has no multiple-choice rows: none of the ${mc.without()} samples read has \`choices\``, {
+            where: { yamlPath: 'eval.evaluators' },
+            hint: 'give the rows choices (folder: "choices": [...] and the letter as "answer"; synthetic-shapes: format: multiple-choice), or evaluate this dataset with exact-match',
+          });
+        }
         const { metrics, breakdown } = summariseChoices(rows);
         if (skipped.length) metrics.skipped = skipped.length;
+        if (mc.without() > 0) {
+          metrics.no_choices = mc.without();
+          ctx.log.info(`multiple-choice on ${dataset.name}: ${mc.without()} samples without choices were skipped (not multiple-choice questions)`);
+        }
         return { evaluator: 'multiple-choice', dataset: dataset.name, metrics, breakdown };
       },
     };
