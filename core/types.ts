@@ -112,6 +112,8 @@ export interface Sample {
   target?: string;
   /** set by a dataset that could not fill the sample (e.g. "image file not found: a.png"): the loader skips and counts it */
   problem?: string;
+  /** the raw columns of the row, for benchmark tasks whose scoring needs more than the fields above (e.g. TextVQA's 10 answers) */
+  fields?: Record<string, unknown>;
 }
 
 export interface Dataset {
@@ -205,11 +207,41 @@ export interface EvalResult {
   metrics: Record<string, number>;
   /** optional breakdown, e.g. per category: {"fine-grained perception": {accuracy: .9, n: 360}} */
   breakdown?: Record<string, Record<string, number>>;
+  /** set by benchmark task evaluators: what lmms-eval's results layout needs (core/eval/report.ts) */
+  task?: TaskReport;
+}
+
+/** One benchmark task's run, in lmms-eval's terms (results.json: results, configs, versions, n-samples, samples). */
+export interface TaskReport {
+  /** lmms-eval's task name, e.g. "textvqa_val" */
+  name: string;
+  /** the metric a table or chart shows first, e.g. "exact_match" */
+  primary: string;
+  /** lmms-eval's "filter" part of the metric keys ("none", or e.g. "flexible-extract") */
+  filter: string;
+  /** the metrics in lmms-eval's layout, named as lmms-eval names them */
+  metrics: Record<string, number>;
+  higherIsBetter: Record<string, boolean>;
+  version: number;
+  /** the task's configuration: dataset, split, prompt, generation settings */
+  config: Record<string, unknown>;
+  nSamples: { original: number; effective: number };
+  /** per-sample logs (doc_id, target, prompt, response, scores) when asked for */
+  samples?: Record<string, unknown>[];
 }
 
 export interface Evaluator {
   readonly name: string;
-  evaluate(ctx: RunContext, dataset: Dataset): Promise<EvalResult>;
+  /**
+   * `progress(done, total)` is called as samples are answered (total null when unknown), for a
+   * progress bar with an ETA.
+   */
+  evaluate(ctx: RunContext, dataset: Dataset, progress?: (done: number, total: number | null) => void): Promise<EvalResult>;
+  /**
+   * A benchmark task brings its own data (its Hub dataset or a local copy): the eval stage runs it
+   * on this dataset instead of the recipe's data lists.
+   */
+  dataset?(ctx: RunContext): Promise<Dataset>;
 }
 
 export interface Publisher {

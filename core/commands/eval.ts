@@ -17,6 +17,8 @@ import { loadPluginFlags } from '../registry.ts';
 import { createRun, timestamp } from '../run.ts';
 import { initRuntime } from '../runtime.ts';
 import type { Stage } from '../types.ts';
+import { DEFAULT_RECIPE } from './run.ts';
+import { compareMain, TASK_OPTIONS, TASK_USAGE, taskOverrides } from '../eval/tasks-cli.ts';
 
 export const USAGE = `Usage: vlm eval --model <run dir | model folder | owner/name[@rev]> [recipe.yaml] [key.path=value ...]
 
@@ -32,6 +34,7 @@ export const USAGE = `Usage: vlm eval --model <run dir | model folder | owner/na
                         model folder's nanovlm-ts.json are loaded without it
   --backend <b>         auto | webgpu | tensorflow | wasm | cpu: shorthand for runtime.backend=<b>
   --debug               stack traces and debug lines
+${TASK_USAGE}
 
 Exit code 0 when the evaluation ran, 1 on a usage, recipe, model or data error, 130 when interrupted.`;
 
@@ -49,6 +52,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         force: { type: 'boolean' },
         debug: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        ...TASK_OPTIONS,
       },
     });
   } catch (e) {
@@ -59,12 +63,25 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     env.stdout.write(USAGE + '\n');
     return 0;
   }
+  if (values.compare) return compareMain(positionals, values.output, env);
+  if (values.output && values.out) throw new UserError('vlm eval: --output and --out are the same option: give one', { hint: USAGE });
+  if (values.output) values.out = values.output;
+  const taskOv = taskOverrides(values, env.registry);
+  // `vlm eval <model> --tasks ...`: a positional that is not a recipe (.yaml) is the model
+  if (!values.model && values.tasks) {
+    const model = positionals.find((p) => !isOverride(p) && !/\.ya?ml$/i.test(p));
+    if (model) {
+      values.model = model;
+      positionals.splice(positionals.indexOf(model), 1);
+    }
+  }
   if (!values.model) {
     throw new UserError('vlm eval: --model is missing (the model to evaluate)', {
       hint: 'vlm eval --model runs/<run> [recipe.yaml]   (vlm eval --help for every option)',
     });
   }
-  const overrides = positionals.filter(isOverride);
+  // the tasks first: the user's overrides may refine them (eval.evaluators[0].max_new_tokens=...)
+  const overrides = [...taskOv, ...positionals.filter(isOverride)];
   if (values.backend !== undefined) overrides.push(`runtime.backend=${values.backend}`); // validated by the recipe schema
   const rest = positionals.filter((p) => !isOverride(p));
   if (rest.length > 1) throw new UserError(`vlm eval: one recipe at a time (got ${rest.join(', ')})`, { hint: USAGE });
@@ -73,6 +90,8 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const folder = await resolveModelFolder(values.model);
   await loadPluginFlags(env.registry, values.plugins);
   const saved = rest[0] ? null : (savedRecipe(values.model) ?? savedRecipe(folder));
+  // benchmark tasks bring their own data: without a recipe, the default one gives the runtime settings
+  if (!rest[0] && !saved && values.tasks) rest.push(DEFAULT_RECIPE);
   if (!rest[0] && !saved) {
     throw new UserError(`vlm eval: ${values.model} carries no recipe.yaml, so there are no datasets or evaluators to use`, {
       hint: `name the recipe whose data and eval.evaluators to use: vlm eval --model ${values.model} <recipe.yaml>`,

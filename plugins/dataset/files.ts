@@ -18,7 +18,14 @@ function parquetFilesUnder(dir: string): string[] {
 }
 
 export async function locateParquet(
-  o: { path?: string | null; repo?: string | null; subsets?: string[] | null; files?: string[] | null },
+  o: {
+    path?: string | null;
+    repo?: string | null;
+    subsets?: string[] | null;
+    files?: string[] | null;
+    /** which .parquet files of a repo to use (a benchmark's split), instead of subsets / files */
+    select?: (path: string) => boolean;
+  },
   ctx: { recipeDir?: string; yamlPath: string; log?: { info(m: string): void } },
 ): Promise<{ pf: ParquetFile; stream: number }[]> {
   const subsets = o.subsets && o.subsets.length ? o.subsets : null;
@@ -29,7 +36,8 @@ export async function locateParquet(
       throw new UserError(`dataset path ${root} does not exist`, { where: { yamlPath: `${ctx.yamlPath}.path` }, hint: 'relative paths resolve against the recipe file' });
   } else if (o.repo) {
     const wanted = (p: string) =>
-      p.endsWith('.parquet') && (o.files ? o.files.includes(p) : subsets ? subsets.some((s) => p.startsWith(`${s}/`)) : true);
+      p.endsWith('.parquet') &&
+      (o.select ? o.select(p) : o.files ? o.files.includes(p) : subsets ? subsets.some((s) => p.startsWith(`${s}/`)) : true);
     root = await resolveSource(o.repo, { repoType: 'dataset', files: wanted, log: ctx.log ? (l) => ctx.log!.info(l) : undefined });
   } else {
     throw new UserError('the dataset needs `path` (a local .parquet file or folder) or `repo` (a Hub dataset repo id)', { where: { yamlPath: ctx.yamlPath } });
@@ -46,7 +54,7 @@ export async function locateParquet(
       groups.push(files);
     }
   } else {
-    const files = parquetFilesUnder(root);
+    const files = parquetFilesUnder(root).filter((f) => !o.select || !o.repo || o.select(relative(root, f)));
     if (!files.length) throw new UserError(`no .parquet file under ${root}`, { where: { yamlPath: `${ctx.yamlPath}.${o.path ? 'path' : 'repo'}` } });
     groups.push(files);
   }

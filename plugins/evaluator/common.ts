@@ -91,13 +91,17 @@ export async function answerAll(
     generate: GenerateOptions;
     /** left-pad every prompt to at least this many tokens (default 0: the longest prompt of the batch) */
     padTo?: number;
+    /** called after each batch with the number of samples read so far */
+    onProgress?: (done: number) => void;
   },
 ): Promise<{ answered: Answered[]; skipped: string[] }> {
   const { model, tokenizer, imageProcessor } = needModel(ctx, evaluator);
   const answered: Answered[] = [];
   const skipped: string[] = [];
+  let seen = 0;
   for await (const batch of batches(dataset, opts.batchSize, opts.maxSamples)) {
     checkAbort(ctx);
+    seen += batch.length;
     const S = imageProcessor.size;
     const ok: { sample: Sample; pixels: Float32Array; ids: number[] }[] = [];
     for (const sample of batch) {
@@ -110,7 +114,10 @@ export async function answerAll(
         ctx.log.warn(`${evaluator}: skipped ${sample.id}: ${(e as Error).message}`);
       }
     }
-    if (!ok.length) continue;
+    if (!ok.length) {
+      opts.onProgress?.(seen);
+      continue;
+    }
     // left-pad the prompts to the longest of the batch (nanoVLM MMStarCollator: padding=True, left)
     const B = ok.length;
     const T = Math.max(1, opts.padTo ?? 0, ...ok.map((o) => o.ids.length));
@@ -128,6 +135,7 @@ export async function answerAll(
       { eosTokenId: tokenizer.eosTokenId, ...opts.generate },
     );
     ok.forEach((o, b) => answered.push({ sample: o.sample, output: tokenizer.decode(tokens[b], { skipSpecialTokens: true }) }));
+    opts.onProgress?.(seen);
     // let the event loop breathe (progress rendering, signals) between batches
     await new Promise((r) => setImmediate(r));
   }

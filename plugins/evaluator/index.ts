@@ -2,5 +2,7 @@
 import multipleChoice from './multiple-choice.ts';
 import valLoss from './val-loss.ts';
 import exactMatch from './exact-match.ts';
+import tasks from './tasks/index.ts';
 
-export default [multipleChoice, valLoss, exactMatch];
+// the lmms-eval benchmark tasks (evaluator plugins, plus dataset plugins for their Hub layouts)
+export default [multipleChoice, valLoss, exactMatch, ...tasks];

@@ -2,18 +2,26 @@
 // `eval` by default), writes <runDir>/eval/results.json and eval/results.md (Markdown tables),
 // prints the table and appends the results to ctx.evalResults (the model card reads them).
 // `runEvaluators` is exported for the train stage (evaluation every N steps).
-import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import type { Evaluator, EvalResult, RunContext, Stage } from '../../core/types.ts';
+import { progressReporter } from '../../core/eval/progress.ts';
+import { TASKS_DIR, writeTaskReport } from '../../core/eval/report.ts';
 
 type Entry = { use: string; data?: 'val' | 'eval'; [k: string]: unknown };
 
 /** Build every evaluator of `entries` (default: recipe eval.evaluators) and run it on its datasets. */
 export async function runEvaluators(
   ctx: RunContext,
-  opts: { entries?: Entry[]; report?: (line: string) => void; yamlPath?: string } = {},
+  opts: {
+    entries?: Entry[];
+    report?: (line: string) => void;
+    yamlPath?: string;
+    /** samples answered so far by evaluator `use` (a progress bar) */
+    progress?: (use: string, done: number, total: number | null) => void;
+  } = {},
 ): Promise<EvalResult[]> {
   const entries: Entry[] = opts.entries ?? ctx.recipe?.eval?.evaluators ?? [];
   const base = opts.yamlPath ?? 'eval.evaluators';
@@ -30,7 +38,8 @@ export async function runEvaluators(
       built: { tokenizer: ctx.tokenizer, 'image-processor': ctx.imageProcessor },
     })) as Evaluator & { data?: 'val' | 'eval' };
     const list = evaluator.data ?? entry.data ?? 'eval';
-    const datasets = ctx.datasets?.[list] ?? [];
+    // a benchmark task brings its own data; other evaluators read the recipe's data lists
+    const datasets = evaluator.dataset ? [await evaluator.dataset(ctx)] : (ctx.datasets?.[list] ?? []);
     if (!datasets.length) {
       throw new UserError(`evaluator ${entry.use} evaluates data.${list}, but the recipe has no data.${list} datasets`, {
         where: { yamlPath },
@@ -40,7 +49,7 @@ export async function runEvaluators(
     for (const ds of datasets) {
       opts.report?.(`${entry.use} on ${ds.name}`);
       const t0 = Date.now();
-      const r = await evaluator.evaluate(ctx, ds);
+      const r = await evaluator.evaluate(ctx, ds, opts.progress && ((done, total) => opts.progress!(entry.use, done, total)));
       ctx.log.debug(`${entry.use} on ${ds.name}: ${JSON.stringify(r.metrics)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       results.push(r);
     }
@@ -95,8 +104,20 @@ export default definePlugin({
     return {
       title: 'eval',
       async run(ctx, report) {
-        const results = await runEvaluators(ctx, { report });
+        // a progress bar with an ETA per evaluator (benchmark tasks report their progress)
+        const bars = new Map<string, (done: number, total: number | null) => void>();
+        const progress = (use: string, done: number, total: number | null) => {
+          if (!bars.has(use) || done === 0) bars.set(use, progressReporter(use, report));
+          bars.get(use)!(done, total);
+        };
+        const results = await runEvaluators(ctx, { report, progress });
         writeResults(ctx.runDir, results);
+        // benchmark tasks: lmms-eval's results layout, a table and a chart in eval/tasks/
+        // a local model folder is labelled by its name, a Hub model by its id
+        const source = String(ctx.facts.model_source ?? ctx.recipe?.name ?? 'model');
+        const label = existsSync(source) ? basename(resolve(source)) : source;
+        const written = await writeTaskReport(join(ctx.runDir, TASKS_DIR), results, { model: label, recipe: ctx.recipe?.name }, label);
+        if (written.length) ctx.artifacts.tasks = join(TASKS_DIR, 'results.md');
         ctx.evalResults.push(...results);
         ctx.artifacts.eval = 'eval/results.md';
         for (const r of results) ctx.metrics({ stage: 'eval', evaluator: r.evaluator, dataset: r.dataset, ...r.metrics });

@@ -6,7 +6,12 @@ import { writeFileSync } from 'node:fs';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 
 type Prim = { name: string; kind: 'string' | 'binary' | 'int64' };
-export type Field = Prim | { name: string; kind: 'struct'; fields: Prim[] } | { name: string; kind: 'list-struct'; fields: Prim[] };
+export type Field =
+  | Prim
+  | { name: string; kind: 'struct'; fields: Prim[] }
+  | { name: string; kind: 'list-struct'; fields: Prim[] }
+  /** optional LIST of optional primitives (Hugging Face `Sequence(Value("string"))`) */
+  | { name: string; kind: 'list'; element: Prim['kind'] };
 
 const PTYPE = { string: 6, binary: 6, int64: 2 } as const;
 const PTYPE_NAME: Record<string, number> = { BOOLEAN: 0, INT32: 1, INT64: 2, BYTE_ARRAY: 6 };
@@ -103,6 +108,13 @@ function leaves(fields: Field[]): Leaf[] {
             return e[p.name] == null ? { rep, def: 3 } : { rep, def: 4, value: e[p.name] };
           });
         } });
+    } else if (f.kind === 'list') {
+      out.push({ path: [f.name, 'list', 'element'], prim: { name: 'element', kind: f.element }, maxDef: 3, maxRep: 1, shred: (row) => {
+        const l = row[f.name];
+        if (l == null) return [{ rep: 0, def: 0 }];
+        if (!l.length) return [{ rep: 0, def: 1 }];
+        return l.map((e: any, j: number) => (e == null ? { rep: j === 0 ? 0 : 1, def: 2 } : { rep: j === 0 ? 0 : 1, def: 3, value: e }));
+      } });
     } else {
       out.push({ path: [f.name], prim: f, maxDef: 1, maxRep: 0, shred: (row) => (row[f.name] == null ? [{ rep: 0, def: 0 }] : [{ rep: 0, def: 1, value: row[f.name] }]) });
     }
@@ -202,6 +214,10 @@ export function writeParquet(path: string | null, fields: Field[], rows: any[], 
       schema.push({ name: 'list', rep: 2, children: 1 });
       schema.push({ name: 'element', rep: 1, children: f.fields.length });
       for (const p of f.fields) schema.push({ name: p.name, type: PTYPE[p.kind], rep: 1, converted: p.kind === 'string' ? 0 : undefined });
+    } else if (f.kind === 'list') {
+      schema.push({ name: f.name, rep: 1, children: 1, converted: 3 });
+      schema.push({ name: 'list', rep: 2, children: 1 });
+      schema.push({ name: 'element', type: PTYPE[f.element], rep: 1, converted: f.element === 'string' ? 0 : undefined });
     } else schema.push({ name: f.name, type: PTYPE[f.kind], rep: 1, converted: f.kind === 'string' ? 0 : undefined });
   }
   const t = new Thrift();
