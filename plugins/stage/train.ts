@@ -25,6 +25,7 @@ import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } fr
 import { BatchLoader } from '../../core/data/loader.ts';
 import { toTensors } from '../../core/data/collator.ts';
 import { saveCheckpoint, loadWeights, recordPlugins } from '../../core/weights/checkpoint.ts';
+import { writeSamples } from '../../core/train/samples.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 import { accumulatedLossAndGrads, clipGradNorm, countedTokens, globalNorm, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
 import {
@@ -49,6 +50,7 @@ export interface TrainOptions {
   eval_every: number | null;
   checkpoint_every: number | null;
   keep_checkpoints: number;
+  samples: number;
   best_metric: string;
   log_every: number;
   bad_sample_ratio: number;
@@ -64,6 +66,7 @@ const DEFAULTS: TrainOptions = {
   eval_every: null,
   checkpoint_every: null,
   keep_checkpoints: 3,
+  samples: 0,
   best_metric: 'val_loss',
   log_every: 10,
   bad_sample_ratio: 0.01,
@@ -143,6 +146,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
     });
     ctx.artifacts.checkpoint = relative(ctx.runDir, folder);
     lastCheckpoint = folder;
+    await writeSamples(ctx, model, st.step, opt.samples); // for the dashboard (vlm serve)
     return folder;
   };
 
