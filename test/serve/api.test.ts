@@ -271,3 +271,14 @@ test('the dashboard API lists runs and streams new metrics lines and new runs; n
   req.destroy();
   assert.ok(!log.err().includes(SECRET));
 });
+
+test('command-line mistakes are UserErrors that say what to do', async () => {
+  const env = testEnv().env;
+  await assert.rejects(startServe([join(dir, 'no', 'such', 'folder'), '--port', '0'], env), /no such folder, and not a Hub repo id/);
+  await assert.rejects(startServe([join(dir, 'tiny'), '--port', '70000'], env), /--port 70000: expected an integer from 0 to 65535/);
+  const port = (served.app.server.address() as { port: number }).port;
+  await assert.rejects(startServe([join(dir, 'tiny'), '--port', String(port), '--backend', 'wasm'], env), (e: Error & { hint?: string }) => /EADDRINUSE/.test(e.message) && /--port <another>/.test(e.hint ?? ''));
+  const help = testEnv();
+  assert.equal(await startServe(['--help'], help.env), null);
+  assert.match(help.out(), /--host <host> .*127\.0\.0\.1/);
+});

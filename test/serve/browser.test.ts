@@ -157,7 +157,7 @@ test('the finished run: dashboard with eval results; the playground streams an a
   await page.waitForSelector('#answer[data-state="done"]', { timeout: 120_000 });
   const answer = (await page.textContent('#answer')) ?? '';
   const changes = Number(await page.evaluate('window.changes'));
-  assert.match((await page.textContent('#stats')) ?? '', /tokens in .* tok\/s/);
+  assert.match((await page.textContent('#stats')) ?? '', /tokens? in .* tok\/s/);
   await page.screenshot({ path: join(shots, 'playground.png') });
   assert.deepEqual(problems, []);
   await page.close();

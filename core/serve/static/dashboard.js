@@ -100,7 +100,7 @@ function drawChart(canvas, series) {
     if (t !== Math.round(t)) continue;
     g.fillText(String(t), X(t) - 8, H - 10);
   }
-  g.fillText('step', W - pad.r - 24, H - 10);
+  g.fillText('step', 4, H - 10);
   // series
   for (const s of series) {
     const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
