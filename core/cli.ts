@@ -10,6 +10,7 @@ import type { Plugin } from './plugin.ts';
 import { didYouMean } from './recipe/did-you-mean.ts';
 import { createRegistry, type Registry } from './registry.ts';
 import type { Logger } from './types.ts';
+import { isWasmAbort, wasmAbortError } from './train/memory.ts';
 
 /** What every command's main() receives. */
 export interface CommandEnv {
@@ -110,6 +111,8 @@ export function formatError(e: unknown, debug = false): string {
     const body = list.map((u) => 'error: ' + u.format()).join('\n');
     return head + body + (debug ? '\n' + list.map(stackOf).join('\n') : '');
   }
+  // an abort of the wasm module is its heap running out (4 GiB), not a bug of ours: say what to change
+  if (isWasmAbort(e)) return formatError(wasmAbortError('this command', e as Error, null), debug);
   return `internal error (a bug; please report it with this output): ${stackOf(e)}`;
 }
 

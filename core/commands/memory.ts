@@ -18,6 +18,7 @@ import { resolveRecipe } from '../recipe/index.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
 import { benchBatch, createOptimizer, gradClip, trainStep } from './bench.ts';
 import { withFullSizeModel } from '../model/random-checkpoint.ts';
+import { outOfMemoryError, trainingMemory } from '../train/memory.ts';
 
 export interface MemoryRow {
   batch_size: number;
@@ -27,11 +28,14 @@ export interface MemoryRow {
   /** peak bytes held by tfjs tensors during the measured step */
   peak_tfjs_bytes?: number;
   step_ms?: number;
+  /** the estimate of the backend peak made before the step (core/train/memory.ts) */
+  estimate_bytes?: number;
   message?: string;
 }
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'vlm.js');
 const CHILD_PREFIX = 'VLM_MEMORY_RESULT ';
+const ESTIMATE_PREFIX = 'VLM_MEMORY_ESTIMATE ';
 
 export const HELP = `Usage: vlm memory <recipe.yaml> [options]
   --batch-sizes <list>  comma-separated, ascending (default 1,2,4,8,16)
@@ -83,13 +87,16 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     if (values['random-full-size']) args.push('--random-full-size');
     const res = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
     const line = (res.stdout ?? '').split('\n').find((l) => l.startsWith(CHILD_PREFIX));
+    const estimate = (res.stdout ?? '').split('\n').find((l) => l.startsWith(ESTIMATE_PREFIX));
     let row: MemoryRow;
     if (line) row = JSON.parse(line.slice(CHILD_PREFIX.length));
     else {
       const err = `${res.stderr ?? ''}`.trim();
-      const oom = res.signal === 'SIGKILL' || /out of memory|OOM|Cannot enlarge memory|Array buffer allocation failed|heap limit/i.test(err);
-      row = { batch_size: b, status: oom ? 'oom' : 'error', message: lastLines(err) || `exit ${res.status ?? res.signal}` };
+      // the OS killing it, V8 running out, or the wasm module aborting (its 4 GiB heap; reported by the CLI as out of memory)
+      const oom = res.signal === 'SIGKILL' || /out of memory|OOM|Cannot enlarge memory|Array buffer allocation failed|heap limit|Aborted\(/i.test(err);
+      row = { batch_size: b, status: oom ? 'oom' : 'error', message: oomLine(err) || `exit ${res.status ?? res.signal}` };
     }
+    if (estimate) row.estimate_bytes = Number(estimate.slice(ESTIMATE_PREFIX.length));
     if (row.status === 'ok' && limit !== undefined && row.peak_rss_bytes! > limit * 2 ** 20) {
       row = { ...row, status: 'oom', message: `peak RSS ${mib(row.peak_rss_bytes!)} above --limit-mib ${limit}` };
     }
@@ -125,6 +132,11 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   const optimizer = await createOptimizer(r.data, r.dir, model, env.registry, quiet);
   const host = benchBatch(model, batchSize, seed);
   const opts = { maxGradNorm: gradClip(r.data), timeForward: false, checkpoint: !!r.data.train?.activation_checkpointing };
+  const { estimate, limit } = trainingMemory(model, optimizer, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend() });
+  env.stdout.write(`${ESTIMATE_PREFIX}${estimate.total}\n`); // before the step: an OOM row still shows it
+  // far above the backend's limit (the estimate is within ~15% where measured): an OOM row without the doomed step
+  if (limit !== null && estimate.total > 1.25 * limit)
+    throw outOfMemoryError('out of memory (estimated, not run)', estimate, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend(), limit });
   trainStep(model, optimizer, host, opts);
   let stepMs = 0;
   const prof = await tf.profile(() => {
@@ -142,6 +154,12 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   return 0;
 }
 
+/** the out-of-memory line of a child's stderr (the CLI's message), else its last lines */
+function oomLine(s: string): string {
+  const hit = s.split('\n').find((l) => /ran out of memory|out of memory/i.test(l));
+  return hit ? hit.replace(/^error: /, '').slice(0, 300) : lastLines(s);
+}
+
 function lastLines(s: string, n = 3): string {
   return s.split('\n').filter((l) => l.trim()).slice(-n).join(' | ').slice(0, 500);
 }
@@ -149,18 +167,21 @@ function lastLines(s: string, n = 3): string {
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
 export function formatMemoryTable(name: string, rows: MemoryRow[]): string {
-  const head = ['batch', 'peak RSS', 'peak tfjs', 'step ms', 'status'];
+  const head = ['batch', 'peak RSS', 'peak tfjs', 'estimate', 'step ms', 'status'];
   const body = rows.map((r) => [
     String(r.batch_size),
     r.peak_rss_bytes !== undefined ? mib(r.peak_rss_bytes) : '-',
     r.peak_tfjs_bytes !== undefined ? mib(r.peak_tfjs_bytes) : '-',
+    r.estimate_bytes !== undefined ? mib(r.estimate_bytes) : '-',
     r.step_ms !== undefined ? r.step_ms.toFixed(0) : '-',
     r.status === 'ok' ? 'ok' : `${r.status}: ${r.message ?? ''}`,
   ]);
   const all = [head, ...body];
   const w = head.map((_, j) => Math.max(...all.map((r) => r[j].length)));
   const line = (r: string[]) => r.map((x, j) => (j === r.length - 1 ? x : x.padStart(w[j]))).join('  ');
-  return [`peak memory of one training step: ${name} (backend ${tf.getBackend() ?? 'per child'})`, line(head), ...body.map(line)].join('\n');
+  const ok = rows.filter((r) => r.status === 'ok').map((r) => r.batch_size);
+  const largest = ok.length ? `largest batch size that fits: ${Math.max(...ok)}${rows.some((r) => r.status === 'oom') ? '' : ' (of those tried; none ran out of memory)'}` : 'no batch size fits';
+  return [`peak memory of one training step: ${name} (backend ${tf.getBackend() ?? 'per child'})`, line(head), ...body.map(line), largest].join('\n');
 }
 
 /** Line plot of peak RSS and peak tfjs bytes against batch size (log2 axis), SVG -> PNG. */

@@ -138,15 +138,21 @@ export function memoryAdvice(e: MemoryEstimate, o: { batchSize: number; checkpoi
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
 
-/** The limit of the backend's memory, or null where none is known (cpu / tensorflow: the machine's). */
-export function backendLimit(backend: string): number | null {
-  return backend === 'wasm' ? WASM_HEAP_LIMIT : null;
+/**
+ * The limit of the backend's memory, or null where none is known (cpu / tensorflow: the machine's).
+ * VLM_MEMORY_LIMIT_MIB sets a lower one (a memory budget), for any backend.
+ */
+export function backendLimit(backend: string, env: NodeJS.ProcessEnv = process.env): number | null {
+  const budget = Number(env.VLM_MEMORY_LIMIT_MIB);
+  const own = backend === 'wasm' ? WASM_HEAP_LIMIT : null;
+  if (env.VLM_MEMORY_LIMIT_MIB && budget > 0) return Math.min(own ?? Infinity, budget * 2 ** 20);
+  return own;
 }
 
 /** The UserError of a step that does not fit (estimated before it, or an abort during it). */
 export function outOfMemoryError(what: string, e: MemoryEstimate, o: { batchSize: number; checkpoint: boolean; backend: string; limit: number }): UserError {
   const advice = memoryAdvice(e, o);
-  return new UserError(`${what}: one training step at batch size ${o.batchSize} needs about ${formatBytes(e.total)} on the ${o.backend} backend (${describeEstimate(e)}), its limit is ${formatBytes(o.limit)}${o.backend === 'wasm' ? ' (the wasm heap)' : ''}`, {
+  return new UserError(`${what}: one training step at batch size ${o.batchSize} needs about ${formatBytes(e.total)} on the ${o.backend} backend (${describeEstimate(e)}), its limit is ${formatBytes(o.limit)}${o.limit === WASM_HEAP_LIMIT ? ' (the wasm heap)' : o.limit !== WASM_HEAP_LIMIT && process.env.VLM_MEMORY_LIMIT_MIB ? ' (VLM_MEMORY_LIMIT_MIB)' : ''}`, {
     where: { yamlPath: 'train.batch_size' },
     hint: `to fit, change: ${advice.map((a, i) => `(${i + 1}) ${a}`).join('; ')}`,
   });
@@ -196,4 +202,14 @@ export function wasmAbortError(what: string, cause: Error, mem: { estimate: Memo
     hint: 'use a smaller batch (train.batch_size with train.grad_accum), train.activation_checkpointing: true, optimizer host_state: true, fewer trainable parameters (optimizer.freeze, LoRA adapters), or runtime.backend: tensorflow',
     cause,
   });
+}
+
+/** f(), with an abort of the wasm module turned into the UserError `onAbort` makes (any other error passes through) */
+export function guardWasmAbort<T>(f: () => T, onAbort: (e: Error) => UserError): T {
+  try {
+    return f();
+  } catch (e) {
+    if (isWasmAbort(e)) throw onAbort(e as Error);
+    throw e;
+  }
 }

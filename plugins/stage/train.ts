@@ -38,6 +38,7 @@ import {
 } from '../../core/train/checkpoint.ts';
 import { diffRecipes, recipeHash } from '../../core/train/recipe-diff.ts';
 import { writeCurvePng, type Series } from '../../core/train/plot.ts';
+import { describeEstimate, formatBytes, guardWasmAbort, outOfMemoryError, trainingMemory, wasmAbortError } from '../../core/train/memory.ts';
 
 /** train.* options of the recipe (schemas/recipe.schema.json) with their defaults */
 export interface TrainOptions {
@@ -155,6 +156,11 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       `groups ${optimizer.groups.map((g) => `${g.name}: ${g.params.length} params @ lr ${g.lr}`).join(', ')}` +
       (st.step ? `; resuming at step ${st.step}` : ''),
   );
+  // Memory: estimated before the first step; a step that cannot fit the backend stops here, with
+  // what to change (core/train/memory.ts); an abort of the wasm module later is reported the same way.
+  const memory = { ...trainingMemory(model, optimizer, { batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing, backend: tf.getBackend() }), batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing };
+  ctx.log.info(`memory of one step, estimated: ${describeEstimate(memory.estimate)}${memory.limit ? ` (limit ${formatBytes(memory.limit)})` : ''}`);
+  if (!memory.fits) throw outOfMemoryError('not starting training', memory.estimate, { ...memory, backend: tf.getBackend(), limit: memory.limit! });
   const imageTokens = model.numImageTokens;
   let stepMsAvg = 0;
   let lastReport = 0;
@@ -185,7 +191,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
         continue;
       }
       // all tensors of the step live inside this tidy; what leaves it are three numbers
-      const { loss, gradNorm, lrs } = tf.tidy(() => {
+      const { loss, gradNorm, lrs } = guardWasmAbort(() => tf.tidy(() => {
         const batches = micro.map((b) => toTensors(b));
         const { loss, grads } = accumulatedLossAndGrads(model, batches, tokensPer, trainable, { checkpoint: opt.activation_checkpointing }); // forward -> loss -> backward
         const clipped = opt.max_grad_norm ? clipGradNorm(grads, opt.max_grad_norm) : { grads, norm: globalNorm(grads) }; // clip
@@ -200,7 +206,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
         const lrs = optimizer.groups.map((g) => schedule.lr(st.step, g.lr, totalSteps)); // lr
         optimizer.step(clipped.grads, lrs); // step
         return { loss: lossValue, gradNorm, lrs };
-      });
+      }), (e) => wasmAbortError(`training step ${st.step + 1}`, e, memory, lastCheckpoint ? `; the last checkpoint ${lastCheckpoint} is complete (resume with --resume ${ctx.runDir} after the change)` : '; no checkpoint was written'));
 
       // ---- log ----
       st.step++;
