@@ -329,6 +329,11 @@ export interface RunContext {
   /** appends one JSON line to <runDir>/metrics.jsonl */
   metrics(record: Record<string, unknown>): void;
   evalResults: EvalResult[];
+  /**
+   * the train stage's evaluation of the final weights (the recipe's evaluators at its last step);
+   * the eval stage reports these instead of evaluating the same model again
+   */
+  finalTrainEval?: EvalResult[];
   /** named files/folders produced (checkpoint, model folder, plots), relative to runDir */
   artifacts: Record<string, string>;
   /** free-form facts for the model card: training time, steps, tokens, hardware */

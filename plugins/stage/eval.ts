@@ -104,13 +104,17 @@ export default definePlugin({
     return {
       title: 'eval',
       async run(ctx, report) {
+        // the train stage just evaluated these very weights with these evaluators: reuse, not recompute
+        const reused = ctx.finalTrainEval;
+        ctx.finalTrainEval = undefined;
+        if (reused) ctx.log.info("eval: the train stage's final evaluation is of the same weights; reporting it (not evaluating twice)");
         // a progress bar with an ETA per evaluator (benchmark tasks report their progress)
         const bars = new Map<string, (done: number, total: number | null) => void>();
         const progress = (use: string, done: number, total: number | null) => {
           if (!bars.has(use) || done === 0) bars.set(use, progressReporter(use, report));
           bars.get(use)!(done, total);
         };
-        const results = await runEvaluators(ctx, { report, progress });
+        const results = reused ?? (await runEvaluators(ctx, { report, progress }));
         writeResults(ctx.runDir, results);
         // benchmark tasks: lmms-eval's results layout, a table and a chart in eval/tasks/
         // a local model folder is labelled by its name, a Hub model by its id

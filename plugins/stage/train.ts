@@ -230,7 +230,11 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       // ---- eval, best, periodic checkpoint, interruption ----
       const last = st.step >= totalSteps;
       if ((opt.eval_every && st.step % opt.eval_every === 0) || last) {
-        const metrics = await evaluate(ctx, model, opt, report);
+        const { metrics, results } = await evaluate(ctx, model, opt, report);
+        // the eval stage's own evaluation of the final weights would repeat this one (val-loss
+        // evaluators are computed differently here: then it evaluates itself)
+        const entries = (ctx.recipe.eval?.evaluators ?? []) as { use: string }[];
+        ctx.finalTrainEval = last && entries.length && !entries.some((e) => e.use === 'val-loss') ? results : undefined;
         evals.push({ step: st.step, metrics });
         ctx.metrics({ type: 'eval', step: st.step, ...metrics });
         ctx.log.info(`eval at step ${st.step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
@@ -325,7 +329,7 @@ function resume(ctx: RunContext, model: VisionLanguageModel, optimizer: Optimize
 }
 
 /** validation loss (token-weighted over data.val) + every recipe evaluator, as flat metrics */
-async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainOptions, report: (l: string) => void): Promise<Record<string, number>> {
+async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainOptions, report: (l: string) => void): Promise<{ metrics: Record<string, number>; results: EvalResult[] }> {
   const metrics: Record<string, number> = {};
   if (ctx.datasets.val.length) {
     report('eval: validation loss');
@@ -367,7 +371,7 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
     }
   }
   for (const r of results) for (const [k, v] of Object.entries(r.metrics)) metrics[`${r.evaluator}/${r.dataset}/${k}`] = v;
-  return metrics;
+  return { metrics, results };
 }
 
 /** best_metric: "val_loss", a full key "multiple-choice/shapes-test/accuracy", or a unique suffix "accuracy" */
