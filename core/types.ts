@@ -294,6 +294,8 @@ export interface PluginContext {
   registry: RegistryLike;
   /** model components already built (tokenizer, vision, ...), when a plugin needs them */
   built?: Partial<PluginProducts>;
+  /** the run's command-line flags (--dry-run, --force, ...), given to stages when the run starts */
+  flags?: RunContext['flags'];
 }
 
 export interface RegistryLike {

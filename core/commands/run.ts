@@ -3,7 +3,7 @@
 // create the run directory and context (core/run.ts) -> create the stage plugins by name and run
 // them in order (core/pipeline.ts). With no recipe: recipes/shapes-tiny.yaml (no network needed).
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, isAbsolute, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
@@ -91,11 +91,11 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     ctx.facts.threads = runtime.threads ?? null;
     const stages: Stage[] = [];
     for (const [i, name] of (recipe.data.stages as string[]).entries()) {
-      stages.push(await env.registry.create('stage', { use: name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log }));
+      stages.push(await env.registry.create('stage', { use: name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log, flags: ctx.flags }));
     }
     await runPipeline(run, stages);
     ctx.log.info(`done: ${ctx.runDir}`);
-    for (const [k, v] of Object.entries(ctx.artifacts)) ctx.log.info(`  ${k}: ${join(ctx.runDir, v)}`);
+    for (const [k, v] of Object.entries(ctx.artifacts)) ctx.log.info(`  ${k}: ${isAbsolute(v) ? v : join(ctx.runDir, v)}`);
     return 0;
   } catch (e) {
     ctx.log.debug(`failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

@@ -20,6 +20,8 @@ import type { Publisher, RunContext } from '../../core/types.ts';
 
 export interface LocalOptions {
   path?: string;
+  /** where the publisher entry sits in the recipe (`publish.publishers[0]`), for messages */
+  yamlPath?: string;
   license?: string;
   tags?: string[];
   description?: string;
@@ -62,7 +64,7 @@ function hardware(): string {
 }
 
 /** True when `dir` is a folder this publisher wrote (so it may be replaced). */
-function isOurs(dir: string): boolean {
+export function isOurs(dir: string): boolean {
   try {
     return existsSync(join(dir, 'config.json')) && /library_name: nanovlm-ts/.test(readFileSync(join(dir, 'README.md'), 'utf8'));
   } catch {
@@ -80,6 +82,14 @@ async function listFiles(dir: string, base = dir): Promise<{ path: string; size:
   return out.sort((a, b) => a.path.localeCompare(b.path));
 }
 
+/** `dest` holds files nanovlm-ts did not write: never replaced without --force */
+export function foreignFolder(dest: string, yamlPath: string): UserError {
+  return new UserError(`${dest} already exists and is not a model folder written by nanovlm-ts; nothing was changed`, {
+    where: { yamlPath },
+    hint: 'choose another `path`, empty the folder, or pass --force to replace it',
+  });
+}
+
 /** Write the model folder for the run in `ctx` to `dest`; returns its absolute path. */
 export async function writeModelFolder(ctx: RunContext, dest: string, opts: LocalOptions = {}): Promise<string> {
   if (!ctx.model) {
@@ -90,10 +100,7 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
   }
   dest = resolve(dest);
   if (existsSync(dest) && (await readdir(dest)).length > 0 && !isOurs(dest) && !ctx.flags.force) {
-    throw new UserError(`${dest} already exists and is not a model folder written by nanovlm-ts; nothing was changed`, {
-      where: { yamlPath: 'publish.publishers[].path' },
-      hint: 'choose another `path`, empty the folder, or pass --force to replace it',
-    });
+    throw foreignFolder(dest, opts.yamlPath ? `${opts.yamlPath}.path` : 'publish.publishers');
   }
   const tmp = `${dest}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   await mkdir(tmp, { recursive: true });
@@ -178,6 +185,6 @@ export default definePlugin({
     },
   } as const,
   create(options, context) {
-    return localPublisher(options, context.recipeDir);
+    return localPublisher({ ...options, yamlPath: context.yamlPath }, context.recipeDir);
   },
 });

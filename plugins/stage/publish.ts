@@ -3,7 +3,9 @@
 // the last `local` wrote — and if no `local` ran before it, the stage writes <runDir>/model first.
 // Writes <runDir>/publish.json: where each publisher put the model (never a token). When the run
 // starts, preflight() checks the hub publishers' repo ids and warns about a missing token.
-import { join } from 'node:path';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { foreignFolder, isOurs } from '../publisher/local.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { atomicWrite } from '../../core/hub/cache.ts';
@@ -54,9 +56,17 @@ export async function runPublishers(ctx: RunContext, report: (line: string) => v
  * repo id (error); a missing or malformed token, or HF_HUB_OFFLINE, is a warning (a --dry-run needs
  * neither).
  */
-export function preflight(recipe: Record<string, any>, log: Logger): void {
+export function preflight(recipe: Record<string, any>, log: Logger, opts: { recipeDir?: string; flags?: RunContext['flags'] } = {}): void {
   const entries: Entry[] = recipe?.publish?.publishers ?? [];
+  const dryRun = !!opts.flags?.dryRun;
   entries.forEach((entry, i) => {
+    // a `local` path that holds someone else's folder: refused now, not after training
+    if (entry.use === 'local' && typeof entry.path === 'string' && opts.recipeDir !== undefined && !opts.flags?.force) {
+      const dest = resolve(opts.recipeDir, entry.path);
+      if (existsSync(dest) && statSync(dest).isDirectory() && readdirSync(dest).length > 0 && !isOurs(dest)) {
+        throw foreignFolder(dest, `publish.publishers[${i}].path`);
+      }
+    }
     if (entry.use !== 'hub') return;
     const yamlPath = `publish.publishers[${i}]`;
     const repo = (entry.repo_id as string | undefined) ?? recipe.publish?.repo_id;
@@ -67,6 +77,7 @@ export function preflight(recipe: Record<string, any>, log: Logger): void {
         hint: 'set repo_id: owner/name on the publisher entry (or publish.repo_id)',
       });
     }
+    if (dryRun) return; // a dry run uploads nothing: neither network nor token is needed
     if (isOffline()) log.warn(`${yamlPath}: HF_HUB_OFFLINE is set, so the upload to ${id.repo} will fail at the end of the run (use --dry-run, or unset it)`);
     try {
       if (!readToken()) {
@@ -84,7 +95,7 @@ export default definePlugin({
   description: "Runs the recipe's publish.publishers in order (local writes <run>/model; hub uploads it). --dry-run uploads nothing.",
   options: { type: 'object', additionalProperties: false, properties: {} } as const,
   create(_options, context): Stage {
-    preflight(context.recipe, context.log);
+    preflight(context.recipe, context.log, { recipeDir: context.recipeDir, flags: context.flags });
     return {
       title: 'publish',
       async run(ctx, report) {
