@@ -41,9 +41,33 @@ export async function openParquet(path: string, display = path): Promise<Parquet
       cause: e,
     });
   }
+  return parquetFile(path, display, file, metadata);
+}
+
+function parquetFile(path: string, display: string, file: AsyncBuffer, metadata: FileMetaData): ParquetFile {
   const groupStarts = [0];
   for (const rg of metadata.row_groups) groupStarts.push(groupStarts[groupStarts.length - 1] + Number(rg.num_rows));
   return { path, display, file, metadata, groupStarts, numRows: groupStarts[groupStarts.length - 1] };
+}
+
+/**
+ * Open a Parquet file given as an AsyncBuffer (e.g. HTTP range reads of a Hub file, core/hub/lazy.ts):
+ * only its footer is read here. `path` is where messages point (a URL).
+ */
+export async function openParquetBuffer(file: AsyncBuffer, display: string, path: string): Promise<ParquetFile> {
+  let metadata: FileMetaData;
+  try {
+    if (file.byteLength < 12) throw new Error(`${file.byteLength} bytes is too short for a Parquet file`);
+    metadata = await parquetMetadataAsync(file);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(`${display} is not a readable Parquet file (${(e as Error).message}); is it truncated or another format?`, {
+      where: { file: path },
+      hint: 'check the file on the Hub, or download the dataset and pass the local copy',
+      cause: e,
+    });
+  }
+  return parquetFile(path, display, file, metadata);
 }
 
 /** A leaf a dataset needs: first and last path element (e.g. images / bytes, whatever the list nesting is called) */

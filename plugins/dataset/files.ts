@@ -5,7 +5,8 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve, basename } from 'node:path';
 import { UserError } from '../../core/errors.ts';
 import { resolveSource } from '../../core/hub/index.ts';
-import { openParquet, type ParquetFile } from '../../core/data/parquet.ts';
+import { openParquet, openParquetBuffer, type ParquetFile } from '../../core/data/parquet.ts';
+import { isRemote, openRemoteFiles } from '../../core/hub/lazy.ts';
 
 function parquetFilesUnder(dir: string): string[] {
   const out: string[] = [];
@@ -25,6 +26,8 @@ export async function locateParquet(
     files?: string[] | null;
     /** which .parquet files of a repo to use (a benchmark's split), instead of subsets / files */
     select?: (path: string) => boolean;
+    /** read a Hub repo's files with HTTP range requests instead of downloading them (core/hub/lazy.ts) */
+    lazy?: boolean;
   },
   ctx: { recipeDir?: string; yamlPath: string; log?: { info(m: string): void } },
 ): Promise<{ pf: ParquetFile; stream: number }[]> {
@@ -34,6 +37,13 @@ export async function locateParquet(
     root = resolve(ctx.recipeDir ?? '.', o.path);
     if (!existsSync(root))
       throw new UserError(`dataset path ${root} does not exist`, { where: { yamlPath: `${ctx.yamlPath}.path` }, hint: 'relative paths resolve against the recipe file' });
+  } else if (o.repo && o.lazy && isRemote(o.repo, ctx.recipeDir)) {
+    const wanted = (p: string) => p.endsWith('.parquet') && (o.select ? o.select(p) : o.files ? o.files.includes(p) : true);
+    const remote = await openRemoteFiles(o.repo, { files: wanted, log: ctx.log ? (l) => ctx.log!.info(l) : undefined });
+    if (!remote.length) throw new UserError(`dataset repo ${o.repo} has no .parquet file for this dataset`, { where: { yamlPath: `${ctx.yamlPath}.repo` }, hint: 'check the repo id (and the revision after "@")' });
+    const out: { pf: ParquetFile; stream: number }[] = [];
+    for (const f of remote) out.push({ pf: await openParquetBuffer(f.buffer, f.path, f.location), stream: 0 });
+    return out;
   } else if (o.repo) {
     const wanted = (p: string) =>
       p.endsWith('.parquet') &&

@@ -44,6 +44,7 @@ export default definePlugin({
       limit: { type: ['integer', 'null'], minimum: 1, default: null, description: 'use at most this many samples (taken from a seeded shuffle)' },
       seed: { type: 'integer', minimum: 0, default: 0, description: 'seed of the shuffle that `limit` takes its samples from' },
       shuffle: { type: 'boolean', default: false, description: 'reshuffle every epoch (evaluation reads in file order by default)' },
+      lazy: { type: 'boolean', default: false, description: 'read a Hub repo with HTTP range requests (only the row groups used) instead of downloading it' },
     },
   },
   async create(o, ctx) {

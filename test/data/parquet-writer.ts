@@ -171,7 +171,9 @@ export interface WriteOptions {
 export function writeParquet(path: string | null, fields: Field[], rows: any[], opts: WriteOptions = {}): Uint8Array {
   const ls = leaves(fields);
   const rgSize = opts.rowGroupSize ?? Math.max(1, rows.length);
-  const body: number[] = [...new TextEncoder().encode('PAR1')];
+  // the file body as chunks (a large file would overflow a spread into one number array)
+  const pieces: Uint8Array[] = [new TextEncoder().encode('PAR1')];
+  const body = { length: 4 };
   const groups: { chunks: { leaf: Leaf; offset: number; size: number; numValues: number }[]; numRows: number; bytes: number }[] = [];
   for (let start = 0; start < rows.length; start += rgSize) {
     const part = rows.slice(start, start + rgSize);
@@ -197,7 +199,8 @@ export function writeParquet(path: string | null, fields: Field[], rows: any[], 
         });
       });
       const offset = body.length;
-      body.push(...h.bytes, ...page);
+      pieces.push(Uint8Array.from(h.bytes), page);
+      body.length += h.bytes.length + page.length;
       chunks.push({ leaf, offset, size: h.bytes.length + page.length, numValues: entries.length });
       bytes += h.bytes.length + page.length;
     }
@@ -266,7 +269,13 @@ export function writeParquet(path: string | null, fields: Field[], rows: any[], 
   });
   const footer = t.bytes;
   const len = footer.length;
-  const out = Uint8Array.from([...body, ...footer, len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, len >>> 24, ...new TextEncoder().encode('PAR1')]);
+  pieces.push(Uint8Array.from([...footer, len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, len >>> 24]), new TextEncoder().encode('PAR1'));
+  const out = new Uint8Array(pieces.reduce((a, c) => a + c.length, 0));
+  let at = 0;
+  for (const c of pieces) {
+    out.set(c, at);
+    at += c.length;
+  }
   if (path) writeFileSync(path, out);
   return out;
 }

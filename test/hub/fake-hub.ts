@@ -75,6 +75,8 @@ export class FakeHub {
   readonly tokens = new Map<string, { user: string; write: boolean; orgs: string[] }>();
   readonly lfsObjects = new Map<string, Buffer>(); // sha256 -> content
   readonly requests: LoggedRequest[] = [];
+  /** bytes of file content sent by downloads (full or ranged), for tests of partial reads */
+  bytesServed = 0;
   faults: Faults = {};
   private server?: Server;
   private commitCounter = 0;
@@ -343,6 +345,7 @@ export class FakeHub {
       const b = Math.min(range[2] ? Number(range[2]) : data.length - 1, data.length - 1);
       const part = data.subarray(a, b + 1);
       res.writeHead(206, { ...base, 'Content-Range': `bytes ${a}-${b}/${data.length}`, 'Content-Length': String(part.length) });
+      this.bytesServed += part.length;
       return void res.end(part);
     }
     let body = data;
@@ -357,6 +360,7 @@ export class FakeHub {
       return;
     }
     res.writeHead(200, { ...base, 'Content-Length': String(body.length) });
+    this.bytesServed += body.length;
     res.end(body);
   }
 

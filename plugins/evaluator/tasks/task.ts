@@ -146,7 +146,7 @@ export function defineTask(spec: TaskSpec): Plugin[] {
     async create(options, ctx) {
       const o = options as { path: string | null; repo: string | null };
       const repo = o.path ? null : (o.repo ?? spec.hub.repo);
-      const files = await locateParquet({ path: o.path, repo, select: splitFiles(spec.hub) }, ctx);
+      const files = await locateParquet({ path: o.path, repo, select: splitFiles(spec.hub), lazy: true }, ctx);
       for (const f of files) checkLeaves(f.pf, spec.leaves);
       return new ParquetDataset({
         name: `${spec.lmmsTask}:${o.path ?? repo}`,
@@ -191,7 +191,8 @@ export function defineTask(spec: TaskSpec): Plugin[] {
         name: spec.name,
         async dataset(ctx: RunContext): Promise<Dataset> {
           const use = spec.datasetPlugin ?? spec.name;
-          const where = o.path ? { path: o.path } : { repo: o.repo ?? spec.hub.repo };
+          // a Hub repo is read lazily (our task datasets always do; the reused plugin is asked to)
+          const where = o.path ? { path: o.path } : { repo: o.repo ?? spec.hub.repo, ...(spec.datasetPlugin ? { lazy: true } : {}) };
           return (await ctx.registry.create('dataset', { use, ...where }, {
             recipe: ctx.recipe,
             recipeDir: ctx.recipeDir,
