@@ -79,6 +79,23 @@ export function mmstarMatch(prediction: string, answer: string): number {
   return extractMcqAnswer(prediction, ['A', 'B', 'C', 'D']) === answer.trim().toUpperCase() ? 1 : 0;
 }
 
+/**
+ * MMStar's check in lmms-eval before 9ca4445d (2026-04; "Brought from MMStar"), which figures
+ * published until then (nanoVLM's among them) used: the answer letter is the first character of
+ * the lowercased, stripped output, or follows "(", "option " or "the answer is " at its start.
+ */
+export function mmstarMatchLegacy(prediction: string, answer: string): number {
+  const gt = answer.toLowerCase().replaceAll('\n', ' ').trim();
+  const p = [...prediction.toLowerCase().replaceAll('\n', ' ').trim()];
+  const at = (i: number) => p[i]; // Python indexing past the end raises: no match
+  if (!p.length) return 0;
+  if (gt === at(0)) return 1;
+  if (at(0) === '(' && at(1) !== undefined && gt === at(1)) return 1;
+  if (p.slice(0, 7).join('') === 'option ' && at(7) !== undefined && gt === at(7)) return 1;
+  if (p.slice(0, 14).join('') === 'the answer is ' && at(14) !== undefined && gt === at(14)) return 1;
+  return 0;
+}
+
 /** ScienceQA `sqa_process_results`: the whole answer is the letter, or it starts with "<Upper>." */
 export function scienceqaMatch(prediction: string, answerLetter: string): number {
   const target = answerLetter.trim().toLowerCase();

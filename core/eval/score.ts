@@ -1,7 +1,7 @@
 // The metrics `vlm score` applies to given (prediction, references) pairs, by the names lmms-eval
 // reports them under; each is the per-sample score of a task here, averaged over the pairs.
 import { anls } from './anls.ts';
-import { exactMatchIgnoring, mmstarMatch } from './choice.ts';
+import { exactMatchIgnoring, mmstarMatch, mmstarMatchLegacy } from './choice.ts';
 import { relaxedAccuracy } from './relaxed.ts';
 import { vqaAccuracy } from './vqa.ts';
 
@@ -15,6 +15,10 @@ export const PAIR_METRICS: Record<string, PairMetric> = {
   mmstar: {
     describe: 'MMStar: the option letter extracted from the prediction (lmms-eval extract_mcq_answer) equals the reference letter',
     score: (p, r) => (r.some((x) => mmstarMatch(p, x)) ? 1 : 0),
+  },
+  mmstar_legacy: {
+    describe: "MMStar as lmms-eval scored it before 2026-04: the letter is the output's first character (or follows '(', 'option ', 'the answer is ')",
+    score: (p, r) => (r.some((x) => mmstarMatchLegacy(p, x)) ? 1 : 0),
   },
   exact_match: {
     describe: "lmms-eval exact_match with ignore_case and ignore_punctuation (string.punctuation removed), best over the references",

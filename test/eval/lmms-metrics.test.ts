@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { normalizeVqaAnswer, vqaAccuracy } from '../../core/eval/vqa.ts';
 import { anls, levenshtein } from '../../core/eval/anls.ts';
 import { pyFloat, relaxedCorrectness, relaxedAccuracy } from '../../core/eval/relaxed.ts';
-import { ai2dMatch, extractMcqAnswer, mmeMatch, mmeParse, mmstarMatch, ocrbenchMatch, scienceqaMatch } from '../../core/eval/choice.ts';
+import { ai2dMatch, extractMcqAnswer, mmeMatch, mmeParse, mmstarMatch, mmstarMatchLegacy, ocrbenchMatch, scienceqaMatch } from '../../core/eval/choice.ts';
 import {
   aggregateMmmu,
   evalOpen,
@@ -118,6 +118,20 @@ test('MMStar: the option letter extracted from free-form output (lmms-eval extra
   for (const [out, want] of cases) assert.equal(extractMcqAnswer(out, ['A', 'B', 'C', 'D']), want, JSON.stringify(out));
   assert.equal(mmstarMatch('B. cat', ' b '), 1);
   assert.equal(mmstarMatch('E', 'E'), 0); // MMStar reads A-D only
+});
+
+test('MMStar before 2026-04: the first character, or after "(", "option ", "the answer is "', () => {
+  assert.equal(mmstarMatchLegacy('B', 'B'), 1);
+  assert.equal(mmstarMatchLegacy(' b. dog', 'B'), 1);
+  assert.equal(mmstarMatchLegacy('(C)', 'C'), 1);
+  assert.equal(mmstarMatchLegacy('Option D', 'D'), 1);
+  assert.equal(mmstarMatchLegacy('The answer is A.', 'A'), 1);
+  assert.equal(mmstarMatchLegacy('The correct answer is A', 'A'), 0); // extract_mcq_answer reads this one
+  assert.equal(mmstarMatch('The correct answer is A', 'A'), 1);
+  assert.equal(mmstarMatchLegacy('Apple', 'A'), 1); // the first character, whatever follows
+  assert.equal(mmstarMatchLegacy('', 'A'), 0); // IndexError in the reference: 0
+  assert.equal(mmstarMatchLegacy('(', 'A'), 0);
+  assert.equal(mmstarMatchLegacy('the answer is ', 'A'), 0);
 });
 
 test('ScienceQA (LLaVA parse) and AI2D (regex filter + exact match ignoring case and punctuation)', () => {

@@ -4,9 +4,10 @@
 // (then nanoVLM's rewrite: "\nOptions:" -> "\nChoices:", "... directly" -> "Answer with the letter
 // directly", assistant prefix "Answer:"). Metric: the extracted letter equals the answer
 // (core/eval/choice.ts mmstarMatch); each category's score and the average are MEANS OF THE
-// L2-CATEGORY MEANS (mmstar_aggregate_results), not plain accuracies.
+// L2-CATEGORY MEANS (mmstar_aggregate_results), not plain accuracies. `average_legacy` is the
+// average with lmms-eval's check before 2026-04 (core/eval/choice.ts mmstarMatchLegacy).
 // The data is read with the `mmstar` dataset plugin (plugins/dataset/mmstar.ts).
-import { mmstarMatch } from '../../../core/eval/choice.ts';
+import { mmstarMatch, mmstarMatchLegacy } from '../../../core/eval/choice.ts';
 import { MMSTAR_LEAVES, mmstarSample } from '../../dataset/mmstar.ts';
 import { defineTask, type TaskSpec, type Scored } from './task.ts';
 
@@ -46,7 +47,9 @@ export function aggregateMmstar(rows: Scored[]) {
   }
   lmms.average = l2MacroMean(items);
   const accuracy = items.length ? items.reduce((a, i) => a + i.score, 0) / items.length : 0;
-  return { metrics: { average: lmms.average, accuracy }, breakdown, lmms };
+  // the figure lmms-eval gave before 2026-04 (first-character check; nanoVLM's published numbers)
+  const average_legacy = l2MacroMean(rows.map((r) => ({ l2: r.sample.l2Category ?? '', score: r.scores.accuracy_legacy ?? 0 })));
+  return { metrics: { average: lmms.average, accuracy, average_legacy }, breakdown, lmms };
 }
 
 export const spec: TaskSpec = {
@@ -66,7 +69,7 @@ export const spec: TaskSpec = {
   },
   target: (s) => s.answer,
   maxNewTokens: 50,
-  score: (s, out) => ({ accuracy: mmstarMatch(out, s.answer) }),
+  score: (s, out) => ({ accuracy: mmstarMatch(out, s.answer), accuracy_legacy: mmstarMatchLegacy(out, s.answer) }),
   aggregate: aggregateMmstar,
   primary: 'average',
 };
