@@ -130,7 +130,11 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     out.push(`  ${x.module.padEnd(15)} ${x.plugin.padEnd(16)} ${x.params === null ? `?  (${x.note})` : fmt(x.params).padStart(14)}`);
   }
   out.push(`  ${'total'.padEnd(32)} ${report.total === null ? '? (some modules unknown)' : fmt(report.total).padStart(14)}`);
-  if (report.trainable !== null && report.trainable !== report.total) out.push(`  ${'trainable'.padEnd(32)} ${fmt(report.trainable).padStart(14)}  (optimizer.freeze)`);
+  if (report.trainable !== null && report.total !== null) {
+    const freeze: string[] = Array.isArray(r.data.optimizer?.freeze) ? r.data.optimizer.freeze : [];
+    out.push(`  ${'trainable'.padEnd(32)} ${fmt(report.trainable).padStart(14)}`);
+    out.push(`  ${'frozen'.padEnd(32)} ${fmt(report.total - report.trainable).padStart(14)}  (optimizer.freeze: ${freeze.length ? freeze.join(', ') : 'none'})`);
+  }
   if (report.memory) {
     const mem = report.memory;
     out.push('', '== memory estimate for training (float32)');

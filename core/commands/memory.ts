@@ -132,7 +132,7 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   const optimizer = await createOptimizer(r.data, r.dir, model, env.registry, quiet);
   const host = benchBatch(model, batchSize, seed);
   const opts = { maxGradNorm: gradClip(r.data), timeForward: false, checkpoint: !!r.data.train?.activation_checkpointing };
-  const { estimate, limit } = trainingMemory(model, optimizer, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend() });
+  const { estimate, limit } = trainingMemory(model, optimizer, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend(), clipping: opts.maxGradNorm > 0 });
   env.stdout.write(`${ESTIMATE_PREFIX}${estimate.total}\n`); // before the step: an OOM row still shows it
   // far above the backend's limit (the estimate is within ~15% where measured): an OOM row without the doomed step
   if (limit !== null && estimate.total > 1.25 * limit)

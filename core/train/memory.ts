@@ -1,7 +1,8 @@
 // Memory of one training step, estimated before the first step, and what to say when it does not
 // fit. The estimate is the backend's peak (the tfjs tensors: for wasm, its heap):
 //   parameters                      every parameter, float32
-//   gradients                       trainable parameters (all present at the end of the backward pass)
+//   gradients                       trainable parameters (all present at the end of the backward pass;
+//                                   twice with train.max_grad_norm: the clipped copies)
 //   optimizer state                 AdamW exp_avg + exp_avg_sq of trainable parameters, unless
 //                                   adamw host_state keeps them in host memory
 //   activations                     what the gradient tape keeps for the backward pass, per block
@@ -61,6 +62,8 @@ export interface EstimateOptions {
   /** the largest single parameter (the optimizer's temporaries while updating it) */
   largestParam: number;
   checkpoint: boolean;
+  /** train.max_grad_norm: clipping makes the clipped copy of every gradient */
+  clipping?: boolean;
   /** optimizer state on the backend and in host memory, bytes */
   optimizerState: { backend: number; host: number };
 }
@@ -85,7 +88,7 @@ export function estimateTrainingMemory(c: ShapeConfig, o: EstimateOptions): Memo
   const checkpointed = inputs + 2 * Math.max(vBlock, lBlock);
   const headAndLoss = 6 * F32 * B * Math.ceil(c.lm_max_length / 2) * c.lm_vocab_size;
   const parameters = F32 * o.totalParams;
-  const gradients = F32 * o.trainableParams;
+  const gradients = F32 * o.trainableParams * (o.clipping ? 2 : 1);
   const optimizer = o.optimizerState.backend + 3 * F32 * o.largestParam;
   const activations = o.checkpoint ? checkpointed : full;
   return {
@@ -176,7 +179,7 @@ export interface SizedModel {
 export function trainingMemory(
   model: SizedModel,
   optimizer: Pick<Optimizer, 'groups' | 'stateBytes'>,
-  o: { batchSize: number; checkpoint: boolean; backend: string },
+  o: { batchSize: number; checkpoint: boolean; backend: string; clipping?: boolean },
 ): { estimate: MemoryEstimate; limit: number | null; fits: boolean } {
   const sizes = [...model.params.values()].map((p) => p.size);
   const trainable = optimizer.groups.flatMap((g) => g.params).reduce((s, n) => s + (model.params.get(n)?.size ?? 0), 0);
@@ -186,6 +189,7 @@ export function trainingMemory(
     trainableParams: trainable,
     largestParam: Math.max(0, ...sizes),
     checkpoint: o.checkpoint,
+    clipping: o.clipping,
     optimizerState: optimizer.stateBytes?.() ?? { backend: 8 * trainable, host: 0 },
   });
   const limit = backendLimit(o.backend);

@@ -158,7 +158,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
   );
   // Memory: estimated before the first step; a step that cannot fit the backend stops here, with
   // what to change (core/train/memory.ts); an abort of the wasm module later is reported the same way.
-  const memory = { ...trainingMemory(model, optimizer, { batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing, backend: tf.getBackend() }), batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing };
+  const memory = { ...trainingMemory(model, optimizer, { batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing, backend: tf.getBackend(), clipping: !!opt.max_grad_norm }), batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing };
   ctx.log.info(`memory of one step, estimated: ${describeEstimate(memory.estimate)}${memory.limit ? ` (limit ${formatBytes(memory.limit)})` : ''}`);
   if (!memory.fits) throw outOfMemoryError('not starting training', memory.estimate, { ...memory, backend: tf.getBackend(), limit: memory.limit! });
   const imageTokens = model.numImageTokens;
