@@ -1,6 +1,6 @@
 // A learning curve per question type, for tuning a recipe: trains the recipe in-process with the
-// train stage's building blocks (BatchLoader, accumulatedLossAndGrads, clipping, the recipe's
-// optimizer and schedule; no grad accumulation, no checkpoints) and every K steps prints one JSON
+// train stage's step (core/train/step.ts trainStep: the recipe's optimizer, schedule and clipping;
+// BatchLoader; no grad accumulation, no checkpoints) and every K steps prints one JSON
 // line: {step, s, loss (smoothed), acc, <category>: acc, ...}, where acc is the share of the first
 // --n questions of data.eval[0] whose highest-logit token at the answer position is the gold
 // letter/token (one forward pass per batch: much cheaper than the generating evaluator, and equal to
@@ -12,10 +12,10 @@ import { createRegistry } from '../core/registry.ts';
 import builtins from '../plugins/index.ts';
 import { resolveRecipe } from '../core/recipe/index.ts';
 import { describeRuntime, initRuntime } from '../core/runtime.ts';
-import { buildComponents, buildDatasets } from '../core/build.ts';
+import { buildComponents, buildDatasets, buildOptimizer } from '../core/build.ts';
 import { BatchLoader } from '../core/data/loader.ts';
 import { toTensors } from '../core/data/collator.ts';
-import { accumulatedLossAndGrads, clipGradNorm, countedTokens } from '../core/train/grads.ts';
+import { trainStep } from '../core/train/step.ts';
 
 const args = process.argv.slice(2);
 const get = (f: string, d: number) => { const i = args.indexOf(f); if (i < 0) return d; const v = Number(args[i + 1]); args.splice(i, 2); return v; };
@@ -33,10 +33,7 @@ const log = { info: () => {}, warn: (m: string) => console.error('WARN', m), deb
 const seed = recipe.runtime?.seed ?? 0;
 const { model, tokenizer, imageProcessor } = await buildComponents(recipe, registry, { recipe, recipeDir: r.dir, seed, log });
 const ds = await buildDatasets(recipe, registry, { recipe, recipeDir: r.dir, seed, log });
-const pctx = { recipe, recipeDir: r.dir, seed, log, built: { vision: model.vision, projector: model.projector, decoder: model.decoder, tokenizer } };
-const optimizer: any = await registry.create('optimizer', recipe.optimizer, { ...pctx, yamlPath: 'optimizer' });
-const schedule: any = await registry.create('schedule', recipe.schedule, { ...pctx, yamlPath: 'schedule' });
-const trainable = optimizer.groups.flatMap((g: any) => g.params);
+const { optimizer, schedule } = await buildOptimizer(recipe, registry, { recipe, recipeDir: r.dir, seed, log }, model, tokenizer);
 const opt = recipe.train;
 const loader = new BatchLoader({ datasets: ds.train, tokenizer, imageProcessor, batchSize: opt.batch_size, maxLength: model.maxLength, seed, shuffle: true, dropLast: true, log });
 const evalLoader = new BatchLoader({ datasets: ds.eval, tokenizer, imageProcessor, batchSize: 50, maxLength: model.maxLength, seed, shuffle: false, dropLast: false, log });
@@ -78,15 +75,9 @@ const t0 = Date.now();
 let lossAvg = 0;
 outer: for (let epoch = 0; ; epoch++) {
   for await (const { batch } of loader.epoch(epoch)) {
-    const n = countedTokens(batch.targets);
-    const loss = tf.tidy(() => {
-      const t = toTensors(batch);
-      const { loss, grads } = accumulatedLossAndGrads(model, [t], [n], trainable);
-      const c = opt.max_grad_norm ? clipGradNorm(grads, opt.max_grad_norm).grads : grads;
-      const lv = loss.dataSync()[0];
-      optimizer.step(c, optimizer.groups.map((g: any) => schedule.lr(step, g.lr, total)));
-      return lv;
-    });
+    const result = trainStep(model, optimizer, [batch], { maxGradNorm: opt.max_grad_norm, schedule, step, totalSteps: total });
+    if (!result) continue; // no counted target in the batch
+    const loss = result.loss;
     step++;
     lossAvg = step === 1 ? loss : 0.98 * lossAvg + 0.02 * loss;
     if (step % every === 0 || step === total) {

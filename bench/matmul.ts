@@ -1,6 +1,6 @@
 // `npx tsx bench/matmul.ts [--threads N] [--ms 300]`: GFLOP/s of the wasm backend's matrix-product
 // kernels per shape (issue 16): the native OpenBLAS kernel (core/kernels/native-matmul.ts) and the
-// XNNPACK one it replaces (core/kernels.ts), side by side in one process, on the products of a
+// XNNPACK one it replaces (core/kernels/matmul.ts), side by side in one process, on the products of a
 // `small` and a 222M training step (forward and the two backward products of a Linear, attention
 // batches) and on square sizes. Each figure: median time of one tf.matMul (dataSync'ed) over
 // repetitions filling --ms milliseconds, after one warm-up. Prints which OpenBLAS kernel runs.

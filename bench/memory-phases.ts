@@ -21,7 +21,9 @@ const { values, positionals } = parseArgs({
   },
 });
 const { buildComponents } = await import('../core/build.ts');
-const { benchBatch, createOptimizer, trainStep, gradClip } = await import('../core/commands/bench.ts');
+const { buildOptimizer } = await import('../core/build.ts');
+const { benchBatch, timedStep, gradClip } = await import('../core/benchmark.ts');
+const { lossAndGrads } = await import('../core/train/grads.ts');
 const { consoleLogger } = await import('../core/cli.ts');
 const { generate } = await import('../core/generate.ts');
 const { resolveRecipe } = await import('../core/recipe/index.ts');
@@ -56,7 +58,7 @@ phase('wasm backend ready');
 const seed = r.data.runtime?.seed ?? 0;
 const { model } = await buildComponents(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log });
 phase('model built');
-const optimizer = await createOptimizer(r.data, r.dir, model, registry, log);
+const { optimizer } = await buildOptimizer(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log }, model);
 const host = benchBatch(model, r.data.train?.batch_size ?? 8, seed);
 phase('optimizer + host batch');
 const maxGradNorm = gradClip(r.data);
@@ -70,7 +72,7 @@ const maxGradNorm = gradClip(r.data);
   tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets).dataSync());
   phase('forward-only pass');
   const trainable = optimizer.groups.flatMap((g) => g.params);
-  const { loss, grads } = model.lossAndGrads(b, trainable);
+  const { loss, grads } = lossAndGrads(model, b, trainable);
   loss.dataSync();
   phase('forward + backward (grads live)');
   optimizer.step(grads, optimizer.groups.map((g) => g.lr));
@@ -80,11 +82,11 @@ const maxGradNorm = gradClip(r.data);
   phase('step 1 done');
 }
 for (let i = 1; i < Number(values.steps); i++) {
-  trainStep(model, optimizer, host, { maxGradNorm, timeForward: true });
+  timedStep(model, optimizer, host, { maxGradNorm, timeForward: true });
   phase(`step ${i + 1} (with forward-only)`);
 }
 if (!values['no-profile']) {
-  await tf.profile(() => void trainStep(model, optimizer, host, { maxGradNorm, timeForward: false }));
+  await tf.profile(() => void timedStep(model, optimizer, host, { maxGradNorm, timeForward: false }));
   phase('tf.profile step');
 }
 if (!values['no-generate']) {

@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { trainStep } from '../core/commands/bench.ts';
+import { trainStep } from '../core/train/step.ts';
 import { benchSetup } from './setup.ts';
 import { generate } from '../core/generate.ts';
 
@@ -34,7 +34,7 @@ if (values.generate) {
   const img = tf.tensor4d(host.images.subarray(3 * S * S, 6 * S * S), [1, 3, S, S]);
   work = async () => void (await generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, stopAtEos: false }));
 } else {
-  work = () => void trainStep(model, optimizer, host, { maxGradNorm: 1, timeForward: false });
+  work = () => void trainStep(model, optimizer, [host], { maxGradNorm: 1 });
 }
 await work();
 await work();

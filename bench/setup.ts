@@ -1,9 +1,9 @@
 // What bench/profile.ts and bench/soak.ts (the scripts that time or watch training steps of a
 // recipe's model) start with: the recipe resolved with the built-in plugins, the backend chosen,
 // the model and optimizer built as `vlm bench` builds them, and its seeded benchmark batch
-// (core/commands/bench.ts benchBatch).
-import { buildComponents } from '../core/build.ts';
-import { benchBatch, createOptimizer } from '../core/commands/bench.ts';
+// (core/benchmark.ts benchBatch).
+import { buildComponents, buildOptimizer } from '../core/build.ts';
+import { benchBatch } from '../core/benchmark.ts';
 import { consoleLogger } from '../core/cli.ts';
 import { resolveRecipe } from '../core/recipe/index.ts';
 import { createRegistry } from '../core/registry.ts';
@@ -18,7 +18,7 @@ export async function benchSetup(file: string, opts: { backend: string; threads:
   log.info(describeRuntime(runtime));
   const seed = r.data.runtime?.seed ?? 0;
   const { model } = await buildComponents(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log });
-  const optimizer = await createOptimizer(r.data, r.dir, model, registry, log);
+  const { optimizer } = await buildOptimizer(r.data, registry, { recipe: r.data, recipeDir: r.dir, seed, log }, model);
   const host = benchBatch(model, r.data.train?.batch_size ?? opts.defaultBatch, seed);
   return { log, registry, recipe: r, runtime, seed, model, optimizer, host };
 }

@@ -8,8 +8,8 @@ import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
 import type { Registry } from './registry.ts';
 import { VisionLanguageModel } from './model/vlm.ts';
-import { loadCheckpoint, loadWeights } from './weights/checkpoint.ts';
-import type { Dataset, ImageProcessor, PluginContext, PluginProducts, RegistryLike, Tokenizer } from './types.ts';
+import { loadCheckpoint, loadWeights } from './weights/model-folder.ts';
+import type { Dataset, ImageProcessor, Optimizer, PluginContext, PluginProducts, RegistryLike, Schedule, Tokenizer } from './types.ts';
 
 /** What build functions need to know about the run (a RunContext has all of it). */
 export interface BuildContext {
@@ -60,6 +60,24 @@ export async function buildComponents(recipe: Record<string, any>, registry: Reg
 
   const imageProcessor = await create('image-processor', 'image_processor');
   return { model, tokenizer, imageProcessor };
+}
+
+/**
+ * The recipe's optimizer (its parameter groups over `model`) and, when the recipe has one, its
+ * learning-rate schedule: what the train stage, `vlm bench` and `vlm memory` train with.
+ */
+export async function buildOptimizer(
+  recipe: Record<string, any>,
+  registry: RegistryLike,
+  ctx: BuildContext,
+  model: VisionLanguageModel,
+  tokenizer?: Tokenizer,
+): Promise<{ optimizer: Optimizer; schedule?: Schedule }> {
+  if (!recipe.optimizer) throw new UserError('the recipe has no optimizer', { where: { yamlPath: 'optimizer' }, hint: 'add an optimizer entry, e.g. optimizer: { use: <name>, lr: 1e-4 } (vlm plugins lists them)' });
+  const base = { recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log, built: { vision: model.vision, projector: model.projector, decoder: model.decoder, ...(tokenizer ? { tokenizer } : {}) } };
+  const optimizer = await registry.create('optimizer', recipe.optimizer, { ...base, yamlPath: 'optimizer' });
+  const schedule = recipe.schedule ? await registry.create('schedule', recipe.schedule, { ...base, yamlPath: 'schedule' }) : undefined;
+  return { optimizer, schedule };
 }
 
 /** model.from: a local folder (relative to the recipe) or a Hub repo id (downloaded into the cache). */

@@ -1,10 +1,8 @@
-// `vlm <command> [args]`: dispatch to core/commands/<command>.ts, which exports
-// `main(argv, env): Promise<number>` (the exit code). User mistakes (UserError / UserErrors) are
+// `vlm <command> [args]`: dispatch through the static table COMMANDS to core/commands/<command>.ts
+// (imported only when that command runs), which exports `main(argv, env): Promise<number>` (the
+// exit code). User mistakes (UserError / UserErrors) are
 // printed as "file:line:col path: message" without a stack trace, exit code 1; `--debug` shows
 // stacks. The built-in plugins come from the caller (bin/vlm.js, tests): core/ knows no plugin.
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isUserError, UserError, UserErrors } from './errors.ts';
 import type { Plugin } from './plugin.ts';
 import { didYouMean } from './recipe/did-you-mean.ts';
@@ -26,30 +24,34 @@ export interface CommandEnv {
 
 export type CommandMain = (argv: string[], env: CommandEnv) => Promise<number>;
 
-/** Every command, its one-line summary, and who maintains it (docs/architecture.md). */
-export const COMMANDS: Record<string, string> = {
-  run: 'run a recipe: vlm run [recipe] [a.b=value ...] [--resume <run dir>] [--force] [--dry-run]',
-  validate: 'check a recipe (schema + every plugin option), reporting every problem with file:line:col',
-  inspect: 'show the resolved recipe, the plugin graph, parameter counts and a memory estimate',
-  plugins: 'list every registered plugin by kind, with its options',
-  generate: 'generate text for an image with a trained model',
-  eval: 'run the eval stage of a recipe on a given model',
-  score: 'score given predictions with a benchmark metric (vqa_accuracy, anls, ...), without a model',
-  compare: 'compare a checkpoint against reference tensors (PyTorch nanoVLM fixtures)',
-  bench: 'benchmark training and generation speed for a recipe',
-  memory: 'peak memory of a training step per batch size',
-  serve: 'a local web server: playground, OpenAI-compatible API, live training dashboard',
-  help: 'show this list',
-};
+/** A command: its one-line summary and its module, imported only when the command runs. */
+export interface CommandEntry {
+  summary: string;
+  load: () => Promise<{ main: CommandMain }>;
+}
 
-const COMMAND_DIR = join(dirname(fileURLToPath(import.meta.url)), 'commands');
+/** Every command (docs/architecture.md lists who maintains each). */
+export const COMMANDS: Record<string, CommandEntry> = {
+  run: { summary: 'run a recipe: vlm run [recipe] [a.b=value ...] [--resume <run dir>] [--force] [--dry-run]', load: () => import('./commands/run.ts') },
+  validate: { summary: 'check a recipe (schema + every plugin option), reporting every problem with file:line:col', load: () => import('./commands/validate.ts') },
+  inspect: { summary: 'show the resolved recipe, the plugin graph, parameter counts and a memory estimate', load: () => import('./commands/inspect.ts') },
+  plugins: { summary: 'list every registered plugin by kind, with its options', load: () => import('./commands/plugins.ts') },
+  generate: { summary: 'generate text for an image with a trained model', load: () => import('./commands/generate.ts') },
+  eval: { summary: 'run the eval stage of a recipe on a given model', load: () => import('./commands/eval.ts') },
+  score: { summary: 'score given predictions with a benchmark metric (vqa_accuracy, anls, ...), without a model', load: () => import('./commands/score.ts') },
+  compare: { summary: 'compare a checkpoint against reference tensors (PyTorch nanoVLM fixtures)', load: () => import('./commands/compare.ts') },
+  bench: { summary: 'benchmark training and generation speed for a recipe', load: () => import('./commands/bench.ts') },
+  memory: { summary: 'peak memory of a training step per batch size', load: () => import('./commands/memory.ts') },
+  serve: { summary: 'a local web server: playground, OpenAI-compatible API, live training dashboard', load: () => import('./commands/serve.ts') },
+};
 
 export function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
   return [
     'Usage: vlm <command> [options]   (vlm <command> --help for a command\'s options)',
     '',
-    ...Object.entries(COMMANDS).map(([c, s]) => `  ${c.padEnd(width)}  ${s}`),
+    ...Object.entries(COMMANDS).map(([c, e]) => `  ${c.padEnd(width)}  ${e.summary}`),
+    `  ${'help'.padEnd(width)}  show this list`,
     '',
     'Global flag: --debug  show stack traces',
   ].join('\n');
@@ -81,12 +83,10 @@ export async function cli(
     return 0;
   }
   try {
-    if (!(cmd in COMMANDS)) {
-      throw new UserError(`unknown command "${cmd}"${didYouMean(cmd, Object.keys(COMMANDS))}`, { hint: 'vlm help lists the commands' });
+    if (!Object.hasOwn(COMMANDS, cmd)) {
+      throw new UserError(`unknown command "${cmd}"${didYouMean(cmd, [...Object.keys(COMMANDS), 'help'])}`, { hint: 'vlm help lists the commands' });
     }
-    const file = join(COMMAND_DIR, `${cmd}.ts`);
-    if (!existsSync(file)) throw new UserError(`vlm ${cmd} is not available in this build (${file} is missing)`);
-    const { main } = (await import(file)) as { main: CommandMain };
+    const { main } = await COMMANDS[cmd].load();
     const builtins = typeof opts.builtins === 'function' ? await opts.builtins() : opts.builtins;
     const env: CommandEnv = {
       registry: createRegistry(builtins),

@@ -12,20 +12,16 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import type { ImageProcessor, KVCache, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
-import { mulberry32 } from './data/rng.ts';
+import { mixSeed, mulberry32 } from './rng.ts';
 
 // ---- seeded PRNG -----------------------------------------------------------------------------
 
-// mulberry32 (core/data/rng.ts) is the PRNG; re-exported for the sampling tests.
+// mulberry32 (core/rng.ts) is the PRNG; re-exported for the sampling tests.
 export { mulberry32 };
 
 /** The PRNG of row `row` of a batch generated with `seed`: rows draw from independent streams. */
 export function rowRng(seed: number, row: number): () => number {
-  // mix (seed, row) into one 32-bit seed (splitmix-style constants)
-  let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(row + 1, 0x85ebca6b)) >>> 0;
-  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
-  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
-  return mulberry32(h ^ (h >>> 16));
+  return mulberry32(mixSeed(seed, row));
 }
 
 // ---- sampling --------------------------------------------------------------------------------

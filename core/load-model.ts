@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
-import { loadCheckpoint } from './weights/checkpoint.ts';
+import { loadCheckpoint } from './weights/model-folder.ts';
 import type { ImageProcessor, Logger, RegistryLike, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 

@@ -6,7 +6,7 @@
 import { stringify } from 'yaml';
 import { isRepoId, redact } from './hub/index.ts';
 import type { EvalResult } from './types.ts';
-import type { RecordedPlugin } from './weights/checkpoint.ts';
+import type { RecordedPlugin } from './weights/model-folder.ts';
 
 export interface ModelCardInput {
   /** the recipe's name */

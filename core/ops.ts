@@ -1,9 +1,10 @@
-// Shared tensor ops of the model code, in one place so they can be optimised once (core/kernels.ts
+// Shared tensor ops of the model code, in one place so they can be optimised once (core/kernels/
 // swaps backend kernels underneath; these functions stay plain tfjs). Semantics follow PyTorch:
 // Linear weights are [out, in]; LayerNorm uses the biased variance; GELU is the tanh approximation
 // (nn.GELU(approximate='tanh')); RMSNorm is nanoVLM's (x * rsqrt(mean(x^2) + eps) * weight).
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
+import { Rng } from './rng.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
 export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Tensor {
@@ -221,37 +222,7 @@ export function crossEntropyIgnore(logits: tf.Tensor3D, targets: tf.Tensor2D, ig
 
 // ---- seeded initialisation ----------------------------------------------------------------------
 
-/** Small deterministic PRNG (mulberry32) with normal and uniform draws; reproducible across runs. */
-export class Rng {
-  private s: number;
-  private spare: number | null = null;
-  constructor(seed: number, stream = '') {
-    let h = (seed >>> 0) ^ 0x9e3779b9;
-    for (let i = 0; i < stream.length; i++) h = Math.imul(h ^ stream.charCodeAt(i), 0x01000193) >>> 0;
-    this.s = h >>> 0;
-  }
-  /** uniform in [0, 1) */
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** standard normal (Box-Muller) */
-  normal(): number {
-    if (this.spare !== null) {
-      const s = this.spare;
-      this.spare = null;
-      return s;
-    }
-    let u = 0;
-    while (u === 0) u = this.next();
-    const v = this.next();
-    const r = Math.sqrt(-2 * Math.log(u));
-    this.spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
-  }
-}
+export { Rng }; // core/rng.ts: the one PRNG (weight initialisation draws from it)
 
 function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);

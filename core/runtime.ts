@@ -6,9 +6,10 @@
 // and why the others were skipped. `webgpu` takes any adapter, software included.
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
-import { enableWasmThreads, installFastKernels } from './kernels.ts';
+import { installFastKernels } from './kernels/index.ts';
 import { nativeMatMulStatus, setNativeThreads } from './kernels/native-matmul.ts';
 import { describeAdapter, gpuAdapter, guardLimits, loadWebGpu, WebGpuUnavailable, type GpuAdapterSummary } from './webgpu.ts';
+import { enableWasmThreads } from './wasm-threads.ts';
 
 export type BackendChoice = 'auto' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_CHOICES: BackendChoice[] = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
@@ -62,7 +63,7 @@ async function loadWasm(): Promise<void> {
 
 /**
  * Threads for the wasm backend: threads > 1 starts tfjs-backend-wasm's threaded SIMD build
- * under Node (core/kernels.ts enableWasmThreads, issue 7; see docs/performance.md for when it
+ * under Node (core/wasm-threads.ts enableWasmThreads, issue 7; see docs/performance.md for when it
  * pays off). The hook: set `threadedWasmWorks` to false to always run the single-threaded build.
  */
 export const wasmThreads = { threadedWasmWorks: true };

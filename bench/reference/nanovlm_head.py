@@ -5,7 +5,7 @@ small random model and writes every tensor a re-implementation must reproduce.
     git clone https://github.com/huggingface/nanoVLM /tmp/nanovlm-head     # HEAD 4e0c096 was used
     apt-get install python3-torch python3-torchvision python3-jinja2 python3-regex libopenblas0-pthread
     python3 bench/reference/nanovlm_head.py --nanovlm /tmp/nanovlm-head \\
-        --config test/model/fixtures/head-tiny/overrides.json --out /tmp/head-tiny
+        --config test/core/model/fixtures/head-tiny/overrides.json --out /tmp/head-tiny
 
 `--config` is a JSON object of VLMConfig overrides (a file or the JSON text itself); everything else
 is HEAD's default VLMConfig. The output folder gets:

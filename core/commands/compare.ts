@@ -13,11 +13,12 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import type { Logger, RegistryLike } from '../types.ts';
 import { readSafetensors, type LoadedTensor } from '../weights/safetensors.ts';
-import { loadCheckpoint } from '../weights/checkpoint.ts';
+import { loadCheckpoint } from '../weights/model-folder.ts';
 import { loadPluginFlags } from '../registry.ts';
 import { toHost } from '../host.ts';
 import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
 import type { VisionLanguageModel } from '../model/vlm.ts';
+import { lossAndGrads } from '../train/grads.ts';
 
 export interface CompareRow {
   name: string;
@@ -195,7 +196,7 @@ async function compareModel(
   const computeGrads = async () => {
     if (gradsHost) return gradsHost;
     if (!targets) throw new UserError(`${inputsFile}: gradients need "targets"`);
-    const { loss, grads } = model.lossAndGrads({ images, inputIds, attentionMask, targets }, undefined, { checkpoint: opts.checkpoint });
+    const { loss, grads } = lossAndGrads(model, { images, inputIds, attentionMask, targets }, undefined, { checkpoint: opts.checkpoint });
     loss.dispose();
     gradsHost = new Map();
     for (const [n, g] of grads) {

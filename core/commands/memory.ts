@@ -1,5 +1,6 @@
 // `vlm memory <recipe> --batch-sizes 1,2,4,8,16 [--png memory.png] [--json memory.json]`:
-// peak memory of one training step (forward, loss, backward, clipping, AdamW) per batch size,
+// peak memory of one training step (core/train/step.ts: forward, loss, backward, clipping, the
+// optimizer) per batch size,
 // as nanoVLM's measure_vram does for CUDA, for whatever backend runs. Every batch size runs in
 // a child process (`vlm memory --child ...`), so the numbers do not carry over from one size to
 // the next (the wasm heap never shrinks) and an out-of-memory (wasm's 4 GiB heap, the OS, or
@@ -12,11 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import type { CommandEnv } from '../cli.ts';
-import { buildComponents } from '../build.ts';
+import { buildComponents, buildOptimizer } from '../build.ts';
 import { UserError } from '../errors.ts';
 import { resolveRecipe } from '../recipe/index.ts';
 import { initRuntime, type BackendChoice } from '../runtime.ts';
-import { benchBatch, createOptimizer, gradClip, trainStep } from './bench.ts';
+import { benchBatch, gradClip, timedStep } from '../benchmark.ts';
 import { withFullSizeModel } from '../model/random-checkpoint.ts';
 import { outOfMemoryError, trainingMemory } from '../train/memory.ts';
 
@@ -129,7 +130,7 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   const seed = rt0.seed ?? 0;
   const quiet = { info() {}, warn() {}, debug() {} };
   const { model } = await buildComponents(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log: quiet });
-  const optimizer = await createOptimizer(r.data, r.dir, model, env.registry, quiet);
+  const { optimizer } = await buildOptimizer(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log: quiet }, model);
   const host = benchBatch(model, batchSize, seed);
   const opts = { maxGradNorm: gradClip(r.data), timeForward: false, checkpoint: !!r.data.train?.activation_checkpointing };
   const { estimate, limit } = trainingMemory(model, optimizer, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend(), clipping: opts.maxGradNorm > 0 });
@@ -137,10 +138,10 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   // far above the backend's limit (the estimate is within ~15% where measured): an OOM row without the doomed step
   if (limit !== null && estimate.total > 1.25 * limit)
     throw outOfMemoryError('out of memory (estimated, not run)', estimate, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend(), limit });
-  trainStep(model, optimizer, host, opts);
+  timedStep(model, optimizer, host, opts);
   let stepMs = 0;
   const prof = await tf.profile(() => {
-    const t = trainStep(model, optimizer, host, opts);
+    const t = timedStep(model, optimizer, host, opts);
     stepMs = t.data + t.fwdbwd + t.optimizer;
   });
   const row: MemoryRow = {

@@ -78,6 +78,13 @@ export function collate(samples: EncodedSample[], opts: { maxLength: number; pad
   return { batchSize: B, seqLen: T, images, imageSize: S, inputIds, attentionMask, targets, sampleIds: samples.map((s) => s.id) };
 }
 
+/** number of target positions that carry a loss (targets != -100), counted on the host */
+export function countTargets(targets: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < targets.length; i++) if (targets[i] !== IGNORE) n++;
+  return n;
+}
+
 /** HostBatch -> tensors for one step (call inside tf.tidy, or dispose them). */
 export function toTensors(h: HostBatch): { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D; targets: tf.Tensor2D } {
   return {

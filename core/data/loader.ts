@@ -18,7 +18,7 @@ import { UserError } from '../errors.ts';
 import type { Dataset, HostBatch, ImageProcessor, Logger, Sample, Tokenizer } from '../types.ts';
 import { collate, encodeSample, type EncodedSample } from './collator.ts';
 import { mmstarPrompt, vqaPrompt } from './prompt.ts';
-import { mixSeed, mulberry32, shuffleInPlace } from './rng.ts';
+import { mixSeed, mulberry32, shuffleInPlace } from '../rng.ts';
 
 export interface BatchLoaderOptions {
   datasets: Dataset[];

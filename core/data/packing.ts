@@ -13,7 +13,7 @@
 // In HEAD a packed sample attends to the samples before it in its bin and positions run on
 // (0..T-1 over the whole sequence); `segments` gives each packed sequence's sample lengths, which a
 // per-sample (block-diagonal) mask would need.
-import { shuffleInPlace } from './rng.ts';
+import { shuffleInPlace } from '../rng.ts';
 
 export interface PackItem {
   length: number;

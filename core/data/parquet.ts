@@ -12,7 +12,7 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetRead, type AsyncBuffe
 import { compressors } from 'hyparquet-compressors';
 import { UserError } from '../errors.ts';
 import type { Dataset, Sample } from '../types.ts';
-import { hashString, mixSeed, mulberry32, permutation, shuffleInPlace } from './rng.ts';
+import { hashString, mixSeed, mulberry32, permutation, shuffleInPlace } from '../rng.ts';
 
 export interface ParquetFile {
   path: string;

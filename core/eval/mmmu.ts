@@ -11,7 +11,7 @@
 //     `eval_open` then iterates that STRING character by character, so lmms-eval scores an open
 //     question right only when the gold answer normalises to "" — in practice never. `evalOpen`
 //     is the official scoring (the whole parsed list); `evalOpenLmmsEval` reproduces lmms-eval's.
-import { hashString, mulberry32 } from '../data/rng.ts';
+import { hashString, mulberry32 } from '../rng.ts';
 import { pyFloat } from './relaxed.ts';
 
 /** Options list -> letters and letter -> text (get_multi_choice_info). */

@@ -8,7 +8,7 @@
 // Why: XNNPACK compiled to wasm SIMD128 reaches ~35-45 GFLOP/s on the products that dominate a
 // training step; OpenBLAS on the same core 60-180 (AVX2 / AVX-512). Figures: docs/performance.md.
 //
-// installed by core/kernels.ts installFastKernels over its XNNPACK kernels (which stay as the
+// installed by core/kernels/index.ts installFastKernels over its XNNPACK kernels (which stay as the
 // fallback: prelu activations, non-float32 dtypes), and removed first by uninstallFastKernels.
 // The addon is built at `npm ci` by scripts/build-native.mjs when a compiler and a BLAS are
 // present; VLM_NATIVE_MATMUL=0 in the environment keeps the XNNPACK kernels. BLAS threads follow

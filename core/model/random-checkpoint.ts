@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { hfHome } from '../hub/config.ts';
 import { recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from './config.ts';
-import { buildModel, saveCheckpoint, CONFIG_FILE, WEIGHTS_FILE } from '../weights/checkpoint.ts';
+import { buildModel, saveCheckpoint, CONFIG_FILE, WEIGHTS_FILE } from '../weights/model-folder.ts';
 import type { Logger, RegistryLike } from '../types.ts';
 
 /** nanoVLM v0.1's full-size model section, every backbone randomly initialised (no `from`) */

@@ -9,7 +9,6 @@ import type { Decoder, Projector, VisionEncoder } from '../types.ts';
 import { crossEntropyIgnore } from '../ops.ts';
 import { hostValues } from '../host.ts';
 import { toVLMConfig } from './config.ts';
-import { variableGradsLean } from '../train/grads.ts';
 
 export const PREFIX = { vision: 'vision_encoder.', projector: 'MP.', decoder: 'decoder.' } as const;
 
@@ -110,33 +109,14 @@ export class VisionLanguageModel {
   }
 
   /**
-   * Loss and d loss / d parameter for the named trainable parameters (default: all). Frozen
-   * parameters are simply not in `trainable`. The caller disposes the returned tensors.
-   */
-  lossAndGrads(batch: TrainBatch, trainable?: string[], opts: { checkpoint?: boolean } = {}): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
-    const names = trainable ?? [...this.params.keys()];
-    const vars = names.map((n) => {
-      const v = this.params.get(n);
-      if (!v) throw new Error(`lossAndGrads: no parameter named ${n}`);
-      return v;
-    });
-    const { value, grads } = variableGradsLean(() => this.trainingLoss(batch, opts.checkpoint), vars); // = tf.variableGrads, freeing as it goes
-    const out = new Map<string, tf.Tensor>();
-    names.forEach((n, i) => {
-      const g = grads[vars[i].name];
-      if (g) out.set(n, g);
-    });
-    return { loss: value, grads: out };
-  }
-
-  /**
    * loss(forward(...), targets) with training on, computing the head only on the text positions
    * whose target is counted (not -100): the ignored ones add nothing to the loss nor to any
    * gradient, and on nanoVLM batches they are about half of the positions (the prompt and
    * padding), so the largest product of the step (hidden x the vocabulary) and the log-softmax
    * over the vocabulary shrink accordingly. The counted rows are found on the host (targets are small).
+   * Its gradients: core/train/grads.ts lossAndGrads (training depends on the model, not the reverse).
    */
-  private trainingLoss(batch: TrainBatch, checkpoint = false): tf.Scalar {
+  trainingLoss(batch: TrainBatch, checkpoint = false): tf.Scalar {
     const [B, T] = batch.targets.shape;
     const targets = hostValues(batch.targets, 'targets'); // GPU backends: the caller awaited toHost(batch.targets)
     const rows: number[] = [];

@@ -3,6 +3,7 @@
 // tokens, and the non-finite diagnostics used when a step goes NaN/Inf.
 //   https://github.com/pytorch/pytorch/blob/v1.13.0/torch/nn/utils/clip_grad.py
 import * as tf from '@tensorflow/tfjs';
+import type { TrainBatch } from '../model/vlm.ts';
 import { gradientScope } from './activation-checkpointing.ts';
 
 /** total L2 norm over all gradients: sqrt(sum_i ||g_i||^2) (a scalar tensor; no host read) */
@@ -26,13 +27,6 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { 
   for (const [k, g] of grads) out.set(k, tf.mul(g, coef));
   coef.dispose();
   return { grads: out, norm };
-}
-
-/** number of target positions that carry a loss (targets != -100), counted on the host */
-export function countedTokens(targets: Int32Array): number {
-  let n = 0;
-  for (let i = 0; i < targets.length; i++) if (targets[i] !== -100) n++;
-  return n;
 }
 
 /**
@@ -73,24 +67,43 @@ export function nonFiniteGrads(grads: Map<string, tf.Tensor>): string[] {
     .map((x) => x.n);
 }
 
-/** What model.lossAndGrads needs (structural: core/model/vlm.ts VisionLanguageModel fits). */
+/** What lossAndGrads needs (structural: core/model/vlm.ts VisionLanguageModel fits). */
 export interface GradModel {
-  lossAndGrads(
-    batch: { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D | null; targets: tf.Tensor2D },
-    trainable?: string[],
-    opts?: { checkpoint?: boolean },
-  ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
+  readonly params: Map<string, tf.Variable>;
+  /** the training loss of a batch (a scalar), computed with training on; `checkpoint`: activation checkpointing per block */
+  trainingLoss(batch: TrainBatch, checkpoint?: boolean): tf.Scalar;
+}
+
+/**
+ * Loss and d loss / d parameter for the named trainable parameters (default: all). Frozen
+ * parameters are simply not in `trainable`. The caller disposes the returned tensors.
+ * `checkpoint`: activation checkpointing per block (train.activation_checkpointing; same gradients).
+ */
+export function lossAndGrads(model: GradModel, batch: TrainBatch, trainable?: string[], opts: { checkpoint?: boolean } = {}): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+  const names = trainable ?? [...model.params.keys()];
+  const vars = names.map((n) => {
+    const v = model.params.get(n);
+    if (!v) throw new Error(`lossAndGrads: no parameter named ${n}`);
+    return v;
+  });
+  const { value, grads } = variableGradsLean(() => model.trainingLoss(batch, opts.checkpoint), vars); // = tf.variableGrads, freeing as it goes
+  const out = new Map<string, tf.Tensor>();
+  names.forEach((n, i) => {
+    const g = grads[vars[i].name];
+    if (g) out.set(n, g);
+  });
+  return { loss: value, grads: out };
 }
 
 /**
  * forward -> loss -> backward over the micro-batches of one optimizer step. Micro-batch k, whose
  * targets count n_k tokens, is weighted by n_k / sum(n): the result is exactly the loss and the
  * gradients of the concatenated batch (nanoVLM's loss is a mean over the batch's counted tokens).
- * Returns kept tensors; the caller disposes them. `counts[k]` = countedTokens(targets of batch k).
+ * Returns kept tensors; the caller disposes them. `counts[k]` = countTargets(targets of batch k) (core/data/collator.ts).
  */
 export function accumulatedLossAndGrads(
   model: GradModel,
-  batches: { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D | null; targets: tf.Tensor2D }[],
+  batches: TrainBatch[],
   counts: number[],
   trainable?: string[],
   opts: { checkpoint?: boolean } = {},
@@ -101,7 +114,7 @@ export function accumulatedLossAndGrads(
   batches.forEach((batch, k) => {
     if (counts[k] === 0) return; // nothing to learn from (and its mean loss would be 0/0)
     const w = counts[k] / total;
-    const r = model.lossAndGrads(batch, trainable, opts);
+    const r = lossAndGrads(model, batch, trainable, opts);
     accumulate(grads, r.grads, w);
     const prev = loss;
     loss = tf.tidy(() => tf.add(prev, tf.mul(r.loss, w)));

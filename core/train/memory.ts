@@ -15,7 +15,7 @@
 //                                   one block recomputed (and its gradients) at a time
 //   head and loss                   logits, softmax and their gradient on the counted positions
 //                                   (about half of the text positions of a nanoVLM batch)
-// The per-block constants were fitted to tf.profile peaks of the bench models (test/train/memory.test.ts
+// The per-block constants were fitted to tf.profile peaks of the bench models (test/core/train/memory.test.ts
 // checks the estimate against measured peaks); it is an estimate (within ~30%), used to refuse a
 // run that cannot fit before it starts, and to explain an out-of-memory abort when one happens.
 import { UserError } from '../errors.ts';

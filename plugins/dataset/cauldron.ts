@@ -8,7 +8,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { ParquetDataset, checkLeaves, imageBytes, text, type Leaf } from '../../core/data/parquet.ts';
 import { formatOptions } from '../../core/data/prompt.ts';
-import { mixSeed, mulberry32, shuffleInPlace } from '../../core/data/rng.ts';
+import { mixSeed, mulberry32, shuffleInPlace } from '../../core/rng.ts';
 import type { Sample } from '../../core/types.ts';
 import { LOCATION_OPTIONS, locateParquet } from './files.ts';
 

@@ -10,7 +10,7 @@ import { join, resolve, relative, isAbsolute } from 'node:path';
 import { datasetNameOption, shortName } from '../../core/data/name.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
-import { hashString, mixSeed, permutation } from '../../core/data/rng.ts';
+import { hashString, mixSeed, permutation } from '../../core/rng.ts';
 import type { Dataset, Sample } from '../../core/types.ts';
 
 interface Entry {

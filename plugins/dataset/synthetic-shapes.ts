@@ -23,7 +23,7 @@ import sharp from 'sharp';
 import { datasetNameOption } from '../../core/data/name.ts';
 import { definePlugin } from '../../core/plugin.ts';
 import { formatOptions } from '../../core/data/prompt.ts';
-import { hashString, mixSeed, mulberry32, permutation } from '../../core/data/rng.ts';
+import { hashString, mixSeed, mulberry32, permutation } from '../../core/rng.ts';
 import type { Dataset, Sample } from '../../core/types.ts';
 
 export const COLORS: Record<string, string> = { red: '#dc2828', green: '#1e9e3c', blue: '#2850dc', yellow: '#f0c814' };

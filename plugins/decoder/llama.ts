@@ -1,29 +1,32 @@
-// Decoder: the Llama / SmolLM2 language model of nanoVLM v0.1 (models/language_model.py), after
-// https://github.com/huggingface/transformers/blob/main/src/transformers/models/llama/modeling_llama.py
-//   token embedding; blocks x = x + attn(norm1(x)); x = x + down(silu(gate(y)) * up(y)), y = norm2(x);
-//   final RMSNorm; head tied to the token embedding when tie_weights.
-//   Rotary embeddings exactly as nanoVLM's RotaryEmbedding (half-split layout, dynamic scaling past
-//   max_position_embeddings, cos/sin times attn_scaling); grouped-query attention (query head h uses
-//   kv head h // (n_heads / n_kv_heads)); masks as nanoVLM's manual attention path (causal -inf, padding
-//   (1 - mask) * finfo.min added, attention output of padded query rows zeroed before out_proj).
-//   A KV cache (newCache) lets generation feed one token at a time; positions continue from its length.
-//   It equals full recompute as long as the sequence stays within max_position_embeddings (past it,
-//   nanoVLM rescales RoPE for the whole sequence at every step, which cached keys cannot follow).
+// Decoder: the Llama / SmolLM2 language model of nanoVLM v0.1, class by class:
+//   https://github.com/huggingface/nanoVLM/blob/v0.1/models/language_model.py
+// itself after transformers' modeling_llama.py. Token embedding; blocks x = x + attn(norm1(x));
+// x = x + down(silu(gate(y)) * up(y)), y = norm2(x); final RMSNorm; head tied to the token
+// embedding when tie_weights. Rotary embeddings exactly as nanoVLM's RotaryEmbedding (half-split
+// layout, dynamic scaling past max_position_embeddings, cos/sin times attn_scaling); grouped-query
+// attention (query head h uses kv head h // (n_heads / n_kv_heads)); masks as nanoVLM's manual
+// attention path (causal -inf, padding (1 - mask) * finfo.min added, attention output of padded
+// query rows zeroed before out_proj).
+// Generation (KV cache, the host-side one-token step) lives beside it in llama-decode.ts: forward
+// with a `cache` continues positions from its length and equals full recompute as long as the
+// sequence stays within max_position_embeddings (past it, nanoVLM rescales RoPE for the whole
+// sequence at every step, which cached keys cannot follow).
 // Parameter names are nanoVLM's (`blocks.0.attn.q_proj.weight`, ...), PyTorch layout.
-// `from:` loads a Hugging Face Llama checkpoint (LanguageModel.from_pretrained): key table HF_LLAMA_KEYS;
-// a recipe vocab larger than the checkpoint's gets extra rows ~ N(0, 0.02) (seeded).
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+// `from:` loads a Hugging Face Llama checkpoint (LanguageModel.from_pretrained): key table
+// HF_LLAMA_KEYS (core/hub/backbone.ts does the reading); a recipe vocab larger than the
+// checkpoint's gets extra rows ~ N(0, 0.02) (seeded).
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
 import { UserError } from '../../core/errors.ts';
-import { withoutInit, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
+import { attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
-import { openSafetensors } from '../../core/weights/safetensors.ts';
-import { resolveSource } from '../../core/hub/index.ts';
+import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from '../../core/hub/backbone.ts';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
 import { hostValues } from '../../core/host.ts';
+import { LlamaFastPath, LlamaKVCache } from './llama-decode.ts';
+
+export { LlamaKVCache };
 
 export interface LlamaConfig {
   hidden_dim: number;
@@ -94,7 +97,8 @@ export function llamaParamShapes(c: LlamaConfig): Record<string, number[]> {
   return s;
 }
 
-// ---- rotary embeddings ---------------------------------------------------------------------------
+// ---- RotaryEmbedding (https://github.com/huggingface/nanoVLM/blob/v0.1/models/language_model.py#L21) -----
+// rmsNorm (RMSNorm, #L7) is core/ops.ts rmsNorm.
 
 const f32 = Math.fround;
 
@@ -133,6 +137,8 @@ export function ropeCosSin(c: LlamaConfig, positions: number[]): { cos: Float32A
   return { cos, sin, hd };
 }
 
+// ---- rotate_half, apply_rotary_pos_embd (#L67, #L72) ----
+
 /** rotate_half(x) = cat([-x[..., hd/2:], x[..., :hd/2]], -1) */
 function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
   const half = x.shape[3] / 2;
@@ -168,7 +174,7 @@ function rotateHalfT(z: tf.Tensor): tf.Tensor {
  * q * cos + rotate_half(q) * sin, for q [B, H, T, hd] and cos, sin [1, 1, T, hd] (constants). A
  * custom gradient, dy * cos + rotate_half^T(dy * sin), so the tape keeps none of the intermediates.
  */
-function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
   const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
     save([cos, sin]); // kept for the backward pass (the caller's tidy may end before it)
     return {
@@ -179,92 +185,10 @@ function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D 
   return op(x) as tf.Tensor4D;
 }
 
-// ---- KV cache --------------------------------------------------------------------------------------
-
-/**
- * Per-layer keys/values (after RoPE) of the positions seen so far. Two storages, converted on
- * demand: tensors [B, n_kv_heads, length, hd] kept outside any tf.tidy (the tensor path: prefill,
- * several tokens at once), or host arrays [B, n_kv_heads, capacity, hd] written in place, grown
- * by doubling (LlamaDecoder.decodeNext: one token per row, no concat of the whole cache per token).
- */
-export class LlamaKVCache implements KVCache {
-  k: (tf.Tensor4D | null)[];
-  v: (tf.Tensor4D | null)[];
-  /** host storage of block i (null: in the tensors, or empty) */
-  host: ({ k: Float32Array; v: Float32Array; cap: number; Hkv: number; hd: number } | null)[];
-  length = 0;
-  constructor(
-    readonly batchSize: number,
-    nBlocks: number,
-  ) {
-    this.k = new Array(nBlocks).fill(null);
-    this.v = new Array(nBlocks).fill(null);
-    this.host = new Array(nBlocks).fill(null);
-  }
-  /** append this step's k/v of block i and return the full k/v */
-  append(i: number, k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
-    if (this.host[i]) this.toTensors(i);
-    const oldK = this.k[i];
-    const oldV = this.v[i];
-    const fullK = oldK ? (tf.concat([oldK, k], 2) as tf.Tensor4D) : k;
-    const fullV = oldV ? (tf.concat([oldV, v], 2) as tf.Tensor4D) : v;
-    this.k[i] = tf.keep(fullK); // survives the caller's tf.tidy; freed on the next append or dispose()
-    this.v[i] = tf.keep(fullV);
-    oldK?.dispose();
-    oldV?.dispose();
-    return [fullK, fullV];
-  }
-  /** block i's host storage with room for `need` positions (moved out of the tensors if there) */
-  hostKV(i: number, need: number, Hkv: number, hd: number): { k: Float32Array; v: Float32Array; cap: number; Hkv: number; hd: number } {
-    const B = this.batchSize;
-    const len = this.length;
-    let h = this.host[i];
-    if (h && h.cap >= need) return h;
-    const cap = Math.max(need, 2 * (h?.cap ?? 0), len + 64);
-    const next = { k: new Float32Array(B * Hkv * cap * hd), v: new Float32Array(B * Hkv * cap * hd), cap, Hkv, hd };
-    // from the tensors [B, Hkv, len, hd] or the smaller host arrays [B, Hkv, oldCap, hd]
-    const fromK = h ? h.k : this.k[i] ? (this.k[i]!.dataSync() as Float32Array) : null;
-    const fromV = h ? h.v : this.v[i] ? (this.v[i]!.dataSync() as Float32Array) : null;
-    const fromCap = h ? h.cap : len;
-    if (fromK && fromV) {
-      for (let r = 0; r < B * Hkv; r++) {
-        next.k.set(fromK.subarray(r * fromCap * hd, (r * fromCap + len) * hd), r * cap * hd);
-        next.v.set(fromV.subarray(r * fromCap * hd, (r * fromCap + len) * hd), r * cap * hd);
-      }
-    }
-    this.k[i]?.dispose();
-    this.v[i]?.dispose();
-    this.k[i] = this.v[i] = null;
-    this.host[i] = h = next;
-    return h;
-  }
-  /** move block i's host storage back into tensors [B, Hkv, length, hd] */
-  private toTensors(i: number): void {
-    const { k, v, cap, Hkv, hd } = this.host[i]!;
-    const B = this.batchSize;
-    const len = this.length;
-    const pack = (src: Float32Array) => {
-      const out = new Float32Array(B * Hkv * len * hd);
-      for (let r = 0; r < B * Hkv; r++) out.set(src.subarray(r * cap * hd, (r * cap + len) * hd), r * len * hd);
-      return tf.keep(tf.tensor4d(out, [B, Hkv, len, hd]));
-    };
-    this.k[i] = pack(k);
-    this.v[i] = pack(v);
-    this.host[i] = null;
-  }
-  dispose(): void {
-    for (const t of [...this.k, ...this.v]) t?.dispose();
-    this.k.fill(null);
-    this.v.fill(null);
-    this.host.fill(null);
-    this.length = 0;
-  }
-}
-
-// ---- the model -----------------------------------------------------------------------------------
+// ---- LanguageModel (#L205: blocks #L183, attention #L87, MLP #L164) ----
 
 /** The linear maps of one block, on [B, T, in] inputs. */
-interface BlockLinears {
+export interface BlockLinears {
   /** h [B, T, C] -> q [B, H, T, hd] and k [B, Hkv, T, hd] after RoPE, v [B, Hkv, T, hd] */
   qkv(h: tf.Tensor): { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D };
   /** attention output [B, T, C] -> [B, T, C] */
@@ -275,85 +199,14 @@ interface BlockLinears {
   down(m: tf.Tensor): tf.Tensor;
 }
 
-/** One block's weights for generation, transposed to [in, out] and fused (LlamaDecoder.generation). */
-interface GenerationWeights {
-  qkv: tf.Tensor2D;
-  out: tf.Tensor2D;
-  gateUp: tf.Tensor2D;
-  down: tf.Tensor2D;
-}
-
-/** y = x W for x [..., in] and a weight already transposed to W [in, out] -> [..., out] */
-function linearT(x: tf.Tensor, w: tf.Tensor2D): tf.Tensor {
-  const [inDim, outDim] = w.shape;
-  return tf.matMul(x.reshape([-1, inDim]) as tf.Tensor2D, w).reshape([...x.shape.slice(0, -1), outDim]);
-}
-
-// ---- host-side pieces of one generation step (LlamaDecoder.decodeNext) --------------------------------
-// Small monomorphic functions on typed arrays, so that V8 optimises them after a few calls.
-
-/** out[b] = x[b] / sqrt(mean(x[b]^2) + eps) * w for the B rows of x [B, C] */
-function hostRmsNorm(x: Float32Array, w: Float32Array, B: number, C: number, eps: number, out: Float32Array): Float32Array {
-  for (let b = 0; b < B; b++) {
-    const o = b * C;
-    let ss = 0;
-    for (let j = 0; j < C; j++) ss += x[o + j] * x[o + j];
-    const r = 1 / Math.sqrt(Math.fround(ss / C) + eps);
-    for (let j = 0; j < C; j++) out[o + j] = x[o + j] * r * w[j];
-  }
-  return out;
-}
-
-/** RoPE of one head x = src[a..a+hd]: out[at + d] = x[d] cos[d] + rotate_half(x)[d] sin[d] */
-function hostRope(src: Float32Array, a: number, cos: Float32Array, sin: Float32Array, hd: number, out: Float32Array, at: number): void {
-  const half = hd >> 1;
-  for (let d = 0; d < half; d++) out[at + d] = src[a + d] * cos[d] - src[a + d + half] * sin[d];
-  for (let d = half; d < hd; d++) out[at + d] = src[a + d] * cos[d] + src[a + d - half] * sin[d];
-}
-
-/**
- * Attention of one query q [hd] over L cached positions (keys/values at K[base + t*hd], V[...]):
- * softmax(q k^T * scale + padding bias) v into y[at..at+hd]. mask[m0 + t] = 0: a padded key
- * (finfo.min added, as attentionBias).
- */
-function hostAttend(
-  q: Float32Array, K: Float32Array, V: Float32Array, base: number, L: number, hd: number, scale: number,
-  mask: Int32Array | null, m0: number, scores: Float64Array, acc: Float64Array, y: Float32Array, at: number,
-): void {
-  let max = -Infinity;
-  for (let t = 0; t < L; t++) {
-    const o = base + t * hd;
-    let dot = 0;
-    for (let d = 0; d < hd; d++) dot += q[d] * K[o + d];
-    let sc = Math.fround(Math.fround(dot) * scale);
-    if (mask !== null && mask[m0 + t] === 0) sc = Math.fround(sc + FLOAT32_MIN);
-    scores[t] = sc;
-    if (sc > max) max = sc;
-  }
-  let sum = 0;
-  for (let t = 0; t < L; t++) {
-    const e = Math.exp(scores[t] - max);
-    scores[t] = e;
-    sum += e;
-  }
-  acc.fill(0);
-  for (let t = 0; t < L; t++) {
-    const p = scores[t] / sum;
-    const o = base + t * hd;
-    for (let d = 0; d < hd; d++) acc[d] += p * V[o + d];
-  }
-  for (let d = 0; d < hd; d++) y[at + d] = acc[d];
-}
-
-/** m[b] = silu(gate) * up for rows gu [B, 2I] = [gate | up] */
-function hostSwiGLU(gu: Float32Array, B: number, I: number, m: Float32Array): void {
-  for (let b = 0; b < B; b++) {
-    const g0 = b * 2 * I;
-    for (let e = 0; e < I; e++) {
-      const g = gu[g0 + e];
-      m[b * I + e] = (g / (1 + Math.exp(-g))) * gu[g0 + I + e];
-    }
-  }
+/** What every block's attention of one forward pass shares. */
+interface AttentionContext {
+  cache?: LlamaKVCache;
+  /** causal -inf + padding finfo.min on keys [B, 1, T, Ttot], or null (nothing to mask) */
+  bias: tf.Tensor | null;
+  /** [B, 1, T, 1]: 0 for padded query rows, zeroed after attention (nanoVLM) */
+  keepQuery: tf.Tensor | null;
+  training: boolean;
 }
 
 export class LlamaDecoder implements Decoder {
@@ -365,15 +218,8 @@ export class LlamaDecoder implements Decoder {
   readonly maxLength: number;
   readonly cfg: LlamaConfig;
   readonly headDim: number;
-  /**
-   * Generation only (forward with a KV cache, decodeNext): every block's weights transposed once to
-   * [in, out] (plain right operands: XNNPACK packs each once and reuses it for every token) and
-   * fused (q, k, v in one product; gate and up in one), the head transposed, host copies of the
-   * RMSNorm weights. Built from the parameters on first use and rebuilt when one of them was
-   * reassigned (a training step gives a variable a new dataId); disposed with the model. Costs one
-   * extra copy of the block and head weights.
-   */
-  private generation: { sources: object[]; blocks: GenerationWeights[]; headT: tf.Tensor2D; host?: { norms: { norm1: Float32Array; norm2: Float32Array }[]; normF: Float32Array } } | null = null;
+  /** generation's fast path (llama-decode.ts), made on first use */
+  private fast: LlamaFastPath | null = null;
 
   constructor(cfg: LlamaConfig, rng: Rng) {
     this.cfg = cfg;
@@ -403,11 +249,12 @@ export class LlamaDecoder implements Decoder {
     return new LlamaKVCache(batchSize, this.cfg.n_blocks);
   }
 
+  /** LanguageModel.forward (#L234): x [B, T, C] (embedded tokens, image tokens prepended) -> hidden [B, T, C] after the final norm; `checkpoint`: activation checkpointing per block (training, no cache) */
   forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean } = {}): tf.Tensor3D {
-    const { rms_eps: eps, dropout } = this.cfg;
+    const eps = this.cfg.rms_eps;
     const training = !!opts.training;
     const checkpoint = !!opts.checkpoint && training && !opts.cache;
-    if (checkpoint && dropout > 0) throw noCheckpointWithDropout('decoder', dropout);
+    if (checkpoint && this.cfg.dropout > 0) throw noCheckpointWithDropout('decoder', this.cfg.dropout);
     const cache = opts.cache as LlamaKVCache | undefined;
     const [B, T] = x.shape;
     const past = cache?.length ?? 0;
@@ -419,7 +266,7 @@ export class LlamaDecoder implements Decoder {
     const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(hostValues(opts.mask, 'decoder mask') as Float32Array | Int32Array, B, Ttot, past) : null;
     const rope = rowPositions ? ropeCosSin(this.cfg, rowPositions) : ropeCosSin(this.cfg, Array.from({ length: T }, (_, i) => past + i));
     const ropeRows = rowPositions ? B : 1; // cos, sin [ropeRows, 1, T, hd]
-    const linears = cache ? this.generationLinears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows, checkpoint);
+    const linears = cache ? this.fastPath().linears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows, checkpoint);
 
     // causal -inf + padding (1 - mask) * finfo.min on keys, [B, 1, T, Ttot]; padded query rows are
     // zeroed after attention: keepQuery [B, 1, T, 1]
@@ -435,25 +282,38 @@ export class LlamaDecoder implements Decoder {
     // each block in its own tidy: only its output (and what the gradient tape saved, or with
     // checkpointing nothing: it is recomputed in the backward pass) outlives it
     for (let i = 0; i < this.cfg.n_blocks; i++) {
-      x = checkpointBlock((xIn: tf.Tensor3D) => {
-        let x = xIn;
-        const b = `blocks.${i}.`;
-        // attention
-        const lin = linears(i);
-        const h = rmsNorm(x, this.p(b + 'norm1.weight'), eps);
-        const qkv = lin.qkv(h); // after RoPE: q [B, H, T, hd], k, v [B, Hkv, T, hd]
-        const [k, v] = cache ? cache.append(i, qkv.k, qkv.v) : [qkv.k, qkv.v]; // [B, Hkv, Ttot, hd]
-        let y: tf.Tensor = attention(qkv.q, k, v, { bias, dropout, training }); // [B, H, T, hd]
-        if (keepQuery) y = tf.mul(y, keepQuery);
-        y = lin.out(mergeHeads(y)); // [B, T, C]
-        x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
-        // MLP
-        const [gate, up] = lin.gateUp(rmsNorm(x, this.p(b + 'norm2.weight'), eps)); // [B, T, inter] each
-        return tf.add(x, lin.down(tf.mul(silu(gate), up))) as tf.Tensor3D;
-      }, x, blockParams(this.params, i), checkpoint);
+      x = checkpointBlock((xIn: tf.Tensor3D) => this.block(i, xIn, linears(i), { cache, bias, keepQuery, training }), x, blockParams(this.params, i), checkpoint);
     }
     if (cache) cache.length = Ttot;
-    return rmsNorm(x, this.p('norm.weight'), eps) as tf.Tensor3D;
+    return rmsNorm(x, this.p('norm.weight'), eps) as tf.Tensor3D; // LanguageModel.norm
+  }
+
+  /** LanguageModelBlock.forward (#L191): x + attn(norm1(x)), then x + mlp(norm2(x)) ([B, T, C] throughout) */
+  private block(i: number, x: tf.Tensor3D, lin: BlockLinears, ctx: AttentionContext): tf.Tensor3D {
+    const { rms_eps: eps, dropout } = this.cfg;
+    const b = `blocks.${i}.`;
+    const y = this.attention(i, rmsNorm(x, this.p(b + 'norm1.weight'), eps), lin, ctx); // [B, T, C]
+    x = tf.add(x, maybeDropout(y, dropout, ctx.training)) as tf.Tensor3D;
+    return tf.add(x, this.mlp(rmsNorm(x, this.p(b + 'norm2.weight'), eps), lin)) as tf.Tensor3D;
+  }
+
+  /**
+   * LanguageModelGroupedQueryAttention.forward (#L115): q, k, v projections, RoPE on q and k, the cache
+   * (when generating), grouped-query attention with the causal + padding bias, padded query rows
+   * zeroed, out_proj. h [B, T, C] -> [B, T, C].
+   */
+  private attention(i: number, h: tf.Tensor, lin: BlockLinears, ctx: AttentionContext): tf.Tensor {
+    const qkv = lin.qkv(h); // after RoPE: q [B, H, T, hd], k, v [B, Hkv, T, hd]
+    const [k, v] = ctx.cache ? ctx.cache.append(i, qkv.k, qkv.v) : [qkv.k, qkv.v]; // [B, Hkv, Ttot, hd]
+    let y: tf.Tensor = attention(qkv.q, k, v, { bias: ctx.bias, dropout: this.cfg.dropout, training: ctx.training }); // [B, H, T, hd]
+    if (ctx.keepQuery) y = tf.mul(y, ctx.keepQuery);
+    return lin.out(mergeHeads(y)); // [B, H, T, hd] -> [B, T, C] -> out_proj
+  }
+
+  /** LanguageModelMLP.forward (#L175): down_proj(silu(gate_proj(x)) * up_proj(x)), [B, T, C] -> [B, T, C] */
+  private mlp(h: tf.Tensor, lin: BlockLinears): tf.Tensor {
+    const [gate, up] = lin.gateUp(h); // [B, T, inter] each
+    return lin.down(tf.mul(silu(gate), up));
   }
 
   /** Block i's linear maps on the parameters, RoPE as nanoVLM writes it (training, full recompute). */
@@ -479,65 +339,9 @@ export class LlamaDecoder implements Decoder {
     };
   }
 
-  /** The same maps on the generation weights (see `generation`): one product for q|k|v, one for gate|up. */
-  private generationLinears(rope: { cos: Float32Array; sin: Float32Array }, T: number, rows = 1): (i: number) => BlockLinears {
-    const { n_heads: H, n_kv_heads: Hkv, hidden_dim: C, inter_dim: I } = this.cfg;
-    const hd = this.headDim;
-    const kvDim = Hkv * hd;
-    const { blocks } = this.generationWeights();
-    const cos = tf.tensor4d(rope.cos, [rows, 1, T, hd]);
-    const sin = tf.tensor4d(rope.sin, [rows, 1, T, hd]);
-    return (i) => {
-      const w = blocks[i];
-      return {
-        qkv: (h) => {
-          const [q, k, v] = tf.split(linearT(h, w.qkv), [C, kvDim, kvDim], 2);
-          return { q: applyRope(splitHeads(q, H), cos, sin), k: applyRope(splitHeads(k, Hkv), cos, sin), v: splitHeads(v, Hkv) };
-        },
-        out: (y) => linearT(y, w.out),
-        gateUp: (h) => tf.split(linearT(h, w.gateUp), [I, I], 2) as [tf.Tensor, tf.Tensor],
-        down: (m) => linearT(m, w.down),
-      };
-    };
-  }
-
-  /** The generation weights (every block's and the head's), (re)built when a source parameter changed. */
-  private generationWeights(): NonNullable<LlamaDecoder['generation']> {
-    const names = [...this.params.keys()];
-    const sources = names.map((n) => this.p(n).dataId);
-    if (this.generation && this.generation.sources.every((s, j) => s === sources[j])) return this.generation;
-    this.disposeGenerationWeights();
-    const blocks = Array.from({ length: this.cfg.n_blocks }, (_, i) =>
-      tf.tidy(() => {
-        const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
-        const fuse = (rows: tf.Tensor2D[]) => tf.keep(tf.concat(rows, 0).transpose() as tf.Tensor2D); // [in, sum of outs]
-        return {
-          qkv: fuse([w('attn.q_proj'), w('attn.k_proj'), w('attn.v_proj')]), // [C, C + 2 kvDim]
-          out: fuse([w('attn.out_proj')]), // [C, C]
-          gateUp: fuse([w('mlp.gate_proj'), w('mlp.up_proj')]), // [C, 2 inter]
-          down: fuse([w('mlp.down_proj')]), // [inter, C]
-        };
-      }),
-    );
-    const headT = tf.tidy(() => tf.keep(this.headWeight().transpose() as tf.Tensor2D)); // [C, V]
-    this.generation = { sources, blocks, headT };
-    return this.generation;
-  }
-
-  /** Host copies of the RMSNorm weights (decodeNext normalises on the host; host backends only: dataSync). */
-  private hostNorms(): NonNullable<NonNullable<LlamaDecoder['generation']>['host']> {
-    const gw = this.generationWeights();
-    if (gw.host) return gw.host;
-    const host = (name: string) => Float32Array.from(this.p(name).dataSync() as Float32Array);
-    const norms = Array.from({ length: this.cfg.n_blocks }, (_, i) => ({ norm1: host(`blocks.${i}.norm1.weight`), norm2: host(`blocks.${i}.norm2.weight`) }));
-    gw.host = { norms, normF: host('norm.weight') };
-    return gw.host;
-  }
-
-  private disposeGenerationWeights(): void {
-    for (const b of this.generation?.blocks ?? []) tf.dispose([b.qkv, b.out, b.gateUp, b.down]);
-    this.generation?.headT.dispose();
-    this.generation = null;
+  /** Generation's fast path (llama-decode.ts): fused, transposed copies of the weights, rebuilt when they change. */
+  private fastPath(): LlamaFastPath {
+    return (this.fast ??= new LlamaFastPath(this));
   }
 
   /** RoPE cos/sin tables [T, hd] for the given positions (what nanoVLM's rotary_embd returns). */
@@ -545,7 +349,8 @@ export class LlamaDecoder implements Decoder {
     return ropeCosSin(this.cfg, positions);
   }
 
-  private headWeight(): tf.Tensor2D {
+  /** the head's weight [V, C]: the token embedding when tied (lm_tie_weights) */
+  headWeight(): tf.Tensor2D {
     return this.cfg.tie_weights ? this.p('token_embedding.weight') : this.p('head.weight');
   }
 
@@ -560,83 +365,17 @@ export class LlamaDecoder implements Decoder {
    * the parameters through it: never use it in training.
    */
   inferenceHead(hidden: tf.Tensor3D): tf.Tensor3D {
-    return linearT(hidden, this.generationWeights().headT) as tf.Tensor3D;
+    return this.fastPath().head(hidden);
   }
 
   /**
    * Generation, one new token per row with the KV cache: the logits [B, V] of the next position
-   * (what forward(embed(ids), {cache, mask}) then inferenceHead would give, up to float rounding).
-   * Only the products run as tensors (on the generation weights: XNNPACK); embedding lookup aside,
-   * everything between them runs on the host on a few hundred floats per row: RMSNorm, RoPE,
-   * attention over the cache (kept in host arrays, written in place), SiLU * up, the residual adds.
-   * That is 4 kernels per block (+ their uploads and reads) instead of ~50 small kernels (~10-20 us
-   * of tfjs overhead each, which dominated a token). `mask`: [B, cache.length + 1] host mask
-   * (0 = padded key) or null.
+   * (what forward(embed(ids), {cache, mask}) then inferenceHead would give, up to float rounding),
+   * with everything but the products on the host (llama-decode.ts LlamaFastPath.decodeNext).
+   * `mask`: [B, cache.length + 1] host mask (0 = padded key) or null.
    */
   decodeNext(ids: Int32Array, cache: LlamaKVCache, mask: Int32Array | null = null): Float32Array {
-    const { hidden_dim: C, n_heads: H, n_kv_heads: Hkv, inter_dim: I, rms_eps: eps } = this.cfg;
-    const hd = this.headDim;
-    const B = ids.length;
-    const kvDim = Hkv * hd;
-    const G = H / Hkv;
-    const W = C + 2 * kvDim; // [q | k | v]
-    const pos = cache.length;
-    const L = pos + 1;
-    if (cache.batchSize !== B) throw new Error(`decodeNext: ${B} ids for a cache of batch ${cache.batchSize}`);
-    if (mask && mask.length !== B * L) throw new Error(`decodeNext: mask of ${mask.length} values, expected [${B}, ${L}]`);
-    const gw = this.generationWeights();
-    const hn = this.hostNorms();
-    // RoPE of the new position: pos for every row (nanoVLM), or per row the count of kept
-    // positions before it (position_ids: skip_padding)
-    const rowPos = this.cfg.position_ids === 'skip_padding' && mask ? keptPositions(mask, B, L, pos) : null;
-    const rope = rowPos ? ropeCosSin(this.cfg, rowPos) : ropeCosSin(this.cfg, [pos]); // [1 or B, hd]
-    const cosOf = (b: number) => (rowPos ? rope.cos.subarray(b * hd, (b + 1) * hd) : rope.cos);
-    const sinOf = (b: number) => (rowPos ? rope.sin.subarray(b * hd, (b + 1) * hd) : rope.sin);
-    const scale = 1 / Math.sqrt(hd);
-    /** rows [B, in] times a generation weight [in, out] on the backend -> host [B, out] */
-    const product = (rows: Float32Array, w: tf.Tensor2D): Float32Array => {
-      const x = tf.tensor2d(rows, [B, w.shape[0]]);
-      const y = tf.matMul(x, w);
-      const out = y.dataSync() as Float32Array;
-      x.dispose();
-      y.dispose();
-      return out;
-    };
-    const norm = (x: Float32Array, w: Float32Array) => hostRmsNorm(x, w, B, C, eps, new Float32Array(B * C));
-
-    const x = Float32Array.from(tf.tidy(() => tf.gather(this.p('token_embedding.weight'), tf.tensor1d(ids, 'int32')).dataSync() as Float32Array)); // [B, C]
-    const q = new Float32Array(hd);
-    const scores = new Float64Array(L);
-    const acc = new Float64Array(hd);
-    const y = new Float32Array(B * C);
-    const m = new Float32Array(B * I);
-    for (let i = 0; i < this.cfg.n_blocks; i++) {
-      const w = gw.blocks[i];
-      const kv = cache.hostKV(i, L, Hkv, hd);
-      const qkv = product(norm(x, hn.norms[i].norm1), w.qkv); // [B, W]
-      for (let b = 0; b < B; b++) {
-        const row = b * W;
-        // the new k (after RoPE) and v of every kv head into the cache at `pos`
-        for (let j = 0; j < Hkv; j++) {
-          const dst = ((b * Hkv + j) * kv.cap + pos) * hd;
-          hostRope(qkv, row + C + j * hd, cosOf(b), sinOf(b), hd, kv.k, dst);
-          kv.v.set(qkv.subarray(row + C + kvDim + j * hd, row + C + kvDim + (j + 1) * hd), dst);
-        }
-        for (let h = 0; h < H; h++) {
-          const j = Math.floor(h / G); // query head h reads kv head j
-          hostRope(qkv, row + h * hd, cosOf(b), sinOf(b), hd, q, 0);
-          hostAttend(q, kv.k, kv.v, (b * Hkv + j) * kv.cap * hd, L, hd, scale, mask, b * L, scores, acc, y, b * C + h * hd);
-        }
-      }
-      const o = product(y, w.out); // [B, C]
-      for (let e = 0; e < B * C; e++) x[e] += o[e];
-      const gu = product(norm(x, hn.norms[i].norm2), w.gateUp); // [B, 2 I]: [gate | up]
-      hostSwiGLU(gu, B, I, m);
-      const d = product(m, w.down); // [B, C]
-      for (let e = 0; e < B * C; e++) x[e] += d[e];
-    }
-    cache.length = L;
-    return product(norm(x, hn.normF), gw.headT); // [B, V]
+    return this.fastPath().decodeNext(ids, cache, mask);
   }
 
   nanovlmConfig(): Record<string, unknown> {
@@ -662,7 +401,8 @@ export class LlamaDecoder implements Decoder {
   }
 
   dispose(): void {
-    this.disposeGenerationWeights();
+    this.fast?.dispose();
+    this.fast = null;
     for (const v of this.params.values()) v.dispose();
     for (const t of this.buffers.values()) t.dispose();
     this.params.clear();
@@ -670,7 +410,7 @@ export class LlamaDecoder implements Decoder {
   }
 }
 
-// ---- Hugging Face Llama checkpoints (LanguageModel.from_pretrained) --------------------------------
+// ---- Hugging Face Llama checkpoints (LanguageModel.from_pretrained, #L281) -------------------------
 
 /** LlamaConfig field -> our option (transformers' defaults for fields the file omits). */
 const HF_LLAMA_CONFIG: [hf: string, ours: keyof LlamaConfig, dflt: number | null][] = [
@@ -702,15 +442,12 @@ export const HF_LLAMA_KEYS: [hf: string, ours: string][] = [
 /** only with tie_weights: false */
 export const HF_LLAMA_HEAD: [hf: string, ours: string] = ['lm_head.weight', 'head.weight'];
 
+/** Shapes (and what nanoVLM does not implement) from a Llama config.json. */
 export function readLlamaConfig(folder: string): { shapes: Partial<LlamaConfig>; vocabSize: number; notes: string[] } {
-  const file = join(folder, 'config.json');
-  if (!existsSync(file)) throw new UserError(`${file} not found: a Llama checkpoint folder needs config.json`, { where: { file } });
-  let cfg: Record<string, unknown>;
-  try {
-    cfg = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { where: { file } });
-  }
+  return llamaShapes(readBackboneConfig(folder, 'Llama'));
+}
+
+function llamaShapes(cfg: Record<string, unknown>): { shapes: Partial<LlamaConfig>; vocabSize: number; notes: string[] } {
   const out: Record<string, unknown> = {};
   for (const [hf, ours, dflt] of HF_LLAMA_CONFIG) out[ours] = cfg[hf] ?? dflt ?? cfg.num_attention_heads ?? 32;
   // what nanoVLM's LanguageModel does not implement (it loads such checkpoints all the same)
@@ -724,45 +461,22 @@ export function readLlamaConfig(folder: string): { shapes: Partial<LlamaConfig>;
   return { shapes: out as Partial<LlamaConfig>, vocabSize: Number(cfg.vocab_size ?? 32000), notes };
 }
 
+/** LanguageModel.from_pretrained: the key table; a recipe vocabulary larger than the checkpoint's gets extra rows ~ N(0, 0.02). */
 function loadHfLlama(model: LlamaDecoder, folder: string, rng: Rng, log: (m: string) => void): void {
-  const file = join(folder, 'model.safetensors');
-  const f = openSafetensors(file);
-  try {
-    const table: [string, string][] = [];
-    for (const [hf, ours] of HF_LLAMA_KEYS) {
-      if (!hf.includes('{i}')) table.push([hf, ours]);
-      else for (let i = 0; i < model.cfg.n_blocks; i++) table.push([hf.replaceAll('{i}', String(i)), ours.replaceAll('{i}', String(i))]);
-    }
-    if (!model.cfg.tie_weights) table.push(f.has(HF_LLAMA_HEAD[0]) ? HF_LLAMA_HEAD : ['model.embed_tokens.weight', 'head.weight']);
-    // 1. every tensor present with the right shape (a shorter vocab is extended) before anything is loaded
-    const isVocab = (ours: string) => ours === 'token_embedding.weight' || ours === 'head.weight';
-    for (const [hf, ours] of table) {
-      if (!f.has(hf)) throw new UserError(`${file}: missing tensor "${hf}" (a Llama checkpoint has it)`, { where: { file } });
-      const shape = f.header.entries.get(hf)!.shape;
-      const want = model.params.get(ours)!.shape;
-      const extendable = isVocab(ours) && shape.length === 2 && shape[0] < want[0] && shape[1] === want[1];
-      if (!extendable && shape.join() !== want.join()) {
-        throw new UserError(`${file}: "${hf}" has shape [${shape}], ${ours} expects [${want}]`, { where: { file } });
-      }
-    }
-    // 2. load tensor by tensor
-    for (const [hf, ours] of table) {
-      const t = f.read(hf);
-      const v = model.params.get(ours)!;
-      let data = t.data as Float32Array;
-      if (t.shape[0] < v.shape[0]) {
-        // vocabulary extension: copy the Hub rows, new rows ~ N(0, 0.02)
-        const ext = new Float32Array(v.size);
-        ext.set(data);
-        ext.set(normalInit(rng, [v.shape[0] - t.shape[0], v.shape[1] as number], 0.02), data.length);
-        log(`extended ${ours} from ${t.shape[0]} to ${v.shape[0]} rows (new rows ~ N(0, 0.02))`);
-        data = ext;
-      }
-      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
-    }
-  } finally {
-    f.close();
-  }
+  const table: HubTensor[] = expandBlocks(HF_LLAMA_KEYS, model.cfg.n_blocks).map(([hf, ours]) => ({ from: [hf], to: ours }));
+  if (!model.cfg.tie_weights) table.push({ from: [HF_LLAMA_HEAD[0]], to: HF_LLAMA_HEAD[1], orElse: ['model.embed_tokens.weight'] });
+  loadHubTensors(model.params, folder, table, {
+    what: 'Llama',
+    extendable: (ours) => ours === 'token_embedding.weight' || ours === 'head.weight',
+    extendRows: (ours, data, want) => {
+      // vocabulary extension: copy the Hub rows, new rows ~ N(0, 0.02)
+      const ext = new Float32Array(want[0] * want[1]);
+      ext.set(data);
+      ext.set(normalInit(rng, [want[0] - data.length / want[1], want[1]], 0.02), data.length);
+      log(`extended ${ours} from ${data.length / want[1]} to ${want[0]} rows (new rows ~ N(0, 0.02))`);
+      return ext;
+    },
+  });
 }
 
 // ---- plugin ----------------------------------------------------------------------------------------
@@ -820,42 +534,27 @@ export default definePlugin({
   options,
   async create(options_, ctx: PluginContext) {
     const opts = options_ as Options;
-    let hub: ReturnType<typeof readLlamaConfig> | null = null;
-    let folder: string | null = null;
-    if (opts.from) {
-      folder = await resolveSource(opts.from, {
-        baseDir: ctx.recipeDir, // a relative folder resolves against the recipe
-        repoType: 'model',
-        files: ['config.json', 'model.safetensors'],
-        log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
-      });
-      hub = readLlamaConfig(folder);
-      for (const n of hub.notes) ctx.log.warn(`${ctx.yamlPath}: ${opts.from}: ${n}`);
-    }
+    const folder = opts.from ? await resolveBackbone(opts.from, ctx) : null;
+    const hub = folder ? readLlamaConfig(folder) : null;
+    for (const n of hub?.notes ?? []) ctx.log.warn(`${ctx.yamlPath}: ${opts.from}: ${n}`);
     const cfg = configFrom(opts, hub?.shapes ?? null, ctx.yamlPath, opts.from ?? undefined);
     if (hub && cfg.vocab_size < hub.vocabSize) {
       throw new UserError(`vocab_size ${cfg.vocab_size} is smaller than the checkpoint's vocabulary (${hub.vocabSize})`, {
         where: { yamlPath: `${ctx.yamlPath}.vocab_size` },
       });
     }
-    const rng = new Rng(ctx.seed, 'decoder');
-    const model = folder ? await withoutInit(() => new LlamaDecoder(cfg, rng)) : new LlamaDecoder(cfg, rng); // weights loaded below
-    if (folder) {
-      try {
-        loadHfLlama(model, folder, new Rng(ctx.seed, 'decoder.vocab-extension'), (m) => ctx.log.info(`${ctx.yamlPath}: ${m}`));
-      } catch (e) {
-        model.dispose();
-        throw e;
-      }
-      ctx.log.info(`${ctx.yamlPath}: loaded Llama weights from ${opts.from}`);
-    }
+    const model = await buildBackbone(
+      folder,
+      () => new LlamaDecoder(cfg, new Rng(ctx.seed, 'decoder')),
+      (m, dir) => loadHfLlama(m, dir, new Rng(ctx.seed, 'decoder.vocab-extension'), (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`)),
+    );
+    if (folder) ctx.log.info(`${ctx.yamlPath}: loaded Llama weights from ${opts.from}`);
     return model;
   },
   describe(options_): ModuleDescription {
     const opts = options_ as Options;
-    let hub: Partial<LlamaConfig> | null = null;
-    if (opts.from && existsSync(join(opts.from, 'config.json'))) hub = readLlamaConfig(opts.from).shapes;
-    const cfg = configFrom(opts, hub, 'model.decoder', opts.from ?? undefined);
+    const local = localBackboneConfig(opts.from, 'Llama');
+    const cfg = configFrom(opts, local ? llamaShapes(local).shapes : null, 'model.decoder', opts.from ?? undefined);
     return { params: llamaParamShapes(cfg), hiddenDim: cfg.hidden_dim };
   },
 });

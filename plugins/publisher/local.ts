@@ -15,7 +15,7 @@ import { definePlugin } from '../../core/plugin.ts';
 import { UserError } from '../../core/errors.ts';
 import { modelCard } from '../../core/model-card.ts';
 import { isRepoId, redact, resolveSource, safeJoin } from '../../core/hub/index.ts';
-import { checkpointModelSection, recordPlugins, saveCheckpoint } from '../../core/weights/checkpoint.ts';
+import { checkpointModelSection, recordPlugins, saveCheckpoint } from '../../core/weights/model-folder.ts';
 import type { Publisher, RunContext } from '../../core/types.ts';
 
 export interface LocalOptions {

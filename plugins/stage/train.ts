@@ -1,6 +1,6 @@
 // The training stage: nanoVLM v0.1 train.py's loop, readable top to bottom.
 //   https://github.com/huggingface/nanoVLM/blob/v0.1/train.py (train)
-// Per optimizer step:
+// Per optimizer step (core/train/step.ts trainStep, the one copy that vlm bench / vlm memory use too):
 //   batch(es) -> forward -> loss -> backward (x grad_accum, token-weighted) -> clip -> lr -> step -> log
 // plus, every N steps: eval (val loss + the recipe's evaluators), best checkpoint, periodic
 // checkpoint; on Ctrl-C / SIGTERM: finish the step, checkpoint, say how to resume, stop.
@@ -15,19 +15,23 @@
 //   happens after backward and before the optimizer update, so a non-finite step never reaches the
 //   weights: the model in memory and the last checkpoint both stay good, and the diagnostics can
 //   re-run the forward pass.
-// - Validation loss is the token-weighted mean over the whole validation set.
+// - Validation loss is the token-weighted mean over the whole validation set (core/train/eval-loss.ts,
+//   shared with the val-loss evaluator).
 import * as tf from '@tensorflow/tfjs';
 import { join, relative } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { definePlugin } from '../../core/plugin.ts';
+import { buildOptimizer } from '../../core/build.ts';
 import { UserError } from '../../core/errors.ts';
 import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from '../../core/types.ts';
 import { BatchLoader } from '../../core/data/loader.ts';
 import { toTensors } from '../../core/data/collator.ts';
-import { saveCheckpoint, loadWeights, recordPlugins } from '../../core/weights/checkpoint.ts';
+import { stepTokens, trainStep } from '../../core/train/step.ts';
+import { meanTokenLoss } from '../../core/train/eval-loss.ts';
+import { saveCheckpoint, loadWeights, recordPlugins } from '../../core/weights/model-folder.ts';
 import { writeSamples } from '../../core/train/samples.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
-import { accumulatedLossAndGrads, clipGradNorm, countedTokens, globalNorm, isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
+import { isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
 import {
   listCheckpoints,
   loadOptimizerState,
@@ -35,7 +39,7 @@ import {
   saveTrainCheckpoint,
   TRAINER_FORMAT_VERSION,
   type TrainerState,
-} from '../../core/train/checkpoint.ts';
+} from '../../core/train/trainer-checkpoints.ts';
 import { diffRecipes, recipeHash } from '../../core/train/recipe-diff.ts';
 import { writeCurvePng, type Series } from '../../core/train/plot.ts';
 import { describeEstimate, formatBytes, guardWasmAbort, outOfMemoryError, trainingMemory, wasmAbortError } from '../../core/train/memory.ts';
@@ -85,10 +89,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
     throw new UserError('no training data', { where: { yamlPath: 'data.train' }, hint: 'list at least one dataset under data.train' });
 
   // Optimizer (parameter groups, frozen modules) and learning-rate schedule, by name from the recipe.
-  const pctx = { recipe: ctx.recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log, built: { vision: model.vision, projector: model.projector, decoder: model.decoder, tokenizer: ctx.tokenizer } };
-  const optimizer: Optimizer = await ctx.registry.create('optimizer', ctx.recipe.optimizer ?? { use: 'adamw', lr: 1e-4 }, { ...pctx, yamlPath: 'optimizer' });
-  const schedule: Schedule = await ctx.registry.create('schedule', ctx.recipe.schedule ?? { use: 'cosine-warmup' }, { ...pctx, yamlPath: 'schedule' });
-  const trainable = optimizer.groups.flatMap((g) => g.params);
+  const { optimizer, schedule } = await buildOptimizer(ctx.recipe, ctx.registry, ctx, model, ctx.tokenizer);
 
   // Data: seeded, mixed, prefetched; an epoch yields micro-batches of batch_size.
   const loader = new BatchLoader({
@@ -182,37 +183,35 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       st.batch_in_epoch++;
       if (micro.length < opt.grad_accum) continue;
 
-      // ---- one optimizer step over grad_accum micro-batches ----
-      const tokensPer = micro.map((b) => countedTokens(b.targets));
-      const counted = tokensPer.reduce((a, b) => a + b, 0);
-      if (counted === 0) {
-        ctx.log.warn(`step ${st.step + 1}: no target token in the batch (every sample longer than max_length?); skipped`);
-        micro = [];
-        continue;
-      }
-      // all tensors of the step live inside this tidy; what leaves it are three numbers
-      const { loss, gradNorm, lrs } = guardWasmAbort(() => tf.tidy(() => {
-        const batches = micro.map((b) => toTensors(b));
-        const { loss, grads } = accumulatedLossAndGrads(model, batches, tokensPer, trainable, { checkpoint: opt.activation_checkpointing }); // forward -> loss -> backward
-        const clipped = opt.max_grad_norm ? clipGradNorm(grads, opt.max_grad_norm) : { grads, norm: globalNorm(grads) }; // clip
-        const [lossValue, gradNorm] = tf.stack([loss, clipped.norm]).dataSync(); // the one host read of the step
-        if (!Number.isFinite(lossValue) || !Number.isFinite(gradNorm))
-          throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${diagnoseNonFinite(model, micro, grads, lossValue, gradNorm)}`, {
+      // ---- one optimizer step over grad_accum micro-batches (core/train/step.ts) ----
+      // forward -> loss -> backward (token-weighted accumulation) -> clip -> lr -> optimizer.step
+      const result = guardWasmAbort(() => trainStep(model, optimizer, micro, {
+        maxGradNorm: opt.max_grad_norm,
+        schedule,
+        step: st.step,
+        totalSteps,
+        checkpoint: opt.activation_checkpointing,
+        onNonFinite: ({ loss, gradNorm, grads }) => {
+          throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${diagnoseNonFinite(model, micro, grads, loss, gradNorm)}`, {
             hint:
               (lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint} (resume with --resume ${ctx.runDir}); ` : 'no checkpoint was written yet; ') +
               'lower the learning rate, set train.max_grad_norm, or check the data of this batch: ' +
               micro.flatMap((b) => b.sampleIds).slice(0, 4).join(', '),
           });
-        const lrs = optimizer.groups.map((g) => schedule.lr(st.step, g.lr, totalSteps)); // lr
-        optimizer.step(clipped.grads, lrs); // step
-        return { loss: lossValue, gradNorm, lrs };
+        },
       }), (e) => wasmAbortError(`training step ${st.step + 1}`, e, memory, lastCheckpoint ? `; the last checkpoint ${lastCheckpoint} is complete (resume with --resume ${ctx.runDir} after the change)` : '; no checkpoint was written'));
+      if (!result) {
+        ctx.log.warn(`step ${st.step + 1}: no target token in the batch (every sample longer than max_length?); skipped`);
+        micro = [];
+        continue;
+      }
+      const { loss, gradNorm, lrs } = result;
 
       // ---- log ----
       st.step++;
       const stepMs = Date.now() - stepStart;
       stepMsAvg = stepMsAvg ? 0.9 * stepMsAvg + 0.1 * stepMs : stepMs;
-      const tokens = micro.reduce((a, b) => a + b.attentionMask.reduce((s, x) => s + x, 0) + b.batchSize * imageTokens, 0);
+      const tokens = stepTokens(micro, imageTokens);
       st.tokens += tokens;
       st.train_seconds = (Date.now() - t0) / 1000;
       losses.push({ step: st.step, value: loss });
@@ -346,20 +345,11 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
       badSampleRatio: opt.bad_sample_ratio,
       log: ctx.log,
     });
-    let sum = 0;
-    let n = 0;
-    for await (const { batch } of loader.epoch(0, { skip: 0 })) {
-      const k = countedTokens(batch.targets);
-      if (k === 0) continue;
-      const loss = tf.tidy(() => {
-        const t = toTensors(batch);
-        return model.loss(model.forward(t.inputIds, t.images, t.attentionMask, { training: false }), t.targets);
-      });
-      sum += loss.dataSync()[0] * k;
-      n += k;
-      loss.dispose();
+    async function* hostBatches() {
+      for await (const { batch } of loader.epoch(0, { skip: 0 })) yield batch;
     }
-    if (n) metrics.val_loss = sum / n;
+    const { loss, tokens } = await meanTokenLoss(model, hostBatches()); // core/train/eval-loss.ts, as the val-loss evaluator
+    if (tokens) metrics.val_loss = loss;
   }
   const results: EvalResult[] = [];
   for (const [i, entry] of ((ctx.recipe.eval?.evaluators ?? []) as { use: string; data?: 'val' | 'eval' }[]).entries()) {

@@ -6,16 +6,13 @@
 // Parameter names are nanoVLM's (`blocks.0.attn.qkv_proj.weight`, ...), PyTorch layout.
 // `from:` loads a Hugging Face SigLIP vision checkpoint (ViT.from_pretrained): the key table is
 // HF_SIGLIP_KEYS below; q/k/v are fused into qkv_proj as torch.cat([q, k, v], 0).
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
 import type { PluginContext, VisionEncoder } from '../../core/types.ts';
 import { UserError } from '../../core/errors.ts';
-import { withoutInit, attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from '../../core/ops.ts';
+import { attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from '../../core/ops.ts';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
-import { openSafetensors } from '../../core/weights/safetensors.ts';
-import { resolveSource } from '../../core/hub/index.ts';
+import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from '../../core/hub/backbone.ts';
 import { blockParams, checkpointBlock, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
 
 export interface ViTConfig {
@@ -231,73 +228,28 @@ export const HF_SIGLIP_QKV = {
   ours: 'blocks.{i}.attn.qkv_proj.{w}',
 };
 
-/** Read a SigLIP config.json (flat SiglipVisionConfig, or a full SiglipConfig with vision_config). */
+/** Shapes from a SigLIP config.json (flat SiglipVisionConfig, or a full SiglipConfig with vision_config). */
 export function readSiglipConfig(folder: string): Partial<ViTConfig> {
-  const file = join(folder, 'config.json');
-  if (!existsSync(file)) throw new UserError(`${file} not found: a SigLIP checkpoint folder needs config.json`, { where: { file } });
-  let raw: Record<string, unknown>;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { where: { file } });
-  }
+  return siglipShapes(readBackboneConfig(folder, 'SigLIP'));
+}
+
+function siglipShapes(raw: Record<string, unknown>): Partial<ViTConfig> {
   const cfg = (raw.model_type === 'siglip' && raw.vision_config ? raw.vision_config : raw) as Record<string, unknown>;
   const out: Partial<ViTConfig> = {};
   for (const [hf, ours, dflt] of HF_SIGLIP_CONFIG) (out as Record<string, unknown>)[ours] = cfg[hf] ?? dflt;
   return out;
 }
 
+/** ViT.from_pretrained: the key table, q/k/v fused into qkv_proj (torch.cat([q, k, v], 0)) for weight and bias. */
 function loadHfSiglip(model: SiglipViT, folder: string): void {
-  const file = join(folder, 'model.safetensors');
-  const f = openSafetensors(file);
-  try {
-    const blocks = Array.from({ length: model.cfg.n_blocks }, (_, i) => String(i));
-    const expand = (t: string) => (t.includes('{i}') ? blocks.map((i) => t.replaceAll('{i}', i)) : [t]);
-    const plain = HF_SIGLIP_KEYS.flatMap(([hf, ours]) => expand(hf).map((h, j) => [h, expand(ours)[j]] as const));
-    const fused = blocks.flatMap((i) =>
-      ['weight', 'bias'].map((w) => {
-        const name = (t: string) => t.replaceAll('{i}', i).replace('{w}', w);
-        return { parts: [name(HF_SIGLIP_QKV.q), name(HF_SIGLIP_QKV.k), name(HF_SIGLIP_QKV.v)], ours: name(HF_SIGLIP_QKV.ours) };
-      }),
-    );
-    // 1. every tensor present with the right shape before anything is loaded
-    const shapeOf = (hf: string) => {
-      if (!f.has(hf)) throw new UserError(`${file}: missing tensor "${hf}" (a SigLIP vision checkpoint has it)`, { where: { file } });
-      return f.header.entries.get(hf)!.shape;
-    };
-    const check = (what: string, ours: string, shape: number[]) => {
-      const want = model.params.get(ours)!.shape;
-      if (shape.join() !== want.join()) {
-        throw new UserError(`${file}: ${what} has shape [${shape}], ${ours} expects [${want}]`, { where: { file } });
-      }
-    };
-    for (const [hf, ours] of plain) {
-      const shape = shapeOf(hf);
-      check(`"${hf}"`, ours, ours === 'patch_embedding.position_embedding' && shape.length === 2 ? [1, ...shape] : shape); // [N, D] -> [1, N, D]
+  const table: HubTensor[] = expandBlocks(HF_SIGLIP_KEYS, model.cfg.n_blocks).map(([hf, ours]) => ({ from: [hf], to: ours }));
+  for (let i = 0; i < model.cfg.n_blocks; i++) {
+    for (const w of ['weight', 'bias']) {
+      const name = (t: string) => t.replaceAll('{i}', String(i)).replace('{w}', w);
+      table.push({ from: [name(HF_SIGLIP_QKV.q), name(HF_SIGLIP_QKV.k), name(HF_SIGLIP_QKV.v)], to: name(HF_SIGLIP_QKV.ours) });
     }
-    for (const { parts, ours } of fused) {
-      const shapes = parts.map(shapeOf);
-      check(`cat([${parts.map((p) => `"${p}"`).join(', ')}])`, ours, [shapes.reduce((a, s) => a + s[0], 0), ...shapes[0].slice(1)]);
-    }
-    // 2. load tensor by tensor
-    const assign = (ours: string, data: Float32Array) => {
-      const v = model.params.get(ours)!;
-      tf.tidy(() => v.assign(tf.tensor(data, v.shape, 'float32')));
-    };
-    for (const [hf, ours] of plain) assign(ours, f.read(hf).data as Float32Array);
-    for (const { parts, ours } of fused) {
-      const datas = parts.map((p) => f.read(p).data as Float32Array);
-      const qkv = new Float32Array(datas.reduce((a, d) => a + d.length, 0)); // torch.cat((q, k, v), dim=0)
-      let o = 0;
-      for (const d of datas) {
-        qkv.set(d, o);
-        o += d.length;
-      }
-      assign(ours, qkv);
-    }
-  } finally {
-    f.close();
   }
+  loadHubTensors(model.params, folder, table, { what: 'SigLIP vision' });
 }
 
 // ---- plugin ------------------------------------------------------------------------------------------
@@ -340,36 +292,16 @@ export default definePlugin({
   options,
   async create(options_, ctx: PluginContext) {
     const opts = options_ as Options;
-    let hub: Partial<ViTConfig> | null = null;
-    let folder: string | null = null;
-    if (opts.from) {
-      folder = await resolveSource(opts.from, {
-        baseDir: ctx.recipeDir, // a relative folder resolves against the recipe
-        repoType: 'model',
-        files: ['config.json', 'model.safetensors'],
-        log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
-      });
-      hub = readSiglipConfig(folder);
-    }
-    const cfg = configFrom(opts, hub, ctx.yamlPath, opts.from ?? undefined);
-    const build = () => new SiglipViT(cfg, new Rng(ctx.seed, 'vision'));
-    const model = folder ? await withoutInit(build) : build(); // weights loaded below
-    if (folder) {
-      try {
-        loadHfSiglip(model, folder);
-      } catch (e) {
-        model.dispose();
-        throw e;
-      }
-      ctx.log.info(`${ctx.yamlPath}: loaded SigLIP weights from ${opts.from}`);
-    }
+    const folder = opts.from ? await resolveBackbone(opts.from, ctx) : null;
+    const cfg = configFrom(opts, folder ? readSiglipConfig(folder) : null, ctx.yamlPath, opts.from ?? undefined);
+    const model = await buildBackbone(folder, () => new SiglipViT(cfg, new Rng(ctx.seed, 'vision')), loadHfSiglip);
+    if (folder) ctx.log.info(`${ctx.yamlPath}: loaded SigLIP weights from ${opts.from}`);
     return model;
   },
   describe(options_): ModuleDescription {
     const opts = options_ as Options;
-    let hub: Partial<ViTConfig> | null = null;
-    if (opts.from && existsSync(join(opts.from, 'config.json'))) hub = readSiglipConfig(opts.from);
-    const cfg = configFrom(opts, hub, 'model.vision', opts.from ?? undefined);
+    const local = localBackboneConfig(opts.from, 'SigLIP');
+    const cfg = configFrom(opts, local ? siglipShapes(local) : null, 'model.vision', opts.from ?? undefined);
     const nTok = cfg.cls_flag ? 1 : (cfg.image_size / cfg.patch_size) ** 2;
     return { params: vitParamShapes(cfg), hiddenDim: cfg.hidden_dim, numTokens: nTok };
   },

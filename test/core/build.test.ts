@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { buildComponents, buildDatasets } from '../../core/build.ts';
 import { resolveRecipe } from '../../core/recipe/index.ts';
 import { Registry } from '../../core/registry.ts';
-import { saveCheckpoint } from '../../core/weights/checkpoint.ts';
+import { saveCheckpoint } from '../../core/weights/model-folder.ts';
 import builtins from '../../plugins/index.ts';
 import { useTestBackend } from '../helpers/backend.ts';
 

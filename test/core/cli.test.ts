@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cli, COMMANDS, formatError } from '../../core/cli.ts';
 import { UserError, UserErrors } from '../../core/errors.ts';
-import { fixturePlugins } from '../recipes/fixture-plugins.ts';
+import { fixturePlugins } from './recipe/fixture-plugins.ts';
 
 async function vlm(...argv: string[]) {
   let out = '';

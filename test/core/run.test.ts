@@ -13,7 +13,7 @@ import { createRun, timestamp } from '../../core/run.ts';
 import { resolveRecipe } from '../../core/recipe/index.ts';
 import { Registry } from '../../core/registry.ts';
 import type { RunContext } from '../../core/types.ts';
-import { fixturePlugins } from '../recipes/fixture-plugins.ts';
+import { fixturePlugins } from './recipe/fixture-plugins.ts';
 
 process.env.CI = 'true'; // plain line renderer
 

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../core/errors.ts';
-import { fastKernelsInstalled } from '../../core/kernels.ts';
+import { fastKernelsInstalled } from '../../core/kernels/index.ts';
 import { describeRuntime, initRuntime } from '../../core/runtime.ts';
 
 const require = createRequire(import.meta.url);

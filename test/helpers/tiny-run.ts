@@ -10,7 +10,7 @@ import type { CommandEnv } from '../../core/cli.ts';
 import type { Plugin } from '../../core/plugin.ts';
 import { recipeToYaml, resolveRecipe } from '../../core/recipe/index.ts';
 import { createRegistry, Registry } from '../../core/registry.ts';
-import { buildModel, saveCheckpoint } from '../../core/weights/checkpoint.ts';
+import { buildModel, saveCheckpoint } from '../../core/weights/model-folder.ts';
 import builtins from '../../plugins/index.ts';
 
 export const TINY_MODEL = {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import type { CommandEnv } from '../../core/cli.ts';
 import { createRegistry } from '../../core/registry.ts';
-import { buildModel, saveCheckpoint } from '../../core/weights/checkpoint.ts';
+import { buildModel, saveCheckpoint } from '../../core/weights/model-folder.ts';
 import builtins from '../../plugins/index.ts';
 import { useTestBackend } from '../helpers/backend.ts';
 

@@ -13,7 +13,7 @@ import { main as generateMain } from '../../../core/commands/generate.ts';
 import { loadModel } from '../../../core/load-model.ts';
 import { loadPluginFlags, Registry } from '../../../core/registry.ts';
 import type { RunContext } from '../../../core/types.ts';
-import { buildModel } from '../../../core/weights/checkpoint.ts';
+import { buildModel } from '../../../core/weights/model-folder.ts';
 import builtins from '../../../plugins/index.ts';
 import { writeModelFolder } from '../../../plugins/publisher/local.ts';
 import { useTestBackend } from '../../helpers/backend.ts';

@@ -11,7 +11,7 @@ import { buildDatasets } from '../../../core/build.ts';
 import { Registry } from '../../../core/registry.ts';
 import type { Dataset } from '../../../core/types.ts';
 import builtins from '../../../plugins/index.ts';
-import { CAULDRON_FIELDS, MMSTAR_FIELDS, writeParquet } from '../../data/parquet-writer.ts';
+import { CAULDRON_FIELDS, MMSTAR_FIELDS, writeParquet } from '../../helpers/parquet-writer.ts';
 import { writeFolderDataset } from '../../helpers/tiny-run.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'vlm-ds-name-'));

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { Registry } from '../../../core/registry.ts';
 import type { Dataset, RunContext } from '../../../core/types.ts';
-import { buildModel } from '../../../core/weights/checkpoint.ts';
+import { buildModel } from '../../../core/weights/model-folder.ts';
 import type { VisionLanguageModel } from '../../../core/model/vlm.ts';
 import builtins from '../../../plugins/index.ts';
 import { useTestBackend } from '../../helpers/backend.ts';

@@ -11,7 +11,7 @@ import { resolveRecipe } from '../../../core/recipe/index.ts';
 import { Registry } from '../../../core/registry.ts';
 import builtins from '../../../plugins/index.ts';
 import { commandEnv } from '../../helpers/tiny-run.ts';
-import { smallRecipe, tmpOut, writeRecipe } from '../../train/run-helpers.ts';
+import { smallRecipe, tmpOut, writeRecipe } from '../../helpers/run.ts';
 
 const calls: number[] = [];
 const counting = definePlugin({

@@ -1,0 +1,47 @@
+// Reductions and elementwise kernels with a cheaper special case than the stock wasm ones:
+//   Pow with a scalar exponent 2 (tf.norm, hence gradient clipping) -> Square (std::pow per
+//                         element is ~8x slower than x*x);
+//   Sum over leading axes (every bias / norm-weight gradient: [tokens, C] -> [C]): the stock kernel
+//                         transposes the reduced axes to the end first (a copy, ~5 ns/element); a
+//                         row-by-row accumulation on the heap reads x once.
+import * as tf from '@tensorflow/tfjs';
+import { heapView, stock, type KernelArgs, type TensorInfo } from './wasm.ts';
+
+/** x ** 2 with a scalar exponent -> the Square kernel; anything else -> the stock Pow. */
+export function pow(args: KernelArgs): TensorInfo {
+  const { inputs, backend } = args;
+  const a = inputs.a!;
+  const b = inputs.b!;
+  const bSize = b.shape.reduce((p, d) => p * d, 1);
+  if (a.dtype === 'float32' && b.dtype === 'float32' && bSize === 1 && b.shape.length <= a.shape.length && heapView(b, backend)[0] === 2) {
+    const square = tf.getKernel('Square', 'wasm')!.kernelFunc;
+    return square({ inputs: { x: a } as any, backend: backend as any, attrs: {} }) as TensorInfo;
+  }
+  return stock('Pow').kernelFunc(args as any) as TensorInfo;
+}
+
+/**
+ * tf.sum over the leading axes 0..k-1 of a float32 x [outer..., inner...] -> [inner...]: rows of
+ * `inner` values added in order into a float64 accumulator; any other reduction -> the stock kernel.
+ */
+export function sum(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const x = inputs.x!;
+  const axes = tf.util.parseAxisParam(attrs.axis as number | number[], x.shape).sort((a, b) => a - b);
+  const k = axes.length;
+  const leading = k > 0 && k < x.shape.length && axes.every((a, i) => a === i);
+  if (x.dtype !== 'float32' || !leading) return stock('Sum').kernelFunc(args as any) as TensorInfo;
+  const innerShape = x.shape.slice(k);
+  const inner = innerShape.reduce((p, d) => p * d, 1);
+  const outShape = attrs.keepDims ? [...Array(k).fill(1), ...innerShape] : innerShape;
+  const out = backend.makeOutput(outShape, 'float32');
+  const xs = heapView(x, backend) as Float32Array; // views after makeOutput (the heap may grow)
+  const acc = new Float64Array(inner);
+  const rows = xs.length / (inner || 1);
+  for (let r = 0; r < rows; r++) {
+    const row = xs.subarray(r * inner, (r + 1) * inner);
+    for (let j = 0; j < inner; j++) acc[j] += row[j];
+  }
+  (heapView(out, backend) as Float32Array).set(acc);
+  return out;
+}

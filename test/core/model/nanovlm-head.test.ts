@@ -1,0 +1,104 @@
+// nanoVLM HEAD (4e0c096) reference fixture, test/core/model/fixtures/head-tiny, made by
+// bench/reference/nanovlm_head.py running HEAD's PyTorch code (README there). What it checks today:
+//   - our loader refuses HEAD's real config.json (a v0.1 load would run the wrong input format);
+//   - HEAD's forward and backward built from the pieces we have: the vision encoder and projector
+//     (unchanged since v0.1), the placeholder scatter (core/model/image-placeholders.ts) and the
+//     decoder, against vision_out, mp_out, decoder_hidden and logits (valid positions), the loss and
+//     every gradient, at the v0.1 tolerances (forward rel. L2 <= 1e-5, gradients <= 1e-4).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { UserError } from '../../../core/errors.ts';
+import { buildModel, loadCheckpoint, loadWeights } from '../../../core/weights/model-folder.ts';
+import { readSafetensors, type LoadedTensor } from '../../../core/weights/safetensors.ts';
+import { recipeModelFromVLMConfig, VLM_CONFIG_FIELDS } from '../../../core/model/config.ts';
+import { placeholderIndex, replaceImageTokens } from '../../../core/model/image-placeholders.ts';
+import { crossEntropyIgnore } from '../../../core/ops.ts';
+import { errors } from '../../../core/commands/compare.ts';
+import { setup, silentLog } from '../../helpers/model.ts';
+
+const HEAD = join(import.meta.dirname, 'fixtures', 'head-tiny');
+const cfg = JSON.parse(readFileSync(join(HEAD, 'config.json'), 'utf8'));
+const tokenization = JSON.parse(readFileSync(join(HEAD, 'tokenization.json'), 'utf8'));
+const IMAGE_TOKEN = tokenization.extra_token_ids['<|image|>'] as number;
+
+test("HEAD's own config.json is refused, naming the newer fields", async () => {
+  const registry = await setup();
+  await assert.rejects(loadCheckpoint(HEAD, registry, { log: silentLog }), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /newer nanoVLM/);
+    assert.match(e.message, /mp_image_token_length/);
+    return true;
+  });
+});
+
+test('placeholderIndex: the k-th <|image|> of the flattened batch takes image row k; a count mismatch is a clear error', () => {
+  assert.deepEqual([...placeholderIndex([5, 9, 9, 1, 9, 2], 9, 3)], [0, 6, 7, 3, 8, 5]);
+  assert.throws(() => placeholderIndex([5, 9, 1], 9, 2), (e: unknown) => e instanceof UserError && /1 image placeholder tokens .* 2 embeddings/.test(e.message));
+});
+
+test('nanoVLM HEAD parity, pieces: vision, projector, placeholder scatter, decoder, logits, loss, every gradient', async () => {
+  const registry = await setup();
+  const before = tf.memory().numTensors;
+  // the architecture of HEAD's modules is v0.1's: build it from the v0.1 fields of HEAD's config
+  const v01 = Object.fromEntries(VLM_CONFIG_FIELDS.filter((f) => f in cfg).map((f) => [f, cfg[f]]));
+  const model = await buildModel(recipeModelFromVLMConfig(v01), registry, { log: silentLog });
+  loadWeights(model, HEAD, silentLog);
+  const inp = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors;
+  const exp = readSafetensors(join(HEAD, 'expected.safetensors')).tensors;
+  const f32 = (t: LoadedTensor) => tf.tensor(t.data as Float32Array, t.shape as number[], 'float32');
+  const i32 = (t: LoadedTensor) => tf.tensor(Int32Array.from(t.data as BigInt64Array, Number), t.shape as number[], 'int32');
+  const images = f32(inp.get('images')!) as tf.Tensor4D;
+  const ids = i32(inp.get('input_ids')!) as tf.Tensor2D;
+  const mask = i32(inp.get('attention_mask')!) as tf.Tensor2D;
+  const targets = i32(inp.get('targets')!) as tf.Tensor2D;
+  const [B, T] = ids.shape;
+  const maskHost = mask.dataSync();
+
+  const run = () => {
+    const visionOut = model.vision.forward(images); // [N, P, D]
+    const mpOut = model.projector.forward(visionOut); // [N, L, C]
+    const embd = replaceImageTokens(model.decoder.embed(ids), ids, mpOut, IMAGE_TOKEN); // [B, T, C]
+    const hidden = model.decoder.forward(embd, { mask: mask.toFloat() as tf.Tensor2D }); // [B, T, C]
+    const logits = model.decoder.head(hidden); // [B, T, V]
+    return { visionOut, mpOut, hidden, logits, loss: crossEntropyIgnore(logits, targets) };
+  };
+  const got = tf.tidy(() => {
+    const r = run();
+    return { visionOut: r.visionOut.dataSync(), mpOut: r.mpOut.dataSync(), hidden: r.hidden.dataSync(), logits: r.logits.dataSync(), loss: r.loss.dataSync()[0] };
+  });
+  const check = (name: string, a: ArrayLike<number>, perPosition = 0) => {
+    const e = exp.get(name)!;
+    const keep = perPosition ? (i: number) => maskHost[Math.floor(i / perPosition)] === 1 : undefined; // valid text positions only
+    const { relL2 } = errors(a, e.data as Float32Array, keep);
+    assert.equal(a.length, e.data.length, `${name} size`);
+    assert.ok(relL2 <= 1e-5, `${name}: relative L2 ${relL2}`);
+  };
+  check('vision_out', got.visionOut);
+  check('mp_out', got.mpOut);
+  check('decoder_hidden', got.hidden, cfg.lm_hidden_dim);
+  check('logits', got.logits, cfg.lm_vocab_size);
+  assert.ok(Math.abs(got.loss - (exp.get('loss')!.data as Float32Array)[0]) <= 1e-5, `loss ${got.loss}`);
+  assert.equal(B * T, maskHost.length);
+
+  const names = [...model.params.keys()];
+  const { value, grads } = tf.variableGrads(() => run().loss, names.map((n) => model.params.get(n)!));
+  let compared = 0;
+  for (const n of names) {
+    const g = grads[model.params.get(n)!.name].dataSync();
+    const e = exp.get(`grad.${n}`)!;
+    const ref = e.data as Float32Array;
+    // ViT qkv bias: the key slice has a mathematically zero gradient (round-off only): absolute check there
+    const keySlice = /^vision_encoder\..*attn\.qkv_proj\.bias$/.test(n) ? (i: number) => i < ref.length / 3 || i >= (2 * ref.length) / 3 : undefined;
+    const { relL2, maxAbs } = errors(g, ref, keySlice);
+    assert.ok(relL2 <= 1e-4, `grad.${n}: relative L2 ${relL2}`);
+    assert.ok(errors(g, ref).maxAbs <= 5e-5 && maxAbs <= 5e-5, `grad.${n}: max abs`);
+    compared++;
+  }
+  assert.equal(compared, [...exp.keys()].filter((k) => k.startsWith('grad.')).length, 'every gradient of the fixture compared');
+  tf.dispose([value, ...Object.values(grads), images, ids, mask, targets]);
+  model.dispose();
+  assert.equal(tf.memory().numTensors, before);
+});
