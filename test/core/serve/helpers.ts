@@ -5,11 +5,11 @@ import { request } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import type { CommandEnv } from '../../core/cli.ts';
-import { createRegistry } from '../../core/registry.ts';
-import { buildModel, saveCheckpoint } from '../../core/weights/model-folder.ts';
-import builtins from '../../plugins/index.ts';
-import { useTestBackend } from '../helpers/backend.ts';
+import type { CommandEnv } from '../../../core/cli.ts';
+import { createRegistry } from '../../../core/registry.ts';
+import { buildModel, saveCheckpoint } from '../../../core/weights/model-folder.ts';
+import builtins from '../../../plugins/index.ts';
+import { useTestBackend } from '../../helpers/backend.ts';
 
 export const TINY_MODEL = {
   vision: { use: 'siglip-vit', hidden_dim: 32, inter_dim: 64, patch_size: 8, image_size: 32, n_heads: 4, n_blocks: 2 },

@@ -10,10 +10,10 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { startServe, type Served } from '../../core/commands/serve.ts';
-import { generateText } from '../../core/generate.ts';
-import { vqaPrompt } from '../../core/data/prompt.ts';
-import { releasable, decodeDataUrl } from '../../core/serve/chat.ts';
+import { startServe, type Served } from '../../../core/commands/serve.ts';
+import { generateText } from '../../../core/generate.ts';
+import { vqaPrompt } from '../../../core/data/prompt.ts';
+import { releasable, decodeDataUrl } from '../../../core/serve/chat.ts';
 import { pngBytes, raw, sseData, testEnv, writeTinyModel } from './helpers.ts';
 
 let dir: string;

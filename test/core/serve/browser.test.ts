@@ -14,8 +14,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { startServe, type Served } from '../../core/commands/serve.ts';
-import { REPO_ROOT } from '../helpers/shared.ts';
+import { startServe, type Served } from '../../../core/commands/serve.ts';
+import { REPO_ROOT } from '../../helpers/shared.ts';
 import { pngBytes, raw, testEnv, writePng, writeTinyModel } from './helpers.ts';
 
 const CHROMIUM = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && existsSync(p));
