@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { readSafetensors } from '../../core/weights/safetensors.ts';
 import { NANOVLM_HEAD_SAMPLING, samplingDistribution, sampleToken, mulberry32 } from '../../core/generate.ts';
 
-const HEAD = join(import.meta.dirname, '..', 'model', 'fixtures', 'head-tiny');
+const HEAD = join(import.meta.dirname, 'model', 'fixtures', 'head-tiny');
 
 function dense(d: { ids: number[]; probs: number[] }, V: number): Float64Array {
   const out = new Float64Array(V);
