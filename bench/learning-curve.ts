@@ -75,7 +75,7 @@ const t0 = Date.now();
 let lossAvg = 0;
 outer: for (let epoch = 0; ; epoch++) {
   for await (const { batch } of loader.epoch(epoch)) {
-    const result = trainStep(model, optimizer, [batch], { maxGradNorm: opt.max_grad_norm, schedule, step, totalSteps: total });
+    const result = await trainStep(model, optimizer, [batch], { maxGradNorm: opt.max_grad_norm, schedule, step, totalSteps: total });
     if (!result) continue; // no counted target in the batch
     const loss = result.loss;
     step++;

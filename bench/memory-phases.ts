@@ -26,6 +26,7 @@ const { benchBatch, timedStep, gradClip } = await import('../core/benchmark.ts')
 const { lossAndGrads } = await import('../core/train/grads.ts');
 const { consoleLogger } = await import('../core/cli.ts');
 const { generate } = await import('../core/generate.ts');
+const { toHost } = await import('../core/host.ts');
 const { resolveRecipe } = await import('../core/recipe/index.ts');
 const { createRegistry } = await import('../core/registry.ts');
 const { initRuntime } = await import('../core/runtime.ts');
@@ -69,24 +70,29 @@ const maxGradNorm = gradClip(r.data);
     attentionMask: tf.tensor2d(host.attentionMask, [host.batchSize, host.seqLen], 'int32'),
     targets: tf.tensor2d(host.targets, [host.batchSize, host.seqLen], 'int32'),
   };
-  tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets).dataSync());
+  await toHost(b.targets, b.attentionMask);
+  const fwd = tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets));
+  await fwd.data();
+  fwd.dispose();
   phase('forward-only pass');
   const trainable = optimizer.groups.flatMap((g) => g.params);
   const { loss, grads } = lossAndGrads(model, b, trainable);
-  loss.dataSync();
+  await loss.data();
   phase('forward + backward (grads live)');
   optimizer.step(grads, optimizer.groups.map((g) => g.lr));
-  tf.tidy(() => tf.sum(model.params.get(trainable[0])!).dataSync());
+  const s = tf.tidy(() => tf.sum(model.params.get(trainable[0])!));
+  await s.data();
+  s.dispose();
   phase('optimizer step 1 (grads live)');
   tf.dispose([loss, ...grads.values(), ...Object.values(b)]);
   phase('step 1 done');
 }
 for (let i = 1; i < Number(values.steps); i++) {
-  timedStep(model, optimizer, host, { maxGradNorm, timeForward: true });
+  await timedStep(model, optimizer, host, { maxGradNorm, timeForward: true });
   phase(`step ${i + 1} (with forward-only)`);
 }
 if (!values['no-profile']) {
-  await tf.profile(() => void timedStep(model, optimizer, host, { maxGradNorm, timeForward: false }));
+  await tf.profile(async () => void (await timedStep(model, optimizer, host, { maxGradNorm, timeForward: false })));
   phase('tf.profile step');
 }
 if (!values['no-generate']) {

@@ -34,7 +34,7 @@ if (values.generate) {
   const img = tf.tensor4d(host.images.subarray(3 * S * S, 6 * S * S), [1, 3, S, S]);
   work = async () => void (await generate(model, { inputIds: ids, images: img }, { maxNewTokens: 32, greedy: true, stopAtEos: false }));
 } else {
-  work = () => void trainStep(model, optimizer, [host], { maxGradNorm: 1 });
+  work = async () => void (await trainStep(model, optimizer, [host], { maxGradNorm: 1 }));
 }
 await work();
 await work();

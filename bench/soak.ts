@@ -37,14 +37,14 @@ const mib = (b: number) => b / 2 ** 20;
 v8.setFlagsFromString('--expose_gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-trainStep(model, optimizer, [host], { maxGradNorm: 1 });
+await trainStep(model, optimizer, [host], { maxGradNorm: 1 });
 const first = tf.memory();
 const samples: { step: number; rss: number; heap: number; wasm: number; tensors: number; bytes: number; ms: number }[] = [];
 const wasmHeap = () => ((tf.backend() as unknown as { wasm?: { HEAPU8: Uint8Array } }).wasm?.HEAPU8.buffer.byteLength ?? 0);
 let t = performance.now();
 console.log('step      rss MiB  JS heap MiB  wasm heap MiB  tensors  tfjs MiB  ms/step');
 for (let i = 2; i <= steps; i++) {
-  trainStep(model, optimizer, [host], { maxGradNorm: 1 });
+  await trainStep(model, optimizer, [host], { maxGradNorm: 1 });
   if (i % every === 0 || i === steps) {
     const now = performance.now();
     gc();

@@ -21,6 +21,8 @@
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { toTensors } from './data/collator.ts';
+import { toHost } from './host.ts';
+import { describeAdapter, type GpuAdapterSummary } from './webgpu.ts';
 import { generate } from './generate.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 import type { RuntimeInfo } from './runtime.ts';
@@ -41,6 +43,10 @@ export interface BenchResult {
   threads: number;
   /** wasm: which matrix-product kernel ran (native OpenBLAS or XNNPACK), and its threads */
   products?: string;
+  /** webgpu: the GPU adapter (vendor, architecture, software or not, limits) */
+  adapter?: GpuAdapterSummary;
+  /** webgpu: bytes of GPU buffers allocated by the backend after the measured steps */
+  gpu_bytes_allocated?: number;
   batch_size: number;
   seq_len: number; // text positions T
   image_tokens: number;
@@ -124,31 +130,37 @@ export function benchBatch(model: VisionLanguageModel, batchSize: number, seed: 
  * with its phases timed (ms) and its process CPU time; with `timeForward`, a separate
  * forward-only pass of the same batch first (not counted in the step's CPU time).
  */
-export function timedStep(
+export async function timedStep(
   model: VisionLanguageModel,
   optimizer: Optimizer,
   host: HostBatch,
   opts: { maxGradNorm: number; timeForward: boolean; checkpoint?: boolean },
-): { data: number; forward: number; fwdbwd: number; optimizer: number; cpu: number } {
+): Promise<{ data: number; forward: number; fwdbwd: number; optimizer: number; cpu: number }> {
   let forward = 0;
   if (opts.timeForward) {
-    tf.tidy(() => {
-      const b = toTensors(host);
-      const f0 = performance.now();
-      model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets).dataSync();
-      forward = performance.now() - f0;
-    });
+    const b = toTensors(host);
+    await toHost(b.targets, b.attentionMask); // what the loss reads on the host (GPU backends: core/host.ts)
+    const f0 = performance.now();
+    await readAndDispose(tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets)));
+    forward = performance.now() - f0;
+    tf.dispose([b.images, b.inputIds, b.targets, ...(b.attentionMask ? [b.attentionMask] : [])]);
   }
   const cpu0 = process.cpuUsage(); // the step's CPU time, without the forward-only pass
   const at: Partial<Record<StepPhase, number>> = {};
   const t0 = performance.now();
-  trainStep(model, optimizer, [host], { maxGradNorm: opts.maxGradNorm, checkpoint: opts.checkpoint, mark: (p) => (at[p] = performance.now()) });
+  await trainStep(model, optimizer, [host], { maxGradNorm: opts.maxGradNorm, checkpoint: opts.checkpoint, mark: (p) => (at[p] = performance.now()) });
   // the optimiser's updates are done once a value depending on them is read (async backends)
   const first = model.params.get(optimizer.groups[0].params[0])!;
-  tf.tidy(() => tf.sum(first).dataSync());
+  await readAndDispose(tf.tidy(() => tf.sum(first)));
   const t4 = performance.now();
   const cpu = process.cpuUsage(cpu0);
   return { data: at.tensors! - t0, forward, fwdbwd: at.clip! - at.tensors!, optimizer: t4 - at.clip!, cpu: (cpu.user + cpu.system) / 1000 };
+}
+
+/** reads are asynchronous: a GPU backend cannot read synchronously */
+async function readAndDispose(t: tf.Tensor): Promise<void> {
+  await t.data();
+  t.dispose();
 }
 
 /** the process's peak RSS so far (getrusage ru_maxrss, what the PyTorch reference reports), or RSS now */
@@ -174,20 +186,20 @@ export async function benchModel(
 
   say(`warm-up: ${o.warmup} steps`);
   for (let i = 0; i < o.warmup; i++) {
-    timedStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true, checkpoint: info.checkpoint });
+    await timedStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true, checkpoint: info.checkpoint });
     sample();
   }
   const before = tf.memory().numTensors;
-  const times: ReturnType<typeof timedStep>[] = [];
+  const times: Awaited<ReturnType<typeof timedStep>>[] = [];
   for (let i = 0; i < o.steps; i++) {
-    times.push(timedStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true, checkpoint: info.checkpoint }));
+    times.push(await timedStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: true, checkpoint: info.checkpoint }));
     sample();
     say(`step ${i + 1}/${o.steps}: ${(times[i].data + times[i].fwdbwd + times[i].optimizer).toFixed(1)} ms`);
   }
   const after = tf.memory().numTensors;
   // tfjs bytes: the peak of one more step, profiled (not timed)
-  const prof = await tf.profile(() => {
-    timedStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: false, checkpoint: info.checkpoint });
+  const prof = await tf.profile(async () => {
+    await timedStep(model, optimizer, host, { maxGradNorm: info.maxGradNorm, timeForward: false, checkpoint: info.checkpoint });
   });
   sample();
   const stepMs = times.map((t) => t.data + t.fwdbwd + t.optimizer);
@@ -237,6 +249,7 @@ export async function benchModel(
     backend: info.runtime.backend,
     threads: info.runtime.threads ?? 1,
     products: info.runtime.products,
+    ...(info.runtime.adapter ? { adapter: info.runtime.adapter, gpu_bytes_allocated: (tf.memory() as { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU } : {}),
     batch_size: host.batchSize,
     seq_len: host.seqLen,
     image_tokens: imageTokens,
@@ -274,7 +287,8 @@ export function formatTable(results: BenchResult[]): string {
   const head =
     `backend ${r0.backend}, ${r0.threads} thread${r0.threads === 1 ? '' : 's'} · node ${r0.node} · ${r0.cpus} cpus, ` +
     `load average ${r0.load_avg.map((x) => x.toFixed(1)).join(' ')} · ${r0.date}` +
-    (r0.products ? `\n${r0.products}` : '');
+    (r0.products ? `\n${r0.products}` : '') +
+    (r0.adapter ? `\n${describeAdapter(r0.adapter)}` : '');
   const rows: [string, (r: BenchResult) => string][] = [
     ['params', (r) => r.params.toLocaleString('en-US')],
     ['batch x text length (+ image tokens)', (r) => `${r.batch_size} x ${r.seq_len} (+${r.image_tokens})`],

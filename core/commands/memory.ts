@@ -28,6 +28,8 @@ export interface MemoryRow {
   peak_rss_bytes?: number;
   /** peak bytes held by tfjs tensors during the measured step */
   peak_tfjs_bytes?: number;
+  /** webgpu: GPU buffer bytes the backend holds after the step (its pool keeps freed buffers: a high-water mark) */
+  gpu_bytes_allocated?: number;
   step_ms?: number;
   /** the estimate of the backend peak made before the step (core/train/memory.ts) */
   estimate_bytes?: number;
@@ -138,10 +140,10 @@ async function child(file: string, batchSize: number, values: Record<string, unk
   // far above the backend's limit (the estimate is within ~15% where measured): an OOM row without the doomed step
   if (limit !== null && estimate.total > 1.25 * limit)
     throw outOfMemoryError('out of memory (estimated, not run)', estimate, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend(), limit });
-  timedStep(model, optimizer, host, opts);
+  await timedStep(model, optimizer, host, opts);
   let stepMs = 0;
-  const prof = await tf.profile(() => {
-    const t = timedStep(model, optimizer, host, opts);
+  const prof = await tf.profile(async () => {
+    const t = await timedStep(model, optimizer, host, opts);
     stepMs = t.data + t.fwdbwd + t.optimizer;
   });
   const row: MemoryRow = {
@@ -149,6 +151,7 @@ async function child(file: string, batchSize: number, values: Record<string, unk
     status: 'ok',
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     peak_tfjs_bytes: prof.peakBytes,
+    ...(tf.getBackend() === 'webgpu' ? { gpu_bytes_allocated: (tf.memory() as { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU } : {}),
     step_ms: stepMs,
   };
   env.stdout.write(CHILD_PREFIX + JSON.stringify(row) + '\n');

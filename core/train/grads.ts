@@ -44,9 +44,9 @@ export function accumulate(acc: Map<string, tf.Tensor>, grads: Map<string, tf.Te
   }
 }
 
-/** true when every element is finite (reads the tensor: use on the failure path only) */
-export function isAllFinite(t: tf.Tensor): boolean {
-  const d = t.dataSync();
+/** true when every element is finite (reads the tensor: use on the failure path only; async: GPU backends) */
+export async function isAllFinite(t: tf.Tensor): Promise<boolean> {
+  const d = await t.data();
   for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return false;
   return true;
 }
@@ -55,8 +55,9 @@ export function isAllFinite(t: tf.Tensor): boolean {
 export const FORWARD_ORDER = ['vision_encoder', 'MP', 'decoder'];
 
 /** parameter names with a non-finite gradient, in forward order (module order above, then declaration order) */
-export function nonFiniteGrads(grads: Map<string, tf.Tensor>): string[] {
-  const bad = [...grads.entries()].filter(([, g]) => !isAllFinite(g)).map(([k]) => k);
+export async function nonFiniteGrads(grads: Map<string, tf.Tensor>): Promise<string[]> {
+  const bad: string[] = [];
+  for (const [k, g] of grads) if (!(await isAllFinite(g))) bad.push(k);
   const rank = (n: string) => {
     const i = FORWARD_ORDER.indexOf(n.split('.')[0]);
     return i < 0 ? FORWARD_ORDER.length : i;

@@ -210,10 +210,14 @@ export function wasmAbortError(what: string, cause: Error, mem: { estimate: Memo
 
 /** f(), with an abort of the wasm module turned into the UserError `onAbort` makes (any other error passes through) */
 export function guardWasmAbort<T>(f: () => T, onAbort: (e: Error) => UserError): T {
-  try {
-    return f();
-  } catch (e) {
+  const rethrow = (e: unknown): never => {
     if (isWasmAbort(e)) throw onAbort(e as Error);
     throw e;
+  };
+  try {
+    const r = f();
+    return (r instanceof Promise ? r.catch(rethrow) : r) as T; // an async step (reads are async on GPU backends)
+  } catch (e) {
+    return rethrow(e);
   }
 }

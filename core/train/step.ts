@@ -8,7 +8,7 @@
 //                        -> lr per group from the schedule -> optimizer.step
 //
 // Signature (extend it through TrainStepOptions; keep the order of the phases):
-//   trainStep(model, optimizer, micro, opts) -> StepResult | null
+//   trainStep(model, optimizer, micro, opts) -> Promise<StepResult | null> (async: reads wait for a GPU backend)
 //     model      the VisionLanguageModel being trained
 //     optimizer  the recipe's optimizer plugin; its groups name the trainable parameters
 //     micro      the grad_accum host batches of this step (one for no accumulation)
@@ -18,13 +18,15 @@
 // Gradient accumulation: nanoVLM's loss is the mean over every counted token of the batch, so
 // micro-batch k (mean loss L_k over n_k counted tokens) is weighted by n_k / sum(n); the loss and
 // the gradients then EQUAL those of the one concatenated batch (accumulatedLossAndGrads).
-// All tensor work runs in one tf.tidy; the one host read happens after backward and clipping and
-// before the update, so a non-finite step never reaches the weights (opts.onNonFinite throws).
+// Tensor work runs in tf.tidy scopes; the one host read (asynchronous: GPU backends) happens after
+// backward and clipping and before the update, so a non-finite step never reaches the weights
+// (opts.onNonFinite throws).
 import * as tf from '@tensorflow/tfjs';
 import type { HostBatch, Optimizer, Schedule } from '../types.ts';
 import type { VisionLanguageModel } from '../model/vlm.ts';
 import { countTargets, toTensors } from '../data/collator.ts';
 import { accumulatedLossAndGrads, clipGradNorm, globalNorm } from './grads.ts';
+import { toHost } from '../host.ts';
 
 /** phase boundaries, in order, for benchmarks (`mark` is called after each) */
 export type StepPhase = 'tensors' | 'backward' | 'clip' | 'update';
@@ -45,7 +47,7 @@ export interface TrainStepOptions {
    * runs (the weights are untouched); it should throw an error a user can act on. `grads` are the
    * unclipped gradients (alive only during the call). Default: throw a plain Error.
    */
-  onNonFinite?: (info: { loss: number; gradNorm: number; grads: Map<string, tf.Tensor> }) => never;
+  onNonFinite?: (info: { loss: number; gradNorm: number; grads: Map<string, tf.Tensor> }) => never | Promise<never>;
   /** called after each phase (benchmarks time them; wasm and cpu run kernels synchronously) */
   mark?: (phase: StepPhase) => void;
 }
@@ -67,30 +69,38 @@ export function groupLrs(optimizer: Optimizer, schedule: Schedule | undefined, s
 }
 
 /** One optimizer step over the micro-batches `micro` (see the header). */
-export function trainStep(model: VisionLanguageModel, optimizer: Optimizer, micro: HostBatch[], opts: TrainStepOptions): StepResult | null {
+export async function trainStep(model: VisionLanguageModel, optimizer: Optimizer, micro: HostBatch[], opts: TrainStepOptions): Promise<StepResult | null> {
   const counts = micro.map((b) => countTargets(b.targets));
   const counted = counts.reduce((a, b) => a + b, 0);
   if (counted === 0) return null;
   const trainable = optimizer.groups.flatMap((g) => g.params);
   const mark = opts.mark ?? (() => {});
-  // all tensors of the step live inside this tidy; what leaves it are numbers
-  return tf.tidy(() => {
-    const batches = micro.map((b) => toTensors(b));
-    mark('tensors');
+  // the step's tensors live inside the tidies below (or are disposed in `finally`); what leaves are numbers
+  const batches = micro.map((b) => toTensors(b));
+  await toHost(...batches.flatMap((b) => [b.targets, b.attentionMask])); // what the loss reads on the host (GPU backends: core/host.ts)
+  mark('tensors');
+  let names: string[] = [];
+  const kept = tf.tidy(() => {
     const { loss, grads } = accumulatedLossAndGrads(model, batches, counts, trainable, { checkpoint: opts.checkpoint }); // forward -> loss -> backward
     mark('backward');
     const clipped = opts.maxGradNorm ? clipGradNorm(grads, opts.maxGradNorm) : { grads, norm: globalNorm(grads) }; // clip
-    const [lossValue, gradNorm] = tf.stack([loss, clipped.norm]).dataSync(); // the one host read of the step
+    names = [...grads.keys()];
+    return { stats: tf.stack([loss, clipped.norm]), raw: names.map((n) => grads.get(n)!), clipped: names.map((n) => clipped.grads.get(n)!) };
+  });
+  try {
+    const [lossValue, gradNorm] = await kept.stats.data(); // the one host read of the step (async: a GPU backend cannot read synchronously)
     mark('clip');
     if (!Number.isFinite(lossValue) || !Number.isFinite(gradNorm)) {
-      if (opts.onNonFinite) opts.onNonFinite({ loss: lossValue, gradNorm, grads });
+      if (opts.onNonFinite) await opts.onNonFinite({ loss: lossValue, gradNorm, grads: new Map(names.map((n, i) => [n, kept.raw[i]])) });
       throw new Error(`training diverged: loss ${lossValue}, gradient norm ${gradNorm}`);
     }
     const lrs = groupLrs(optimizer, opts.schedule, opts.step ?? 0, opts.totalSteps ?? 1); // lr
-    optimizer.step(clipped.grads, lrs); // step
+    tf.tidy(() => optimizer.step(new Map(names.map((n, i) => [n, kept.clipped[i]])), lrs)); // step
     mark('update');
     return { loss: lossValue, gradNorm, lrs, counted };
-  });
+  } finally {
+    tf.dispose([kept.stats, ...kept.raw, ...kept.clipped, ...batches.flatMap((b) => [b.images, b.inputIds, b.targets, ...(b.attentionMask ? [b.attentionMask] : [])])]);
+  }
 }
 
 /** Tokens a step processes, as the train stage reports them: real text tokens + image tokens per row. */

@@ -13,6 +13,7 @@
 //   3. `latest` is replaced atomically (write latest.tmp, fsync, rename over latest).
 // A reader trusts `latest` only if it names a complete folder (trainer.json parses); otherwise it
 // falls back to the newest complete step-N. Leftover .tmp-* folders are deleted on the next save.
+import * as tf from '@tensorflow/tfjs';
 import {
   closeSync,
   existsSync,
@@ -153,10 +154,10 @@ export async function writeCheckpointDir(root: string, name: string, fill: (dir:
 }
 
 /** optimizer state -> optimizer.safetensors (step in the metadata) */
-export function optimizerTensors(optimizer: Optimizer): { tensors: Map<string, TensorToWrite>; metadata: Record<string, string> } {
+export async function optimizerTensors(optimizer: Optimizer): Promise<{ tensors: Map<string, TensorToWrite>; metadata: Record<string, string> }> {
   const { step, tensors } = optimizer.state();
   const out = new Map<string, TensorToWrite>();
-  for (const [k, t] of tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array }); // one at a time: host state stays off the backend
+  for (const [k, t] of tensors) out.set(k, { dtype: 'F32', shape: t.shape, data: (t instanceof tf.Tensor ? await t.data() : t.dataSync()) as Float32Array }); // one at a time (host state stays off the backend); tensors read async (GPU backends)
   return { tensors: out, metadata: { step: String(step), format: 'nanovlm-ts-adamw' } };
 }
 
@@ -175,7 +176,7 @@ export async function saveTrainCheckpoint(runDir: string, o: SaveOptions): Promi
   const root = checkpointsDir(runDir);
   const folder = await writeCheckpointDir(root, stepName(o.step), async (dir) => {
     await o.writeModel(dir);
-    const opt = optimizerTensors(o.optimizer);
+    const opt = await optimizerTensors(o.optimizer);
     injectedFault(join(dir, 'optimizer.safetensors'));
     writeSafetensors(join(dir, 'optimizer.safetensors'), opt.tensors, opt.metadata);
     writeFileSynced(join(dir, 'trainer.json'), JSON.stringify(o.trainer, null, 2) + '\n'); // last: marks it complete

@@ -17,6 +17,7 @@ import { VisionLanguageModel } from '../model/vlm.ts';
 import { checkVLMConfigFields, NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
 import { openSafetensors, writeSafetensorsStreaming } from './safetensors.ts';
 import { withoutInit } from '../ops.ts';
+import { hostValues } from '../host.ts';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -175,7 +176,7 @@ export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pi
     for (const [name, t] of model.buffers) {
       if (!f.has(name)) continue;
       const stored = f.read(name).data as Float32Array;
-      const ours = t.dataSync() as Float32Array;
+      const ours = hostValues(t, name) as Float32Array; // a host-built buffer (core/host.ts)
       const worst = stored.reduce((m, x, i) => Math.max(m, Math.abs(x - ours[i]) / Math.max(Math.abs(ours[i]), 1e-30)), 0);
       if (!(worst <= 1e-5)) log?.warn(`${file}: stored "${name}" differs from the one computed from config.json (relative ${worst.toExponential(2)}); lm_re_base or head dim may not match the weights`);
     }

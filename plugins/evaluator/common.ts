@@ -232,7 +232,7 @@ export async function scoreOptionsAll(
       const flat = at.map((i, k) => k * V + host.targets[i]);
       return tf.gather(picked.reshape([-1]), tf.tensor1d(flat, 'int32')); // [K]
     });
-    const values = lp.dataSync();
+    const values = await lp.data(); // async: GPU backends
     lp.dispose();
     const sums = new Float64Array(rows.length);
     rowOf.forEach((r, k) => (sums[r] += values[k]));

@@ -120,6 +120,12 @@ export class AdamW implements Optimizer {
     if (this.weightDecay.length === 0) this.weightDecay = [opts.weight_decay];
     [this.beta1, this.beta2] = opts.betas;
     this.eps = opts.eps;
+    if (opts.host_state && tf.getBackend() === 'webgpu') {
+      throw new UserError('host_state keeps the moments in host memory and updates on the CPU: it needs a CPU backend (wasm, cpu), not webgpu', {
+        where: { yamlPath: `${yamlPath}.host_state` },
+        hint: 'remove optimizer.host_state on a GPU (the moments then live in GPU memory), or use runtime.backend=wasm',
+      });
+    }
     this.host = opts.host_state ? new Map() : null;
     for (const g of groups)
       for (const n of g.params) {

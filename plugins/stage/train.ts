@@ -26,6 +26,7 @@ import { UserError } from '../../core/errors.ts';
 import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from '../../core/types.ts';
 import { BatchLoader } from '../../core/data/loader.ts';
 import { toTensors } from '../../core/data/collator.ts';
+import { toHost } from '../../core/host.ts';
 import { stepTokens, trainStep } from '../../core/train/step.ts';
 import { meanTokenLoss } from '../../core/train/eval-loss.ts';
 import { saveCheckpoint, loadWeights, recordPlugins } from '../../core/weights/model-folder.ts';
@@ -185,14 +186,14 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
 
       // ---- one optimizer step over grad_accum micro-batches (core/train/step.ts) ----
       // forward -> loss -> backward (token-weighted accumulation) -> clip -> lr -> optimizer.step
-      const result = guardWasmAbort(() => trainStep(model, optimizer, micro, {
+      const result = await guardWasmAbort(() => trainStep(model, optimizer, micro, {
         maxGradNorm: opt.max_grad_norm,
         schedule,
         step: st.step,
         totalSteps,
         checkpoint: opt.activation_checkpointing,
-        onNonFinite: ({ loss, gradNorm, grads }) => {
-          throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${diagnoseNonFinite(model, micro, grads, loss, gradNorm)}`, {
+        onNonFinite: async ({ loss, gradNorm, grads }) => {
+          throw new UserError(`training diverged at step ${st.step + 1} (epoch ${epoch}): ${await diagnoseNonFinite(model, micro, grads, loss, gradNorm)}`, {
             hint:
               (lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint} (resume with --resume ${ctx.runDir}); ` : 'no checkpoint was written yet; ') +
               'lower the learning rate, set train.max_grad_norm, or check the data of this batch: ' +
@@ -375,27 +376,36 @@ export const isBetter = (metric: string, value: number, best: number | undefined
   best === undefined || (/loss|perplexity|error/.test(metric) ? value < best : value > best);
 
 /** which module first produced a non-finite value, in forward order (failure path only) */
-function diagnoseNonFinite(model: VisionLanguageModel, micro: HostBatch[], grads: Map<string, tf.Tensor>, loss: number, norm: number): string {
+async function diagnoseNonFinite(model: VisionLanguageModel, micro: HostBatch[], grads: Map<string, tf.Tensor>, loss: number, norm: number): Promise<string> {
   const parts = [`loss ${loss}, gradient norm ${norm}`];
   let firstOutput = '';
   for (const b of micro) {
-    firstOutput = tf.tidy(() => {
-      const t = toTensors(b);
-      const v = model.vision.forward(t.images, { training: true });
-      if (!isAllFinite(v)) return 'vision_encoder';
-      const p = model.projector.forward(v);
-      if (!isAllFinite(p)) return 'MP';
-      const logits = model.forward(t.inputIds, t.images, t.attentionMask, { training: true });
-      if (!isAllFinite(logits)) return 'decoder';
-      const l = model.loss(logits, t.targets);
-      return isAllFinite(l) ? '' : 'loss';
-    });
+    // one module at a time, each output read (asynchronously: GPU backends) before the next runs
+    const t = toTensors(b);
+    const live: tf.Tensor[] = [t.images, t.inputIds, t.targets, ...(t.attentionMask ? [t.attentionMask] : [])];
+    const check = async (name: string, out: tf.Tensor) => {
+      live.push(out);
+      return (await isAllFinite(out)) ? '' : name;
+    };
+    try {
+      await toHost(t.targets, t.attentionMask);
+      const v = tf.tidy(() => model.vision.forward(t.images, { training: true }));
+      firstOutput = await check('vision_encoder', v);
+      if (!firstOutput) firstOutput = await check('MP', tf.tidy(() => model.projector.forward(v)));
+      if (!firstOutput) {
+        const logits = tf.tidy(() => model.forward(t.inputIds, t.images, t.attentionMask, { training: true }));
+        firstOutput = (await check('decoder', logits)) || (await check('loss', tf.tidy(() => model.loss(logits, t.targets))));
+      }
+    } finally {
+      tf.dispose(live);
+    }
     if (firstOutput) break;
   }
   if (firstOutput) parts.push(`first non-finite output: ${firstOutput === 'loss' ? 'the loss (logits are finite)' : firstOutput}`);
-  const badParams = [...model.params].filter(([, p]) => !isAllFinite(p)).map(([n]) => n);
+  const badParams: string[] = [];
+  for (const [n, p] of model.params) if (!(await isAllFinite(p))) badParams.push(n);
   if (badParams.length) parts.push(`non-finite weights: ${badParams.slice(0, 5).join(', ')}${badParams.length > 5 ? ` (+${badParams.length - 5})` : ''}`);
-  const badGrads = nonFiniteGrads(grads);
+  const badGrads = await nonFiniteGrads(grads);
   if (badGrads.length)
     parts.push(`non-finite gradients in ${badGrads[0].split('.')[0]} first: ${badGrads.slice(0, 5).join(', ')}${badGrads.length > 5 ? ` (+${badGrads.length - 5})` : ''}`);
   return parts.join('; ');

@@ -31,12 +31,12 @@ test(`live tensors are flat across ${STEPS} training steps of tiny, and the loss
   const schedule = await registry.create('schedule', { use: 'cosine-warmup' }, { recipe: r.data, recipeDir: r.dir, seed: 0, log: quiet, yamlPath: 'schedule' });
   const host = benchBatch(model, 3, 0);
   const losses: number[] = [];
-  const step = (i: number) => losses.push(trainStep(model, optimizer, [host], { maxGradNorm: 1.0, schedule, step: i, totalSteps: STEPS })!.loss);
-  step(0); // the optimizer creates its moment tensors on the first step
+  const step = async (i: number) => losses.push((await trainStep(model, optimizer, [host], { maxGradNorm: 1.0, schedule, step: i, totalSteps: STEPS }))!.loss);
+  await step(0); // the optimizer creates its moment tensors on the first step
   const first = tf.memory();
   const samples: number[] = [];
   for (let i = 1; i < STEPS; i++) {
-    step(i);
+    await step(i);
     if (i % 100 === 0) samples.push(tf.memory().numTensors);
   }
   const last = tf.memory();
