@@ -22,7 +22,7 @@ adapter=$?
 [ $adapter -eq 0 ] || { echo "no WebGPU adapter: see docs/performance.md (GPU)"; exit 1; }
 
 say "2/4 webgpu tests: nanoVLM fixture parity at the wasm tolerances, generation, training vs wasm, resume"
-CI=true timeout 150 node scripts/test.mjs test/core/webgpu.test.ts test/model/fixture-webgpu.test.ts test/train/webgpu-train.test.ts >"$OUT/parity.tap" 2>&1
+CI=true timeout 150 node scripts/test.mjs test/core/webgpu.test.ts test/core/model/fixture-webgpu.test.ts test/plugins/stage/train-webgpu.test.ts >"$OUT/parity.tap" 2>&1
 parity=$?
 grep -aE '^# (tests|pass|fail|skipped)|^not ok' "$OUT/parity.tap"
 
