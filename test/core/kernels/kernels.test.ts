@@ -7,6 +7,9 @@ import * as tf from '@tensorflow/tfjs';
 import { useTestBackend } from '../../helpers/backend.ts';
 import { installFastKernels, uninstallFastKernels } from '../../../core/kernels/index.ts';
 
+// the XNNPACK kernels of core/kernels.ts, not the native products installed over them when built
+// (test/perf/native-matmul.test.ts tests those against these)
+process.env.VLM_NATIVE_MATMUL = '0';
 const backend = await useTestBackend();
 const wasmOnly = backend === 'wasm' ? {} : { skip: `fast kernels are wasm-only (test backend is ${backend})` };
 

@@ -151,6 +151,7 @@ test('native matMul equals the float64 reference and the XNNPACK kernel (all tra
 
 test('native products are bit-for-bit reproducible and do not grow the wasm heap', opts, () => {
   installFastKernels('wasm');
+  assert.ok(nativeMatMulActive(), nativeMatMulStatus());
   const a = tf.tensor(values(64 * 96, 3), [4, 16, 96]);
   const b = tf.tensor(values(80 * 96, 4), [80, 96]);
   const first = tf.matMul(a, b, false, true);
