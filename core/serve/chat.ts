@@ -209,7 +209,13 @@ export class ModelHost {
       if (this.loaded) return this.loaded;
       throw new HttpError(503, isUserError(e) ? (e as Error).message : 'the model cannot be loaded (see the server log)', 'server_error', 'model_not_ready');
     }
-    const stamp = `${folder}@${statSync(`${folder}/model.safetensors`).mtimeMs}`;
+    let stamp: string;
+    try {
+      stamp = `${folder}@${statSync(join(folder, 'model.safetensors')).mtimeMs}`;
+    } catch {
+      if (this.loaded) return this.loaded; // pruned between the two looks (keep_checkpoints): keep the loaded one
+      throw new HttpError(503, `the model in ${folder} disappeared while loading; ask again`, 'server_error', 'model_not_ready');
+    }
     if (this.loaded?.stamp === stamp) return this.loaded;
     this.log.info(`loading model ${this.id} from ${folder}`);
     const next = await loadModel(this.source, { registry: this.registry, log: this.log }).catch((e: unknown) => {
