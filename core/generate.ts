@@ -232,10 +232,11 @@ export async function* generateSteps(model: VisionLanguageModel, inputs: Generat
   const promptMask = inputs.attentionMask ? Array.from(await inputs.attentionMask.data()) : null;
   const padded = promptMask !== null && promptMask.some((m) => m === 0);
 
-  // image prefix, computed once: [B, 3, S, S] -> [B, Ni, C]
-  const imageEmbd = tf.tidy(() => model.embedImages(inputs.images));
-  const Ni = imageEmbd.shape[1];
-  const C = imageEmbd.shape[2];
+  // the prompt's embeddings, computed once: [image ; prompt] [B, Ni + T, C] (v0.1), or the prompt with
+  // its <|image|> placeholders replaced by the images' embeddings [B, T, C] (HEAD: Ni = 0)
+  const promptEmbd = tf.tidy(() => model.inputEmbeddings(inputs.inputIds, inputs.images));
+  const Ni = model.imagePrefix;
+  const C = promptEmbd.shape[2];
 
   /** the decoder mask for a sequence of `len` positions (host), or null when nothing is padded */
   const hostMask = (len: number): Int32Array | null => {
@@ -268,8 +269,8 @@ export async function* generateSteps(model: VisionLanguageModel, inputs: Generat
     // prefill: [image; prompt] -> logits of the last prompt position
     let logits = await take(
       tf.tidy(() => {
-        const x = tf.concat([imageEmbd, decoder.embed(inputs.inputIds)], 1) as tf.Tensor3D; // [B, Ni+T, C]
-        if (!cache) seq = tf.keep(x);
+        const x = promptEmbd; // [B, Ni+T, C]
+        if (!cache) seq = tf.keep(x.clone());
         return lastLogits(decoder.forward(x, { mask: maskFor(Ni + T), cache: cache ?? undefined }));
       }),
     );
@@ -309,7 +310,7 @@ export async function* generateSteps(model: VisionLanguageModel, inputs: Generat
       );
     }
   } finally {
-    imageEmbd.dispose();
+    promptEmbd.dispose();
     cache?.dispose();
     (seq as tf.Tensor3D | null)?.dispose();
   }

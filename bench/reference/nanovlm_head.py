@@ -17,8 +17,9 @@ is HEAD's default VLMConfig. The output folder gets:
   expected.safetensors            vision encoder out, projector out, decoder hidden states, logits,
                                   loss, every gradient, grad norm, one clipped AdamW step with train.py's
                                   param groups, greedy tokens (VisionLanguageModel.generate), HEAD's
-                                  sampling distribution for given logits, and the split image's global
-                                  view as torchvision >= 0.17 computes it (antialiased)
+                                  sampling distribution for given logits
+  image-processor.safetensors     the split image's global view as torchvision >= 0.17 computes it
+                                  (antialiased)
   packing.json                    HEAD's balanced greedy knapsack on given lengths and image counts
   tokenization.json               the chat-templated texts, their ids (this model's tokenizer and the
                                   full SmolLM2 vocabulary), the loss masks, the extra-token ids
@@ -484,10 +485,11 @@ for k, im in enumerate(raw_images):
 st_save_file(inputs, os.path.join(args.out, 'inputs.safetensors'))
 expected = {'vision_out': vision_out, 'mp_out': mp_out, 'decoder_hidden': hidden, 'logits': logits,
             'loss': loss.detach().reshape(()), 'grad_norm': grad_norm.detach().reshape(()), 'greedy_tokens': i64(greedy),
-            'sampling_probs': samp_probs, f'global_view_antialias.{split_k}': global_aa}
+            'sampling_probs': samp_probs}
 expected.update({f'grad.{n}': t for n, t in grads.items()})
 expected.update({f'after_adamw.{n}': t for n, t in after.items()})
 st_save_file(expected, os.path.join(args.out, 'expected.safetensors'))
+st_save_file({f'global_view_antialias.{split_k}': global_aa}, os.path.join(args.out, 'image-processor.safetensors'))
 
 full_tok = StandInTokenizer(args.tokenizer, cfg.vlm_extra_tokens, cfg.lm_chat_template, None)
 full_dataset = VQADataset(items, full_tok, image_processor, cfg.mp_image_token_length)

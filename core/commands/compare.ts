@@ -6,6 +6,9 @@
 // `--backbones <folder>` checks the Hub-backbone path (siglip/ + llama/ + expected.safetensors:
 // vit_out, lm_hidden, lm_logits_orig_vocab). Tolerances are the fixture README's
 // (../shared/fixtures/nanovlm/README.md, "Recommended tolerances"); `--rtol` overrides the relative-L2 bound.
+// A nanoVLM HEAD checkpoint (placeholder image tokens; test/model/fixtures/head-tiny) is compared the
+// same way, with HEAD's greedy prompts (gen_input_ids), its train.py step (MP 0.00512, backbones 5e-5,
+// gradients clipped to 1.0) and its sampling distribution (sampling_probs).
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,6 +22,7 @@ import { toHost } from '../host.ts';
 import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
 import type { VisionLanguageModel } from '../model/vlm.ts';
 import { lossAndGrads } from '../train/grads.ts';
+import { NANOVLM_HEAD_SAMPLING, samplingDistribution } from '../generate.ts';
 
 export interface CompareRow {
   name: string;
@@ -56,6 +60,9 @@ const TOL = {
   gradNormRel: 1e-5,
   rope: 1e-6, // cos/sin max abs
   adamwLrs: { MP: 2e-3, backbones: 1e-4 },
+  // nanoVLM HEAD's TrainConfig (test/model/fixtures/head-tiny): lr_mp, lr_vision_backbone, lr_language_backbone, max_grad_norm
+  headAdamwLrs: { MP: 0.00512, vision_encoder: 5e-5, decoder: 5e-5 },
+  headMaxGradNorm: 1.0,
 };
 
 /** errors between `a` and reference `b` over the elements where `keep` is true (all if absent) */
@@ -104,7 +111,7 @@ export async function greedyTokens(
   const dec = model.decoder;
   // [image ; prompt] embeddings [B, Ni + T, C]: the whole input of every step (full recompute),
   // or of the first step only (KV cache; later steps feed just the new token)
-  let full = tf.tidy(() => tf.concat([model.embedImages(images), dec.embed(inputIds)], 1)) as tf.Tensor3D;
+  let full = tf.tidy(() => model.inputEmbeddings(inputIds, images)); // v0.1 [image ; text], HEAD placeholders replaced
   let pending = full;
   let mask = attentionMask ? tf.tidy(() => model.fullMask(attentionMask, B)) : null;
   const cache = useCache ? dec.newCache(B) : undefined;
@@ -189,7 +196,7 @@ async function compareModel(
   const maskHost = maskT ? asNumbers(maskT) : null;
   await toHost(attentionMask, targets); // read on the host by the loss and the mask (GPU backends: core/host.ts)
   const [B, T] = inputIds.shape;
-  const Ni = model.numImageTokens;
+  const Ni = model.imagePrefix; // image positions before the text (0 with HEAD's placeholders)
   const textValid = (b: number, t: number) => !maskHost || maskHost[b * T + t] !== 0;
 
   let gradsHost: Map<string, Float32Array> | null = null;
@@ -260,18 +267,37 @@ async function compareModel(
         rows.push(row(name, exp.shape, { relL2: r, maxAbs: Math.abs(Math.sqrt(ss) - ref) }, r <= TOL.gradNormRel, `relative<=${TOL.gradNormRel}`));
       } else if (name === 'greedy_tokens') {
         const steps = exp.shape[1];
+        // HEAD's fixture generates from its own prompts (the first turn + the generation prompt)
+        const genT = inputs.get('gen_input_ids');
+        const genIds = genT ? (toTensor(genT, 'int32') as tf.Tensor2D) : inputIds;
+        const genMaskT = inputs.get('gen_attention_mask');
+        const genMask = genT ? (genMaskT ? (toTensor(genMaskT, 'int32') as tf.Tensor2D) : null) : attentionMask;
+        const Tg = genIds.shape[1];
+        if (genT) await toHost(genMask); // read on the host by the mask (GPU backends)
         const want = asNumbers(exp);
         // Past lm_max_position_embeddings nanoVLM rescales RoPE for the whole sequence at every step,
         // which a KV cache (keys computed at earlier steps) cannot reproduce: the cached run is only
         // compared when the sequence stays within it.
         const maxPos = Number(model.nanovlmConfig().lm_max_position_embeddings);
-        const cacheComparable = !(Ni + T + steps - 1 > maxPos);
-        if (!cacheComparable) opts.log?.info(`greedy_tokens: ${Ni + T + steps - 1} positions exceed lm_max_position_embeddings ${maxPos}; the KV-cache run is not compared`);
+        const cacheComparable = !(Ni + Tg + steps - 1 > maxPos);
+        if (!cacheComparable) opts.log?.info(`greedy_tokens: ${Ni + Tg + steps - 1} positions exceed lm_max_position_embeddings ${maxPos}; the KV-cache run is not compared`);
         for (const useCache of cacheComparable ? [false, true] : [false]) {
-          const got = (await greedyTokens(model, inputIds, images, attentionMask, steps, useCache)).flat();
+          const got = (await greedyTokens(model, genIds, images, genMask, steps, useCache)).flat();
           const diff = got.filter((x, i) => x !== want[i]).length;
           rows.push(row(useCache ? `${name} (kv cache)` : name, exp.shape, { relL2: diff / got.length, maxAbs: diff }, diff === 0, diff === 0 ? 'exact' : `${diff} tokens differ: got ${got.join(' ')}`));
         }
+        if (genT) tf.dispose([genIds, genMask ?? []]);
+      } else if (name === 'sampling_probs') {
+        // HEAD's sampling distribution (top_k_top_p_filtering, then temperature) of sampling_logits
+        const logits = need(inputsFile, inputs, 'sampling_logits');
+        const V = logits.shape[1];
+        const got = new Float32Array(logits.shape[0] * V);
+        for (let r = 0; r < logits.shape[0]; r++) {
+          const d = samplingDistribution((logits.data as Float32Array).subarray(r * V, (r + 1) * V), { ...NANOVLM_HEAD_SAMPLING, order: 'nanovlm-head' });
+          d.ids.forEach((id, j) => (got[r * V + id] = d.probs[j]));
+        }
+        const e = errors(got, exp.data as Float32Array);
+        rows.push(row(name, exp.shape, e, e.maxAbs <= 1e-6, 'maxAbs<=1e-6 (nanoVLM HEAD order, top-k 50, top-p 0.9, temperature 0.5)'));
       } else if (name === 'cos' || name === 'sin') {
         const got = ropeTable(model, exp.shape[1], name);
         const e = errors(got, exp.data as Float32Array);
@@ -326,14 +352,30 @@ async function compareAdamW(
   }
   const before = new Map<string, Float32Array>();
   for (const [n, v] of model.params) before.set(n, (await v.data()) as Float32Array);
+  // nanoVLM HEAD's train.py: MP 0.00512, vision and language backbones 5e-5, gradients clipped to norm 1.0 first
+  const head = model.imageTokenId !== null;
+  const lrs = head ? TOL.headAdamwLrs : { MP: TOL.adamwLrs.MP, vision_encoder: TOL.adamwLrs.backbones, decoder: TOL.adamwLrs.backbones };
+  const lrOf = (p: string) => (p.startsWith('MP.') ? lrs.MP : p.startsWith('vision_encoder.') ? lrs.vision_encoder : lrs.decoder);
+  let clip = 1;
+  if (head) {
+    let ss = 0;
+    for (const g of grads.values()) for (const x of g) ss += x * x;
+    clip = Math.min(1, TOL.headMaxGradNorm / (Math.sqrt(ss) + 1e-6)); // torch clip_grad_norm_
+  }
   const opt = await opts.registry.create(
     'optimizer',
     {
       use: 'adamw',
-      groups: [
-        { name: 'MP', prefixes: ['MP'], lr: TOL.adamwLrs.MP },
-        { name: 'backbones', prefixes: ['vision_encoder', 'decoder'], lr: TOL.adamwLrs.backbones },
-      ],
+      groups: head
+        ? [
+            { name: 'MP', prefixes: ['MP'], lr: lrs.MP },
+            { name: 'vision', prefixes: ['vision_encoder'], lr: lrs.vision_encoder },
+            { name: 'decoder', prefixes: ['decoder'], lr: lrs.decoder },
+          ]
+        : [
+            { name: 'MP', prefixes: ['MP'], lr: TOL.adamwLrs.MP },
+            { name: 'backbones', prefixes: ['vision_encoder', 'decoder'], lr: TOL.adamwLrs.backbones },
+          ],
       weight_decay: 0.01,
       ...opts.adamw,
     },
@@ -347,7 +389,7 @@ async function compareAdamW(
     },
   );
   const gradTensors = new Map<string, tf.Tensor>();
-  for (const [n, g] of grads) gradTensors.set(n, tf.tensor(g, model.params.get(n)!.shape));
+  for (const [n, g] of grads) gradTensors.set(n, tf.tensor(clip === 1 ? g : g.map((x) => x * clip), model.params.get(n)!.shape));
   try {
     opt.step(gradTensors, opt.groups.map((g) => g.lr));
   } finally {
@@ -371,7 +413,7 @@ async function compareAdamW(
     const got = (await v.data()) as Float32Array;
     const ref = exp.data as Float32Array;
     const w0 = before.get(pname)!;
-    const lr = pname.startsWith('MP.') ? TOL.adamwLrs.MP : TOL.adamwLrs.backbones;
+    const lr = lrOf(pname);
     const bound = 2 * lr + 1e-6;
     let maxAbs = 0;
     for (let i = 0; i < ref.length; i++) {

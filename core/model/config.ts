@@ -3,6 +3,7 @@
 // holds exactly these fields, in this order, so PyTorch `VLMConfig(**json)` accepts it.
 import { UserError } from '../errors.ts';
 import { closest } from '../recipe/did-you-mean.ts';
+import { NANOVLM_HEAD_EXTRA_TOKENS } from '../data/image-string.ts';
 
 /** VLMConfig defaults, field order as in the dataclass. */
 export const VLM_CONFIG_DEFAULTS = {
@@ -53,7 +54,7 @@ export function toVLMConfig(parts: Record<string, unknown>): VLMConfig {
 /**
  * Fields that nanoVLM's VLMConfig gained after v0.1 (v0.2 731d8c6 and HEAD 4e0c096, models/config.py).
  * Their presence means a checkpoint of the newer model family (image tokens as placeholders in the
- * text, image splitting, chat template), whose input format the v0.1 path does not implement.
+ * text, image splitting, chat template).
  */
 export const NEWER_NANOVLM_FIELDS = [
   'lm_base_vocab_size',
@@ -66,32 +67,116 @@ export const NEWER_NANOVLM_FIELDS = [
   'hf_repo_name',
 ] as const;
 
-/**
- * A config.json must be nanoVLM v0.1's VLMConfig: a field this loader does not know would otherwise
- * be ignored and the model would run with v0.1's input format (silently wrong for a newer
- * checkpoint). Newer nanoVLM fields and unknown fields are refused, naming them.
- */
-export function checkVLMConfigFields(cfg: Record<string, unknown>, file = 'config.json'): void {
-  const known = new Set<string>(VLM_CONFIG_FIELDS);
-  const unknown = Object.keys(cfg).filter((k) => !known.has(k));
-  if (!unknown.length) return;
-  const newer = unknown.filter((k) => (NEWER_NANOVLM_FIELDS as readonly string[]).includes(k));
-  if (newer.length) {
-    throw new UserError(
-      `${file} is a checkpoint of a newer nanoVLM (v0.2 or later: it has ${newer.join(', ')}). ` +
-        `Its input format (image placeholder tokens, image splitting, chat template) is not nanoVLM v0.1's, ` +
-        `which is the only one nanovlm-ts implements; loading it would compute something else`,
-      { where: { file }, hint: 'use a nanoVLM v0.1 checkpoint (e.g. lusxvr/nanoVLM-222M) or one trained with nanovlm-ts' },
-    );
-  }
+/** HEAD's default ChatML template (VLMConfig.lm_chat_template) */
+export const NANOVLM_HEAD_CHAT_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/** nanoVLM HEAD (4e0c096)'s VLMConfig defaults, field order as in the dataclass (the 450M model). */
+export const HEAD_VLM_CONFIG_DEFAULTS: Record<string, unknown> = {
+  vit_hidden_dim: 768,
+  vit_inter_dim: 4 * 768,
+  vit_patch_size: 16,
+  vit_img_size: 512,
+  vit_n_heads: 12,
+  vit_dropout: 0.0,
+  vit_n_blocks: 12,
+  vit_ln_eps: 1e-6,
+  vit_cls_flag: false,
+  vit_model_type: 'google/siglip2-base-patch16-512',
+  lm_hidden_dim: 960,
+  lm_inter_dim: 2560,
+  lm_rms_eps: 1e-5,
+  lm_re_base: 100000,
+  lm_max_position_embeddings: 8192,
+  lm_base_vocab_size: 49152,
+  extra_token_amount: 66,
+  lm_vocab_size: 49152 + 66,
+  lm_n_heads: 15,
+  lm_n_kv_heads: 5,
+  lm_dropout: 0.0,
+  lm_n_blocks: 32,
+  lm_attn_scaling: 1.0,
+  lm_max_length: 4096,
+  lm_use_tokens: false,
+  lm_tie_weights: true,
+  lm_model_type: 'HuggingFaceTB/SmolLM2-360M-Instruct',
+  lm_tokenizer: 'HuggingFaceTB/SmolLM2-360M-Instruct',
+  lm_chat_template: NANOVLM_HEAD_CHAT_TEMPLATE,
+  mp_pixel_shuffle_factor: 4,
+  mp_image_token_length: 64,
+  max_img_size: 2048,
+  resize_to_max_side_len: true,
+  vlm_extra_tokens: NANOVLM_HEAD_EXTRA_TOKENS,
+  vlm_load_backbone_weights: true,
+  vlm_checkpoint_path: 'checkpoints',
+  hf_repo_name: 'nanoVLM',
+};
+export const HEAD_VLM_CONFIG_FIELDS = Object.keys(HEAD_VLM_CONFIG_DEFAULTS);
+
+/** Exactly HEAD's VLMConfig fields, in order: values from `parts`, HEAD's defaults for the rest. */
+export function toHeadVLMConfig(parts: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const f of HEAD_VLM_CONFIG_FIELDS) out[f] = f in parts && parts[f] !== undefined ? parts[f] : HEAD_VLM_CONFIG_DEFAULTS[f];
+  return out;
+}
+
+/** The nanoVLM version a config.json was written by, as far as nanovlm-ts reads it. */
+export type ConfigFormat = 'v0.1' | 'head';
+
+function unknownFields(file: string, unknown: string[], fields: string[], version: string): UserError {
   const guesses = unknown.map((k) => {
-    const c = closest(k, VLM_CONFIG_FIELDS);
+    const c = closest(k, fields);
     return c ? `${k} (did you mean ${c}?)` : k;
   });
-  throw new UserError(`${file}: unknown field${unknown.length > 1 ? 's' : ''} ${guesses.join(', ')}: not a field of nanoVLM v0.1's VLMConfig`, {
+  return new UserError(`${file}: unknown field${unknown.length > 1 ? 's' : ''} ${guesses.join(', ')}: not a field of nanoVLM ${version}'s VLMConfig`, {
     where: { file },
-    hint: `remove ${unknown.length > 1 ? 'them' : 'it'} or fix the name; the fields are ${VLM_CONFIG_FIELDS.join(', ')}`,
+    hint: `remove ${unknown.length > 1 ? 'them' : 'it'} or fix the name; the fields are ${fields.join(', ')}`,
   });
+}
+
+/**
+ * Which nanoVLM wrote a config.json: v0.1's VLMConfig, or HEAD's (4e0c096: the newer fields, no
+ * lm_eos_token_id). A field neither knows is refused (ignoring it could run the model with the wrong
+ * input format), and so is v0.2 (731d8c6: newer fields beside lm_eos_token_id), which neither path implements.
+ */
+export function checkVLMConfigFields(cfg: Record<string, unknown>, file = 'config.json'): ConfigFormat {
+  const newer = Object.keys(cfg).filter((k) => (NEWER_NANOVLM_FIELDS as readonly string[]).includes(k));
+  if (newer.length && 'lm_eos_token_id' in cfg) {
+    throw new UserError(
+      `${file} is a nanoVLM v0.2 checkpoint (it has ${newer.join(', ')} beside lm_eos_token_id): nanovlm-ts reads nanoVLM v0.1 and HEAD (4e0c096) checkpoints; ` +
+        `v0.2's input format (one image block per sample, no splitting) is neither`,
+      { where: { file }, hint: 'use a nanoVLM v0.1 or HEAD checkpoint' },
+    );
+  }
+  const format: ConfigFormat = newer.length ? 'head' : 'v0.1';
+  const fields = format === 'head' ? HEAD_VLM_CONFIG_FIELDS : (VLM_CONFIG_FIELDS as string[]);
+  const unknown = Object.keys(cfg).filter((k) => !fields.includes(k));
+  if (unknown.length) throw unknownFields(file, unknown, fields, format === 'head' ? 'HEAD' : 'v0.1');
+  return format;
+}
+
+/**
+ * HEAD: the id of `<|image|>`, whose positions take the image embeddings. HEAD's tokenizer
+ * (get_tokenizer with extra_special_tokens) appends vlm_extra_tokens after the base vocabulary in
+ * order, so it is lm_base_vocab_size + the position of image_token. Also checks that the
+ * vocabulary holds them and that mp_image_token_length is what the projector makes.
+ */
+export function headImageTokenId(cfg: Record<string, unknown>, file = 'config.json'): number {
+  const c = toHeadVLMConfig(cfg);
+  const extra = c.vlm_extra_tokens as Record<string, string>;
+  const keys = extra && typeof extra === 'object' ? Object.keys(extra) : [];
+  const at = keys.indexOf('image_token');
+  if (at < 0) throw new UserError(`${file}: vlm_extra_tokens has no image_token`, { where: { file } });
+  const base = Number(c.lm_base_vocab_size);
+  if (!(Number(c.lm_vocab_size) >= base + keys.length)) {
+    throw new UserError(`${file}: lm_vocab_size ${c.lm_vocab_size} cannot hold lm_base_vocab_size ${base} + ${keys.length} vlm_extra_tokens`, { where: { file } });
+  }
+  const side = Number(c.vit_img_size) / Number(c.vit_patch_size);
+  const tokens = (side * side) / Number(c.mp_pixel_shuffle_factor) ** 2;
+  if (tokens !== c.mp_image_token_length) {
+    throw new UserError(`${file}: mp_image_token_length ${c.mp_image_token_length}, but the projector makes ${tokens} tokens per image ((vit_img_size / vit_patch_size)^2 / mp_pixel_shuffle_factor^2)`, { where: { file } });
+  }
+  return base + at;
 }
 
 /** The built-in plugins a plain nanoVLM config.json maps to. */

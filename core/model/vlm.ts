@@ -2,13 +2,16 @@
 //   image -> vision encoder -> projector = image embeddings [B, Ni, C]; prepended to the token
 //   embeddings; the decoder runs over [image ; text] with a mask of 1s for the image tokens; logits
 //   of the text part; loss = cross-entropy with ignore index -100, mean over counted tokens.
+// With `imageTokenId` set, nanoVLM HEAD's (4e0c096) instead: the image embeddings of all tiles of the
+// batch replace the `<|image|>` placeholders of the text (_replace_img_tokens_with_embd), no prefix.
 // Parameters are keyed by nanoVLM's full state-dict names: "vision_encoder.", "MP.", "decoder." + the
 // component's local name.
 import * as tf from '@tensorflow/tfjs';
 import type { Decoder, Projector, VisionEncoder } from '../types.ts';
 import { crossEntropyIgnore } from '../ops.ts';
 import { hostValues } from '../host.ts';
-import { toVLMConfig } from './config.ts';
+import { toHeadVLMConfig, toVLMConfig } from './config.ts';
+import { replaceImageTokens } from './image-placeholders.ts';
 
 export const PREFIX = { vision: 'vision_encoder.', projector: 'MP.', decoder: 'decoder.' } as const;
 
@@ -38,6 +41,12 @@ export class VisionLanguageModel {
   readonly maxLength: number;
   /** VLMConfig fields to record as they were loaded (string fields such as lm_tokenizer) */
   configOverrides: Record<string, unknown> = {};
+  /**
+   * nanoVLM HEAD's input format: the id of `<|image|>`, whose positions in the text take the image
+   * embeddings in order (core/model/image-placeholders.ts). null = v0.1: the image embeddings are
+   * prefixed to the text, one image per row.
+   */
+  imageTokenId: number | null = null;
 
   constructor(parts: { vision: VisionEncoder; projector: Projector; decoder: Decoder }) {
     this.vision = parts.vision;
@@ -63,28 +72,45 @@ export class VisionLanguageModel {
     return this.projector.forward(this.vision.forward(images, opts));
   }
 
-  /** [B, Ni] of ones + attention mask [B, T] -> [B, Ni + T] (float32) */
+  /** Positions before the text in the decoder's input: Ni image tokens (v0.1), 0 with placeholders (HEAD). */
+  get imagePrefix(): number {
+    return this.imageTokenId === null ? this.numImageTokens : 0;
+  }
+
+  /** The decoder's mask, float32: [B, Ni] of ones + attention mask [B, T] -> [B, Ni + T] (v0.1), the mask itself (HEAD) */
   fullMask(attentionMask: tf.Tensor2D, batchSize: number): tf.Tensor2D {
     // built on the host from the text mask's host copy (core/host.ts), so that a decoder reading it
     // on the host (skip_padding positions) can, on GPU backends too
     const m = hostValues(attentionMask, 'attention mask');
     const T = attentionMask.shape[1];
-    const Ni = this.numImageTokens;
+    const Ni = this.imagePrefix;
     const full = new Float32Array(batchSize * (Ni + T)).fill(1); // [B, Ni + T]
     for (let b = 0; b < batchSize; b++) for (let t = 0; t < T; t++) full[b * (Ni + T) + Ni + t] = m[b * T + t];
     return tf.tensor2d(full, [batchSize, Ni + T]);
   }
 
-  /** Decoder hidden states over [image ; text] after the final norm: [B, Ni + T, C]. */
+  /**
+   * The decoder's input embeddings [B, prefix + T, C]: v0.1 [image ; text] (images [B, 3, S, S], one
+   * per row); HEAD the text with its `<|image|>` positions replaced by the image embeddings (images:
+   * every tile of the batch [N, 3, S, S] in text order; N = 0 skips the vision encoder).
+   */
+  inputEmbeddings(inputIds: tf.Tensor2D, images: tf.Tensor4D | null, opts: ForwardOptions = {}): tf.Tensor3D {
+    const tokenEmbd = this.decoder.embed(inputIds); // [B, T, C]
+    if (this.imageTokenId !== null) {
+      const imageEmbd = images && images.shape[0] > 0 ? this.embedImages(images, opts) : null; // [N, Ni, C]
+      return replaceImageTokens(tokenEmbd, inputIds, imageEmbd, this.imageTokenId); // [B, T, C]
+    }
+    return tf.concat([this.embedImages(images!, opts), tokenEmbd], 1) as tf.Tensor3D; // [B, Ni + T, C]
+  }
+
+  /** Decoder hidden states after the final norm: [B, prefix + T, C]. */
   hidden(
     inputIds: tf.Tensor2D,
     images: tf.Tensor4D,
     attentionMask: tf.Tensor2D | null,
     opts: ForwardOptions = {},
   ): tf.Tensor3D {
-    const imageEmbd = this.embedImages(images, opts); // [B, Ni, C]
-    const tokenEmbd = this.decoder.embed(inputIds); // [B, T, C]
-    const x = tf.concat([imageEmbd, tokenEmbd], 1) as tf.Tensor3D; // [B, Ni + T, C]
+    const x = this.inputEmbeddings(inputIds, images, opts); // [B, prefix + T, C]
     const mask = attentionMask ? this.fullMask(attentionMask, inputIds.shape[0]) : null;
     return this.decoder.forward(x, { mask, training: opts.training, checkpoint: opts.checkpoint });
   }
@@ -97,8 +123,8 @@ export class VisionLanguageModel {
     opts: ForwardOptions = {},
   ): tf.Tensor3D {
     return tf.tidy(() => {
-      const h = this.hidden(inputIds, images, attentionMask, opts); // [B, Ni + T, C]
-      const text = h.slice([0, this.numImageTokens, 0], [-1, -1, -1]) as tf.Tensor3D; // [B, T, C]
+      const h = this.hidden(inputIds, images, attentionMask, opts); // [B, prefix + T, C]
+      const text = h.slice([0, this.imagePrefix, 0], [-1, -1, -1]) as tf.Tensor3D; // [B, T, C]
       return this.decoder.head(text); // [B, T, V]
     });
   }
@@ -139,9 +165,9 @@ export class VisionLanguageModel {
   logitsAt(inputIds: tf.Tensor2D, images: tf.Tensor4D, attentionMask: tf.Tensor2D | null, rows: number[], opts: ForwardOptions = {}): tf.Tensor2D {
     return tf.tidy(() => {
       const [B, T] = inputIds.shape;
-      const h = this.hidden(inputIds, images, attentionMask, opts); // [B, Ni + T, C]
+      const h = this.hidden(inputIds, images, attentionMask, opts); // [B, prefix + T, C]
       const C = h.shape[2];
-      const text = h.slice([0, this.numImageTokens, 0], [-1, -1, -1]).reshape([B * T, C]); // [B*T, C]
+      const text = h.slice([0, this.imagePrefix, 0], [-1, -1, -1]).reshape([B * T, C]); // [B*T, C]
       const counted = tf.gather(text, tf.tensor1d(rows, 'int32')).reshape([1, rows.length, C]) as tf.Tensor3D; // [1, N, C]
       const logits = this.decoder.head(counted); // [1, N, V]
       return logits.reshape([rows.length, logits.shape[2]]) as tf.Tensor2D;
@@ -150,13 +176,15 @@ export class VisionLanguageModel {
 
   /** Exactly nanoVLM VLMConfig's fields, in order. */
   nanovlmConfig(): Record<string, unknown> {
-    return toVLMConfig({
+    const parts = {
       ...this.vision.nanovlmConfig(),
       ...this.projector.nanovlmConfig(),
       ...this.decoder.nanovlmConfig(),
       vlm_load_backbone_weights: false,
       ...this.configOverrides,
-    });
+    };
+    // HEAD's VLMConfig (without lm_eos_token_id, which it rejects) for a placeholder-token model
+    return this.imageTokenId !== null ? toHeadVLMConfig(parts) : toVLMConfig(parts);
   }
 
   parameterCounts(): { vision_encoder: number; MP: number; decoder: number; total: number } {

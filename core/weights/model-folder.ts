@@ -14,7 +14,17 @@ import { UserError, UserErrors } from '../errors.ts';
 import type { Logger, PluginContext, PluginKind, RegistryLike } from '../types.ts';
 import { pluginEntries } from '../recipe/schema.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
-import { checkVLMConfigFields, NANOVLM_PLUGINS, recipeModelFromVLMConfig, VLM_CONFIG_DEFAULTS, type ModelSection } from '../model/config.ts';
+import {
+  checkVLMConfigFields,
+  headImageTokenId,
+  NANOVLM_PLUGINS,
+  NEWER_NANOVLM_FIELDS,
+  recipeModelFromVLMConfig,
+  toHeadVLMConfig,
+  VLM_CONFIG_DEFAULTS,
+  type ConfigFormat,
+  type ModelSection,
+} from '../model/config.ts';
 import { openSafetensors, writeSafetensorsStreaming } from './safetensors.ts';
 import { withoutInit } from '../ops.ts';
 import { hostValues } from '../host.ts';
@@ -50,11 +60,21 @@ function pyFloat(x: number): string {
   return Number.isInteger(x) ? x.toFixed(1) : String(x);
 }
 
+/** json.dumps of a non-float value nested `level` deep with indent=4 (HEAD's vlm_extra_tokens is a dict) */
+function pyJson(v: unknown, level: number): string {
+  if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length) {
+    const pad = '    '.repeat(level + 1);
+    const items = Object.entries(v as Record<string, unknown>).map(([k, x]) => `${pad}${JSON.stringify(k)}: ${pyJson(x, level + 1)}`);
+    return `{\n${items.join(',\n')}\n${'    '.repeat(level)}}`;
+  }
+  return JSON.stringify(v);
+}
+
 /** json.dumps(asdict(cfg), indent=4): float fields written as Python floats. */
 export function formatVLMConfig(cfg: Record<string, unknown>): string {
   const lines = Object.entries(cfg).map(([k, v]) => {
     const isFloatField = FLOAT_FIELDS.includes(k);
-    return `    ${JSON.stringify(k)}: ${isFloatField && typeof v === 'number' ? pyFloat(v) : JSON.stringify(v)}`;
+    return `    ${JSON.stringify(k)}: ${isFloatField && typeof v === 'number' ? pyFloat(v) : pyJson(v, 1)}`;
   });
   return `{\n${lines.join(',\n')}\n}`;
 }
@@ -186,15 +206,17 @@ export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pi
 }
 
 /** Recipe model section of a checkpoint folder: from nanovlm-ts.json, else mapped from config.json. */
-export function checkpointModelSection(folder: string): { section: ModelSection; config: Record<string, unknown> } {
+export function checkpointModelSection(folder: string): { section: ModelSection; config: Record<string, unknown>; format: ConfigFormat } {
   const cfgFile = join(folder, CONFIG_FILE);
   if (!existsSync(cfgFile)) {
     throw new UserError(`${cfgFile} not found: ${folder} is not a nanoVLM checkpoint folder (config.json + model.safetensors)`, {
       where: { file: cfgFile },
     });
   }
-  const config = parseJson(cfgFile);
-  checkVLMConfigFields(config, cfgFile);
+  const raw = parseJson(cfgFile);
+  const format = checkVLMConfigFields(raw, cfgFile);
+  // HEAD: its defaults for any missing field (the shapes are mapped as v0.1's: same modules)
+  const config = format === 'head' ? toHeadVLMConfig(raw) : raw;
   const sidecarFile = join(folder, SIDECAR_FILE);
   let section: ModelSection;
   if (existsSync(sidecarFile)) {
@@ -215,7 +237,7 @@ export function checkpointModelSection(folder: string): { section: ModelSection;
   } else {
     section = recipeModelFromVLMConfig(config, cfgFile);
   }
-  return { section, config };
+  return { section, config, format };
 }
 
 function parseJson(file: string): Record<string, unknown> {
@@ -301,7 +323,7 @@ export async function loadCheckpoint(
   context: Partial<Omit<PluginContext, 'registry'>> = {},
 ): Promise<VisionLanguageModel> {
   await loadRecordedPlugins(folder, registry);
-  const { section, config } = checkpointModelSection(folder);
+  const { section, config, format } = checkpointModelSection(folder);
   let model: VisionLanguageModel;
   try {
     model = await withoutInit(() => buildModel(section, registry, context)); // every weight is loaded below
@@ -310,6 +332,11 @@ export async function loadCheckpoint(
   }
   try {
     for (const k of PASSTHROUGH_FIELDS) if (typeof config[k] === 'string') model.configOverrides[k] = config[k];
+    if (format === 'head') {
+      // nanoVLM HEAD: image tokens are placeholders in the text; its own fields are kept for saving
+      model.imageTokenId = headImageTokenId(config, join(folder, CONFIG_FILE));
+      for (const k of NEWER_NANOVLM_FIELDS) model.configOverrides[k] = config[k];
+    }
     loadWeights(model, folder, context.log);
   } catch (e) {
     model.dispose();

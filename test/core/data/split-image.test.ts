@@ -17,7 +17,7 @@ import { UserError } from '../../../core/errors.ts';
 const HEAD = join(import.meta.dirname, '..', 'model', 'fixtures', 'head-tiny');
 const cfg = JSON.parse(readFileSync(join(HEAD, 'config.json'), 'utf8'));
 const inputs = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors;
-const expected = readSafetensors(join(HEAD, 'expected.safetensors')).tensors;
+const expected = readSafetensors(join(HEAD, 'image-processor.safetensors')).tensors;
 const ints = (n: string) => Array.from(inputs.get(n)!.data as BigInt64Array, Number);
 
 /** raw_image.k ([H, W, 3] 0..255) as PNG bytes (lossless) */

@@ -1,7 +1,8 @@
 // nanoVLM HEAD (4e0c096) reference fixture, test/core/model/fixtures/head-tiny, made by
-// bench/reference/nanovlm_head.py running HEAD's PyTorch code (README there). What it checks today:
-//   - our loader refuses HEAD's real config.json (a v0.1 load would run the wrong input format);
-//   - HEAD's forward and backward built from the pieces we have: the vision encoder and projector
+// bench/reference/nanovlm_head.py running HEAD's PyTorch code (README there):
+//   - HEAD's config.json loads in placeholder mode (image tokens in the text) and saves back as is;
+//   - `vlm compare` passes on every tensor; generate() gives HEAD's greedy tokens;
+//   - HEAD's forward and backward built from the pieces directly: the vision encoder and projector
 //     (unchanged since v0.1), the placeholder scatter (core/model/image-placeholders.ts) and the
 //     decoder, against vision_out, mp_out, decoder_hidden and logits (valid positions), the loss and
 //     every gradient, at the v0.1 tolerances (forward rel. L2 <= 1e-5, gradients <= 1e-4).
@@ -11,8 +12,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../../core/errors.ts';
-import { buildModel, loadCheckpoint, loadWeights } from '../../../core/weights/model-folder.ts';
-import { readSafetensors, type LoadedTensor } from '../../../core/weights/safetensors.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { buildModel, loadCheckpoint, loadWeights, saveCheckpoint } from '../../../core/weights/model-folder.ts';
+import { readSafetensors, readSafetensorsHeader, type LoadedTensor } from '../../../core/weights/safetensors.ts';
+import { compareFixture, formatTable } from '../../../core/commands/compare.ts';
+import { generate } from '../../../core/generate.ts';
 import { recipeModelFromVLMConfig, VLM_CONFIG_FIELDS } from '../../../core/model/config.ts';
 import { placeholderIndex, replaceImageTokens } from '../../../core/model/image-placeholders.ts';
 import { crossEntropyIgnore } from '../../../core/ops.ts';
@@ -23,15 +28,54 @@ const HEAD = join(import.meta.dirname, 'fixtures', 'head-tiny');
 const cfg = JSON.parse(readFileSync(join(HEAD, 'config.json'), 'utf8'));
 const tokenization = JSON.parse(readFileSync(join(HEAD, 'tokenization.json'), 'utf8'));
 const IMAGE_TOKEN = tokenization.extra_token_ids['<|image|>'] as number;
+const tmp = mkdtempSync(join(tmpdir(), 'head-test-'));
+test.after(() => rmSync(tmp, { recursive: true, force: true }));
 
-test("HEAD's own config.json is refused, naming the newer fields", async () => {
+test("HEAD's config.json loads in placeholder mode and saves back as HEAD's VLMConfig (same text)", async () => {
   const registry = await setup();
-  await assert.rejects(loadCheckpoint(HEAD, registry, { log: silentLog }), (e: unknown) => {
-    assert.ok(e instanceof UserError);
-    assert.match(e.message, /newer nanoVLM/);
-    assert.match(e.message, /mp_image_token_length/);
-    return true;
-  });
+  const model = await loadCheckpoint(HEAD, registry, { log: silentLog });
+  try {
+    assert.equal(model.imageTokenId, IMAGE_TOKEN);
+    assert.equal(model.imagePrefix, 0);
+    assert.deepEqual(Object.keys(model.nanovlmConfig()), Object.keys(cfg));
+    assert.deepEqual(model.nanovlmConfig(), cfg);
+    const out = join(tmp, 'saved');
+    await saveCheckpoint(model, out);
+    assert.equal(readFileSync(join(out, 'config.json'), 'utf8').trim(), readFileSync(join(HEAD, 'config.json'), 'utf8').trim());
+    const again = await loadCheckpoint(out, registry, { log: silentLog });
+    assert.equal(again.imageTokenId, IMAGE_TOKEN);
+    again.dispose();
+  } finally {
+    model.dispose();
+  }
+});
+
+test('vlm compare on the HEAD fixture: every tensor (forward, loss, gradients, clipped AdamW step, greedy tokens with and without the KV cache, sampling) passes', async () => {
+  const registry = await setup();
+  const rows = await compareFixture({ model: HEAD, inputs: join(HEAD, 'inputs.safetensors'), expected: join(HEAD, 'expected.safetensors'), registry });
+  const failed = rows.filter((r) => !r.pass);
+  assert.equal(failed.length, 0, formatTable(failed));
+  const names = new Set(rows.map((r) => r.name));
+  for (const n of readSafetensorsHeader(join(HEAD, 'expected.safetensors')).entries.keys()) assert.ok(names.has(n), `${n} compared`);
+  assert.ok(names.has('greedy_tokens (kv cache)'));
+});
+
+test('generate() in placeholder mode gives HEAD\'s greedy tokens, with and without the KV cache', async () => {
+  const registry = await setup();
+  const model = await loadCheckpoint(HEAD, registry, { log: silentLog });
+  const inp = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors;
+  const want = readSafetensors(join(HEAD, 'expected.safetensors')).tensors.get('greedy_tokens')!;
+  const i32 = (t: LoadedTensor) => tf.tensor2d(Int32Array.from(t.data as BigInt64Array, Number), t.shape as [number, number], 'int32');
+  const inputIds = i32(inp.get('gen_input_ids')!);
+  const attentionMask = i32(inp.get('gen_attention_mask')!);
+  const images = tf.tensor4d(inp.get('images')!.data as Float32Array, inp.get('images')!.shape as [number, number, number, number]);
+  const expected = Array.from({ length: want.shape[0] }, (_, b) => Array.from((want.data as BigInt64Array).subarray(b * want.shape[1], (b + 1) * want.shape[1]), Number));
+  for (const useCache of [true, false]) {
+    const got = generate(model, { inputIds, attentionMask, images }, { greedy: true, maxNewTokens: want.shape[1], stopAtEos: false, useCache, padAfterEos: true, eosTokenId: tokenization.eos_token_id });
+    assert.deepEqual(got, expected, `useCache ${useCache}`);
+  }
+  tf.dispose([inputIds, attentionMask, images]);
+  model.dispose();
 });
 
 test('placeholderIndex: the k-th <|image|> of the flattened batch takes image row k; a count mismatch is a clear error', () => {

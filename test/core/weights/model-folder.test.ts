@@ -190,48 +190,34 @@ test('untied head: both tensors saved, no alias metadata, reload identical; a pl
   reloaded.dispose();
 });
 
-test('config.json: a newer nanoVLM checkpoint and unknown fields are refused, naming the fields (never ignored)', async () => {
+test('config.json: v0.1 and HEAD formats are told apart; v0.2 and unknown fields are refused, naming the fields (never ignored)', async () => {
   const { checkpointModelSection } = await import('../../../core/weights/model-folder.ts');
-  const { VLM_CONFIG_DEFAULTS } = await import('../../../core/model/config.ts');
+  const { VLM_CONFIG_DEFAULTS, HEAD_VLM_CONFIG_DEFAULTS } = await import('../../../core/model/config.ts');
   const folder = (name: string, cfg: Record<string, unknown>) => {
     const d = join(tmp, name);
     mkdirSync(d, { recursive: true });
     writeFileSync(join(d, 'config.json'), JSON.stringify(cfg));
     return d;
   };
-  // nanoVLM HEAD's VLMConfig as save_pretrained writes it: no lm_eos_token_id, eight newer fields
-  const { lm_eos_token_id: _, ...v01 } = VLM_CONFIG_DEFAULTS;
-  const head = {
-    ...v01,
-    lm_base_vocab_size: 49152,
-    extra_token_amount: 66,
-    lm_vocab_size: 49218,
-    lm_chat_template: "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}",
-    mp_pixel_shuffle_factor: 4,
-    mp_image_token_length: 64,
-    max_img_size: 2048,
-    resize_to_max_side_len: true,
-    vlm_extra_tokens: { image_token: '<|image|>', global_image_token: '<|global_image|>' },
-    hf_repo_name: 'nanoVLM',
-  };
-  const dHead = folder('head-config', head);
-  assert.throws(() => checkpointModelSection(dHead), (e: unknown) => {
-    assert.ok(e instanceof UserError);
-    assert.match(e.message, /newer nanoVLM \(v0\.2 or later/);
-    for (const f of ['mp_image_token_length', 'vlm_extra_tokens', 'lm_chat_template', 'max_img_size', 'extra_token_amount']) assert.ok(e.message.includes(f), f);
-    assert.equal(e.where.file, join(dHead, 'config.json'));
-    assert.match(e.hint ?? '', /v0\.1 checkpoint/);
-    return true;
-  });
-  // v0.2 (731d8c6) keeps lm_eos_token_id but adds the newer fields: refused too
-  assert.throws(() => checkpointModelSection(folder('v02-config', { ...VLM_CONFIG_DEFAULTS, mp_image_token_length: 64, vlm_extra_tokens: { image_token: '<|image|>' } })), /newer nanoVLM/);
-  // a misspelt field is not silently dropped
+  // nanoVLM HEAD's VLMConfig as save_pretrained writes it: no lm_eos_token_id, the newer fields
+  const head = checkpointModelSection(folder('head-config', { ...HEAD_VLM_CONFIG_DEFAULTS }));
+  assert.equal(head.format, 'head');
+  assert.equal(head.section.projector.factor, 4);
+  assert.equal(head.section.decoder.vocab_size, 49218);
+  // a HEAD config missing fields takes HEAD's defaults (not v0.1's)
+  assert.equal(checkpointModelSection(folder('head-partial', { mp_image_token_length: 64 })).section.decoder.hidden_dim, 960);
+  // v0.2 (731d8c6) keeps lm_eos_token_id beside the newer fields: neither format
+  assert.throws(() => checkpointModelSection(folder('v02-config', { ...VLM_CONFIG_DEFAULTS, mp_image_token_length: 64, vlm_extra_tokens: { image_token: '<|image|>' } })), /nanoVLM v0\.2 checkpoint/);
+  // a misspelt field is not silently dropped, in either format
   assert.throws(() => checkpointModelSection(folder('typo-config', { ...VLM_CONFIG_DEFAULTS, lm_n_kv_head: 3 })), (e: unknown) => {
     assert.ok(e instanceof UserError);
-    assert.match(e.message, /unknown field lm_n_kv_head \(did you mean lm_n_kv_heads\?\)/);
+    assert.match(e.message, /unknown field lm_n_kv_head \(did you mean lm_n_kv_heads\?\): not a field of nanoVLM v0\.1's VLMConfig/);
     return true;
   });
-  // exactly v0.1's fields (or a subset: the dataclass has defaults) load
-  assert.equal(checkpointModelSection(folder('v01-config', { ...VLM_CONFIG_DEFAULTS })).section.decoder.n_kv_heads, 3);
+  assert.throws(() => checkpointModelSection(folder('head-typo', { ...HEAD_VLM_CONFIG_DEFAULTS, max_img_sise: 1024 })), /unknown field max_img_sise \(did you mean max_img_size\?\): not a field of nanoVLM HEAD's VLMConfig/);
+  // exactly v0.1's fields (or a subset: the dataclass has defaults) load as v0.1
+  const v01 = checkpointModelSection(folder('v01-config', { ...VLM_CONFIG_DEFAULTS }));
+  assert.equal(v01.format, 'v0.1');
+  assert.equal(v01.section.decoder.n_kv_heads, 3);
   assert.equal(checkpointModelSection(folder('v01-subset', { lm_hidden_dim: 64 })).section.decoder.hidden_dim, 64);
 });
