@@ -322,10 +322,12 @@ export async function* generateSteps(model: VisionLanguageModel, inputs: Generat
 export interface PromptBatch {
   inputIds: Int32Array; // [B, T] left padded with the tokenizer's pad id
   attentionMask: Int32Array; // [B, T]
-  images: Float32Array; // [B, 3, S, S]
+  images: Float32Array; // [B, 3, S, S], or [imageCount, 3, S, S] tiles (nanoVLM HEAD, core/chat-prompts.ts)
   batchSize: number;
   seqLen: number;
   imageSize: number;
+  /** number of images (tiles) in `images` when it is not one per row (HEAD's placeholder mode) */
+  imageCount?: number;
 }
 
 /** Tokenise prompts (already formatted) and preprocess images into one left-padded batch. */
@@ -374,7 +376,7 @@ export async function generateBatch(model: VisionLanguageModel, batch: PromptBat
   const { batchSize: B, seqLen: T, imageSize: S } = batch;
   const inputIds = tf.tensor2d(batch.inputIds, [B, T], 'int32');
   const attentionMask = tf.tensor2d(batch.attentionMask, [B, T], 'int32');
-  const images = tf.tensor4d(batch.images, [B, 3, S, S]);
+  const images = tf.tensor4d(batch.images, [batch.imageCount ?? B, 3, S, S]);
   try {
     return await generate(model, { inputIds, attentionMask, images }, opts);
   } finally {

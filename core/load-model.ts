@@ -12,6 +12,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
 import { loadCheckpoint } from './weights/model-folder.ts';
+import { toHeadVLMConfig } from './model/config.ts';
 import type { ImageProcessor, Logger, RegistryLike, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 
@@ -102,6 +103,14 @@ export function componentEntries(folder: string): {
     return { tokenizer, imageProcessor: { ...(sidecar.image_processor ?? { use: 'resize' }) } };
   }
   const config = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
+  if ('vlm_extra_tokens' in config) {
+    // nanoVLM HEAD (get_tokenizer, get_image_processor): the extra tokens and chat template from the config, images split into tiles
+    const c = toHeadVLMConfig(config);
+    return {
+      tokenizer: { use: 'hf', from: hasTokenizerJson ? folder : c.lm_tokenizer, chat_template: c.lm_chat_template, extra_special_tokens: c.vlm_extra_tokens },
+      imageProcessor: { use: 'split', size: c.vit_img_size, max_size: c.max_img_size, resize_to_max_side: c.resize_to_max_side_len },
+    };
+  }
   return {
     tokenizer: { use: 'hf', from: hasTokenizerJson ? folder : config.lm_tokenizer },
     imageProcessor: { use: 'resize', ...(config.vit_img_size ? { size: config.vit_img_size } : {}) },
@@ -126,6 +135,12 @@ export async function loadModel(source: string, opts: LoadModelOptions): Promise
       yamlPath: 'model.image_processor',
       built: { ...built, tokenizer },
     });
+    if (model.imageTokenId !== null && tokenizer.tokenToId?.('<|image|>') !== model.imageTokenId) {
+      throw new UserError(
+        `${folder}: the model's image token is id ${model.imageTokenId} but the tokenizer's <|image|> is ${tokenizer.tokenToId?.('<|image|>') ?? 'missing'}`,
+        { hint: "the tokenizer does not belong to this model: it needs the config's vlm_extra_tokens after lm_base_vocab_size tokens" },
+      );
+    }
     if (imageProcessor.size !== model.imageSize) {
       throw new UserError(
         `${folder}: the image processor makes ${imageProcessor.size}px images but the vision encoder takes ${model.imageSize}px`,

@@ -10,6 +10,7 @@ import { UserError } from '../errors.ts';
 import { loadModel } from '../load-model.ts';
 import { checkPromptBatch, generateBatch, NANOVLM_HEAD_SAMPLING, preparePrompts, type GenerateOptions } from '../generate.ts';
 import { vqaPrompt } from '../data/prompt.ts';
+import { prepareChatPrompts } from '../chat-prompts.ts';
 import { BadSampleError } from '../data/image.ts';
 import type { CommandEnv } from '../cli.ts';
 import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
@@ -113,9 +114,13 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const { model, tokenizer, imageProcessor, folder } = await loadModel(args.model, { registry: env.registry, log: env.log });
   try {
     out.write(`Loading weights from: ${folder}\n`);
-    const batch = await preparePrompts(tokenizer, imageProcessor, [
-      { prompt: vqaPrompt(args.prompt), image: new Uint8Array(readFileSync(args.image)), id: args.image },
-    ]).catch((e: unknown) => {
+    const image = new Uint8Array(readFileSync(args.image));
+    // nanoVLM HEAD (placeholder image tokens): its generate.py's prompt, the chat template over the
+    // image string + the question, the image split into tiles; v0.1: "Question: ... Answer:"
+    const batch = await (model.imageTokenId !== null
+      ? prepareChatPrompts(tokenizer, imageProcessor, [{ prompt: args.prompt, images: [image], id: args.image }], { imageTokenLength: model.numImageTokens })
+      : preparePrompts(tokenizer, imageProcessor, [{ prompt: vqaPrompt(args.prompt), image, id: args.image }])
+    ).catch((e: unknown) => {
       // an image that cannot be used (empty, undecodable, above the pixel cap): the user's input, not a bug
       if (e instanceof BadSampleError) throw new UserError(`--image ${e.message}`, { hint: 'give a PNG, JPEG, WebP, ... image file that opens in an image viewer' });
       throw e;

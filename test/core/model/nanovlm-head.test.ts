@@ -12,7 +12,18 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../../core/errors.ts';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import sharp from 'sharp';
+import { DATA, needsShared } from '../../helpers/shared.ts';
+import { createRegistry } from '../../../core/registry.ts';
+import { loadModel } from '../../../core/load-model.ts';
+import { prepareChatPrompts } from '../../../core/chat-prompts.ts';
+import { generateBatch } from '../../../core/generate.ts';
+import vision from '../../../plugins/vision/index.ts';
+import projector from '../../../plugins/projector/index.ts';
+import decoder from '../../../plugins/decoder/index.ts';
+import tokenizers from '../../../plugins/tokenizer/index.ts';
+import imageProcessors from '../../../plugins/image-processor/index.ts';
 import { tmpdir } from 'node:os';
 import { buildModel, loadCheckpoint, loadWeights, saveCheckpoint } from '../../../core/weights/model-folder.ts';
 import { readSafetensors, readSafetensorsHeader, type LoadedTensor } from '../../../core/weights/safetensors.ts';
@@ -28,6 +39,7 @@ const HEAD = join(import.meta.dirname, 'fixtures', 'head-tiny');
 const cfg = JSON.parse(readFileSync(join(HEAD, 'config.json'), 'utf8'));
 const tokenization = JSON.parse(readFileSync(join(HEAD, 'tokenization.json'), 'utf8'));
 const IMAGE_TOKEN = tokenization.extra_token_ids['<|image|>'] as number;
+const SMOLLM2 = join(DATA, 'tokenizers', 'smollm2');
 const tmp = mkdtempSync(join(tmpdir(), 'head-test-'));
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -71,7 +83,7 @@ test('generate() in placeholder mode gives HEAD\'s greedy tokens, with and witho
   const images = tf.tensor4d(inp.get('images')!.data as Float32Array, inp.get('images')!.shape as [number, number, number, number]);
   const expected = Array.from({ length: want.shape[0] }, (_, b) => Array.from((want.data as BigInt64Array).subarray(b * want.shape[1], (b + 1) * want.shape[1]), Number));
   for (const useCache of [true, false]) {
-    const got = generate(model, { inputIds, attentionMask, images }, { greedy: true, maxNewTokens: want.shape[1], stopAtEos: false, useCache, padAfterEos: true, eosTokenId: tokenization.eos_token_id });
+    const got = await generate(model, { inputIds, attentionMask, images }, { greedy: true, maxNewTokens: want.shape[1], stopAtEos: false, useCache, padAfterEos: true, eosTokenId: tokenization.eos_token_id });
     assert.deepEqual(got, expected, `useCache ${useCache}`);
   }
   tf.dispose([inputIds, attentionMask, images]);
@@ -145,4 +157,83 @@ test('nanoVLM HEAD parity, pieces: vision, projector, placeholder scatter, decod
   tf.dispose([value, ...Object.values(grads), images, ids, mask, targets]);
   model.dispose();
   assert.equal(tf.memory().numTensors, before);
+});
+
+/**
+ * A HEAD model folder as a user has it: the fixture's config.json and weights, plus the tokenizer
+ * its vocabulary was made with: SmolLM2's truncated to lm_base_vocab_size ids (the reference
+ * script's stand-in rule: merges whose parts and result are kept) and SmolLM2-Instruct's config.
+ */
+function headFolder(): string {
+  const d = join(tmp, 'head-folder');
+  if (existsSync(d)) return d;
+  mkdirSync(d, { recursive: true });
+  for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(HEAD, f), join(d, f));
+  const base = cfg.lm_base_vocab_size as number;
+  const tj = JSON.parse(readFileSync(join(SMOLLM2, 'tokenizer.json'), 'utf8'));
+  const vocab = Object.fromEntries(Object.entries(tj.model.vocab as Record<string, number>).filter(([, id]) => id < base));
+  tj.model.vocab = vocab;
+  tj.model.merges = (tj.model.merges as string[]).filter((m) => {
+    const [a, b] = m.split(' ');
+    return a + b in vocab && a in vocab && b in vocab;
+  });
+  tj.added_tokens = (tj.added_tokens as { id: number }[]).filter((t) => t.id < base);
+  writeFileSync(join(d, 'tokenizer.json'), JSON.stringify(tj));
+  copyFileSync(join(SMOLLM2, 'instruct', 'tokenizer_config.json'), join(d, 'tokenizer_config.json'));
+  return d;
+}
+
+async function png(k: number): Promise<Uint8Array> {
+  const t = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors.get(`raw_image.${k}`)!;
+  const [H, W] = t.shape;
+  return new Uint8Array(await sharp(Uint8Array.from(t.data as Int32Array), { raw: { width: W, height: H, channels: 3 } }).png().toBuffer());
+}
+
+const withTokenizer = needsShared('data', 'tokenizers', 'smollm2', 'tokenizer.json');
+
+test("a HEAD folder end to end: images + questions -> HEAD's prompts, tiles and greedy tokens (loadModel, prepareChatPrompts, generateBatch)", withTokenizer, async () => {
+  await setup();
+  const registry = createRegistry([...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors]);
+  const { model, tokenizer, imageProcessor } = await loadModel(headFolder(), { registry, log: silentLog });
+  try {
+    assert.equal(model.imageTokenId, IMAGE_TOKEN);
+    assert.equal(tokenizer.eosTokenId, tokenization.eos_token_id);
+    const inp = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors;
+    const batch = await prepareChatPrompts(
+      tokenizer,
+      imageProcessor,
+      [
+        { prompt: tokenization.samples[0].messages[0].content.split('<|image|>').pop(), images: [await png(0), await png(1)] },
+        { prompt: tokenization.samples[1].messages[0].content.split('<|image|>').pop(), images: [await png(2)] },
+      ],
+      { imageTokenLength: cfg.mp_image_token_length },
+    );
+    assert.deepEqual(Array.from(batch.inputIds), Array.from(inp.get('gen_input_ids')!.data as BigInt64Array, Number));
+    assert.deepEqual(Array.from(batch.attentionMask), Array.from(inp.get('gen_attention_mask')!.data as BigInt64Array, Number));
+    assert.equal(batch.imageCount, inp.get('images')!.shape[0]);
+    assert.ok(errors(batch.images, inp.get('images')!.data as Float32Array).maxAbs <= 1e-6);
+    const want = readSafetensors(join(HEAD, 'expected.safetensors')).tensors.get('greedy_tokens')!;
+    const got = await generateBatch(model, batch, { greedy: true, maxNewTokens: want.shape[1], stopAtEos: false, padAfterEos: true });
+    assert.deepEqual(got.flat(), Array.from(want.data as BigInt64Array, Number));
+  } finally {
+    model.dispose();
+  }
+});
+
+test('vlm generate on a HEAD folder: chat prompt, split image, the greedy answer HEAD gives', withTokenizer, async () => {
+  const { main } = await import('../../core/commands/generate.ts');
+  const registry = createRegistry([...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors]);
+  const image = join(tmp, 'wide.png');
+  writeFileSync(image, await png(2));
+  let text = '';
+  const code = await main(
+    ['--model', headFolder(), '--image', image, '--prompt', 'Describe the wide image.', '--max-new-tokens', '8', '--no-stop', '--backend', tf.getBackend()],
+    { registry, stdout: { write: (s: string) => (text += s) }, log: silentLog } as never,
+  );
+  assert.equal(code, 0);
+  // row 1 of HEAD's batch has no padding, so alone it generates the same tokens
+  const want = readSafetensors(join(HEAD, 'expected.safetensors')).tensors.get('greedy_tokens')!;
+  const row1 = Array.from((want.data as BigInt64Array).subarray(want.shape[1]), Number);
+  const { tokenizer } = await loadModel(headFolder(), { registry, log: silentLog }).then((m) => (m.model.dispose(), m));
+  assert.ok(text.includes(`>> Generation 1: ${tokenizer.decode(row1, { skipSpecialTokens: true }).replace(/\n/g, ' ')}`), text);
 });
