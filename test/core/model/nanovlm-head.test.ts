@@ -237,3 +237,15 @@ test('vlm generate on a HEAD folder: chat prompt, split image, the greedy answer
   const { tokenizer } = await loadModel(headFolder(), { registry, log: silentLog }).then((m) => (m.model.dispose(), m));
   assert.ok(text.includes(`>> Generation 1: ${tokenizer.decode(row1, { skipSpecialTokens: true }).replace(/\n/g, ' ')}`), text);
 });
+
+test("the 450M model: HEAD's default VLMConfig mapped onto our modules has HEAD's parameter count (460,113,984)", async () => {
+  const { parameterReport } = await import('../../core/commands/inspect.ts');
+  const { HEAD_VLM_CONFIG_DEFAULTS } = await import('../../core/model/config.ts');
+  const registry = await setup();
+  const r = parameterReport({ model: recipeModelFromVLMConfig(HEAD_VLM_CONFIG_DEFAULTS) }, registry);
+  // sum(p.numel()) per module of VisionLanguageModel(VLMConfig(), load_backbone=False) at HEAD 4e0c096
+  // (SigLIP2-B/16-512 + SmolLM2-360M with 66 extra tokens, pixel shuffle 4)
+  const counts = Object.fromEntries(r.modules.map((m) => [m.module, m.params]));
+  assert.deepEqual(counts, { vision_encoder: 86_433_024, MP: 11_796_480, decoder: 361_884_480 });
+  assert.equal(r.total, 460_113_984);
+});
