@@ -221,7 +221,7 @@ test("a HEAD folder end to end: images + questions -> HEAD's prompts, tiles and 
 });
 
 test('vlm generate on a HEAD folder: chat prompt, split image, the greedy answer HEAD gives', withTokenizer, async () => {
-  const { main } = await import('../../core/commands/generate.ts');
+  const { main } = await import('../../../core/commands/generate.ts');
   const registry = createRegistry([...vision, ...projector, ...decoder, ...tokenizers, ...imageProcessors]);
   const image = join(tmp, 'wide.png');
   writeFileSync(image, await png(2));
@@ -239,8 +239,8 @@ test('vlm generate on a HEAD folder: chat prompt, split image, the greedy answer
 });
 
 test("the 450M model: HEAD's default VLMConfig mapped onto our modules has HEAD's parameter count (460,113,984)", async () => {
-  const { parameterReport } = await import('../../core/commands/inspect.ts');
-  const { HEAD_VLM_CONFIG_DEFAULTS } = await import('../../core/model/config.ts');
+  const { parameterReport } = await import('../../../core/commands/inspect.ts');
+  const { HEAD_VLM_CONFIG_DEFAULTS } = await import('../../../core/model/config.ts');
   const registry = await setup();
   const r = parameterReport({ model: recipeModelFromVLMConfig(HEAD_VLM_CONFIG_DEFAULTS) }, registry);
   // sum(p.numel()) per module of VisionLanguageModel(VLMConfig(), load_backbone=False) at HEAD 4e0c096
