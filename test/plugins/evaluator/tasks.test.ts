@@ -267,6 +267,19 @@ test('vlm eval <model> --tasks ...: results in lmms-eval layout, logs, table, ch
   assert.equal(r.metrics.n, 2);
   assert.ok(existsSync(join(out, 'eval', 'results.json')));
 
+  // greedy decoding is deterministic: the same question again, now with the model's own answer
+  // as 2 of the 10 human answers -> VQA accuracy 0.6 (2 x 1/3 + 8 x 2/3) / 10, end to end
+  const said = tv[0].resps[0][0] as string;
+  assert.ok(said.length > 0, 'the tiny model answered something');
+  mkdirSync(join(dir, 'textvqa2', 'data'), { recursive: true });
+  writeParquet(join(dir, 'textvqa2', 'data', 'validation-00000-of-00001.parquet'), [{ name: 'question_id', kind: 'int64' }, { name: 'question', kind: 'string' }, IMAGE, { name: 'answers', kind: 'list', element: 'string' }], [
+    { question_id: 1, question: 'what is the BRAND of this camera?', image: { bytes: png, path: null }, answers: [said, said, ...Array(8).fill('zzzz')] },
+  ]);
+  const out2 = join(dir, 'run2');
+  assert.equal(await cli(['eval', folder, '--tasks', 'textvqa', '--task-data', `textvqa=${join(dir, 'textvqa2')}`, '--output', out2, `runtime.backend=${backend}`], { builtins, ...io }), 0, stderr);
+  const res2 = JSON.parse(readFileSync(join(out2, 'eval', 'tasks', 'results.json'), 'utf8'));
+  assert.ok(Math.abs(res2.results.textvqa_val['exact_match,none'] - 0.6) < 1e-12, String(res2.results.textvqa_val['exact_match,none']));
+
   // --compare: this run and an lmms-eval results file, side by side
   const lmms = join(dir, 'lmms-results.json');
   writeFileSync(lmms, JSON.stringify({ results: { textvqa_val: { alias: 'textvqa_val', 'exact_match,none': 0.5, 'exact_match_stderr,none': 0.01 }, mmstar: { alias: 'mmstar', 'average,none': 0.3 } }, config: { model: 'nanovlm' } }));
@@ -299,4 +312,33 @@ test('vlm eval --tasks: mistakes are reported clearly', async () => {
   assert.equal(await cli(['eval', '--compare', join(dir, 'nothing')], { builtins, ...io }), 1);
   assert.match(stderr, /does not exist/);
   assert.doesNotMatch(stderr, /internal error/);
+});
+
+test('a recipe lists tasks in its eval stage like any evaluator', async () => {
+  const recipe = join(dir, 'bench.yaml');
+  writeFileSync(
+    recipe,
+    [
+      'name: bench',
+      'model:',
+      '  vision: { use: siglip-vit, hidden_dim: 32, inter_dim: 64, patch_size: 8, image_size: 32, n_heads: 4, n_blocks: 2 }',
+      '  projector: { use: pixel-shuffle, factor: 2 }',
+      '  decoder: { use: llama, hidden_dim: 48, inter_dim: 96, n_heads: 6, n_kv_heads: 2, n_blocks: 2, vocab_size: 257, max_length: 256 }',
+      '  tokenizer: { use: bytes }',
+      '  image_processor: { use: resize }',
+      'data: { train: [ { use: synthetic-shapes, split: train, count: 8 } ] }',
+      'eval:',
+      '  evaluators:',
+      '    - { use: mmstar, max_samples: 300 }',
+      '    - { use: textvqa, path: textvqa, prompt: chat, log_samples: true }',
+      '    - { use: mmmu, max_new_tokens: 64 }',
+      'stages: [ load, eval ]',
+    ].join('\n') + '\n',
+  );
+  let err = '';
+  const io = { stdout: { write: () => 0 }, stderr: { write: (s: string) => (err += s) } };
+  assert.equal(await cli(['validate', recipe], { builtins, ...io }), 0, err);
+  writeFileSync(recipe, readFileSync(recipe, 'utf8').replace('prompt: chat', 'prompt: chatml'));
+  assert.equal(await cli(['validate', recipe], { builtins, ...io }), 1);
+  assert.match(err, /eval\.evaluators\[1\]\.prompt/);
 });
