@@ -41,13 +41,21 @@ export function parseMultiChoiceResponse(
   response = ' ' + response + ' ';
   let indexAns = true;
   let withBracket = false;
-  let cands: string[] = [];
-  for (const c of allChoices) if (response.includes(`(${c})`)) (cands.push(c), (withBracket = true));
+  const cands: string[] = [];
+  for (const c of allChoices) {
+    if (response.includes(`(${c})`)) {
+      cands.push(c);
+      withBracket = true;
+    }
+  }
   if (!cands.length) for (const c of allChoices) if (response.includes(`${c} `)) cands.push(c);
   if (!cands.length) for (const c of allChoices) if (response.includes(`${c}.`)) cands.push(c);
   if (!cands.length && pySplitCount(response) > 5) {
     for (const [idx, ans] of Object.entries(index2ans)) {
-      if (response.toLowerCase().includes(ans.toLowerCase())) (cands.push(idx), (indexAns = false));
+      if (response.toLowerCase().includes(ans.toLowerCase())) {
+        cands.push(idx);
+        indexAns = false;
+      }
     }
   }
   if (!cands.length) {
@@ -64,8 +72,7 @@ export function parseMultiChoiceResponse(
   );
   let best = 0; // np.argmax: the first of equal maxima
   for (let i = 1; i < starts.length; i++) if (starts[i] > starts[best]) best = i;
-  cands = [cands[best]];
-  return { letter: cands[0], guessed: false };
+  return { letter: cands[best], guessed: false };
 }
 
 function pySplitCount(s: string): number {
