@@ -136,7 +136,7 @@ test('a client that disconnects stops its generation; no tensor is leaked; the s
     setTimeout(() => reject(new Error('no token within 20 s')), 20_000).unref();
     req.end(chat({ stream: true, max_tokens: 1024, stop: undefined }));
   });
-  for (let i = 0; i < 100 && served.model!.stats.cancelled === before.cancelled; i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 400 && served.model!.stats.cancelled === before.cancelled; i++) await new Promise((r) => setTimeout(r, 50)); // bounded: 20 s
   assert.equal(served.model!.stats.cancelled, before.cancelled + 1);
   assert.equal(served.model!.stats.completed, before.completed, 'the generation did not run to its end');
   const stopped = /stopped after (\d+) tokens: the client went away/.exec(log.err());
@@ -242,7 +242,7 @@ test('the dashboard API lists runs and streams new metrics lines and new runs; n
   const got: string[] = [];
   const req = request({ host: u.hostname, port: u.port, path: '/api/events' });
   const waitFor = async (pred: () => boolean, what: string) => {
-    for (let i = 0; i < 200 && !pred(); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 400 && !pred(); i++) await new Promise((r) => setTimeout(r, 50)); // bounded: 20 s
     assert.ok(pred(), `${what}; got ${got.join(' | ')}`);
   };
   await new Promise<void>((resolve) => {
