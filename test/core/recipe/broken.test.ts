@@ -47,7 +47,7 @@ test('wrong types: every problem at once, recipe keys and plugin options', async
   assert.deepEqual(lines(r.err), [
     '5 problems:',
     `error: ${f}:4:9 runtime.seed: must be integer, got string "zero"`,
-    `error: ${f}:5:12 runtime.backend: must be one of "auto", "tensorflow", "wasm", "cpu", got string "gpu" (did you mean "cpu"?)`,
+    `error: ${f}:5:12 runtime.backend: must be one of "auto", "webgpu", "tensorflow", "wasm", "cpu", got string "gpu" (did you mean "cpu"?)`,
     `error: ${f}:7:15 train.batch_size: must be integer, got string "eight"`,
     `error: ${f}:8:11 train.epochs: must be >= 1, got number 0`,
     `error: ${f}:10:42 model.vision.hidden_dim: must be integer, got string "big" (plugin siglip-vit)`,
