@@ -13,6 +13,21 @@ import { pluginEntries } from '../recipe/schema.ts';
 import type { Registry } from '../registry.ts';
 import type { PluginKind } from '../types.ts';
 
+export const INSPECT_USAGE = `Usage: vlm inspect <recipe.yaml> [key.path=value ...] [--json]
+
+Resolves the recipe as vlm run would (extends, plugins:, overrides, defaults; it is validated as by
+vlm validate) and shows, without building the model or opening data:
+  - the resolved recipe (every default filled in);
+  - the plugin graph: which plugin sits at which YAML path, built in or from which module;
+  - parameters per module (vision_encoder, MP, decoder) and in total, from the plugins' describe()
+    and the recipe's shapes alone (no weights, no download; a module that only model.from describes
+    is shown as unknown), trainable ones after optimizer.freeze;
+  - a float32 memory estimate for training: parameters + gradients + AdamW state (+ activations,
+    which vlm memory measures).
+  --json        the same as one JSON object {recipe, plugins, parameters}
+
+Exit code 0: shown; 1: the recipe has a problem (every one printed, as vlm validate) or a usage error.`;
+
 export interface ParamReport {
   /** per nanoVLM module prefix: vision_encoder, MP, decoder */
   modules: { module: string; plugin: string; params: number | null; note?: string }[];
@@ -102,7 +117,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   });
   const files = positionals.filter((p) => !isOverride(p));
   if (values.help) {
-    env.stdout.write('Usage: vlm inspect <recipe.yaml> [key.path=value ...] [--json]\n');
+    env.stdout.write(INSPECT_USAGE + '\n');
     return 0;
   }
   if (files.length !== 1) throw new UserError('vlm inspect needs one recipe file', { hint: 'vlm inspect recipes/smol-222m.yaml' });

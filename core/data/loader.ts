@@ -302,3 +302,28 @@ export async function* processedSamples(
     await it.return?.();
   }
 }
+
+/**
+ * How many of a dataset's first `limit` samples are longer than `maxLength` tokens (prompt + answer
+ * + eos, as the loader encodes them): such rows are ignored in training, so a large share of them
+ * is worth a warning before training starts. `longest` is the max_length that keeps them all.
+ */
+export async function surveyLengths(
+  dataset: Dataset,
+  tokenizer: Tokenizer,
+  maxLength: number,
+  limit = 256,
+): Promise<{ surveyed: number; tooLong: number; longest: number }> {
+  let surveyed = 0;
+  let tooLong = 0;
+  let longest = 0;
+  for await (const s of dataset.samples({ epoch: 0 })) {
+    if (surveyed >= limit) break;
+    if (sampleProblem(s)) continue;
+    surveyed++;
+    const n = encodeSample(tokenizer, defaultPrompt(s), s.target ?? s.answer).ids.length;
+    longest = Math.max(longest, n);
+    if (n > maxLength) tooLong++;
+  }
+  return { surveyed, tooLong, longest };
+}

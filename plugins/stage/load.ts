@@ -1,7 +1,11 @@
 // The load stage: build the model, tokenizer and image processor (core/build.ts) and the datasets,
 // and put them on the run context for the stages that follow.
 import { buildComponents, buildDatasets } from '../../core/build.ts';
+import { surveyLengths } from '../../core/data/loader.ts';
 import { definePlugin } from '../../core/plugin.ts';
+
+/** warn when at least this share of the surveyed training samples is longer than max_length */
+const TOO_LONG_WARNING = 0.1;
 import type { RunContext, Stage } from '../../core/types.ts';
 
 function loadStage(): Stage {
@@ -13,6 +17,18 @@ function loadStage(): Stage {
       Object.assign(ctx, { model, tokenizer, imageProcessor });
       report('opening the datasets');
       ctx.datasets = await buildDatasets(ctx.recipe, ctx.registry, ctx);
+      // rows longer than max_length are ignored in training (as nanoVLM): a large share of them is
+      // said now, with the max_length that would keep them, not noticed after training
+      for (const [i, ds] of ctx.datasets.train.entries()) {
+        report(`checking the text lengths of ${ds.name}`);
+        const s = await surveyLengths(ds, tokenizer, model.maxLength);
+        if (s.surveyed && s.tooLong / s.surveyed >= TOO_LONG_WARNING) {
+          ctx.log.warn(
+            `data.train[${i}] (${ds.name}): ${s.tooLong} of the first ${s.surveyed} samples (${Math.round((100 * s.tooLong) / s.surveyed)}%) are longer than ` +
+              `model.decoder.max_length ${model.maxLength} tokens and will be ignored in training; max_length ${s.longest} would keep them all`,
+          );
+        }
+      }
       const counts = model.parameterCounts();
       const n = (role: 'train' | 'val' | 'eval') => ctx.datasets[role].length;
       const line = `model ${(counts.total / 1e6).toFixed(2)}M params (vision ${counts.vision_encoder}, MP ${counts.MP}, decoder ${counts.decoder}); datasets train ${n('train')}, val ${n('val')}, eval ${n('eval')}`;
