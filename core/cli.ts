@@ -39,6 +39,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   generate: { summary: 'generate text for an image with a trained model', load: () => import('./commands/generate.ts') },
   eval: { summary: 'run the eval stage of a recipe on a given model', load: () => import('./commands/eval.ts') },
   score: { summary: 'score given predictions with a benchmark metric (vqa_accuracy, anls, ...), without a model', load: () => import('./commands/score.ts') },
+  sample: { summary: "write one sample's image (and print its question) from a recipe's dataset, e.g. out of a Parquet file", load: () => import('./commands/sample.ts') },
   compare: { summary: 'compare a checkpoint against reference tensors (PyTorch nanoVLM fixtures)', load: () => import('./commands/compare.ts') },
   bench: { summary: 'benchmark training and generation speed for a recipe', load: () => import('./commands/bench.ts') },
   memory: { summary: 'peak memory of a training step per batch size', load: () => import('./commands/memory.ts') },
