@@ -60,8 +60,18 @@ test('vlm eval --model <folder without recipe.yaml> is refused and says what to 
     return true;
   });
   assert.deepEqual(evalRuns(), []);
-  // a published model folder carries its recipe.yaml: that one is used, paths resolved as for the run
-  assert.ok(existsSync(join(t.modelDir, 'config.json')));
+  // a published model folder carries its recipe.yaml (the run's, with its "# resolved from" line):
+  // that one is used, its relative paths resolved against the original recipe's folder
+  const published = join(t.root, 'published');
+  mkdirSync(published);
+  for (const f of ['config.json', 'model.safetensors', 'nanovlm-ts.json']) cpSync(join(t.modelDir, f), join(published, f));
+  cpSync(join(t.runDir, 'recipe.yaml'), join(published, 'recipe.yaml'));
+  const c = commandEnv();
+  assert.equal(await evalMain(['--model', published, 'runtime.backend=' + (process.env.VLM_TEST_BACKEND ?? 'wasm')], c.env), 0, c.err());
+  const runs = evalRuns();
+  assert.equal(runs.length, 1);
+  assert.ok(existsSync(join(t.root, 'runs', runs[0], 'eval', 'results.json')));
+  rmSync(join(t.root, 'runs', runs[0]), { recursive: true });
 });
 
 test('vlm eval with no arguments says --model is missing; a mistyped local path is reported as a path', async () => {
