@@ -13,6 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError, UserErrors } from '../errors.ts';
 import type { Logger, PluginContext, PluginKind, RegistryLike } from '../types.ts';
 import { pluginEntries } from '../recipe/schema.ts';
+import { hubCacheDir } from '../hub/config.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
 import {
   checkVLMConfigFields,
@@ -279,24 +280,37 @@ export function recordedPlugins(folder: string): RecordedPlugin[] {
   const file = join(folder, SIDECAR_FILE);
   if (!existsSync(file)) return [];
   const list = parseJson(file).plugins;
-  if (list === undefined) return [];
-  const ok = Array.isArray(list) && list.every((p) => p && typeof p.kind === 'string' && typeof p.name === 'string' && typeof p.module === 'string');
-  if (!ok) throw new UserError(`${file}: "plugins" must be a list of {kind, name, module}`, { where: { file } });
-  return list as RecordedPlugin[];
+  // anything else than {kind, name, module} entries is ignored: the model's plugins then stay unknown
+  if (!Array.isArray(list)) return [];
+  return list.filter((p): p is RecordedPlugin => !!p && typeof p.kind === 'string' && typeof p.name === 'string' && typeof p.module === 'string');
 }
+
+/** `child` is `dir` or below it */
+const isInside = (child: string, dir: string) => {
+  const r = relative(resolve(dir), resolve(child));
+  return r === '' || (!r.startsWith('..') && !isAbsolute(r));
+};
 
 /** a recorded module: a path (resolved against the folder) unless it is a package name */
 const isRecordedPath = (m: string) => m.startsWith('.') || isAbsolute(m) || /\.[mc]?[jt]s$/.test(m) && !m.startsWith('@');
 
 /**
  * Import the plugin modules a checkpoint folder records, for the plugins the registry does not have
- * yet (`--plugins` may have loaded them already, from wherever the user keeps them).
+ * yet (`--plugins` may have loaded them already, from wherever the user keeps them). Code that comes
+ * with a model is never run automatically: a recorded file inside the model folder or the Hub cache
+ * (what a download brings) is refused, with the --plugins line that loads it if the user trusts it.
  */
 export async function loadRecordedPlugins(folder: string, registry: RegistryLike): Promise<void> {
   const sidecarFile = join(folder, SIDECAR_FILE);
   for (const p of recordedPlugins(folder)) {
     if (registry.has(p.kind, p.name)) continue;
     const path = isRecordedPath(p.module) ? resolve(folder, p.module) : null;
+    if (path && (isInside(path, folder) || isInside(path, hubCacheDir()))) {
+      throw new UserError(`this model needs the ${p.kind} plugin "${p.name}" from ${p.module}, a file that came with the model: plugin code inside a model folder (or the Hub cache) is never run automatically`, {
+        where: { file: sidecarFile },
+        hint: `read it first; if you trust it, load it yourself: --plugins ${path}`,
+      });
+    }
     if (path && !existsSync(path)) {
       throw new UserError(`this model needs the ${p.kind} plugin "${p.name}", which is not built in: its module ${p.module} (recorded in ${SIDECAR_FILE}, relative to the model folder) is not at ${path}`, {
         where: { file: sidecarFile },

@@ -117,3 +117,24 @@ test('a moved plugin module: a clear error naming it and --plugins; `vlm generat
     renameSync(moved, join(root, 'project', 'plugins', 'conv.ts'));
   }
 });
+
+test('a recorded module inside the model folder (what a download brings) is never run; --plugins runs it when the user chooses', async () => {
+  const { cpSync, existsSync } = await import('node:fs');
+  const copy = join(root, 'downloaded');
+  cpSync(modelDir, copy, { recursive: true });
+  const marker = join(root, 'ran.txt');
+  writeFileSync(join(copy, 'conv.ts'), `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(marker)}, 'ran');\nexport { default } from ${JSON.stringify(CONV)};\n`);
+  const side = JSON.parse(readFileSync(join(copy, 'nanovlm-ts.json'), 'utf8'));
+  side.plugins = [{ kind: 'vision', name: 'conv-encoder', module: './conv.ts' }];
+  writeFileSync(join(copy, 'nanovlm-ts.json'), JSON.stringify(side));
+  await assert.rejects(loadModel(copy, { registry: new Registry(builtins) }), (e: Error & { hint?: string }) => {
+    assert.match(e.message, /a file that came with the model: plugin code inside a model folder \(or the Hub cache\) is never run automatically/);
+    assert.match(e.hint ?? '', /--plugins .*downloaded[/\\]conv\.ts/);
+    return true;
+  });
+  assert.equal(existsSync(marker), false, 'code inside the model folder ran');
+  const reg = new Registry(builtins);
+  await loadPluginFlags(reg, [join(copy, 'conv.ts')]);
+  (await loadModel(copy, { registry: reg })).model.dispose();
+  assert.equal(existsSync(marker), true);
+});
