@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { cli } from '../../../core/cli.ts';
 import { main as sampleMain } from '../../../core/commands/sample.ts';
 import builtins from '../../../plugins/index.ts';
-import { MMSTAR_FIELDS, writeParquet } from '../../data/parquet-writer.ts';
+import { MMSTAR_FIELDS, writeParquet } from '../../helpers/parquet-writer.ts';
 import { commandEnv } from '../../helpers/tiny-run.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'vlm-sample-'));
