@@ -4,9 +4,11 @@
 // and the datasets of data.{train,val,eval}. If model.from names a nanoVLM checkpoint (local
 // folder or Hub repo id), its weights are loaded; with no components in the recipe the
 // checkpoint itself says which plugins to build.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { UserError } from './errors.ts';
+import { applyVLMConfig } from './model/config.ts';
 import { resolveSource } from './hub/index.ts';
-import type { Registry } from './registry.ts';
 import { VisionLanguageModel } from './model/vlm.ts';
 import { loadCheckpoint, loadWeights } from './weights/model-folder.ts';
 import type { Dataset, ImageProcessor, Optimizer, PluginContext, PluginProducts, RegistryLike, Schedule, Tokenizer } from './types.ts';
@@ -17,6 +19,8 @@ export interface BuildContext {
   recipeDir: string;
   seed: number;
   log: PluginContext['log'];
+  /** the recipe's source positions (errors point at file:line:col), when it came from a file */
+  positions?: PluginContext['positions'];
 }
 
 export interface Components {
@@ -27,20 +31,25 @@ export interface Components {
 
 export async function buildComponents(recipe: Record<string, any>, registry: RegistryLike, ctx: BuildContext): Promise<Components> {
   const m = recipe.model ?? {};
-  const base = { recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log };
+  const base = { recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log, positions: ctx.positions };
   const built: Partial<PluginProducts> = {};
-  const create = async <K extends keyof PluginProducts>(kind: K, key: string): Promise<PluginProducts[K]> =>
-    registry.create(kind, m[key], { ...base, yamlPath: `model.${key}`, built: { ...built } });
+  const create = async <K extends keyof PluginProducts>(kind: K, key: string, entry = m[key]): Promise<PluginProducts[K]> =>
+    registry.create(kind, entry, { ...base, yamlPath: `model.${key}`, built: { ...built } });
 
   const tokenizer = await create('tokenizer', 'tokenizer');
   built.tokenizer = tokenizer;
 
   let model: VisionLanguageModel;
-  const folder = m.from ? await resolveCheckpoint(m.from, ctx).catch((e) => Promise.reject(at(e, registry, 'model.from', FROM_HINT))) : undefined;
+  const folder = m.from ? await resolveCheckpoint(m.from, ctx).catch((e) => Promise.reject(at(e, ctx, 'model.from', FROM_HINT))) : undefined;
   if (m.vision && m.projector && m.decoder) {
-    const vision = (built.vision = await create('vision', 'vision'));
-    const decoder = (built.decoder = await create('decoder', 'decoder'));
-    const projector = (built.projector = await create('projector', 'projector'));
+    // with model.from, the checkpoint holds every weight: the backbones' own `from:` (Hub weights)
+    // is neither resolved nor downloaded, as nanoVLM's from_pretrained never loads backbone weights
+    // for a full checkpoint; the shapes it would have given come from the checkpoint's config.json
+    const config = folder ? readCheckpointConfig(folder) : null;
+    const entry = (kind: 'vision' | 'projector' | 'decoder') => (config && m[kind].from ? withoutFrom(m[kind], kind, registry, config, folder!) : m[kind]);
+    const vision = (built.vision = await create('vision', 'vision', entry('vision')));
+    const decoder = (built.decoder = await create('decoder', 'decoder', entry('decoder')));
+    const projector = (built.projector = await create('projector', 'projector', entry('projector')));
     model = new VisionLanguageModel({ vision, projector, decoder });
     if (folder) {
       ctx.log.info(`loading weights from ${m.from}`);
@@ -74,10 +83,27 @@ export async function buildOptimizer(
   tokenizer?: Tokenizer,
 ): Promise<{ optimizer: Optimizer; schedule?: Schedule }> {
   if (!recipe.optimizer) throw new UserError('the recipe has no optimizer', { where: { yamlPath: 'optimizer' }, hint: 'add an optimizer entry, e.g. optimizer: { use: <name>, lr: 1e-4 } (vlm plugins lists them)' });
-  const base = { recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log, built: { vision: model.vision, projector: model.projector, decoder: model.decoder, ...(tokenizer ? { tokenizer } : {}) } };
+  const base = { recipe, recipeDir: ctx.recipeDir, seed: ctx.seed, log: ctx.log, positions: ctx.positions, built: { vision: model.vision, projector: model.projector, decoder: model.decoder, ...(tokenizer ? { tokenizer } : {}) } };
   const optimizer = await registry.create('optimizer', recipe.optimizer, { ...base, yamlPath: 'optimizer' });
   const schedule = recipe.schedule ? await registry.create('schedule', recipe.schedule, { ...base, yamlPath: 'schedule' }) : undefined;
   return { optimizer, schedule };
+}
+
+/** the config.json of a checkpoint folder */
+function readCheckpointConfig(folder: string): Record<string, unknown> {
+  const file = join(folder, 'config.json');
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file}: ${(e as Error).message}`, { where: { file }, hint: 'model.from must name a nanoVLM checkpoint folder (config.json + model.safetensors)' });
+  }
+}
+
+/** A component entry without its `from:`; the VLMConfig fields its plugin maps and the entry does not set come from config.json. */
+function withoutFrom(entry: Record<string, unknown>, kind: 'vision' | 'projector' | 'decoder', registry: RegistryLike, config: Record<string, unknown>, folder: string): { use: string } {
+  const { from: _from, ...rest } = entry as { use: string; from?: unknown };
+  const plugin = registry.plugin(kind, rest.use);
+  return plugin?.nanovlm?.config ? { ...applyVLMConfig({ use: rest.use }, plugin, config, join(folder, 'config.json')), ...rest } : rest;
 }
 
 /** model.from: a local folder (relative to the recipe) or a Hub repo id (downloaded into the cache). */
@@ -86,11 +112,10 @@ async function resolveCheckpoint(from: string, ctx: BuildContext): Promise<strin
   return resolveSource(from, { baseDir: ctx.recipeDir, repoType: 'model', files: (p) => wanted.includes(p), log: (l) => ctx.log.info(l) });
 }
 
-/** a UserError without a place gets the recipe position of `yamlPath` (when the registry knows positions) */
-function at(e: unknown, registry: RegistryLike, yamlPath: string, hint?: string): unknown {
+/** a UserError without a place gets the recipe position of `yamlPath` (when the recipe's positions are known) */
+function at(e: unknown, ctx: BuildContext, yamlPath: string, hint?: string): unknown {
   if (!(e instanceof UserError) || e.where.file || e.where.yamlPath) return e;
-  const positions = (registry as Partial<Registry>).positions;
-  const where = positions ? positions.lookup(yamlPath) : { yamlPath };
+  const where = ctx.positions ? ctx.positions.lookup(yamlPath) : { yamlPath };
   return new UserError(e.message, { where, hint: e.hint ?? hint, cause: e }); // the specific hint wins
 }
 
@@ -113,6 +138,7 @@ export async function buildDatasets(recipe: Record<string, any>, registry: Regis
           recipeDir: ctx.recipeDir,
           seed: ctx.seed,
           log: ctx.log,
+          positions: ctx.positions,
           yamlPath: `data.${role}[${i}]`,
           role,
         }),

@@ -170,13 +170,6 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (row: number, token: number, step: number) => void;
 }
 
-/** Optional decoder methods for generation only (plugins/decoder/llama.ts has both). */
-interface InferenceHead {
-  /** head() without gradients */
-  inferenceHead?(hidden: tf.Tensor3D): tf.Tensor3D;
-  /** one new token per row with the KV cache -> logits [B * V] of the next position; mask [B, cache length + 1] or null */
-  decodeNext?(ids: Int32Array, cache: KVCache, mask: Int32Array | null): Float32Array;
-}
 
 /** Read a small tensor to the host and dispose it (async: GPU backends cannot read synchronously). */
 async function take(t: tf.Tensor): Promise<Float32Array> {
@@ -249,13 +242,13 @@ export async function* generateSteps(model: VisionLanguageModel, inputs: Generat
     const m = hostMask(len);
     return m && tf.tensor2d(m, [B, len], 'int32');
   };
-  // a decoder may offer a host-side one-token step with the cache (LlamaDecoder.decodeNext); it
+  // a decoder may offer a host-side one-token step with the cache (Decoder.decodeNext, optional); it
   // pays off where tensors live in host memory and each kernel call has a fixed overhead (wasm,
   // cpu); a native/GPU backend ('tensorflow') keeps the all-tensor step (no device round trips)
   const hostBackend = ['wasm', 'cpu'].includes(tf.getBackend());
-  const decodeNext = hostBackend ? (decoder as InferenceHead).decodeNext?.bind(decoder) : undefined;
+  const decodeNext = hostBackend ? decoder.decodeNext?.bind(decoder) : undefined;
   // a decoder may offer a faster head for inference (LlamaDecoder keeps a transposed copy of the weight)
-  const inferenceHead = (decoder as InferenceHead).inferenceHead?.bind(decoder) ?? ((h: tf.Tensor3D) => decoder.head(h));
+  const inferenceHead = decoder.inferenceHead?.bind(decoder) ?? ((h: tf.Tensor3D) => decoder.head(h));
   /** hidden [B, L, C] -> logits of the last position [B, V] */
   const lastLogits = (hidden: tf.Tensor3D): tf.Tensor2D => {
     const L = hidden.shape[1];

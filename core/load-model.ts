@@ -4,15 +4,16 @@
 //   - a run directory: its published `model/` folder, else the checkpoint named by
 //     `checkpoints/latest`, else `checkpoints/best/`;
 //   - a Hub repo id `owner/name[@revision]` (downloaded through core/hub resolveSource).
-// The tokenizer and image processor are built from the sidecar's entries (when the folder holds a
-// tokenizer.json, the `hf` tokenizer reads it from there); a plain nanoVLM folder without sidecar
-// gets `hf` from the folder or config.lm_tokenizer and `resize` at vit_img_size.
+// The tokenizer and image processor are built from the sidecar's entries (a plugin that declares a
+// folder file, Plugin.nanovlm.folderFile, reads it from the folder when present: tokenizer.json); a
+// plain nanoVLM folder without sidecar gets the tokenizer and image processor plugins that declare
+// nanoVLM interoperability, their options from config.json (lm_tokenizer, vit_img_size).
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
 import { loadCheckpoint } from './weights/model-folder.ts';
-import { toHeadVLMConfig } from './model/config.ts';
+import { applyVLMConfig, nanovlmPlugin, toHeadVLMConfig } from './model/config.ts';
 import type { ImageProcessor, Logger, RegistryLike, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 
@@ -91,30 +92,30 @@ export function readSidecar(folder: string): Record<string, any> | null {
 }
 
 /** Tokenizer and image-processor recipe entries for the model in `folder`. */
-export function componentEntries(folder: string): {
+export function componentEntries(folder: string, registry: RegistryLike): {
   tokenizer: { use: string; [k: string]: unknown };
   imageProcessor: { use: string; [k: string]: unknown };
 } {
   const sidecar = readSidecar(folder);
-  const hasTokenizerJson = existsSync(join(folder, 'tokenizer.json'));
-  if (sidecar?.tokenizer) {
-    const tokenizer = { ...sidecar.tokenizer };
-    if (tokenizer.use === 'hf' && hasTokenizerJson) tokenizer.from = folder;
-    return { tokenizer, imageProcessor: { ...(sidecar.image_processor ?? { use: 'resize' }) } };
-  }
   const config = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
-  if ('vlm_extra_tokens' in config) {
+  if (!sidecar?.tokenizer && 'vlm_extra_tokens' in config) {
     // nanoVLM HEAD (get_tokenizer, get_image_processor): the extra tokens and chat template from the config, images split into tiles
+    const hasTokenizerJson = existsSync(join(folder, 'tokenizer.json'));
     const c = toHeadVLMConfig(config);
     return {
       tokenizer: { use: 'hf', from: hasTokenizerJson ? folder : c.lm_tokenizer, chat_template: c.lm_chat_template, extra_special_tokens: c.vlm_extra_tokens },
       imageProcessor: { use: 'split', size: c.vit_img_size, max_size: c.max_img_size, resize_to_max_side: c.resize_to_max_side_len },
     };
   }
-  return {
-    tokenizer: { use: 'hf', from: hasTokenizerJson ? folder : config.lm_tokenizer },
-    imageProcessor: { use: 'resize', ...(config.vit_img_size ? { size: config.vit_img_size } : {}) },
+  /** a sidecar entry as it is, or the nanoVLM plugin of `kind` with its options from config.json */
+  const entry = (kind: 'tokenizer' | 'image-processor', given: { use: string; [k: string]: unknown } | undefined) => {
+    const e = given ? { ...given } : applyVLMConfig({ use: nanovlmPlugin(registry, kind).name }, nanovlmPlugin(registry, kind), config, join(folder, 'config.json'));
+    // the folder's own file (tokenizer.json) wins over where the entry points
+    const ff = registry.plugin(kind, e.use)?.nanovlm?.folderFile;
+    if (ff && existsSync(join(folder, ff.file))) e[ff.option] = folder;
+    return e;
   };
+  return { tokenizer: entry('tokenizer', sidecar?.tokenizer), imageProcessor: entry('image-processor', sidecar?.tokenizer ? sidecar.image_processor : undefined) };
 }
 
 /** Load model + tokenizer + image processor from a model folder, run directory or Hub repo id. */
@@ -127,7 +128,7 @@ export async function loadModel(source: string, opts: LoadModelOptions): Promise
   const base = { recipe, recipeDir: folder, seed: opts.seed ?? 0, log };
   const model = await loadCheckpoint(folder, opts.registry, { ...base, yamlPath: 'model' });
   try {
-    const entries = componentEntries(folder);
+    const entries = componentEntries(folder, opts.registry);
     const built = { vision: model.vision, projector: model.projector, decoder: model.decoder };
     const tokenizer = await opts.registry.create('tokenizer', entries.tokenizer, { ...base, yamlPath: 'model.tokenizer', built });
     const imageProcessor = await opts.registry.create('image-processor', entries.imageProcessor, {

@@ -78,12 +78,46 @@ export interface Plugin<K extends PluginKind = PluginKind, O = any> {
   options: JSONSchema;
   /** set to the name of a built-in plugin this one deliberately replaces */
   replaces?: string;
+  /** the file that defines it (definePlugin records its caller's file), shown by `vlm plugins` / `vlm inspect` */
+  file?: string;
+  /** nanoVLM v0.1 interoperability: this plugin builds nanoVLM's component of its kind (see NanovlmInterop) */
+  nanovlm?: NanovlmInterop;
+  /**
+   * Stage plugins: what this stage needs of the recipe, checked with the rest of the recipe (`vlm
+   * validate`, before a run starts) when the recipe lists the stage. Each problem is reported at its
+   * YAML path (`atKey`: at the key rather than the value).
+   */
+  checkRecipe?(recipe: Record<string, any>): RecipeProblem[];
+  /** Stage plugins: this stage evaluates a trained model; `vlm eval --model` runs it after loading the model */
+  evaluates?: boolean;
   create(options: O, context: PluginContext): PluginProducts[K] | Promise<PluginProducts[K]>;
   /**
    * Model components only: parameter shapes from the options alone (no weights, no download),
    * for `vlm inspect`. `peers` carries the widths of the components built before this one.
    */
   describe?(options: O, peers: ModulePeers): ModuleDescription;
+}
+
+/**
+ * How a plugin maps to nanoVLM v0.1 (declared by the plugin, used by core/ without naming it): a
+ * plain nanoVLM checkpoint folder (config.json, no sidecar) is built with the plugins of each kind
+ * that declare it, and `vlm compare` uses them for the fixture's components.
+ */
+export interface NanovlmInterop {
+  /** VLMConfig field -> this plugin's option (config.json -> recipe entry), e.g. {lm_hidden_dim: 'hidden_dim'} */
+  config?: Readonly<Record<string, string>>;
+  /** a file of a model folder that, when present, points an option at the folder: {file: 'tokenizer.json', option: 'from'} */
+  folderFile?: { file: string; option: string };
+  /** the options that reproduce nanoVLM v0.1's component where it has no config fields (train.py's optimizer and its groups) */
+  options?: Readonly<Record<string, unknown>>;
+}
+
+/** A problem a plugin finds in a recipe (Plugin.checkRecipe). */
+export interface RecipeProblem {
+  path: (string | number)[];
+  message: string;
+  hint?: string;
+  atKey?: boolean;
 }
 
 export interface ModulePeers {
@@ -104,10 +138,27 @@ export function definePlugin<K extends PluginKind, const S extends JSONSchema>(p
   description: string;
   options: S;
   replaces?: string;
+  nanovlm?: NanovlmInterop;
+  checkRecipe?(recipe: Record<string, any>): RecipeProblem[];
+  evaluates?: boolean;
   create(options: FromSchema<S>, context: PluginContext): PluginProducts[K] | Promise<PluginProducts[K]>;
   describe?(options: FromSchema<S>, peers: ModulePeers): ModuleDescription;
 }): Plugin<K, FromSchema<S>> {
-  return plugin as Plugin<K, FromSchema<S>>;
+  const p = plugin as Plugin<K, FromSchema<S>>;
+  p.file ??= callerFile();
+  return p;
+}
+
+/** The file of definePlugin's caller, from the stack (file:// URLs as paths), or undefined. */
+function callerFile(): string | undefined {
+  const frames = (new Error().stack ?? '').split('\n').slice(1);
+  for (const f of frames) {
+    const m = /\(?((?:file:\/\/)?\/[^():]+):\d+:\d+\)?$/.exec(f.trim());
+    if (!m) continue;
+    const file = m[1].startsWith('file://') ? decodeURIComponent(new URL(m[1]).pathname) : m[1];
+    if (!/[\\/]core[\\/]plugin\.ts$/.test(file)) return file;
+  }
+  return undefined;
 }
 
 export function isPlugin(x: unknown): x is Plugin {

@@ -6,14 +6,17 @@
 import { Container } from 'inversify';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isUserError, UserError, UserErrors, type Where } from './errors.ts';
 import { isPlugin, type Plugin } from './plugin.ts';
 import { describeErrors, validator } from './recipe/ajv.ts';
 import { didYouMean } from './recipe/did-you-mean.ts';
 import { parsePath, SourceMap } from './recipe/positions.ts';
-import { PLUGIN_KINDS, type PluginContext, type PluginKind, type PluginProducts, type RegistryLike } from './types.ts';
+import { PLUGIN_KINDS, type PluginContext, type PluginKind, type PluginProducts, type RecipePositions, type RegistryLike } from './types.ts';
+
+/** no recipe positions: errors carry the YAML path only */
+const NO_POSITIONS: RecipePositions = new SourceMap();
 
 export interface Registered {
   plugin: Plugin;
@@ -29,9 +32,6 @@ const ids: Record<PluginKind, symbol> = Object.fromEntries(PLUGIN_KINDS.map((k) 
 export class Registry implements RegistryLike {
   private container = new Container();
   private readonly byKind = new Map<PluginKind, Map<string, Registered>>(PLUGIN_KINDS.map((k) => [k, new Map()]));
-  /** recipe positions, so errors from create() can point at file:line:col */
-  positions = new SourceMap();
-
   constructor(builtins: readonly Plugin[] = []) {
     for (const p of builtins) this.register(p, 'built-in');
   }
@@ -80,9 +80,31 @@ export class Registry implements RegistryLike {
     return this.container.get<Plugin>(ids[kind], { name });
   }
 
+  plugin(kind: PluginKind, name: string): Plugin | undefined {
+    return this.byKind.get(kind)!.get(name)?.plugin;
+  }
+
+  /** The plugin of `kind` declaring nanoVLM interoperability (Plugin.nanovlm): the last registered one wins (a user's replacement). */
+  nanovlmPlugin(kind: PluginKind): Plugin | undefined {
+    return [...this.byKind.get(kind)!.values()].map((r) => r.plugin).filter((p) => p.nanovlm).at(-1);
+  }
+
   /** where a plugin came from ('built-in' or a module path) */
   source(kind: PluginKind, name: string): string | undefined {
     return this.byKind.get(kind)!.get(name)?.source;
+  }
+
+  /**
+   * The file that defines a plugin (relative to the working directory when below it), for people
+   * to jump to: its definePlugin call site, else the module it was loaded from.
+   */
+  definedIn(kind: PluginKind, name: string): string | undefined {
+    const r = this.byKind.get(kind)!.get(name);
+    if (!r) return undefined;
+    const file = r.plugin.file ?? (r.source === 'built-in' ? undefined : r.source);
+    if (!file) return r.source;
+    const rel = relative(process.cwd(), file);
+    return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
   }
 
   names(kind: PluginKind): string[] {
@@ -106,10 +128,10 @@ export class Registry implements RegistryLike {
    * Check an entry's options against its plugin's schema, filling in defaults (in place, so the
    * resolved recipe shows them). Returns the problems; `at` is the entry's YAML path.
    */
-  checkOptions(kind: PluginKind, entry: Record<string, unknown>, at: string): UserError[] {
+  checkOptions(kind: PluginKind, entry: Record<string, unknown>, at: string, positions: RecipePositions = NO_POSITIONS): UserError[] {
     const base = parsePath(at) ?? [];
     const name = entry.use as string;
-    if (!this.has(kind, name)) return [this.unknown(kind, name, this.positions.lookup([...base, 'use']))];
+    if (!this.has(kind, name)) return [this.unknown(kind, name, positions.lookup([...base, 'use']))];
     const plugin = this.get(kind, name);
     const { use, ...options } = entry;
     const validate = validator(plugin.options);
@@ -118,7 +140,7 @@ export class Registry implements RegistryLike {
     Object.assign(entry, { use }, options);
     if (ok) return [];
     return describeErrors(validate.errors ?? [], base, 'option').map(
-      (p) => new UserError(`${p.message} (plugin ${name})`, { where: this.positions.lookup(p.path, { key: p.atKey }) }),
+      (p) => new UserError(`${p.message} (plugin ${name})`, { where: positions.lookup(p.path, { key: p.atKey }) }),
     );
   }
 
@@ -127,10 +149,11 @@ export class Registry implements RegistryLike {
     entry: { use: string; [k: string]: unknown },
     context: Omit<PluginContext, 'registry'>,
   ): Promise<PluginProducts[K]> {
-    const where = this.positions.lookup(context.yamlPath);
+    const positions = context.positions ?? NO_POSITIONS;
+    const where = positions.lookup(context.yamlPath);
     if (!entry || typeof entry.use !== 'string') throw new UserError(`expected a ${kind} plugin entry {use: <name>, ...}`, { where });
     const copy = structuredClone(entry);
-    const problems = this.checkOptions(kind, copy, context.yamlPath);
+    const problems = this.checkOptions(kind, copy, context.yamlPath, positions);
     if (problems.length) throw problems.length === 1 ? problems[0] : new UserErrors(problems);
     const plugin = this.get(kind, entry.use);
     const { use: _use, ...options } = copy;

@@ -110,6 +110,7 @@ export function createRun(
     recipe: data,
     recipePath: recipe.file,
     recipeDir: recipe.dir,
+    positions: recipe.positions,
     runDir,
     backend: opts.backend,
     registry: opts.registry,

@@ -88,6 +88,22 @@ export interface Decoder extends Module {
   /** hidden [B, T, C] -> logits [B, T, V] (tied to the embedding when configured) */
   head(hidden: tf.Tensor3D): tf.Tensor3D;
   newCache(batchSize: number): KVCache;
+
+  // ---- optional capabilities (core/generate.ts and vlm compare use them when present) ----
+  /**
+   * head() for generation only: the same logits, possibly from inference-only copies of the
+   * weights (no gradient reaches the parameters). Absent: generation uses head().
+   */
+  inferenceHead?(hidden: tf.Tensor3D): tf.Tensor3D;
+  /**
+   * One new token per row with the cache, on the host: ids [B] (+ host mask [B, cache.length + 1],
+   * 0 = padded key, or null) -> next-token logits [B, V], the cache advanced by one. What
+   * forward(embed(ids), {cache, mask}) then inferenceHead gives, up to float rounding. Used on
+   * host-memory backends (wasm, cpu) when present.
+   */
+  decodeNext?(ids: Int32Array, cache: KVCache, mask: Int32Array | null): Float32Array;
+  /** Rotary embedding tables cos, sin [T, hd] for the given positions (nanoVLM's rotary_embd), for `vlm compare`. */
+  ropeTables?(positions: number[]): { cos: Float32Array; sin: Float32Array };
 }
 
 // ---- data --------------------------------------------------------------------------------------
@@ -296,10 +312,25 @@ export interface PluginContext {
   built?: Partial<PluginProducts>;
   /** the run's command-line flags (--dry-run, --force, ...), given to stages when the run starts */
   flags?: RunContext['flags'];
+  /**
+   * Where each YAML path of this recipe came from (file:line:col), so that errors point into the
+   * right file; passed explicitly with each create (two recipes resolved in one process each keep
+   * their own). Absent: errors carry the YAML path only.
+   */
+  positions?: RecipePositions;
+}
+
+/** The source positions of a resolved recipe (core/recipe/positions.ts SourceMap). */
+export interface RecipePositions {
+  lookup(path: readonly (string | number)[] | string, opts?: { key?: boolean }): { file?: string; line?: number; col?: number; yamlPath?: string };
 }
 
 export interface RegistryLike {
   has(kind: PluginKind, name: string): boolean;
+  /** the plugin registered under `name`, or undefined */
+  plugin(kind: PluginKind, name: string): import('./plugin.ts').Plugin | undefined;
+  /** the plugin of `kind` that declares nanoVLM interoperability (Plugin.nanovlm), or undefined */
+  nanovlmPlugin(kind: PluginKind): import('./plugin.ts').Plugin | undefined;
   /** where a plugin came from: 'built-in', a module's absolute path, or a package name */
   source(kind: PluginKind, name: string): string | undefined;
   /** import plugin modules (paths relative to baseDir, or package names) and register their plugins */
@@ -323,6 +354,8 @@ export interface RunContext {
   /** aborted on SIGINT/SIGTERM: long stages check it between steps */
   signal: AbortSignal;
   seed: number;
+  /** where each YAML path of the recipe came from (pass it on in plugin contexts) */
+  positions?: RecipePositions;
   /** set by the load stage (the model type lives in core/model/vlm.ts) */
   model?: import('./model/vlm.ts').VisionLanguageModel;
   tokenizer?: Tokenizer;

@@ -68,7 +68,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const recipes = [];
   for (const p of positionals) recipes.push(await resolveRecipe(resolve(p), { registry: env.registry }));
   for (const r of recipes) {
-    if (values['random-full-size']) r.data.model = withFullSizeModel(r.data.model);
+    if (values['random-full-size']) r.data.model = withFullSizeModel(r.data.model, env.registry);
     if (values['batch-size'] !== undefined) r.data.train = { ...r.data.train, batch_size: int('batch-size', values['batch-size'], 1) };
   }
   const rt0 = recipes[0].data.runtime ?? {};
@@ -80,8 +80,10 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   for (const r of recipes) {
     const seed = r.data.runtime?.seed ?? 0;
     const log = env.log;
-    const { model } = await buildComponents(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log });
-    const { optimizer } = await buildOptimizer(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log }, model);
+    // each recipe's own positions: an error while building recipe b points into b, not into the last one resolved
+    const bctx = { recipe: r.data, recipeDir: r.dir, seed, log, positions: r.positions };
+    const { model } = await buildComponents(r.data, env.registry, bctx);
+    const { optimizer } = await buildOptimizer(r.data, env.registry, bctx, model);
     try {
       results.push(
         await benchModel(

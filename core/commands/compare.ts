@@ -2,7 +2,7 @@
 // Loads a nanoVLM-format checkpoint, runs it on `inputs.safetensors` (images, input_ids,
 // attention_mask, targets) and compares every tensor `expected.safetensors` names:
 //   vision_out, mp_out, decoder_hidden, logits (padded text positions excluded), loss, grad.<param>,
-//   grad_norm, greedy_tokens, cos, sin, after_adamw.<param> (one AdamW step through the `adamw` plugin).
+//   grad_norm, greedy_tokens, cos, sin, after_adamw.<param> (one step of the optimizer plugin declaring nanoVLM v0.1's, Plugin.nanovlm).
 // `--backbones <folder>` checks the Hub-backbone path (siglip/ + llama/ + expected.safetensors:
 // vit_out, lm_hidden, lm_logits_orig_vocab). Tolerances are the fixture README's
 // (../shared/fixtures/nanovlm/README.md, "Recommended tolerances"); `--rtol` overrides the relative-L2 bound.
@@ -23,6 +23,7 @@ import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts'
 import type { VisionLanguageModel } from '../model/vlm.ts';
 import { lossAndGrads } from '../train/grads.ts';
 import { NANOVLM_HEAD_SAMPLING, samplingDistribution } from '../generate.ts';
+import { nanovlmPlugin } from '../model/config.ts';
 
 export interface CompareRow {
   name: string;
@@ -302,8 +303,10 @@ async function compareModel(
         const got = ropeTable(model, exp.shape[1], name);
         const e = errors(got, exp.data as Float32Array);
         rows.push(row(name, exp.shape, e, e.maxAbs <= TOL.rope, `maxAbs<=${TOL.rope}`));
-      } else if (name === 'hf_input_ids') {
-        continue; // an input of the backbone check
+      } else if (BACKBONE_TENSORS.includes(name)) {
+        // the Hub-backbone comparison computes these (compareBackbones): with --backbones they get
+        // their row there, once
+        if (!opts.backbones) rows.push(row(name, exp.shape, { relL2: NaN, maxAbs: NaN }, false, 'a Hub-backbone tensor: pass --backbones <folder> to compute it'));
       } else {
         rows.push(row(name, exp.shape, { relL2: NaN, maxAbs: NaN }, false, 'unknown tensor name: nothing computes it'));
       }
@@ -331,8 +334,8 @@ function gradRow(name: string, got: Float32Array, exp: LoadedTensor, rel: (r: nu
 }
 
 function ropeTable(model: VisionLanguageModel, T: number, which: 'cos' | 'sin'): Float32Array {
-  const dec = model.decoder as unknown as { ropeTables?: (positions: number[]) => { cos: Float32Array; sin: Float32Array } };
-  if (typeof dec.ropeTables !== 'function') throw new UserError('this decoder has no rotary embedding tables to compare (cos/sin)');
+  const dec = model.decoder;
+  if (!dec.ropeTables) throw new UserError('this decoder has no rotary embedding tables to compare (cos/sin)');
   return dec.ropeTables(Array.from({ length: T }, (_, i) => i))[which];
 }
 
@@ -347,8 +350,10 @@ async function compareAdamW(
   grads: Map<string, Float32Array>,
   opts: CompareOptions,
 ): Promise<CompareRow[]> {
-  if (!opts.registry.has('optimizer', 'adamw')) {
-    return [row('after_adamw.*', [], { relL2: NaN, maxAbs: NaN }, false, 'the adamw optimizer plugin is not registered')];
+  // the optimizer plugin that declares nanoVLM v0.1's (train.py's AdamW and its two groups)
+  const nano = opts.registry.nanovlmPlugin('optimizer');
+  if (!nano?.nanovlm?.options) {
+    return [row('after_adamw.*', [], { relL2: NaN, maxAbs: NaN }, false, "no optimizer plugin declares nanoVLM v0.1's optimizer (nanovlm.options)")];
   }
   const before = new Map<string, Float32Array>();
   for (const [n, v] of model.params) before.set(n, (await v.data()) as Float32Array);
@@ -440,6 +445,9 @@ async function compareAdamW(
 
 // ---- Hub backbones ----------------------------------------------------------------------------------
 
+/** What an hf-backbones expected.safetensors holds: outputs compareBackbones computes, and its input ids. */
+const BACKBONE_TENSORS = ['vit_out', 'lm_hidden', 'lm_logits_orig_vocab', 'hf_input_ids'];
+
 async function compareBackbones(opts: CompareOptions, rel: (r: number) => number): Promise<CompareRow[]> {
   const dir = resolve(opts.backbones!);
   const expectedFile = join(dir, 'expected.safetensors');
@@ -452,13 +460,17 @@ async function compareBackbones(opts: CompareOptions, rel: (r: number) => number
   // from --model's config.json when given
   let vlmCfg: Record<string, unknown> = {};
   if (opts.model) vlmCfg = JSON.parse(readFileSync(join(resolve(opts.model), 'config.json'), 'utf8'));
-  const pick = (entry: Record<string, unknown>, fields: [string, string][]) => {
-    for (const [cfgKey, opt] of fields) if (vlmCfg[cfgKey] !== undefined) entry[opt] = vlmCfg[cfgKey];
-    return entry as { use: string };
+  // the plugins that build nanoVLM's backbones, `from` the Hub-layout folders; `fields`: the VLMConfig
+  // fields nanoVLM keeps from the VLM config, as the plugin's options (its nanovlm.config)
+  const backbone = (kind: 'vision' | 'decoder', from: string, fields: string[]) => {
+    const p = nanovlmPlugin(opts.registry, kind);
+    const entry: { use: string; [k: string]: unknown } = { use: p.name, from };
+    for (const f of fields) if (vlmCfg[f] !== undefined && p.nanovlm?.config?.[f]) entry[p.nanovlm.config[f]] = vlmCfg[f];
+    return entry;
   };
   if (expected.has('vit_out')) {
     if (!opts.inputs) throw new UserError('--backbones with vit_out needs --inputs (the images)');
-    const vision = await opts.registry.create('vision', pick({ use: 'siglip-vit', from: join(dir, 'siglip') }, [['vit_cls_flag', 'cls_flag']]), ctx);
+    const vision = await opts.registry.create('vision', backbone('vision', join(dir, 'siglip'), ['vit_cls_flag']), ctx);
     try {
       const images = toTensor(need(opts.inputs, readSafetensors(resolve(opts.inputs)).tensors, 'images'), 'float32') as tf.Tensor4D;
       const out = tf.tidy(() => vision.forward(images));
@@ -471,11 +483,7 @@ async function compareBackbones(opts: CompareOptions, rel: (r: number) => number
   if (expected.has('lm_hidden') || expected.has('lm_logits_orig_vocab')) {
     const ids = toTensor(need(expectedFile, expected, 'hf_input_ids'), 'int32') as tf.Tensor2D;
     // nanoVLM extends the Hub vocab to lm_vocab_size; attn_scaling and tie_weights come from the VLM config too
-    const entry = pick({ use: 'llama', from: join(dir, 'llama') }, [
-      ['lm_vocab_size', 'vocab_size'],
-      ['lm_attn_scaling', 'attn_scaling'],
-      ['lm_tie_weights', 'tie_weights'],
-    ]);
+    const entry = backbone('decoder', join(dir, 'llama'), ['lm_vocab_size', 'lm_attn_scaling', 'lm_tie_weights']);
     const decoder = await opts.registry.create('decoder', entry, { ...ctx, yamlPath: 'model.decoder' });
     try {
       const { hidden, logits } = tf.tidy(() => {
@@ -499,7 +507,7 @@ async function compareBackbones(opts: CompareOptions, rel: (r: number) => number
     }
   }
   for (const name of expected.keys()) {
-    if (!['vit_out', 'lm_hidden', 'lm_logits_orig_vocab', 'hf_input_ids'].includes(name)) {
+    if (!BACKBONE_TENSORS.includes(name)) {
       rows.push(row(`backbones/${name}`, expected.get(name)!.shape, { relL2: NaN, maxAbs: NaN }, false, 'unknown tensor name: nothing computes it'));
     }
   }

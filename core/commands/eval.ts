@@ -1,7 +1,7 @@
 // `vlm eval --model <run dir | model folder | owner/name[@rev]> [recipe.yaml] [key.path=value ...]`
 // Evaluate a trained model with a recipe's evaluators: a load step (the model, its tokenizer and
 // image processor from --model via core/load-model.ts; the datasets from the recipe) then the
-// recipe's `eval` stage, in a new run directory `<out_dir>/<name>-eval-<timestamp>/` (or --out).
+// recipe's evaluating stage (a stage plugin declaring `evaluates`), in a new run directory `<out_dir>/<name>-eval-<timestamp>/` (or --out).
 // Results: <run>/eval/results.json and results.md, and the table on the console.
 import { existsSync, rmSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
@@ -122,7 +122,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   try {
     ctx.log.info(`eval ${values.model} with ${relative(process.cwd(), recipeFile) || recipeFile} -> ${relative(process.cwd(), ctx.runDir) || ctx.runDir}`);
     const load: Stage = {
-      title: 'load',
+      title: 'load the model',
       async run(c, report) {
         report(`loading ${values.model}`);
         const loaded = await loadModel(folder, { registry: c.registry, log: c.log, seed: c.seed });
@@ -134,14 +134,15 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
         report(`model from ${loaded.folder}; eval datasets ${c.datasets.eval.length}, val ${c.datasets.val.length}`);
       },
     };
-    const evalStage = await env.registry.create('stage', { use: 'eval' }, {
-      recipe: ctx.recipe,
-      recipeDir: ctx.recipeDir,
-      yamlPath: 'stages',
-      seed: ctx.seed,
-      log: ctx.log,
-    });
-    await runPipeline(run, [load, evalStage]);
+    // the stages that evaluate (Plugin.evaluates): the recipe's, else the first registered one
+    const listed = (ctx.recipe.stages as string[]).map((name, i) => ({ name, yamlPath: `stages[${i}]` })).filter((s) => env.registry.plugin('stage', s.name)?.evaluates);
+    const fallback = env.registry.list('stage').find((r) => r.plugin.evaluates);
+    if (!listed.length && !fallback) throw new UserError('no stage plugin evaluates a model (a stage plugin declaring `evaluates: true`)');
+    const evalStages: Stage[] = [];
+    for (const s of listed.length ? listed : [{ name: fallback!.plugin.name, yamlPath: 'stages' }]) {
+      evalStages.push(await env.registry.create('stage', { use: s.name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: s.yamlPath, seed: ctx.seed, log: ctx.log, positions: ctx.positions }));
+    }
+    await runPipeline(run, [load, ...evalStages]);
     ctx.log.info(`results: ${join(ctx.runDir, 'eval', 'results.md')}`);
     return 0;
   } catch (e) {

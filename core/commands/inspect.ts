@@ -126,9 +126,9 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     path: formatPath(path),
     kind,
     plugin: entry.use as string,
-    source: env.registry.source(kind, entry.use as string) ?? '?',
+    source: env.registry.definedIn(kind, entry.use as string) ?? '?',
   }));
-  (r.data.stages as string[]).forEach((s, i) => graph.push({ path: `stages[${i}]`, kind: 'stage', plugin: s, source: env.registry.source('stage', s) ?? '?' }));
+  (r.data.stages as string[]).forEach((s, i) => graph.push({ path: `stages[${i}]`, kind: 'stage', plugin: s, source: env.registry.definedIn('stage', s) ?? '?' }));
   const report = parameterReport(r.data, env.registry);
 
   if (values.json) {

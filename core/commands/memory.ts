@@ -125,14 +125,15 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
 /** One batch size, in this (child) process: two steps (the first creates the optimizer state), the second measured. */
 async function child(file: string, batchSize: number, values: Record<string, unknown>, env: CommandEnv): Promise<number> {
   const r = await resolveRecipe(file, { registry: env.registry });
-  if (values['random-full-size']) r.data.model = withFullSizeModel(r.data.model);
+  if (values['random-full-size']) r.data.model = withFullSizeModel(r.data.model, env.registry);
   const rt0 = r.data.runtime ?? {};
   const threads = values.threads !== undefined ? Number(values.threads) : rt0.threads ?? 1;
   await initRuntime(((values.backend as string) ?? rt0.backend ?? 'auto') as BackendChoice, { threads });
   const seed = rt0.seed ?? 0;
   const quiet = { info() {}, warn() {}, debug() {} };
-  const { model } = await buildComponents(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log: quiet });
-  const { optimizer } = await buildOptimizer(r.data, env.registry, { recipe: r.data, recipeDir: r.dir, seed, log: quiet }, model);
+  const bctx = { recipe: r.data, recipeDir: r.dir, seed, log: quiet, positions: r.positions };
+  const { model } = await buildComponents(r.data, env.registry, bctx);
+  const { optimizer } = await buildOptimizer(r.data, env.registry, bctx, model);
   const host = benchBatch(model, batchSize, seed);
   const opts = { maxGradNorm: gradClip(r.data), timeForward: false, checkpoint: !!r.data.train?.activation_checkpointing };
   const { estimate, limit } = trainingMemory(model, optimizer, { batchSize, checkpoint: opts.checkpoint, backend: tf.getBackend(), clipping: opts.maxGradNorm > 0 });

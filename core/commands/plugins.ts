@@ -48,7 +48,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   if (values.json) {
     const out = kinds.map((k) => ({
       kind: k,
-      plugins: env.registry.list(k).map(({ plugin, source }) => ({ name: plugin.name, description: plugin.description, source, options: optionRows(plugin.options) })),
+      plugins: env.registry.list(k).map(({ plugin, source }) => ({ name: plugin.name, description: plugin.description, source, file: env.registry.definedIn(k, plugin.name), options: optionRows(plugin.options) })),
     }));
     env.stdout.write(JSON.stringify(out, null, 2) + '\n');
     return 0;
@@ -59,7 +59,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     const list = env.registry.list(k);
     if (list.length === 0) lines.push('  (none registered)');
     for (const { plugin, source } of list) {
-      lines.push(`  ${plugin.name}${source === 'built-in' ? '' : `  [${source}]`}`);
+      lines.push(`  ${plugin.name}  ${env.registry.definedIn(k, plugin.name) ?? source}`); // the file to jump to
       lines.push(`    ${plugin.description}`);
       for (const o of optionRows(plugin.options)) {
         const dflt = o.required ? ' (required)' : o.default ? ` = ${o.default}` : '';

@@ -91,7 +91,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     ctx.facts.threads = runtime.threads ?? null;
     const stages: Stage[] = [];
     for (const [i, name] of (recipe.data.stages as string[]).entries()) {
-      stages.push(await env.registry.create('stage', { use: name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log, flags: ctx.flags }));
+      stages.push(await env.registry.create('stage', { use: name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log, flags: ctx.flags, positions: ctx.positions }));
     }
     await runPipeline(run, stages);
     ctx.log.info(`done: ${ctx.runDir}`);

@@ -1,9 +1,12 @@
-// nanoVLM v0.1's VLMConfig (models/config.py) as data, and the plain tables between its fields and
-// our recipe's model section (siglip-vit / pixel-shuffle / llama options). A checkpoint's config.json
+// nanoVLM v0.1's VLMConfig (models/config.py) as data, and how a config.json becomes a recipe model
+// section: each plugin that builds nanoVLM's component declares which VLMConfig fields are its
+// options (Plugin.nanovlm.config, next to the plugin); core/ names none of them. A checkpoint's config.json
 // holds exactly these fields, in this order, so PyTorch `VLMConfig(**json)` accepts it.
 import { UserError } from '../errors.ts';
 import { closest } from '../recipe/did-you-mean.ts';
 import { NANOVLM_HEAD_EXTRA_TOKENS } from '../data/image-string.ts';
+import type { Plugin } from '../plugin.ts';
+import type { PluginKind, RegistryLike } from '../types.ts';
 
 /** VLMConfig defaults, field order as in the dataclass. */
 export const VLM_CONFIG_DEFAULTS = {
@@ -179,68 +182,53 @@ export function headImageTokenId(cfg: Record<string, unknown>, file = 'config.js
   return base + at;
 }
 
-/** The built-in plugins a plain nanoVLM config.json maps to. */
-export const NANOVLM_PLUGINS = { vision: 'siglip-vit', projector: 'pixel-shuffle', decoder: 'llama' } as const;
-
-/** VLMConfig field -> [model section, plugin option]. Fields not listed are informational only. */
-export const VLM_CONFIG_TO_RECIPE: Record<string, ['vision' | 'projector' | 'decoder', string]> = {
-  vit_hidden_dim: ['vision', 'hidden_dim'],
-  vit_inter_dim: ['vision', 'inter_dim'],
-  vit_patch_size: ['vision', 'patch_size'],
-  vit_img_size: ['vision', 'image_size'],
-  vit_n_heads: ['vision', 'n_heads'],
-  vit_dropout: ['vision', 'dropout'],
-  vit_n_blocks: ['vision', 'n_blocks'],
-  vit_ln_eps: ['vision', 'ln_eps'],
-  vit_cls_flag: ['vision', 'cls_flag'],
-  lm_hidden_dim: ['decoder', 'hidden_dim'],
-  lm_inter_dim: ['decoder', 'inter_dim'],
-  lm_rms_eps: ['decoder', 'rms_eps'],
-  lm_re_base: ['decoder', 're_base'],
-  lm_max_position_embeddings: ['decoder', 'max_position_embeddings'],
-  lm_vocab_size: ['decoder', 'vocab_size'],
-  lm_n_heads: ['decoder', 'n_heads'],
-  lm_n_kv_heads: ['decoder', 'n_kv_heads'],
-  lm_dropout: ['decoder', 'dropout'],
-  lm_n_blocks: ['decoder', 'n_blocks'],
-  lm_attn_scaling: ['decoder', 'attn_scaling'],
-  lm_max_length: ['decoder', 'max_length'],
-  lm_tie_weights: ['decoder', 'tie_weights'],
-  lm_eos_token_id: ['decoder', 'eos_token_id'],
-  mp_pixel_shuffle_factor: ['projector', 'factor'],
-};
-
 export type ModelSection = {
   vision: { use: string; [k: string]: unknown };
   projector: { use: string; [k: string]: unknown };
   decoder: { use: string; [k: string]: unknown };
 };
 
-/** A plain nanoVLM config.json -> the recipe model section that builds the same model. */
-export function recipeModelFromVLMConfig(cfg: Record<string, unknown>, file = 'config.json'): ModelSection {
-  const out: ModelSection = {
-    vision: { use: NANOVLM_PLUGINS.vision },
-    projector: { use: NANOVLM_PLUGINS.projector },
-    decoder: { use: NANOVLM_PLUGINS.decoder },
-  };
-  for (const f of VLM_CONFIG_FIELDS) {
-    const v = f in cfg ? cfg[f] : VLM_CONFIG_DEFAULTS[f];
-    const to = VLM_CONFIG_TO_RECIPE[f];
-    if (!to) continue;
-    const d = VLM_CONFIG_DEFAULTS[f];
-    if (typeof d !== typeof v) {
-      throw new UserError(`${file}: field ${f} should be a ${typeof d}, found ${JSON.stringify(v)}`, {
-        where: { file },
-      });
-    }
-    out[to[0]][to[1]] = v;
+/** The registered plugin of `kind` that declares nanoVLM interoperability (Plugin.nanovlm), or a clear error. */
+export function nanovlmPlugin(registry: RegistryLike, kind: PluginKind): Plugin {
+  const p = registry.nanovlmPlugin(kind);
+  if (!p) {
+    throw new UserError(`no ${kind} plugin declares nanoVLM interoperability (\`nanovlm:\` in its definition), so a plain nanoVLM checkpoint cannot be built`, {
+      hint: 'register the built-in plugins, or a plugin that declares `nanovlm: {config: {...}}`',
+    });
   }
+  return p;
+}
+
+/**
+ * `entry` with the VLMConfig fields its plugin maps (`nanovlm.config`) set from `cfg` (missing
+ * fields: VLMConfig's defaults); fields of a type VLMConfig does not have are refused.
+ */
+export function applyVLMConfig(entry: { use: string; [k: string]: unknown }, plugin: Plugin, cfg: Record<string, unknown>, file = 'config.json'): { use: string; [k: string]: unknown } {
+  const out = { ...entry };
+  for (const [field, option] of Object.entries(plugin.nanovlm?.config ?? {})) {
+    const d = (VLM_CONFIG_DEFAULTS as Record<string, unknown>)[field];
+    const v = field in cfg ? cfg[field] : d;
+    if (v === undefined) continue;
+    if (d !== undefined && typeof d !== typeof v) {
+      throw new UserError(`${file}: field ${field} should be a ${typeof d}, found ${JSON.stringify(v)}`, { where: { file } });
+    }
+    out[option] = v;
+  }
+  return out;
+}
+
+/** A plain nanoVLM config.json -> the recipe model section that builds the same model (with the plugins declaring `nanovlm`). */
+export function recipeModelFromVLMConfig(cfg: Record<string, unknown>, registry: RegistryLike, file = 'config.json'): ModelSection {
   if (cfg.lm_use_tokens === true) {
     throw new UserError(`${file}: lm_use_tokens = true is not a VLM checkpoint (nanoVLM's VLM uses embeddings)`, {
       where: { file },
     });
   }
-  return out;
+  const entry = (kind: PluginKind) => {
+    const p = nanovlmPlugin(registry, kind);
+    return applyVLMConfig({ use: p.name }, p, cfg, file);
+  };
+  return { vision: entry('vision'), projector: entry('projector'), decoder: entry('decoder') };
 }
 
 /**

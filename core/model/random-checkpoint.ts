@@ -13,8 +13,8 @@ import { buildModel, saveCheckpoint, CONFIG_FILE, WEIGHTS_FILE } from '../weight
 import type { Logger, RegistryLike } from '../types.ts';
 
 /** nanoVLM v0.1's full-size model section, every backbone randomly initialised (no `from`) */
-export function fullSizeModelSection(): ModelSection {
-  return recipeModelFromVLMConfig(VLM_CONFIG_DEFAULTS);
+export function fullSizeModelSection(registry: RegistryLike): ModelSection {
+  return recipeModelFromVLMConfig(VLM_CONFIG_DEFAULTS, registry);
 }
 
 /** where the random checkpoint of a seed is kept: $HF_HOME/nanovlm-ts/random-nanoVLM-222M-seed<seed> */
@@ -36,7 +36,7 @@ export async function writeRandomCheckpoint(
   registry: RegistryLike,
   opts: { seed?: number; section?: ModelSection; log?: Logger } = {},
 ): Promise<number> {
-  const section = opts.section ?? fullSizeModelSection();
+  const section = opts.section ?? fullSizeModelSection(registry);
   const model = await buildModel(section, registry, { seed: opts.seed ?? 0, log: opts.log });
   const tmp = `${folder}.tmp-${process.pid}`;
   try {
@@ -56,7 +56,7 @@ export async function writeRandomCheckpoint(
  * A recipe model section with its vision encoder, projector and decoder replaced by the full-size
  * random ones (`--random-full-size`); the tokenizer and image processor stay the recipe's.
  */
-export function withFullSizeModel(model: Record<string, any> | undefined): Record<string, any> {
+export function withFullSizeModel(model: Record<string, any> | undefined, registry: RegistryLike): Record<string, any> {
   const { tokenizer, image_processor } = model ?? {};
-  return { ...fullSizeModelSection(), from: null, tokenizer, image_processor };
+  return { ...fullSizeModelSection(registry), from: null, tokenizer, image_processor };
 }

@@ -39,7 +39,6 @@ export async function resolveRecipe(
   const { registry } = opts;
   const merged = loadWithExtends(file);
   const { data, positions } = merged;
-  registry.positions = positions;
   const errors: UserError[] = [];
 
   // plugin modules first: their names may be used anywhere in the recipe

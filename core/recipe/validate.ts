@@ -1,5 +1,5 @@
 // Recipe validation: the recipe schema, every plugin entry against its plugin's options schema,
-// the stage names, and what the chosen stages need. Every problem is collected (not just the
+// the stage names, and what the chosen stages need (asked of each stage plugin: checkRecipe). Every problem is collected (not just the
 // first), each with file:line:col and YAML path. Defaults are filled in along the way.
 import { UserError } from '../errors.ts';
 import type { Registry } from '../registry.ts';
@@ -19,7 +19,7 @@ export function validateRecipe(recipe: Record<string, any>, registry: Registry, 
 
   // 2. each plugin entry against its plugin's schema (unknown plugin names: did you mean)
   for (const { path, kind, entry } of pluginEntries(recipe)) {
-    errors.push(...registry.checkOptions(kind, entry, formatPath(path)));
+    errors.push(...registry.checkOptions(kind, entry, formatPath(path), positions));
   }
 
   // 3. stage names
@@ -28,28 +28,10 @@ export function validateRecipe(recipe: Record<string, any>, registry: Registry, 
     if (typeof s === 'string' && !registry.has('stage', s)) errors.push(registry.unknown('stage', s, at(['stages', i])));
   });
 
-  // 4. what the chosen stages need
-  const model = recipe.model ?? {};
-  if (stages.includes('load')) {
-    const needed = model.from ? ['tokenizer', 'image_processor'] : ['vision', 'projector', 'decoder', 'tokenizer', 'image_processor'];
-    for (const k of needed) {
-      if (model[k] === undefined) {
-        errors.push(
-          new UserError(`missing model.${k}${model.from ? '' : ' (needed unless model.from names a checkpoint)'}`, {
-            where: at(['model'], true),
-            hint: `add model.${k}: {use: <plugin>} (see \`vlm plugins\`)`,
-          }),
-        );
-      }
-    }
-  }
-  if (stages.includes('train')) {
-    for (const k of ['optimizer', 'schedule']) {
-      if (recipe[k] === undefined) errors.push(new UserError(`the train stage needs \`${k}\``, { where: at([]), hint: `add ${k}: {use: <plugin>}` }));
-    }
-    if (Array.isArray(recipe.data?.train) && recipe.data.train.length === 0) {
-      errors.push(new UserError('the train stage needs at least one dataset under data.train', { where: at(['data'], true) }));
-    }
+  // 4. what the chosen stages need (each stage plugin says: Plugin.checkRecipe)
+  for (const s of new Set(stages)) {
+    if (typeof s !== 'string' || !registry.has('stage', s)) continue;
+    for (const p of registry.get('stage', s).checkRecipe?.(recipe) ?? []) errors.push(new UserError(p.message, { where: at(p.path, p.atKey), hint: p.hint }));
   }
   return errors;
 }

@@ -16,9 +16,9 @@ import { pluginEntries } from '../recipe/schema.ts';
 import { hubCacheDir } from '../hub/config.ts';
 import { VisionLanguageModel } from '../model/vlm.ts';
 import {
+  applyVLMConfig,
   checkVLMConfigFields,
   headImageTokenId,
-  NANOVLM_PLUGINS,
   NEWER_NANOVLM_FIELDS,
   recipeModelFromVLMConfig,
   toHeadVLMConfig,
@@ -207,7 +207,7 @@ export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pi
 }
 
 /** Recipe model section of a checkpoint folder: from nanovlm-ts.json, else mapped from config.json. */
-export function checkpointModelSection(folder: string): { section: ModelSection; config: Record<string, unknown>; format: ConfigFormat } {
+export function checkpointModelSection(folder: string, registry: RegistryLike): { section: ModelSection; config: Record<string, unknown>; format: ConfigFormat } {
   const cfgFile = join(folder, CONFIG_FILE);
   if (!existsSync(cfgFile)) {
     throw new UserError(`${cfgFile} not found: ${folder} is not a nanoVLM checkpoint folder (config.json + model.safetensors)`, {
@@ -226,19 +226,28 @@ export function checkpointModelSection(folder: string): { section: ModelSection;
     if (!m || !m.vision || !m.projector || !m.decoder) {
       throw new UserError(`${sidecarFile}: "model" must have vision, projector and decoder entries`, { where: { file: sidecarFile } });
     }
-    // The weights come from this folder: never re-download the backbones (`from` dropped). For the
-    // built-in plugins config.json is the truth for the shapes (a recipe that took them from a Hub
-    // backbone's config does not list them).
-    const fromConfig = recipeModelFromVLMConfig(config, cfgFile);
-    const entry = (kind: keyof ModelSection) => {
-      const e = Object.fromEntries(Object.entries(m[kind] as Record<string, unknown>).filter(([k]) => k !== 'from')) as { use: string };
-      return e.use === NANOVLM_PLUGINS[kind] ? { ...e, ...fromConfig[kind] } : e;
+    section = {
+      vision: folderEntry(m.vision, 'vision', registry, config, cfgFile),
+      projector: folderEntry(m.projector, 'projector', registry, config, cfgFile),
+      decoder: folderEntry(m.decoder, 'decoder', registry, config, cfgFile),
     };
-    section = { vision: entry('vision'), projector: entry('projector'), decoder: entry('decoder') };
   } else {
-    section = recipeModelFromVLMConfig(config, cfgFile);
+    section = recipeModelFromVLMConfig(config, registry, cfgFile);
   }
   return { section, config, format };
+}
+
+/**
+ * A component entry for weights that come from a checkpoint folder: `from` dropped (the backbones'
+ * Hub weights are never resolved nor downloaded: the folder holds every weight, as nanoVLM's
+ * from_pretrained), and, for a plugin declaring nanoVLM's config fields (Plugin.nanovlm.config),
+ * those fields taken from the folder's config.json, the truth for the shapes (a recipe that took
+ * them from a Hub backbone's config does not list them).
+ */
+export function folderEntry(entry: Record<string, unknown>, kind: PluginKind, registry: RegistryLike, config: Record<string, unknown>, cfgFile: string): { use: string; [k: string]: unknown } {
+  const e = Object.fromEntries(Object.entries(entry).filter(([k]) => k !== 'from')) as { use: string; [k: string]: unknown };
+  const plugin = registry.plugin(kind, e.use);
+  return plugin?.nanovlm?.config ? applyVLMConfig(e, plugin, config, cfgFile) : e;
 }
 
 function parseJson(file: string): Record<string, unknown> {
@@ -337,7 +346,7 @@ export async function loadCheckpoint(
   context: Partial<Omit<PluginContext, 'registry'>> = {},
 ): Promise<VisionLanguageModel> {
   await loadRecordedPlugins(folder, registry);
-  const { section, config, format } = checkpointModelSection(folder);
+  const { section, config, format } = checkpointModelSection(folder, registry);
   let model: VisionLanguageModel;
   try {
     model = await withoutInit(() => buildModel(section, registry, context)); // every weight is loaded below

@@ -4,12 +4,12 @@
 // assistant); train.py's split: shuffle(seed=0), optional cut-off, the last val_ratio part is
 // validation. Read row group by row group (core/data/parquet.ts).
 import { datasetNameOption, shortName } from '../../core/data/name.ts';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { ParquetDataset, checkLeaves, imageBytes, text, type Leaf } from '../../core/data/parquet.ts';
 import { formatOptions } from '../../core/data/prompt.ts';
-import { mixSeed, mulberry32, shuffleInPlace } from '../../core/rng.ts';
-import type { Sample } from '../../core/types.ts';
+import { mixSeed, mulberry32, shuffleInPlace } from 'nanovlm-ts/plugin-api';
+import type { Sample } from 'nanovlm-ts/plugin-api';
 import { LOCATION_OPTIONS, locateParquet } from './files.ts';
 
 export const CAULDRON_LEAVES: Leaf[] = [

@@ -3,8 +3,8 @@
 // (resolved to a local snapshot through core/hub, only the wanted subsets downloaded).
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve, basename } from 'node:path';
-import { UserError } from '../../core/errors.ts';
-import { resolveSource } from '../../core/hub/index.ts';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { resolveSource } from 'nanovlm-ts/plugin-api';
 import { openParquet, openParquetBuffer, type ParquetFile } from '../../core/data/parquet.ts';
 import { isRemote, openRemoteFiles } from '../../core/hub/lazy.ts';
 

@@ -8,10 +8,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve, relative, isAbsolute } from 'node:path';
 import { datasetNameOption, shortName } from '../../core/data/name.ts';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
-import { hashString, mixSeed, permutation } from '../../core/rng.ts';
-import type { Dataset, Sample } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { hashString, mixSeed, permutation } from 'nanovlm-ts/plugin-api';
+import type { Dataset, Sample } from 'nanovlm-ts/plugin-api';
 
 interface Entry {
   line: number;

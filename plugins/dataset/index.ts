@@ -1,5 +1,5 @@
 // Built-in dataset plugins.
-import type { Plugin } from '../../core/plugin.ts';
+import type { Plugin } from 'nanovlm-ts/plugin-api';
 import cauldron from './cauldron.ts';
 import mmstar from './mmstar.ts';
 import folder from './folder.ts';

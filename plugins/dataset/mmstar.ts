@@ -2,10 +2,10 @@
 // image struct<bytes, path>, answer letter, category, l2_category. For multiple-choice evaluation
 // (nanoVLM v0.1 MMStarDataset: prompt "Question: {q} \nAnswer only with the letter! \nAnswer:").
 import { datasetNameOption, shortName } from '../../core/data/name.ts';
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { ParquetDataset, checkLeaves, imageBytes, text, type Leaf } from '../../core/data/parquet.ts';
 import { parseOptions } from '../../core/data/prompt.ts';
-import type { Sample } from '../../core/types.ts';
+import type { Sample } from 'nanovlm-ts/plugin-api';
 import { LOCATION_OPTIONS, locateParquet } from './files.ts';
 
 export const MMSTAR_LEAVES: Leaf[] = [

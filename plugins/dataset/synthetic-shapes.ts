@@ -21,10 +21,10 @@
 // test 2), so no image of one split can appear in another.
 import sharp from 'sharp';
 import { datasetNameOption } from '../../core/data/name.ts';
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { formatOptions } from '../../core/data/prompt.ts';
-import { hashString, mixSeed, mulberry32, permutation } from '../../core/rng.ts';
-import type { Dataset, Sample } from '../../core/types.ts';
+import { hashString, mixSeed, mulberry32, permutation } from 'nanovlm-ts/plugin-api';
+import type { Dataset, Sample } from 'nanovlm-ts/plugin-api';
 
 export const COLORS: Record<string, string> = { red: '#dc2828', green: '#1e9e3c', blue: '#2850dc', yellow: '#f0c814' };
 export const SHAPES = ['circle', 'square', 'triangle', 'star'] as const;

@@ -8,8 +8,8 @@
 //                     (`head`), and `decodeNext`: one token per row with the attention, norms and
 //                     SiLU on the host (tested against the model: test/plugins/decoder/).
 import * as tf from '@tensorflow/tfjs';
-import type { KVCache } from '../../core/types.ts';
-import { FLOAT32_MIN, splitHeads } from '../../core/ops.ts';
+import type { KVCache } from 'nanovlm-ts/plugin-api';
+import { FLOAT32_MIN, splitHeads } from 'nanovlm-ts/plugin-api';
 import { applyRope, keptPositions, ropeCosSin, type BlockLinears, type LlamaDecoder } from './llama.ts';
 
 // ---- KV cache --------------------------------------------------------------------------------------

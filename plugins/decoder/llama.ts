@@ -16,14 +16,14 @@
 // HF_LLAMA_KEYS (core/hub/backbone.ts does the reading); a recipe vocab larger than the
 // checkpoint's gets extra rows ~ N(0, 0.02) (seeded).
 import * as tf from '@tensorflow/tfjs';
-import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
-import type { Decoder, KVCache, PluginContext } from '../../core/types.ts';
-import { UserError } from '../../core/errors.ts';
-import { attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from '../../core/ops.ts';
-import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
-import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from '../../core/hub/backbone.ts';
-import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
-import { hostValues } from '../../core/host.ts';
+import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
+import type { Decoder, KVCache, PluginContext } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from 'nanovlm-ts/plugin-api';
+import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
+import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
+import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
+import { hostValues } from 'nanovlm-ts/plugin-api';
 import { LlamaFastPath, LlamaKVCache } from './llama-decode.ts';
 
 export { LlamaKVCache };
@@ -530,6 +530,14 @@ function configFrom(opts: Options, hub: Partial<LlamaConfig> | null, yamlPath: s
 export default definePlugin({
   kind: 'decoder',
   name: 'llama',
+  // nanoVLM v0.1's language model: VLMConfig lm_* fields <-> these options (config.json -> recipe)
+  nanovlm: {
+    config: {
+      lm_hidden_dim: 'hidden_dim', lm_inter_dim: 'inter_dim', lm_rms_eps: 'rms_eps', lm_re_base: 're_base', lm_max_position_embeddings: 'max_position_embeddings',
+      lm_vocab_size: 'vocab_size', lm_n_heads: 'n_heads', lm_n_kv_heads: 'n_kv_heads', lm_dropout: 'dropout', lm_n_blocks: 'n_blocks', lm_attn_scaling: 'attn_scaling',
+      lm_max_length: 'max_length', lm_tie_weights: 'tie_weights', lm_eos_token_id: 'eos_token_id',
+    },
+  },
   description: 'Llama/SmolLM2 decoder (nanoVLM v0.1 LanguageModel) with RoPE, GQA and a KV cache; `from` loads a Hub Llama checkpoint',
   options,
   async create(options_, ctx: PluginContext) {

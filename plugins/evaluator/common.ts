@@ -3,9 +3,9 @@
 // padded) and hand back (sample, answer text) pairs. Unusable samples (bad image, empty field) are
 // skipped and counted, as the training loader does. Not a plugin itself.
 import { generateBatch, type GenerateOptions } from '../../core/generate.ts';
-import { UserError } from '../../core/errors.ts';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { sampleProblem } from '../../core/data/loader.ts';
-import type { Dataset, RunContext, Sample } from '../../core/types.ts';
+import type { Dataset, RunContext, Sample } from 'nanovlm-ts/plugin-api';
 import * as tf from '@tensorflow/tfjs';
 import { collate, encodeSample, IGNORE, isTooLong, toTensors, type EncodedSample } from '../../core/data/collator.ts';
 

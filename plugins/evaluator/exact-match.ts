@@ -3,9 +3,9 @@
 // reference are normalised as SQuAD's evaluation script does (lowercase, punctuation removed,
 // articles a/an/the removed, whitespace collapsed) and compared.
 //   https://github.com/rajpurkar/SQuAD-explorer/blob/master/evaluate-v2.0.py (normalize_answer)
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { vqaPrompt } from '../../core/data/prompt.ts';
-import type { Evaluator, EvalResult } from '../../core/types.ts';
+import type { Evaluator, EvalResult } from 'nanovlm-ts/plugin-api';
 import { answerAll, COMMON_OPTIONS, perCategory, padToFor, PADDING_OPTION } from './common.ts';
 
 /** lowercase, strip punctuation, drop articles, collapse whitespace */

@@ -18,10 +18,10 @@
 // eos, collated as in training) and the highest-scoring option is the prediction. It measures what
 // the model knows without requiring it to map options to letters; its results are reported as the
 // evaluator `multiple-choice-likelihood` (docs/generation.md).
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
-import type { Dataset, Evaluator, EvalResult, Sample } from '../../core/types.ts';
-import { UserError } from '../../core/errors.ts';
+import type { Dataset, Evaluator, EvalResult, Sample } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { answerAll, COMMON_OPTIONS, perCategory, scoreOptionsAll, padToFor, PADDING_OPTION } from './common.ts';
 
 const WORD = String.raw`[\p{L}\p{N}_]`; // Python 3 str-pattern \w

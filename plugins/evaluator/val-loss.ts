@@ -3,11 +3,11 @@
 // nanoVLM VQACollator: prompt + answer + eos, left padded to lm_max_length, question and padding
 // masked with -100; unusable samples skipped and counted), then core/train/eval-loss.ts
 // meanTokenLoss (the train stage's validation loss): the mean over every counted token.
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { collate, encodeSample, type EncodedSample } from '../../core/data/collator.ts';
 import { meanTokenLoss } from '../../core/train/eval-loss.ts';
 import { defaultPrompt, sampleProblem } from '../../core/data/loader.ts';
-import type { Evaluator, EvalResult, HostBatch } from '../../core/types.ts';
+import type { Evaluator, EvalResult, HostBatch } from 'nanovlm-ts/plugin-api';
 import { batches, COMMON_OPTIONS, needModel } from './common.ts';
 
 export default definePlugin({

@@ -1,5 +1,5 @@
 // Built-in image-processor plugins.
-import type { Plugin } from '../../core/plugin.ts';
+import type { Plugin } from 'nanovlm-ts/plugin-api';
 import resize from './resize.ts';
 import split from './split.ts';
 

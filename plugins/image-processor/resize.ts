@@ -4,10 +4,10 @@
 // does on PIL images), see core/data/image.ts. `resampler: sharp` resizes inside libvips instead
 // (fewer main-thread cycles, pixels within a few levels of PIL's: numbers in docs/data.md).
 import sharp from 'sharp';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { BadSampleError, DEFAULT_MAX_PIXELS, decodeError, decodeRGB, pilResize, toCHW, type RGBImage } from '../../core/data/image.ts';
-import type { ImageProcessor } from '../../core/types.ts';
+import type { ImageProcessor } from 'nanovlm-ts/plugin-api';
 
 export type SharpKernel = 'nearest' | 'linear' | 'cubic' | 'mitchell' | 'lanczos2' | 'lanczos3' | 'mks2013' | 'mks2021';
 
@@ -56,6 +56,7 @@ export class ResizeProcessor implements ImageProcessor {
 export default definePlugin({
   kind: 'image-processor',
   name: 'resize',
+  nanovlm: { config: { vit_img_size: 'size' } }, // nanoVLM v0.1's get_image_processor(vit_img_size)
   description: "nanoVLM's transform: any format -> RGB (alpha dropped) -> Resize((size, size)) bilinear as PIL/torchvision -> [0,1] CHW float32, optional mean/std",
   options: {
     type: 'object',

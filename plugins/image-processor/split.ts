@@ -9,10 +9,10 @@
 //     bilinear, align_corners False) unless the grid is 1 x 1.
 // The global view's resize antialiases from torchvision 0.17 on (and did not before): `global_antialias`.
 // The token layout of the text that goes with the tiles is core/data/image-string.ts (get_image_string).
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { DEFAULT_MAX_PIXELS, decodeRGB, pilCoeffs, pilResize, toCHW } from '../../core/data/image.ts';
-import type { ImageProcessor, ImageTiles } from '../../core/types.ts';
+import type { ImageProcessor, ImageTiles } from 'nanovlm-ts/plugin-api';
 
 /** DynamicResize._get_new_hw: the resized [h, w], both multiples of `tile` */
 export function dynamicResizeHW(h: number, w: number, tile: number, maxSide: number, toMaxSide: boolean): [number, number] {

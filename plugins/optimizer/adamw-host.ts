@@ -6,7 +6,7 @@
 // same order, with the same float32 constants, so the two paths agree to the last bit when the
 // backend's float32 arithmetic is IEEE (wasm, cpu).
 //   https://github.com/pytorch/pytorch/blob/v1.13.0/torch/optim/adamw.py (_single_tensor_adamw)
-import type { HostTensor } from '../../core/types.ts';
+import type { HostTensor } from 'nanovlm-ts/plugin-api';
 
 const f = Math.fround;
 

@@ -14,9 +14,9 @@
 // trainable parameter less on the wasm heap (1.8 GB for nanoVLM-222M).
 import * as tf from '@tensorflow/tfjs';
 import { adamwHostUpdate, hostTensor } from './adamw-host.ts';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
-import type { HostTensor, Optimizer, ParamGroup, PluginContext } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import type { HostTensor, Optimizer, ParamGroup, PluginContext } from 'nanovlm-ts/plugin-api';
 
 export interface AdamWGroupOptions {
   name: string;
@@ -274,6 +274,16 @@ const groupSchema = {
 export default definePlugin({
   kind: 'optimizer',
   name: 'adamw',
+  // nanoVLM v0.1 train.py: AdamW over [MP @ lr_mp 2e-3, vision_encoder + decoder @ lr_backbones 1e-4], torch's weight decay 0.01
+  nanovlm: {
+    options: {
+      groups: [
+        { name: 'MP', prefixes: ['MP'], lr: 2e-3 },
+        { name: 'backbones', prefixes: ['vision_encoder', 'decoder'], lr: 1e-4 },
+      ],
+      weight_decay: 0.01,
+    },
+  },
   description:
     'AdamW exactly as torch 1.13 (decoupled weight decay, bias correction) with parameter groups by module prefix and frozen modules.',
   options: {

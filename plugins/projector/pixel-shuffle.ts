@@ -7,10 +7,10 @@
 // encoder, then the decoder, then the projector, and passes them as `context.built.vision` /
 // `context.built.decoder` (D = vision.hiddenDim, N = vision.numTokens, C = decoder.hiddenDim).
 import * as tf from '@tensorflow/tfjs';
-import { definePlugin, type ModuleDescription, type ModulePeers } from '../../core/plugin.ts';
-import type { PluginContext, Projector } from '../../core/types.ts';
-import { UserError } from '../../core/errors.ts';
-import { linear, normalInit, param, Rng } from '../../core/ops.ts';
+import { definePlugin, type ModuleDescription, type ModulePeers } from 'nanovlm-ts/plugin-api';
+import type { PluginContext, Projector } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { linear, normalInit, param, Rng } from 'nanovlm-ts/plugin-api';
 
 export class PixelShuffleProjector implements Projector {
   readonly params = new Map<string, tf.Variable>();
@@ -78,6 +78,7 @@ const options = {
 export default definePlugin({
   kind: 'projector',
   name: 'pixel-shuffle',
+  nanovlm: { config: { mp_pixel_shuffle_factor: 'factor' } }, // nanoVLM v0.1's ModalityProjector
   description: 'nanoVLM modality projector: pixel shuffle by `factor`, then a bias-free linear to the decoder width',
   options,
   create(opts, ctx: PluginContext) {

@@ -3,10 +3,10 @@
 // core/hub/upload.ts (@huggingface/hub, retries with backoff, redacted errors).
 // Token from HF_TOKEN or the CLI's stored token; endpoint from HF_ENDPOINT.
 // With --dry-run it prints the files and sizes that would go up and sends nothing.
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { formatBytes, parseRepoId, uploadFolder } from '../../core/hub/index.ts';
-import type { Publisher } from '../../core/types.ts';
+import type { Publisher } from 'nanovlm-ts/plugin-api';
 
 export interface HubOptions {
   repo_id?: string;

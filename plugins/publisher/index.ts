@@ -1,5 +1,5 @@
 // Built-in publisher plugins: `local` writes the model folder, `hub` uploads it.
-import type { Plugin } from '../../core/plugin.ts';
+import type { Plugin } from 'nanovlm-ts/plugin-api';
 import local from './local.ts';
 import hub from './hub.ts';
 

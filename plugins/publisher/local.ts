@@ -11,12 +11,12 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { arch, cpus, platform, totalmem } from 'node:os';
 import { stringify } from 'yaml';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { modelCard } from '../../core/model-card.ts';
 import { isRepoId, redact, resolveSource, safeJoin } from '../../core/hub/index.ts';
 import { checkpointModelSection, recordPlugins, saveCheckpoint } from '../../core/weights/model-folder.ts';
-import type { Publisher, RunContext } from '../../core/types.ts';
+import type { Publisher, RunContext } from 'nanovlm-ts/plugin-api';
 
 export interface LocalOptions {
   path?: string;
@@ -51,7 +51,7 @@ async function effectiveModelSection(ctx: RunContext): Promise<Record<string, un
     repoType: 'model',
     files: (p) => p === 'config.json' || p === 'nanovlm-ts.json',
   });
-  const { section } = checkpointModelSection(folder);
+  const { section } = checkpointModelSection(folder, ctx.registry);
   const out: Record<string, unknown> = { ...section };
   for (const [k, v] of Object.entries(m)) if (v !== null && v !== undefined) out[k] = v;
   return out;

@@ -1,6 +1,6 @@
 // Constant learning rate (optionally with a linear warmup over the first `warmup_steps` steps).
-import { definePlugin } from '../../core/plugin.ts';
-import type { Schedule } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import type { Schedule } from 'nanovlm-ts/plugin-api';
 
 export default definePlugin({
   kind: 'schedule',

@@ -8,8 +8,8 @@
 // As in nanoVLM, `it` is the 0-based optimizer step and max_steps the total number of steps.
 // Quirk kept on purpose: with fewer than ~34 total steps warmup_steps < 1, so step 0 gets
 // max_lr / warmup_steps > max_lr (nanoVLM does the same); use `constant` for very short runs.
-import { definePlugin } from '../../core/plugin.ts';
-import type { Schedule } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import type { Schedule } from 'nanovlm-ts/plugin-api';
 
 export function cosineWarmupLr(it: number, maxLr: number, maxSteps: number, warmupRatio = 0.03, minLrRatio = 0.1): number {
   const minLr = maxLr * minLrRatio;

@@ -4,9 +4,9 @@
 // `runEvaluators` is exported for the train stage (evaluation every N steps).
 import { existsSync, mkdirSync, writeFileSync, renameSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
-import type { Evaluator, EvalResult, RunContext, Stage } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import type { Evaluator, EvalResult, RunContext, Stage } from 'nanovlm-ts/plugin-api';
 import { progressReporter } from '../../core/eval/progress.ts';
 import { TASKS_DIR, writeTaskReport } from '../../core/eval/report.ts';
 
@@ -35,6 +35,7 @@ export async function runEvaluators(
       yamlPath,
       seed: ctx.seed,
       log: ctx.log,
+      positions: ctx.positions,
       built: { tokenizer: ctx.tokenizer, 'image-processor': ctx.imageProcessor },
     })) as Evaluator & { data?: 'val' | 'eval' };
     const list = evaluator.data ?? entry.data ?? 'eval';
@@ -98,6 +99,7 @@ export function writeResults(runDir: string, results: EvalResult[]): { json: str
 export default definePlugin({
   kind: 'stage',
   name: 'eval',
+  evaluates: true, // vlm eval --model runs it
   description: "Runs the recipe's eval.evaluators; writes eval/results.json and eval/results.md in the run directory.",
   options: { type: 'object', additionalProperties: false, properties: {} } as const,
   create(): Stage {

@@ -2,11 +2,11 @@
 // and put them on the run context for the stages that follow.
 import { buildComponents, buildDatasets } from '../../core/build.ts';
 import { surveyLengths } from '../../core/data/loader.ts';
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import type { RunContext, Stage } from 'nanovlm-ts/plugin-api';
 
 /** warn when at least this share of the surveyed training samples is longer than max_length */
 const TOO_LONG_WARNING = 0.1;
-import type { RunContext, Stage } from '../../core/types.ts';
 
 function loadStage(): Stage {
   return {
@@ -44,5 +44,18 @@ export default definePlugin({
   name: 'load',
   description: 'Build the model, tokenizer, image processor and datasets the recipe describes (loading weights from model.from if set).',
   options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  // the model components it builds: all of them, or (model.from names a checkpoint) the tokenizer and image processor
+  checkRecipe(recipe) {
+    const model = recipe.model ?? {};
+    const needed = model.from ? ['tokenizer', 'image_processor'] : ['vision', 'projector', 'decoder', 'tokenizer', 'image_processor'];
+    return needed
+      .filter((k) => model[k] === undefined)
+      .map((k) => ({
+        path: ['model'],
+        atKey: true,
+        message: `missing model.${k}${model.from ? '' : ' (needed unless model.from names a checkpoint)'}`,
+        hint: `add model.${k}: {use: <plugin>} (see \`vlm plugins\`)`,
+      }));
+  },
   create: loadStage,
 });

@@ -6,11 +6,11 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { foreignFolder, isOurs } from '../publisher/local.ts';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
 import { atomicWrite } from '../../core/hub/cache.ts';
 import { isOffline, parseRepoId, readToken } from '../../core/hub/index.ts';
-import type { Logger, Publisher, RunContext, Stage } from '../../core/types.ts';
+import type { Logger, Publisher, RunContext, Stage } from 'nanovlm-ts/plugin-api';
 
 type Entry = { use: string; [k: string]: unknown };
 
@@ -21,6 +21,7 @@ async function build(ctx: RunContext, entry: Entry, yamlPath: string): Promise<P
     yamlPath,
     seed: ctx.seed,
     log: ctx.log,
+    positions: ctx.positions,
   });
 }
 

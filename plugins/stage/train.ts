@@ -20,10 +20,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { join, relative } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { definePlugin } from '../../core/plugin.ts';
+import { definePlugin, type RecipeProblem } from 'nanovlm-ts/plugin-api';
 import { buildOptimizer } from '../../core/build.ts';
-import { UserError } from '../../core/errors.ts';
-import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from '../../core/types.ts';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from 'nanovlm-ts/plugin-api';
 import { BatchLoader } from '../../core/data/loader.ts';
 import { toTensors } from '../../core/data/collator.ts';
 import { toHost } from '../../core/host.ts';
@@ -355,7 +355,7 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
   const results: EvalResult[] = [];
   for (const [i, entry] of ((ctx.recipe.eval?.evaluators ?? []) as { use: string; data?: 'val' | 'eval' }[]).entries()) {
     if (entry.use === 'val-loss') continue; // computed above
-    const evaluator = await ctx.registry.create('evaluator', entry, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `eval.evaluators[${i}]`, seed: ctx.seed, log: ctx.log });
+    const evaluator = await ctx.registry.create('evaluator', entry, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `eval.evaluators[${i}]`, seed: ctx.seed, log: ctx.log, positions: ctx.positions });
     for (const ds of ctx.datasets[entry.data ?? 'eval']) {
       report(`eval: ${entry.use} on ${ds.name}`);
       results.push(await evaluator.evaluate(ctx, ds));
@@ -422,6 +422,17 @@ export default definePlugin({
   name: 'train',
   description: 'Train the model (recipe train.*): batch -> forward -> loss -> backward -> clip -> lr -> step -> log, with eval, checkpoints and --resume.',
   options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  // an optimizer, a schedule and training data
+  checkRecipe(recipe) {
+    const problems: RecipeProblem[] = [];
+    for (const k of ['optimizer', 'schedule']) {
+      if (recipe[k] === undefined) problems.push({ path: [], message: `the train stage needs \`${k}\``, hint: `add ${k}: {use: <plugin>}` });
+    }
+    if (Array.isArray(recipe.data?.train) && recipe.data.train.length === 0) {
+      problems.push({ path: ['data'], atKey: true, message: 'the train stage needs at least one dataset under data.train' });
+    }
+    return problems;
+  },
   create(): Stage {
     return { title: 'train', run: (ctx, report) => train(ctx, report) };
   },

@@ -3,8 +3,8 @@
 //   id 1 + b      the byte b (0..255)
 // vocabSize = 257. The literal text `<|endoftext|>` inside a string encodes to id 0, like an added
 // special token of a Hugging Face tokenizer, so `answer + eos_token` behaves as in nanoVLM.
-import { definePlugin } from '../../core/plugin.ts';
-import type { Tokenizer } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import type { Tokenizer } from 'nanovlm-ts/plugin-api';
 
 export const EOS_TOKEN = '<|endoftext|>';
 const OFFSET = 1;

@@ -5,10 +5,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HFTokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import { definePlugin } from '../../core/plugin.ts';
-import { UserError } from '../../core/errors.ts';
-import { resolveSource } from '../../core/hub/index.ts';
-import type { Tokenizer } from '../../core/types.ts';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { resolveSource } from 'nanovlm-ts/plugin-api';
+import type { Tokenizer } from 'nanovlm-ts/plugin-api';
 
 const FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
@@ -117,6 +117,8 @@ export class HFTokenizerAdapter implements Tokenizer {
 export default definePlugin({
   kind: 'tokenizer',
   name: 'hf',
+  // nanoVLM v0.1 loads lm_tokenizer with AutoTokenizer; a model folder's own tokenizer.json wins
+  nanovlm: { config: { lm_tokenizer: 'from' }, folderFile: { file: 'tokenizer.json', option: 'from' } },
   description: 'Hugging Face tokenizer.json (+ tokenizer_config.json) from a folder or Hub repo, run by @huggingface/tokenizers; pad = eos as nanoVLM',
   options: {
     type: 'object',

@@ -1,5 +1,5 @@
 // Built-in tokenizer plugins.
-import type { Plugin } from '../../core/plugin.ts';
+import type { Plugin } from 'nanovlm-ts/plugin-api';
 import hf from './hf.ts';
 import bytes from './bytes.ts';
 

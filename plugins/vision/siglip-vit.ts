@@ -7,13 +7,13 @@
 // `from:` loads a Hugging Face SigLIP vision checkpoint (ViT.from_pretrained): the key table is
 // HF_SIGLIP_KEYS below; q/k/v are fused into qkv_proj as torch.cat([q, k, v], 0).
 import * as tf from '@tensorflow/tfjs';
-import { definePlugin, type ModuleDescription } from '../../core/plugin.ts';
-import type { PluginContext, VisionEncoder } from '../../core/types.ts';
-import { UserError } from '../../core/errors.ts';
-import { attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from '../../core/ops.ts';
-import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from '../../core/model/config.ts';
-import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from '../../core/hub/backbone.ts';
-import { blockParams, checkpointBlock, noCheckpointWithDropout } from '../../core/train/activation-checkpointing.ts';
+import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
+import type { PluginContext, VisionEncoder } from 'nanovlm-ts/plugin-api';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from 'nanovlm-ts/plugin-api';
+import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
+import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
+import { blockParams, checkpointBlock, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
 
 export interface ViTConfig {
   hidden_dim: number;
@@ -288,6 +288,10 @@ function configFrom(opts: Options, hub: Partial<ViTConfig> | null, yamlPath: str
 export default definePlugin({
   kind: 'vision',
   name: 'siglip-vit',
+  // nanoVLM v0.1's vision encoder: VLMConfig vit_* fields <-> these options (config.json -> recipe)
+  nanovlm: {
+    config: { vit_hidden_dim: 'hidden_dim', vit_inter_dim: 'inter_dim', vit_patch_size: 'patch_size', vit_img_size: 'image_size', vit_n_heads: 'n_heads', vit_dropout: 'dropout', vit_n_blocks: 'n_blocks', vit_ln_eps: 'ln_eps', vit_cls_flag: 'cls_flag' },
+  },
   description: "SigLIP ViT encoder (nanoVLM v0.1 ViT): patch tokens after the final LayerNorm; `from` loads a Hub SigLIP checkpoint",
   options,
   async create(options_, ctx: PluginContext) {

@@ -69,3 +69,40 @@ test('model.from: weights from a checkpoint folder (with components, and from th
     for (const m of [a.model, b.model, c.model]) m.dispose();
   }
 });
+
+test("model.from with backbones that name a Hub `from:`: the backbones' sources are never resolved (offline, nothing downloaded), shapes from config.json", async () => {
+  await useTestBackend();
+  const first = await resolve(`name: a\n${MODEL}stages: [load]\n`);
+  const a = await buildComponents(first.r.data, first.registry, first.ctx);
+  const dir = mkdtempSync(join(tmpdir(), 'vlm-build-from-hub-'));
+  await saveCheckpoint(a.model, join(dir, 'ckpt'), { model: first.r.data.model });
+  const want = await a.model.params.get('decoder.blocks.0.attn.q_proj.weight')!.data();
+  // backbones as a recipe that started from Hub backbones writes them: `from:` repo ids, no shapes
+  // (they came from the backbones' config.json); such repos do not exist and the Hub is off
+  const recipe = `name: b
+model:
+  from: ./ckpt
+  vision: { use: siglip-vit, from: nobody/no-such-siglip }
+  projector: { use: pixel-shuffle, factor: 2 }
+  decoder: { use: llama, from: nobody/no-such-llama, vocab_size: 260, max_length: 16 }
+  tokenizer: { use: bytes }
+  image_processor: { use: resize }
+stages: [load]
+`;
+  const saved = { ...process.env };
+  process.env.HF_HUB_OFFLINE = '1';
+  process.env.HF_ENDPOINT = 'http://127.0.0.1:9'; // nothing listens: any request would fail
+  try {
+    const second = await resolve(recipe, dir);
+    const b = await buildComponents(second.r.data, second.registry, second.ctx);
+    try {
+      assert.equal(b.model.vision.hiddenDim, 16); // from the checkpoint's config.json, not the (absent) Hub config
+      assert.deepEqual(await b.model.params.get('decoder.blocks.0.attn.q_proj.weight')!.data(), want);
+    } finally {
+      b.model.dispose();
+    }
+  } finally {
+    process.env = saved;
+    a.model.dispose();
+  }
+});

@@ -75,6 +75,33 @@ test('errors thrown by a plugin are wrapped with its name and the recipe path', 
   });
 });
 
+test('recipe positions travel with each create: two recipes resolved in one process each point into their own file', async () => {
+  const { loadRecipeFile } = await import('../../core/recipe/load.ts');
+  const r = new Registry([tok]);
+  const dir = mkdtempSync(join(tmpdir(), 'vlm-positions-'));
+  // the same entry at different lines of two files
+  writeFileSync(join(dir, 'a.yaml'), 'name: a\nmodel:\n  tokenizer: { use: bytes, vocab: 13 }\n');
+  writeFileSync(join(dir, 'b.yaml'), 'name: b\n\n\n\nmodel:\n  tokenizer: { use: bytes, vocab: 13 }\n');
+  const a = loadRecipeFile(join(dir, 'a.yaml'));
+  const b = loadRecipeFile(join(dir, 'b.yaml')); // read after a, as `vlm bench a.yaml b.yaml` resolves both first
+  const where = async (rec: typeof a) => {
+    try {
+      await r.create('tokenizer', (rec.data as any).model.tokenizer, { ...ctx, positions: rec.positions });
+    } catch (e) {
+      return (e as UserError).where;
+    }
+    assert.fail('create should fail');
+  };
+  const wa = await where(a);
+  assert.equal(wa.file, join(dir, 'a.yaml'));
+  assert.equal(wa.line, 3);
+  const wb = await where(b);
+  assert.equal(wb.file, join(dir, 'b.yaml'));
+  assert.equal(wb.line, 6);
+  // without positions: the YAML path only
+  await assert.rejects(r.create('tokenizer', { use: 'bytes', vocab: 13 }, ctx), (e: unknown) => (e as UserError).where.file === undefined && (e as UserError).where.yamlPath === 'model.tokenizer');
+});
+
 test('a name clash with a built-in is an error unless the plugin says replaces', () => {
   const r = new Registry([tok]);
   const clash = { ...tok, description: 'another' };

@@ -13,14 +13,6 @@ import { REPO_ROOT } from '../helpers/shared.ts';
 
 process.env.CI = 'true';
 
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)]));
-}
-
-test('core/ never names the example plugin', () => {
-  for (const f of filesUnder(join(REPO_ROOT, 'core'))) assert.doesNotMatch(readFileSync(f, 'utf8'), /conv-encoder/, f);
-});
-
 test('the custom-backbone recipe runs end to end with the conv encoder', async () => {
   const out = mkdtempSync(join(tmpdir(), 'vlm-custom-'));
   let err = '';

@@ -100,7 +100,7 @@ test('nanoVLM HEAD parity, pieces: vision, projector, placeholder scatter, decod
   const before = tf.memory().numTensors;
   // the architecture of HEAD's modules is v0.1's: build it from the v0.1 fields of HEAD's config
   const v01 = Object.fromEntries(VLM_CONFIG_FIELDS.filter((f) => f in cfg).map((f) => [f, cfg[f]]));
-  const model = await buildModel(recipeModelFromVLMConfig(v01), registry, { log: silentLog });
+  const model = await buildModel(recipeModelFromVLMConfig(v01, registry), registry, { log: silentLog });
   loadWeights(model, HEAD, silentLog);
   const inp = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors;
   const exp = readSafetensors(join(HEAD, 'expected.safetensors')).tensors;
@@ -242,7 +242,7 @@ test("the 450M model: HEAD's default VLMConfig mapped onto our modules has HEAD'
   const { parameterReport } = await import('../../../core/commands/inspect.ts');
   const { HEAD_VLM_CONFIG_DEFAULTS } = await import('../../../core/model/config.ts');
   const registry = await setup();
-  const r = parameterReport({ model: recipeModelFromVLMConfig(HEAD_VLM_CONFIG_DEFAULTS) }, registry);
+  const r = parameterReport({ model: recipeModelFromVLMConfig(HEAD_VLM_CONFIG_DEFAULTS, registry) }, registry);
   // sum(p.numel()) per module of VisionLanguageModel(VLMConfig(), load_backbone=False) at HEAD 4e0c096
   // (SigLIP2-B/16-512 + SmolLM2-360M with 66 extra tokens, pixel shuffle 4)
   const counts = Object.fromEntries(r.modules.map((m) => [m.module, m.params]));

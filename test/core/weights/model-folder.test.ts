@@ -199,25 +199,26 @@ test('config.json: v0.1 and HEAD formats are told apart; v0.2 and unknown fields
     writeFileSync(join(d, 'config.json'), JSON.stringify(cfg));
     return d;
   };
+  const reg = await setup();
   // nanoVLM HEAD's VLMConfig as save_pretrained writes it: no lm_eos_token_id, the newer fields
-  const head = checkpointModelSection(folder('head-config', { ...HEAD_VLM_CONFIG_DEFAULTS }));
+  const head = checkpointModelSection(folder('head-config', { ...HEAD_VLM_CONFIG_DEFAULTS }), reg);
   assert.equal(head.format, 'head');
   assert.equal(head.section.projector.factor, 4);
   assert.equal(head.section.decoder.vocab_size, 49218);
   // a HEAD config missing fields takes HEAD's defaults (not v0.1's)
-  assert.equal(checkpointModelSection(folder('head-partial', { mp_image_token_length: 64 })).section.decoder.hidden_dim, 960);
+  assert.equal(checkpointModelSection(folder('head-partial', { mp_image_token_length: 64 }), reg).section.decoder.hidden_dim, 960);
   // v0.2 (731d8c6) keeps lm_eos_token_id beside the newer fields: neither format
-  assert.throws(() => checkpointModelSection(folder('v02-config', { ...VLM_CONFIG_DEFAULTS, mp_image_token_length: 64, vlm_extra_tokens: { image_token: '<|image|>' } })), /nanoVLM v0\.2 checkpoint/);
+  assert.throws(() => checkpointModelSection(folder('v02-config', { ...VLM_CONFIG_DEFAULTS, mp_image_token_length: 64, vlm_extra_tokens: { image_token: '<|image|>' } }), reg), /nanoVLM v0\.2 checkpoint/);
   // a misspelt field is not silently dropped, in either format
-  assert.throws(() => checkpointModelSection(folder('typo-config', { ...VLM_CONFIG_DEFAULTS, lm_n_kv_head: 3 })), (e: unknown) => {
+  assert.throws(() => checkpointModelSection(folder('typo-config', { ...VLM_CONFIG_DEFAULTS, lm_n_kv_head: 3 }), reg), (e: unknown) => {
     assert.ok(e instanceof UserError);
     assert.match(e.message, /unknown field lm_n_kv_head \(did you mean lm_n_kv_heads\?\): not a field of nanoVLM v0\.1's VLMConfig/);
     return true;
   });
-  assert.throws(() => checkpointModelSection(folder('head-typo', { ...HEAD_VLM_CONFIG_DEFAULTS, max_img_sise: 1024 })), /unknown field max_img_sise \(did you mean max_img_size\?\): not a field of nanoVLM HEAD's VLMConfig/);
+  assert.throws(() => checkpointModelSection(folder('head-typo', { ...HEAD_VLM_CONFIG_DEFAULTS, max_img_sise: 1024 }), reg), /unknown field max_img_sise \(did you mean max_img_size\?\): not a field of nanoVLM HEAD's VLMConfig/);
   // exactly v0.1's fields (or a subset: the dataclass has defaults) load as v0.1
-  const v01 = checkpointModelSection(folder('v01-config', { ...VLM_CONFIG_DEFAULTS }));
+  const v01 = checkpointModelSection(folder('v01-config', { ...VLM_CONFIG_DEFAULTS }), reg);
   assert.equal(v01.format, 'v0.1');
   assert.equal(v01.section.decoder.n_kv_heads, 3);
-  assert.equal(checkpointModelSection(folder('v01-subset', { lm_hidden_dim: 64 })).section.decoder.hidden_dim, 64);
+  assert.equal(checkpointModelSection(folder('v01-subset', { lm_hidden_dim: 64 }), reg).section.decoder.hidden_dim, 64);
 });

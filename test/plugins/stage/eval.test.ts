@@ -154,13 +154,13 @@ test('loadModel: sidecar tokenizer/image processor; a folder tokenizer.json repl
     const smol = join(DATA, 'tokenizers', 'smollm2');
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(smol, f), join(dir, f));
     writeFileSync(join(dir, 'nanovlm-ts.json'), JSON.stringify({ format_version: 1, model: { ...model, tokenizer: { use: 'hf', from: 'HuggingFaceTB/cosmo2-tokenizer' } } }));
-    assert.deepEqual(componentEntries(dir).tokenizer, { use: 'hf', from: dir });
+    assert.deepEqual(componentEntries(dir, registry).tokenizer, { use: 'hf', from: dir });
     const b = await loadModel(dir, { registry });
     assert.equal(b.tokenizer.vocabSize, 49152);
     b.model.dispose();
     // 3. a plain nanoVLM folder (no sidecar): hf from the folder, resize at vit_img_size
     rmSync(join(dir, 'nanovlm-ts.json'));
-    assert.deepEqual(componentEntries(dir), { tokenizer: { use: 'hf', from: dir }, imageProcessor: { use: 'resize', size: 32 } });
+    assert.deepEqual(componentEntries(dir, registry), { tokenizer: { use: 'hf', from: dir }, imageProcessor: { use: 'resize', size: 32 } });
     const c = await loadModel(dir, { registry });
     assert.equal(c.imageProcessor.size, 32);
     c.model.dispose();

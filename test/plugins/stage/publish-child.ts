@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   mkdirSync(runDir, { recursive: true });
   const recipe = {
     name: 'tiny-published',
-    model: checkpointModelSection(TINY).section,
+    model: checkpointModelSection(TINY, registry).section,
     publish: { repo_id: 'alice/tiny-vlm', private: true, license: 'apache-2.0', message: null, publishers: JSON.parse(publishersJson) },
   };
   writeFileSync(join(runDir, 'recipe.yaml'), `name: tiny-published\n`);

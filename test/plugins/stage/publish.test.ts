@@ -48,7 +48,7 @@ function runContext(runDir: string, publishers: Record<string, unknown>[], lines
   const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), debug: (m: string) => lines.push(m) };
   const recipe = {
     name: 'tiny-published',
-    model: modelSection ?? checkpointModelSection(TINY).section, // the tiny fixture's shapes, as a recipe would write them
+    model: modelSection ?? checkpointModelSection(TINY, registry).section, // the tiny fixture's shapes, as a recipe would write them
     data: { train: [{ use: 'synthetic-shapes', split: 'train', count: 10 }] },
     publish: { repo_id: 'alice/tiny-vlm', private: false, license: 'apache-2.0', message: null, publishers },
   };
