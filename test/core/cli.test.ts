@@ -30,14 +30,14 @@ test('an unknown command suggests the closest', async () => {
   assert.equal(r.err, 'error: unknown command "valdate" (did you mean "validate"?)\n  -> vlm help lists the commands\n');
 });
 
-test('vlm plugins: by kind, with description and options', async () => {
+test('vlm plugins: by kind, with the defining file, description and options', async () => {
   const r = await vlm('plugins', 'dataset');
   assert.equal(r.code, 0, r.err);
   assert.equal(
     r.out,
     [
       'dataset:',
-      '  synthetic-shapes',
+      '  synthetic-shapes  test/core/recipe/fixture-plugins.ts', // the file that defines it
       '    test dataset synthetic-shapes',
       '    - split: "train" | "val" | "test" = "train"',
       '    - count: integer = 100',

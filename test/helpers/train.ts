@@ -11,6 +11,7 @@ import projector from '../../plugins/projector/index.ts';
 import decoder from '../../plugins/decoder/index.ts';
 import type { HostBatch } from '../../core/types.ts';
 import { mulberry32 } from '../../core/rng.ts';
+import { toTensors } from '../../core/data/collator.ts';
 
 export const silentLog = { info() {}, warn() {}, debug() {} };
 
@@ -56,15 +57,8 @@ export function randomHostBatch(B: number, seed: number, T = 12, S = 32): HostBa
   return { batchSize: B, seqLen: T, images, imageSize: S, inputIds, attentionMask, targets, sampleIds: Array.from({ length: B }, (_, i) => `rand-${seed}-${i}`) };
 }
 
-/** HostBatch -> tensors (the shapes core/data/collator.ts toTensors produces) */
-export function tensorsOf(h: HostBatch) {
-  return {
-    images: tf.tensor4d(h.images, [h.batchSize, 3, h.imageSize, h.imageSize]),
-    inputIds: tf.tensor2d(h.inputIds, [h.batchSize, h.seqLen], 'int32'),
-    attentionMask: tf.tensor2d(h.attentionMask, [h.batchSize, h.seqLen], 'int32'),
-    targets: tf.tensor2d(h.targets, [h.batchSize, h.seqLen], 'int32'),
-  };
-}
+/** HostBatch -> tensors: core/data/collator.ts toTensors, the one the training step uses */
+export const tensorsOf = toTensors;
 
 /** rows [from, to) of a host batch */
 export function sliceHostBatch(h: HostBatch, from: number, to: number): HostBatch {

@@ -45,7 +45,7 @@ test('vlm inspect recipes/smol-222m.yaml: 222,081,600 parameters, offline', asyn
   const r = await vlm('inspect', join(REPO_ROOT, 'recipes/smol-222m.yaml'));
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /^ {2}total +222,081,600$/m);
-  assert.match(r.out, /^ {2}model\.vision +vision\/siglip-vit +\(built-in\)$/m);
+  assert.match(r.out, /^ {2}model\.vision +vision\/siglip-vit +\(plugins\/vision\/siglip-vit\.ts\)$/m); // the file that defines it
   assert.match(r.out, /AdamW state/);
   const json = JSON.parse((await vlm('inspect', join(REPO_ROOT, 'recipes/smol-222m.yaml'), '--json')).out);
   assert.equal(json.parameters.total, 222_081_600);
