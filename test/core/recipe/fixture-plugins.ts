@@ -2,6 +2,8 @@
 // without depending on the built-in plugins' option lists.
 import { definePlugin, type JSONSchema, type Plugin } from '../../../core/plugin.ts';
 import type { PluginKind } from '../../../core/types.ts';
+import loadStage from '../../../plugins/stage/load.ts';
+import trainStage from '../../../plugins/stage/train.ts';
 
 function fake(kind: PluginKind, name: string, properties: Record<string, JSONSchema> = {}, required: string[] = []): Plugin {
   return definePlugin({
@@ -22,8 +24,9 @@ export const fixturePlugins: Plugin[] = [
   fake('dataset', 'synthetic-shapes', { split: { enum: ['train', 'val', 'test'], default: 'train' }, count: { type: 'integer', default: 100 }, limit: { type: ['integer', 'null'], default: null } }),
   fake('optimizer', 'adamw', { weight_decay: { type: 'number', default: 0.01 } }),
   fake('schedule', 'cosine-warmup', { warmup_ratio: { type: 'number', default: 0.03 } }),
-  fake('stage', 'load'),
-  fake('stage', 'train'),
+  // what the real stages need of a recipe is part of validation: their own checkRecipe
+  { ...fake('stage', 'load'), checkRecipe: loadStage.checkRecipe },
+  { ...fake('stage', 'train'), checkRecipe: trainStage.checkRecipe },
   fake('stage', 'eval'),
   fake('stage', 'publish'),
 ];
