@@ -2,7 +2,7 @@
 // generate from images and prompts without the CLI.
 //
 //   import { createRegistry, loadModel, generateText } from 'nanovlm-ts';
-//   import builtins from 'nanovlm-ts/plugins/index.ts';   // in this repository: './plugins/index.ts'
+//   import builtins from 'nanovlm-ts/plugins';            // the built-in plugins (in this repository: './plugins/index.ts')
 //   const registry = createRegistry(builtins);
 //   const { model, tokenizer, imageProcessor } = await loadModel('runs/shapes-tiny-.../', { registry });
 //   const [answer] = await generateText(model, tokenizer, imageProcessor,

@@ -6,9 +6,9 @@
 // Recipes load it with `plugins: [../../examples/custom-backbone/conv-encoder.ts]` and
 // `model.vision: { use: conv-encoder, ... }`. See docs/plugins.md.
 import * as tf from '@tensorflow/tfjs';
-import { UserError } from '../../core/errors.ts';
-import { definePlugin } from '../../core/plugin.ts';
-import type { PluginContext, VisionEncoder } from '../../core/types.ts';
+import { UserError } from 'nanovlm-ts/plugin-api';
+import { definePlugin } from 'nanovlm-ts/plugin-api';
+import type { PluginContext, VisionEncoder } from 'nanovlm-ts/plugin-api';
 
 interface ConvConfig {
   image_size: number;
