@@ -32,10 +32,13 @@ const counting = definePlugin({
 const out = tmpOut();
 after(() => rmSync(out, { recursive: true, force: true }));
 
+let runs = 0;
 async function run(train: Record<string, unknown>) {
   calls.length = 0;
+  runs += 1; // a name per run: two runs within one second would otherwise get the same run directory
   const recipe = writeRecipe(
     smallRecipe(out, { max_steps: 2, checkpoint_every: null, ...train }, {
+      name: `final-eval-${runs}`,
       stages: ['load', 'train', 'eval'],
       eval: { evaluators: [{ use: 'counting' }] },
       data: {
