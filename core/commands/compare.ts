@@ -571,6 +571,9 @@ export async function main(argv: string[], env: { registry: RegistryLike; stdout
   if (args.backend !== undefined) {
     if (!BACKEND_CHOICES.includes(args.backend as BackendChoice)) throw new UserError(`--backend ${args.backend}: expected one of ${BACKEND_CHOICES.join(', ')}`);
     await initRuntime(args.backend as BackendChoice, { log: (l) => out.write(l + '\n') });
+  } else {
+    // the default the help promises: the embedded wasm backend, started before any tensor exists
+    await initRuntime('wasm', { log: () => {} });
   }
   const rows = await compareFixture({ model: args.model, inputs: args.inputs, expected: args.expected, backbones: args.backbones, rtol, registry: env.registry, log: env.log });
   out.write(formatTable(rows) + '\n');

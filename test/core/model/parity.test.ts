@@ -109,3 +109,14 @@ for (const v of ['v1', 'v2']) {
     for (const n of ['vision_out', 'mp_out', 'decoder_hidden', 'logits', 'loss', 'cos', 'sin', 'greedy_tokens']) assert.ok(names.includes(n), n);
   });
 }
+
+// A fresh process, as a user types it: no --backend, so nothing else has started a tfjs backend
+// first (the in-process tests above run after setup() did). It once failed with "backend 'wasm' has
+// not yet been initialized" before the first tensor.
+test('vlm compare in a fresh process without --backend starts the wasm backend itself', needsShared('fixtures', 'nanovlm', 'tiny'), async () => {
+  const { spawnSync } = await import('node:child_process');
+  const dir = join(FIXTURES, 'tiny');
+  const r = spawnSync(process.execPath, ['bin/vlm.js', 'compare', '--model', dir, '--inputs', join(dir, 'inputs.safetensors'), '--expected', join(dir, 'expected.safetensors')], { encoding: 'utf8', timeout: 240_000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /all \d+ comparisons pass/);
+});
