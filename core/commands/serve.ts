@@ -8,7 +8,8 @@ import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
 import { UserError } from '../errors.ts';
 import { isRepoId, resolveSource } from '../hub/index.ts';
-import { initRuntime, type BackendChoice } from '../runtime.ts';
+import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
+import { loadPluginFlags } from '../registry.ts';
 import { ModelHost } from '../serve/chat.ts';
 import { isRunDir, RunsWatcher } from '../serve/runs.ts';
 import { createServeApp, DEFAULT_MAX_BODY, type ServeApp } from '../serve/server.ts';
@@ -23,7 +24,9 @@ export const USAGE = `Usage: vlm serve [source ...] [options]
   --port <n>             port (default 8080; 0 = any free port)
   --model <source>       the model answering the API, when the sources hold several
   --max-body <MiB>       largest request body (default ${DEFAULT_MAX_BODY / 2 ** 20})
-  --backend <b>          auto | tensorflow | wasm | cpu (default auto)
+  --backend <b>          auto | webgpu | tensorflow | wasm | cpu (default auto)
+  --plugins <file|pkg>   a plugin module the model needs (repeatable); the ones recorded in the model
+                         folder's nanovlm-ts.json outside it are loaded without it
 
 Pages: / (playground), /dashboard (runs). API: POST /v1/chat/completions, GET /v1/models.`;
 
@@ -52,6 +55,7 @@ export async function startServe(argv: string[], env: CommandEnv): Promise<Serve
         model: { type: 'string' },
         'max-body': { type: 'string' },
         backend: { type: 'string', default: 'auto' },
+        plugins: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }));
@@ -66,8 +70,7 @@ export async function startServe(argv: string[], env: CommandEnv): Promise<Serve
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port ${values.port}: expected an integer from 0 to 65535`);
   const maxBody = values['max-body'] === undefined ? DEFAULT_MAX_BODY : Number(values['max-body']) * 2 ** 20;
   if (!Number.isFinite(maxBody) || maxBody < 1024) throw new UserError(`--max-body ${values['max-body']}: expected a size in MiB (e.g. 16)`);
-  const backends = ['auto', 'tensorflow', 'wasm', 'cpu'];
-  if (!backends.includes(values.backend!)) throw new UserError(`--backend ${values.backend}: expected one of ${backends.join(', ')}`);
+  if (!BACKEND_CHOICES.includes(values.backend as BackendChoice)) throw new UserError(`--backend ${values.backend}: expected one of ${BACKEND_CHOICES.join(', ')}`);
 
   // what each source is
   const sources = positionals.length ? positionals : existsSync('runs') ? ['runs'] : [];
@@ -89,6 +92,7 @@ export async function startServe(argv: string[], env: CommandEnv): Promise<Serve
     env.log.info(`several sources hold a model; the API answers with ${chosen} (choose another with --model)`);
   }
 
+  await loadPluginFlags(env.registry, values.plugins);
   await initRuntime(values.backend as BackendChoice, { log: env.log.debug });
   let model: ModelHost | null = null;
   if (chosen) {

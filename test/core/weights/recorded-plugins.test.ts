@@ -138,3 +138,26 @@ test('a recorded module inside the model folder (what a download brings) is neve
   (await loadModel(copy, { registry: reg })).model.dispose();
   assert.equal(existsSync(marker), true);
 });
+
+test('`vlm serve --plugins <file>` serves a model that needs a plugin the folder cannot run by itself', async () => {
+  const { cpSync } = await import('node:fs');
+  const { startServe } = await import('../../../core/commands/serve.ts');
+  const copy = join(root, 'served');
+  cpSync(modelDir, copy, { recursive: true });
+  writeFileSync(join(copy, 'conv.ts'), `export { default } from ${JSON.stringify(CONV)};\n`);
+  const side = JSON.parse(readFileSync(join(copy, 'nanovlm-ts.json'), 'utf8'));
+  side.plugins = [{ kind: 'vision', name: 'conv-encoder', module: './conv.ts' }];
+  writeFileSync(join(copy, 'nanovlm-ts.json'), JSON.stringify(side));
+  // without the flag: the refusal that names --plugins
+  await assert.rejects(startServe([copy, '--port', '0', '--backend', 'wasm'], commandEnv([...builtins]).env), /plugin code inside a model folder/);
+  // with it: the server starts and lists the model
+  const served = (await startServe([copy, '--port', '0', '--backend', 'wasm', '--plugins', join(copy, 'conv.ts')], commandEnv([...builtins]).env))!;
+  try {
+    const r = await fetch(new URL("/v1/models", served.url));
+    assert.equal(r.status, 200);
+    const body = (await r.json()) as { data: { id: string }[] };
+    assert.equal(body.data.length, 1);
+  } finally {
+    await served.close();
+  }
+});
