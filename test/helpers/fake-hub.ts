@@ -27,6 +27,9 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface FakeFile {
   content: Buffer;
@@ -427,4 +430,19 @@ export class FakeHub {
 
 export async function startFakeHub(): Promise<FakeHub> {
   return new FakeHub().start();
+}
+
+/**
+ * Point this process's Hub client at `hub` with an empty cache: a fresh HF_HOME (returned; the
+ * caller removes it), HF_ENDPOINT = the fake Hub, and no token, offline flag or cache override
+ * inherited from the environment. Save `process.env` before and restore it after.
+ */
+export function pointAtFakeHub(hub: FakeHub, prefix: string): string {
+  const home = mkdtempSync(join(tmpdir(), prefix));
+  process.env.HF_HOME = home;
+  process.env.HF_ENDPOINT = hub.url;
+  delete process.env.HF_TOKEN;
+  delete process.env.HF_HUB_OFFLINE;
+  delete process.env.HF_HUB_CACHE;
+  return home;
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { FIXTURES, needsShared } from '../../helpers/shared.ts';
-import { startFakeHub, type FakeHub } from '../../helpers/fake-hub.ts';
+import { pointAtFakeHub, startFakeHub, type FakeHub } from '../../helpers/fake-hub.ts';
 import { errors } from '../../../core/commands/compare.ts';
 import { resolveSource } from '../../../core/hub/index.ts';
 import { loadCheckpoint } from '../../../core/weights/model-folder.ts';
@@ -24,12 +24,7 @@ const savedEnv = { ...process.env };
 
 before(async () => {
   hub = await startFakeHub();
-  home = mkdtempSync(join(tmpdir(), 'vlm-model-hub-'));
-  process.env.HF_HOME = home;
-  process.env.HF_ENDPOINT = hub.url;
-  delete process.env.HF_TOKEN;
-  delete process.env.HF_HUB_OFFLINE;
-  delete process.env.HF_HUB_CACHE;
+  home = pointAtFakeHub(hub, 'vlm-model-hub-');
 });
 after(async () => {
   await hub.close();

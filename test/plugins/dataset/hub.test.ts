@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { startFakeHub, type FakeHub } from '../../helpers/fake-hub.ts';
+import { pointAtFakeHub, startFakeHub, type FakeHub } from '../../helpers/fake-hub.ts';
 import { DATA, needsShared } from '../../helpers/shared.ts';
 import cauldron from '../../../plugins/dataset/cauldron.ts';
 import hf from '../../../plugins/tokenizer/hf.ts';
@@ -18,12 +18,7 @@ let home: string;
 const saved = { ...process.env };
 before(async () => {
   hub = await startFakeHub();
-  home = mkdtempSync(join(tmpdir(), 'vlm-data-hub-'));
-  process.env.HF_HOME = home;
-  process.env.HF_ENDPOINT = hub.url;
-  delete process.env.HF_TOKEN;
-  delete process.env.HF_HUB_OFFLINE;
-  delete process.env.HF_HUB_CACHE;
+  home = pointAtFakeHub(hub, 'vlm-data-hub-');
 });
 after(async () => {
   await hub.close();

@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startFakeHub, type FakeHub } from '../../helpers/fake-hub.ts';
+import { pointAtFakeHub, startFakeHub, type FakeHub } from '../../helpers/fake-hub.ts';
 import { writeParquet, type Field } from '../../helpers/parquet-writer.ts';
 import builtins from '../../../plugins/index.ts';
 import { createRegistry } from '../../../core/registry.ts';
@@ -32,11 +32,7 @@ before(async () => {
   for (const r of rows) images.push(r.image.bytes);
   file = writeParquet(null, FIELDS, rows, { rowGroupSize: 10 });
   hub.addRepo('dataset', 'lmms-lab/ChartQA', { 'data/test-00000-of-00001.parquet': file, 'data/train-00000-of-00001.parquet': file, 'README.md': '# ChartQA' });
-  process.env.HF_HOME = mkdtempSync(join(tmpdir(), 'vlm-lazy-home-'));
-  process.env.HF_ENDPOINT = hub.url;
-  delete process.env.HF_TOKEN;
-  delete process.env.HF_HUB_OFFLINE;
-  delete process.env.HF_HUB_CACHE;
+  pointAtFakeHub(hub, 'vlm-lazy-home-');
 });
 after(async () => {
   process.env = saved;
