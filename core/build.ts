@@ -11,6 +11,7 @@ import { applyVLMConfig } from './model/config.ts';
 import { resolveSource } from './hub/index.ts';
 import { VisionLanguageModel } from './model/vlm.ts';
 import { loadCheckpoint, loadWeights } from './weights/model-folder.ts';
+import { isWeightsFile } from './weights/model-weights.ts';
 import type { Dataset, ImageProcessor, Optimizer, PluginContext, PluginProducts, RegistryLike, Schedule, Tokenizer } from './types.ts';
 
 /** What build functions need to know about the run (a RunContext has all of it). */
@@ -108,8 +109,8 @@ function withoutFrom(entry: Record<string, unknown>, kind: 'vision' | 'projector
 
 /** model.from: a local folder (relative to the recipe) or a Hub repo id (downloaded into the cache). */
 async function resolveCheckpoint(from: string, ctx: BuildContext): Promise<string> {
-  const wanted = ['config.json', 'model.safetensors', 'nanovlm-ts.json'];
-  return resolveSource(from, { baseDir: ctx.recipeDir, repoType: 'model', files: (p) => wanted.includes(p), log: (l) => ctx.log.info(l) });
+  const wanted = ['config.json', 'nanovlm-ts.json'];
+  return resolveSource(from, { baseDir: ctx.recipeDir, repoType: 'model', files: (p) => wanted.includes(p) || isWeightsFile(p), log: (l) => ctx.log.info(l) });
 }
 
 /** a UserError without a place gets the recipe position of `yamlPath` (when the recipe's positions are known) */

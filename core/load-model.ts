@@ -13,6 +13,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
 import { loadCheckpoint } from './weights/model-folder.ts';
+import { hasModelWeights } from './weights/model-weights.ts';
 import { applyVLMConfig, nanovlmPlugin, toHeadVLMConfig } from './model/config.ts';
 import type { ImageProcessor, Logger, RegistryLike, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
@@ -34,7 +35,7 @@ export interface LoadModelOptions {
 
 const quietLog: Logger = { info() {}, warn() {}, debug() {} };
 
-const isModelFolder = (d: string) => existsSync(join(d, 'config.json')) && existsSync(join(d, 'model.safetensors'));
+const isModelFolder = (d: string) => existsSync(join(d, 'config.json')) && hasModelWeights(d); // model.safetensors or sharded
 const isDir = (d: string) => existsSync(d) && statSync(d).isDirectory();
 
 /** The checkpoint folder `checkpoints/latest` points to (plain text: "step-N", a relative or absolute path, or JSON {path}). */

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
 import { UserError } from '../errors.ts';
 import { isRepoId, resolveSource } from '../hub/index.ts';
+import { hasModelWeights } from '../weights/model-weights.ts';
 import { BACKEND_CHOICES, initRuntime, type BackendChoice } from '../runtime.ts';
 import { loadPluginFlags } from '../registry.ts';
 import { ModelHost } from '../serve/chat.ts';
@@ -31,7 +32,7 @@ export const USAGE = `Usage: vlm serve [source ...] [options]
 Pages: / (playground), /dashboard (runs). API: POST /v1/chat/completions, GET /v1/models.`;
 
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
-const isModelFolder = (d: string) => existsSync(join(d, 'config.json')) && existsSync(join(d, 'model.safetensors'));
+const isModelFolder = (d: string) => existsSync(join(d, 'config.json')) && hasModelWeights(d);
 const isDir = (d: string) => existsSync(d) && statSync(d).isDirectory();
 
 export interface Served {

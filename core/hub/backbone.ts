@@ -3,6 +3,7 @@
 // is its own next to its model: the config table (Hub config field -> option) and the key table
 // (Hub tensor name -> parameter name, torchtune's _FROM_HF).
 //   resolveBackbone   `from:` (repo id or folder) -> a local folder with config.json + model.safetensors
+//                     (or a sharded model.safetensors.index.json + shards, core/weights/model-weights.ts)
 //   readBackboneConfig / localBackboneConfig   its config.json (clear errors; describe() reads local ones only)
 //   expandBlocks      a key table with `{i}` rows -> one row per block
 //   loadHubTensors    every tensor checked (present, shape) before any is loaded, then assigned
@@ -13,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { withoutInit } from '../ops.ts';
 import type { PluginContext } from '../types.ts';
-import { openSafetensors } from '../weights/safetensors.ts';
+import { isWeightsFile, openModelWeights } from '../weights/model-weights.ts';
 import { resolveSource } from './index.ts';
 
 /** `from:` of a backbone: a local folder (relative to the recipe) or a Hub repo id, downloaded into the cache. */
@@ -21,7 +22,7 @@ export async function resolveBackbone(from: string, ctx: Pick<PluginContext, 're
   return resolveSource(from, {
     baseDir: ctx.recipeDir, // a relative folder resolves against the recipe
     repoType: 'model',
-    files: ['config.json', 'model.safetensors'],
+    files: (p) => p === 'config.json' || isWeightsFile(p), // the single file or the index + shards
     log: (line) => ctx.log.info(`${ctx.yamlPath}: ${line}`),
   });
 }
@@ -73,13 +74,13 @@ export interface LoadHubOptions {
 }
 
 /**
- * Load `table` from `folder`/model.safetensors into `params`: first every tensor is checked
+ * Load `table` from `folder`'s weights (model.safetensors, or sharded) into `params`: first every tensor is checked
  * (present, shape; leading 1s of the parameter's shape ignored: [N, D] fills [1, N, D]), then
  * loaded tensor by tensor, so a bad checkpoint changes nothing.
  */
 export function loadHubTensors(params: Map<string, tf.Variable>, folder: string, table: HubTensor[], opts: LoadHubOptions): void {
-  const file = join(folder, 'model.safetensors');
-  const f = openSafetensors(file);
+  const f = openModelWeights(folder, `a ${opts.what} checkpoint folder has`);
+  const file = f.header.path;
   try {
     const names = (t: HubTensor) => (t.orElse && !f.has(t.from[0]) ? t.orElse : t.from);
     const shapeOf = (t: HubTensor): number[] => {

@@ -5,6 +5,7 @@ import { isAbsolute, join, relative } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import { UserError, UserErrors } from '../errors.ts';
 import { SourceMap } from './positions.ts';
+import { hasModelWeights } from '../weights/model-weights.ts';
 
 /** The value of `key: !unset` in a recipe: delete the key an extended recipe set (core/recipe/extends.ts). */
 export const UNSET: unique symbol = Symbol.for('nanovlm:unset');
@@ -83,7 +84,7 @@ function folderNotRecipe(dir: string): UserError {
       hint: `to continue that run: vlm run --resume ${shown}; to start a new run from its recipe: vlm run ${join(shown, 'recipe.yaml')}`,
     });
   }
-  if (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'))) {
+  if (existsSync(join(dir, 'config.json')) && hasModelWeights(dir)) {
     return new UserError(`${shown} is a model folder, not a recipe file`, {
       hint: `use it with --model: vlm generate --model ${shown} --image <file>, vlm eval --model ${shown} [recipe.yaml]` +
         (existsSync(join(dir, 'recipe.yaml')) ? `; the recipe it was trained with is ${join(shown, 'recipe.yaml')}` : ''),

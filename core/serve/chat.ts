@@ -18,6 +18,7 @@ import { BadSampleError } from '../data/image.ts';
 import { vqaPrompt } from '../data/prompt.ts';
 import { isUserError } from '../errors.ts';
 import { isRepoId } from '../hub/index.ts';
+import { weightsMtimeMs } from '../weights/model-weights.ts';
 import type { Logger, RegistryLike } from '../types.ts';
 import * as tf from '@tensorflow/tfjs';
 import { HttpError, readJson, sendJson, startEvents } from './http.ts';
@@ -211,7 +212,7 @@ export class ModelHost {
     }
     let stamp: string;
     try {
-      stamp = `${folder}@${statSync(join(folder, 'model.safetensors')).mtimeMs}`;
+      stamp = `${folder}@${weightsMtimeMs(folder)}`;
     } catch {
       if (this.loaded) return this.loaded; // pruned between the two looks (keep_checkpoints): keep the loaded one
       throw new HttpError(503, `the model in ${folder} disappeared while loading; ask again`, 'server_error', 'model_not_ready');

@@ -10,6 +10,7 @@
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, join, relative, resolve } from 'node:path';
 import { redact } from '../hub/index.ts';
+import { hasModelWeights } from '../weights/model-weights.ts';
 
 export interface RunSummary {
   id: string;
@@ -173,7 +174,7 @@ export class RunsWatcher {
       recipe: recipe === null ? null : redact(recipe),
       eval: json(join('eval', 'results.json')),
       samples,
-      hasModel: existsSync(join(r.dir, 'model', 'model.safetensors')) || existsSync(join(r.dir, 'checkpoints', 'latest')),
+      hasModel: hasModelWeights(join(r.dir, 'model')) || existsSync(join(r.dir, 'checkpoints', 'latest')),
       lastStep: (lastTrain?.step as number) ?? 0,
     };
   }

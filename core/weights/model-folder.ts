@@ -26,12 +26,13 @@ import {
   type ConfigFormat,
   type ModelSection,
 } from '../model/config.ts';
-import { openSafetensors, writeSafetensorsStreaming } from './safetensors.ts';
+import { writeSafetensorsStreaming } from './safetensors.ts';
+import { openModelWeights, WEIGHTS_FILE } from './model-weights.ts';
 import { withoutInit } from '../ops.ts';
 import { hostValues } from '../host.ts';
 
 export const CONFIG_FILE = 'config.json';
-export const WEIGHTS_FILE = 'model.safetensors';
+export { WEIGHTS_FILE };
 export const SIDECAR_FILE = 'nanovlm-ts.json';
 
 /** Tied parameter -> the name nanoVLM's checkpoint stores it under (the alias sorting first). */
@@ -140,16 +141,13 @@ function writeAtomic(path: string, text: string): void {
 }
 
 /**
- * Load `folder/model.safetensors` into the model's variables. Every expected parameter must be present
+ * Load `folder/model.safetensors` (or its shards: model.safetensors.index.json) into the model's variables. Every expected parameter must be present
  * (the tied embedding as `decoder.head.weight` or `decoder.token_embedding.weight`) with its shape;
  * unexpected tensors are an error (as PyTorch's strict load). NaN/Inf values are warned about.
  */
 export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pick<Logger, 'warn'>): void {
-  const file = join(folder, WEIGHTS_FILE);
-  if (!existsSync(file)) {
-    throw new UserError(`${file} not found: a nanoVLM checkpoint folder has model.safetensors beside config.json`, { where: { file } });
-  }
-  const f = openSafetensors(file);
+  const f = openModelWeights(folder, 'a nanoVLM checkpoint folder has');
+  const file = f.header.path;
   try {
     const tied = isTied(model);
     // 1. plan: where each parameter comes from; check names and shapes before touching any variable

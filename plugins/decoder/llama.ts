@@ -487,7 +487,7 @@ const options = {
   properties: {
     from: {
       type: ['string', 'null'],
-      description: 'Hugging Face Llama/SmolLM2 checkpoint (repo id or local folder with config.json + model.safetensors); its config sets the shapes',
+      description: 'Hugging Face Llama/SmolLM2 checkpoint (repo id or local folder with config.json + model.safetensors or a sharded model.safetensors.index.json); its config sets the shapes',
     },
     hidden_dim: { type: 'integer', minimum: 1, description: 'lm_hidden_dim (default 576; from the checkpoint with `from`)' },
     inter_dim: { type: 'integer', minimum: 1, description: 'lm_inter_dim, MLP width (default 1536)' },

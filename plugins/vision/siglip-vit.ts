@@ -4,8 +4,10 @@
 //   pre-LN blocks: x = x + out_proj(attn(ln1(x))); x = x + fc2(gelu_tanh(fc1(ln2(x)))),
 //   final LayerNorm on every token (no pooling).
 // Parameter names are nanoVLM's (`blocks.0.attn.qkv_proj.weight`, ...), PyTorch layout.
-// `from:` loads a Hugging Face SigLIP vision checkpoint (ViT.from_pretrained): the key table is
-// HF_SIGLIP_KEYS below; q/k/v are fused into qkv_proj as torch.cat([q, k, v], 0).
+// `from:` loads a Hugging Face SigLIP or (fixed-resolution) SigLIP2 checkpoint, as ViT.from_pretrained
+// of nanoVLM v0.1 and HEAD (whose default is google/siglip2-base-patch16-512; same key layout): the key
+// table is HF_SIGLIP_KEYS below; q/k/v are fused into qkv_proj as torch.cat([q, k, v], 0).
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { PluginContext, VisionEncoder } from 'nanovlm-ts/plugin-api';
@@ -228,13 +230,35 @@ export const HF_SIGLIP_QKV = {
   ours: 'blocks.{i}.attn.qkv_proj.{w}',
 };
 
-/** Shapes from a SigLIP config.json (flat SiglipVisionConfig, or a full SiglipConfig with vision_config). */
+/**
+ * Shapes from a SigLIP or SigLIP2 config.json, as transformers' SiglipVisionConfig.from_pretrained
+ * reads it (nanoVLM HEAD's ViT.from_pretrained): a flat SiglipVisionConfig (model_type
+ * siglip_vision_model), or a full SiglipModel config (model_type siglip: SigLIP, and the
+ * fixed-resolution SigLIP2 checkpoints such as google/siglip2-base-patch16-512, HEAD's default) whose
+ * vision_config is taken; transformers' defaults for the fields it leaves out.
+ */
 export function readSiglipConfig(folder: string): Partial<ViTConfig> {
-  return siglipShapes(readBackboneConfig(folder, 'SigLIP'));
+  return siglipShapes(readBackboneConfig(folder, 'SigLIP'), join(folder, 'config.json'));
 }
 
-function siglipShapes(raw: Record<string, unknown>): Partial<ViTConfig> {
-  const cfg = (raw.model_type === 'siglip' && raw.vision_config ? raw.vision_config : raw) as Record<string, unknown>;
+/** model_type values of a checkpoint whose vision tower has this key layout */
+const SIGLIP_MODEL_TYPES = ['siglip', 'siglip_vision_model'];
+
+function siglipShapes(raw: Record<string, unknown>, file: string): Partial<ViTConfig> {
+  const type = raw.model_type;
+  if (type === 'siglip2' || type === 'siglip2_vision_model') {
+    throw new UserError(`${file}: model_type "${type}" is a SigLIP2 NaFlex checkpoint (variable resolution, linear patch embedding), which nanoVLM's ViT cannot load`, {
+      where: { file },
+      hint: 'use a fixed-resolution SigLIP2 checkpoint (model_type "siglip"), e.g. google/siglip2-base-patch16-512 as nanoVLM HEAD does',
+    });
+  }
+  if (type !== undefined && !SIGLIP_MODEL_TYPES.includes(type as string)) {
+    throw new UserError(`${file}: model_type ${JSON.stringify(type)} is not a SigLIP checkpoint (siglip-vit loads ${SIGLIP_MODEL_TYPES.join(' or ')})`, {
+      where: { file },
+      hint: 'model.vision.from must name a SigLIP / SigLIP2 checkpoint (repo id or folder)',
+    });
+  }
+  const cfg = (type === 'siglip' ? (raw.vision_config ?? {}) : raw) as Record<string, unknown>;
   const out: Partial<ViTConfig> = {};
   for (const [hf, ours, dflt] of HF_SIGLIP_CONFIG) (out as Record<string, unknown>)[ours] = cfg[hf] ?? dflt;
   return out;
@@ -260,7 +284,7 @@ const options = {
   properties: {
     from: {
       type: ['string', 'null'],
-      description: 'Hugging Face SigLIP vision checkpoint (repo id or local folder with config.json + model.safetensors); its config sets the shapes',
+      description: 'Hugging Face SigLIP or SigLIP2 checkpoint, e.g. google/siglip2-base-patch16-512 (repo id or local folder with config.json + model.safetensors or a sharded model.safetensors.index.json); its config sets the shapes',
     },
     hidden_dim: { type: 'integer', minimum: 1, description: 'vit_hidden_dim (default 768; from the checkpoint with `from`)' },
     inter_dim: { type: 'integer', minimum: 1, description: 'vit_inter_dim, MLP width (default 3072)' },
@@ -292,7 +316,7 @@ export default definePlugin({
   nanovlm: {
     config: { vit_hidden_dim: 'hidden_dim', vit_inter_dim: 'inter_dim', vit_patch_size: 'patch_size', vit_img_size: 'image_size', vit_n_heads: 'n_heads', vit_dropout: 'dropout', vit_n_blocks: 'n_blocks', vit_ln_eps: 'ln_eps', vit_cls_flag: 'cls_flag' },
   },
-  description: "SigLIP ViT encoder (nanoVLM v0.1 ViT): patch tokens after the final LayerNorm; `from` loads a Hub SigLIP checkpoint",
+  description: "SigLIP ViT encoder (nanoVLM v0.1 and HEAD ViT): patch tokens after the final LayerNorm; `from` loads a Hub SigLIP or SigLIP2 checkpoint",
   options,
   async create(options_, ctx: PluginContext) {
     const opts = options_ as Options;
@@ -305,7 +329,7 @@ export default definePlugin({
   describe(options_): ModuleDescription {
     const opts = options_ as Options;
     const local = localBackboneConfig(opts.from, 'SigLIP');
-    const cfg = configFrom(opts, local ? siglipShapes(local) : null, 'model.vision', opts.from ?? undefined);
+    const cfg = configFrom(opts, local ? siglipShapes(local, `${opts.from}/config.json`) : null, 'model.vision', opts.from ?? undefined);
     const nTok = cfg.cls_flag ? 1 : (cfg.image_size / cfg.patch_size) ** 2;
     return { params: vitParamShapes(cfg), hiddenDim: cfg.hidden_dim, numTokens: nTok };
   },
