@@ -51,6 +51,48 @@ test('vlm inspect recipes/smol-222m.yaml: 222,081,600 parameters, offline', asyn
   assert.equal(json.parameters.total, 222_081_600);
 });
 
+test("vlm inspect recipes/nanovlm-450m.yaml: HEAD's defaults, HEAD's parameter count 460,113,984, offline", async () => {
+  const saved = { offline: process.env.HF_HUB_OFFLINE, endpoint: process.env.HF_ENDPOINT };
+  process.env.HF_HUB_OFFLINE = '1'; // nothing may be downloaded to describe it
+  process.env.HF_ENDPOINT = 'http://127.0.0.1:9'; // and no Hub to reach anyway
+  try {
+    const file = join(REPO_ROOT, 'recipes/nanovlm-450m.yaml');
+    assert.equal((await vlm('validate', file)).code, 0);
+    const r = await vlm('inspect', file);
+    assert.equal(r.code, 0, r.err);
+    // sum(p.numel()) of HEAD's VisionLanguageModel(VLMConfig()) per module (test/core/model/nanovlm-head.test.ts)
+    assert.match(r.out, /^ {2}vision_encoder +siglip-vit +86,433,024$/m);
+    assert.match(r.out, /^ {2}MP +pixel-shuffle +11,796,480$/m);
+    assert.match(r.out, /^ {2}decoder +llama +361,884,480$/m);
+    assert.match(r.out, /^ {2}total +460,113,984$/m);
+    assert.equal(JSON.parse((await vlm('inspect', file, '--json')).out).parameters.total, 460_113_984);
+    // the model section is HEAD's default VLMConfig mapped onto our plugins, plus its tokenizer and processor
+    const { HEAD_VLM_CONFIG_DEFAULTS: H, recipeModelFromVLMConfig } = await import('../../../core/model/config.ts');
+    const reg = new Registry(builtins);
+    const m = (await resolveRecipe(file, { registry: reg })).data.model as Record<string, any>;
+    const mapped = recipeModelFromVLMConfig(H, reg);
+    for (const kind of ['vision', 'projector', 'decoder'] as const) {
+      for (const [k, v] of Object.entries(mapped[kind])) if (k !== 'eos_token_id' && k !== 'dropout' && k !== 'cls_flag' && k !== 'attn_scaling') assert.deepEqual(m[kind][k], v, `model.${kind}.${k}`);
+    }
+    assert.equal(m.vision.from, H.vit_model_type);
+    assert.equal(m.decoder.from, H.lm_model_type);
+    assert.equal(m.tokenizer.from, H.lm_tokenizer);
+    assert.equal(m.tokenizer.chat_template, H.lm_chat_template);
+    assert.deepEqual(Object.entries(m.tokenizer.extra_special_tokens), Object.entries(H.vlm_extra_tokens as Record<string, string>)); // same order: the ids follow it
+    assert.equal(m.decoder.vocab_size, (H.lm_base_vocab_size as number) + (H.extra_token_amount as number));
+    assert.deepEqual([m.image_processor.use, m.image_processor.max_size, m.image_processor.resize_to_max_side], ['split', H.max_img_size, H.resize_to_max_side_len]);
+    const r2 = (await resolveRecipe(file, { registry: reg })).data as Record<string, any>;
+    // TrainConfig / train.py: lr_mp, lr_vision_backbone, lr_language_backbone, max_grad_norm, max_training_steps
+    assert.deepEqual(r2.optimizer.groups.map((g: { lr: number }) => g.lr), [0.00512, 5e-5, 5e-5]);
+    assert.deepEqual([r2.train.max_grad_norm, r2.train.max_steps, r2.train.batch_size, r2.train.grad_accum], [1.0, 40000, 2, 8]);
+  } finally {
+    for (const [k, v] of [['HF_HUB_OFFLINE', saved.offline], ['HF_ENDPOINT', saved.endpoint]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+});
+
 test('a plugin without describe(): inspect says so instead of guessing', async () => {
   const reg = new Registry(builtins.map((p) => (p.kind === 'decoder' ? { ...p, describe: undefined } : p)));
   const r = await resolveRecipe(join(REPO_ROOT, 'test/core/commands/fixtures/nanovlm-defaults.yaml'), { registry: reg });
