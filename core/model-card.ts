@@ -1,12 +1,14 @@
 // The README.md model card of a published model folder: YAML front matter the Hub reads
 // (library_name, license, pipeline_tag, tags, base_model, datasets) and a body that says what the
 // model is, what it was trained on, how it scored, how long training took on what, and how to
-// load it in TypeScript (nanovlm-ts) and in PyTorch (nanoVLM v0.1, same checkpoint format).
+// load it in TypeScript (nanovlm-ts) and in PyTorch: the nanoVLM version whose checkpoint format the
+// folder has (`nanovlmVersion`: v0.1, or HEAD 4e0c096 for a model in its format, such as nanoVLM-450M).
 // Everything goes through redact(): no token can end up in a card.
 import { stringify } from 'yaml';
 import { isRepoId, redact } from './hub/index.ts';
 import type { EvalResult } from './types.ts';
 import type { RecordedPlugin } from './weights/model-folder.ts';
+import type { ConfigFormat } from './model/config.ts';
 
 export interface ModelCardInput {
   /** the recipe's name */
@@ -28,7 +30,12 @@ export interface ModelCardInput {
   files?: { path: string; size: number }[];
   /** plugins the model needs that nanovlm-ts does not include (recorded in nanovlm-ts.json) */
   plugins?: RecordedPlugin[];
+  /** which nanoVLM's format config.json has (checkVLMConfigFields of what was saved); default v0.1 */
+  nanovlmVersion?: ConfigFormat;
 }
+
+/** The nanoVLM commit whose format a HEAD-format checkpoint has (core/model/config.ts HEAD_VLM_CONFIG_DEFAULTS). */
+export const NANOVLM_HEAD_COMMIT = '4e0c096';
 
 const BASE_TAGS = ['nanovlm', 'nanovlm-ts', 'vision-language-model', 'image-text-to-text'];
 
@@ -129,14 +136,17 @@ export function modelCard(input: ModelCardInput): string {
   if (datasets.length) front.datasets = datasets;
 
   const where = input.repoId ?? '<path/to/this/folder>';
+  const head = input.nanovlmVersion === 'head';
   const L: string[] = [];
   L.push('---', stringify(front).trimEnd(), '---', '');
   L.push(`# ${input.name}`, '');
   L.push(
     input.description ??
       `A small vision-language model trained with nanovlm-ts (a TypeScript port of ` +
-        `[nanoVLM](https://github.com/huggingface/nanoVLM) v0.1) from the recipe \`recipe.yaml\` in this folder. ` +
-        `The checkpoint (\`config.json\` + \`model.safetensors\`) is in nanoVLM's format.`,
+        `[nanoVLM](https://github.com/huggingface/nanoVLM)) from the recipe \`recipe.yaml\` in this folder. ` +
+        (head
+          ? `The checkpoint (\`config.json\` + \`model.safetensors\`) is in the format of nanoVLM ${NANOVLM_HEAD_COMMIT} (the format of nanoVLM-450M: image tokens as placeholders in the text, images split into tiles).`
+          : `The checkpoint (\`config.json\` + \`model.safetensors\`) is in nanoVLM v0.1's format.`),
     '',
   );
 
@@ -249,7 +259,7 @@ export function modelCard(input: ModelCardInput): string {
     `vlm generate --model ${where}${pluginFlags} --image picture.png --prompt "What is in the image?"`,
     '```',
     '',
-    '### PyTorch (nanoVLM v0.1)',
+    head ? `### PyTorch (nanoVLM ${NANOVLM_HEAD_COMMIT})` : '### PyTorch (nanoVLM v0.1)',
     '',
   );
   if (modelPlugins.length) {
@@ -257,6 +267,20 @@ export function modelCard(input: ModelCardInput): string {
       `PyTorch nanoVLM cannot load this model: its ${modelPlugins.map((p) => `${p.kind} (\`${p.name}\`)`).join(', ')} ` +
         `${modelPlugins.length > 1 ? 'are' : 'is'} not one of nanoVLM's modules, so \`config.json\` describes an architecture ` +
         "nanoVLM does not have. Use nanovlm-ts with the plugin above.",
+      '',
+    );
+  } else if (head) {
+    L.push(
+      `The weights and \`config.json\` are in the format of nanoVLM at commit ${NANOVLM_HEAD_COMMIT} (its \`VLMConfig\` with ` +
+        '`vlm_extra_tokens`, `mp_image_token_length`, `lm_chat_template`, no `lm_eos_token_id`), so a checkout of that commit ' +
+        'loads this folder directly (nanoVLM v0.1 does not: its `VLMConfig` refuses those fields, and it puts the image before the text):',
+      '',
+      '```python',
+      `# git clone https://github.com/huggingface/nanoVLM && cd nanoVLM && git checkout ${NANOVLM_HEAD_COMMIT}`,
+      'from models.vision_language_model import VisionLanguageModel',
+      '',
+      `model = VisionLanguageModel.from_pretrained("${where}")`,
+      '```',
       '',
     );
   } else {

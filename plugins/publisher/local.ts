@@ -14,6 +14,7 @@ import { stringify } from 'yaml';
 import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
 import { modelCard } from '../../core/model-card.ts';
+import { checkVLMConfigFields } from '../../core/model/config.ts';
 import { isRepoId, redact, resolveSource, safeJoin } from '../../core/hub/index.ts';
 import { checkpointModelSection, recordPlugins, saveCheckpoint } from '../../core/weights/model-folder.ts';
 import type { Publisher, RunContext } from 'nanovlm-ts/plugin-api';
@@ -138,6 +139,7 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
       backend: ctx.backend,
       parameterCounts: ctx.model.parameterCounts(),
       plugins,
+      nanovlmVersion: checkVLMConfigFields(JSON.parse(await readFile(join(tmp, 'config.json'), 'utf8'))), // the format saved: v0.1 or HEAD
       files: await listFiles(tmp),
     });
     await writeFile(join(tmp, 'README.md'), card);
