@@ -151,3 +151,19 @@ test('a sharded nanoVLM checkpoint repo on the Hub resolves to a model folder an
   assert.deepEqual(model.params.get('decoder.token_embedding.weight')!.dataSync(), want.data);
   model.dispose();
 });
+
+test('model.from: a sharded checkpoint folder builds the model with the weights of the single file', async () => {
+  const { buildComponents } = await import('../../../core/build.ts');
+  const { createRegistry } = await import('../../../core/registry.ts');
+  const builtins = (await import('../../../plugins/index.ts')).default;
+  await setup();
+  const dir = shard(HEAD, join(tmp, 'head-from'), 2, ['config.json']);
+  const registry = createRegistry(builtins);
+  const recipe = { model: { from: dir, tokenizer: { use: 'bytes' }, image_processor: { use: 'resize' } } };
+  const { model } = await buildComponents(recipe, registry, { recipe, recipeDir: tmp, seed: 0, log: silentLog });
+  const want = readSafetensors(join(HEAD, 'model.safetensors')).tensors;
+  for (const name of ['vision_encoder.blocks.0.attn.qkv_proj.weight', 'MP.proj.weight', 'decoder.blocks.1.mlp.down_proj.weight']) {
+    assert.deepEqual(model.params.get(name)!.dataSync(), want.get(name)!.data, name);
+  }
+  model.dispose();
+});
