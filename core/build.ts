@@ -10,6 +10,7 @@ import { UserError } from './errors.ts';
 import { applyVLMConfig } from './model/config.ts';
 import { resolveSource } from './hub/index.ts';
 import { VisionLanguageModel } from './model/vlm.ts';
+import { attachAdapters } from './model/adapters.ts';
 import { loadCheckpoint, loadWeights } from './weights/model-folder.ts';
 import { isWeightsFile } from './weights/model-weights.ts';
 import type { Dataset, ImageProcessor, Optimizer, PluginContext, PluginProducts, RegistryLike, Schedule, Tokenizer } from './types.ts';
@@ -68,6 +69,13 @@ export async function buildComponents(recipe: Record<string, any>, registry: Reg
     Object.assign(built, { vision: model.vision, projector: model.projector, decoder: model.decoder });
   }
 
+  // model.adapters (e.g. LoRA): on the loaded weights, which they freeze
+  try {
+    await attachAdapters(model, m.adapters, registry, base);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
   const imageProcessor = await create('image-processor', 'image_processor');
   return { model, tokenizer, imageProcessor };
 }

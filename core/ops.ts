@@ -5,6 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
+import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
 export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Tensor {
@@ -14,6 +15,23 @@ export function linear(x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Ten
   let y: tf.Tensor = tf.matMul(x2, w as tf.Tensor2D, false, true); // [M, in] x [out, in]^T -> [M, out]
   if (b) y = tf.add(y, b);
   return y.reshape([...lead, w.shape[0]]);
+}
+
+/**
+ * linear(x, W, b) of the module's layer `layer` (local name, e.g. "blocks.0.attn.q_proj"), plus
+ * what an adapter on that layer adds (model.adapters; LoRA: + (alpha/r) B A dropout(x)).
+ * x [..., in] -> [..., out].
+ */
+export function adaptedLinear(mod: Module, layer: string, x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor | null): tf.Tensor {
+  const y = linear(x, w, b);
+  const adapter = mod.adapters?.get(layer);
+  return adapter ? tf.add(y, adapter.forward(x)) : y;
+}
+
+/** The weight [out, in] of the module's layer with its adapter merged (W + delta), for inference copies; W itself without one. */
+export function adaptedWeight(mod: Module, layer: string, w: tf.Tensor2D): tf.Tensor2D {
+  const adapter = mod.adapters?.get(layer);
+  return adapter ? (tf.add(w, adapter.delta()) as tf.Tensor2D) : w;
 }
 
 // The norms and GELU below are tf.customGrad ops: the tape keeps only what their hand-written

@@ -14,7 +14,8 @@ export type PluginKind =
   | 'schedule'
   | 'evaluator'
   | 'publisher'
-  | 'stage';
+  | 'stage'
+  | 'adapter';
 
 export const PLUGIN_KINDS: readonly PluginKind[] = [
   'vision',
@@ -28,18 +29,38 @@ export const PLUGIN_KINDS: readonly PluginKind[] = [
   'evaluator',
   'publisher',
   'stage',
+  'adapter',
 ];
 
 // ---- model components ------------------------------------------------------------------------
 
 /**
- * Trainable parameters of one module, keyed by their nanoVLM state-dict name relative to the
- * module (e.g. "blocks.0.attn.qkv_proj.weight"), stored in PyTorch layout (Linear weight [out, in]).
+ * Parameters of one module, keyed by their nanoVLM state-dict name relative to the module (e.g.
+ * "blocks.0.attn.qkv_proj.weight"), stored in PyTorch layout (Linear weight [out, in]). A variable
+ * with `trainable` false is frozen (model.adapters freezes the base model, as PEFT does).
  */
 export type ParamMap = Map<string, tf.Variable>;
 
+/**
+ * What an adapter adds to one linear layer (model.adapters; e.g. LoRA: (alpha/r) B A dropout(x)).
+ * Model code applies it through adaptedLinear / adaptedWeight (core/ops.ts).
+ */
+export interface LinearAdapter {
+  /** layer input x [..., in] -> the addition to the layer's output [..., out] */
+  forward(x: tf.Tensor): tf.Tensor;
+  /** the same map as a weight change [out, in]: W + delta() is the merged weight (no dropout) */
+  delta(): tf.Tensor2D;
+}
+
 export interface Module {
   readonly params: ParamMap;
+  /**
+   * Linear layers adapters may wrap: local names whose "<name>.weight" is an [out, in] Linear
+   * weight (e.g. "blocks.0.attn.q_proj"), in forward order. Absent: none.
+   */
+  linearLayers?(): string[];
+  /** adapters on this module's linear layers by local layer name; set by the core (model.adapters) */
+  adapters?: Map<string, LinearAdapter>;
   /** non-trainable tensors that nanoVLM keeps in its state dict (e.g. "rotary_embd.inv_freq") */
   readonly buffers?: Map<string, tf.Tensor>;
   /** the fields of nanoVLM's VLMConfig this module corresponds to (vit_*, mp_*, lm_*) */
@@ -266,6 +287,31 @@ export interface Publisher {
   publish(ctx: RunContext, folder: string, opts: { dryRun: boolean }): Promise<string>;
 }
 
+/**
+ * Adapters on linear layers (model.adapters[i]), built over the model components in
+ * context.built. The core attaches them (core/model/vlm.ts addAdapter): their parameters join the
+ * model's, the base model's are frozen.
+ */
+export interface Adapter {
+  readonly name: string;
+  /** the adapted layers by full name ("decoder.blocks.0.attn.q_proj"), in forward order */
+  readonly layers: string[];
+  /** trainable parameters by full name ("decoder.blocks.0.attn.q_proj.lora_A.weight") */
+  readonly params: ParamMap;
+  /** dropout probability on the adapter's input in training (0: none; activation checkpointing needs 0) */
+  readonly dropout: number;
+  /** training mode (dropout on); the model sets it around each forward pass */
+  training: boolean;
+  /** the adapter of one of `layers` */
+  linear(layer: string): LinearAdapter;
+  /**
+   * PEFT's description of this adapter (adapter_config.json fields: peft_type, r, lora_alpha,
+   * target_modules, ...), for the adapter file written beside checkpoints (core/model/adapters.ts)
+   */
+  peftConfig(): Record<string, unknown>;
+  dispose(): void;
+}
+
 export interface Stage {
   readonly title: string;
   /** `report` updates the stage's live line (listr2 task output) */
@@ -284,6 +330,7 @@ export interface PluginProducts {
   evaluator: Evaluator;
   publisher: Publisher;
   stage: Stage;
+  adapter: Adapter;
 }
 
 // ---- context -----------------------------------------------------------------------------------

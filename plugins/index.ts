@@ -12,6 +12,7 @@ import schedule from './schedule/index.ts';
 import evaluator from './evaluator/index.ts';
 import publisher from './publisher/index.ts';
 import stage from './stage/index.ts';
+import adapter from './adapter/index.ts';
 
 const builtins: Plugin[] = [
   ...vision,
@@ -25,6 +26,7 @@ const builtins: Plugin[] = [
   ...evaluator,
   ...publisher,
   ...stage,
+  ...adapter,
 ];
 
 export default builtins;

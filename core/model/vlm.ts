@@ -7,7 +7,8 @@
 // Parameters are keyed by nanoVLM's full state-dict names: "vision_encoder.", "MP.", "decoder." + the
 // component's local name.
 import * as tf from '@tensorflow/tfjs';
-import type { Decoder, Projector, VisionEncoder } from '../types.ts';
+import type { Adapter, Decoder, Module, Projector, VisionEncoder } from '../types.ts';
+import { UserError } from '../errors.ts';
 import { crossEntropyIgnore } from '../ops.ts';
 import { hostValues } from '../host.ts';
 import { toHeadVLMConfig, toVLMConfig } from './config.ts';
@@ -47,6 +48,8 @@ export class VisionLanguageModel {
    * prefixed to the text, one image per row.
    */
   imageTokenId: number | null = null;
+  /** model.adapters (addAdapter): their parameters are in `params`, the base model's are frozen */
+  readonly adapters: Adapter[] = [];
 
   constructor(parts: { vision: VisionEncoder; projector: Projector; decoder: Decoder }) {
     this.vision = parts.vision;
@@ -65,6 +68,37 @@ export class VisionLanguageModel {
       for (const [n, v] of mod.params) this.params.set(PREFIX[key] + n, v);
       for (const [n, t] of mod.buffers ?? []) this.buffers.set(PREFIX[key] + n, t);
     }
+  }
+
+  /**
+   * Attach an adapter (model.adapters[i]): each of its layers gets its LinearAdapter (the module's
+   * adaptedLinear adds it), its parameters join the module's and the model's (full names), and
+   * every base parameter is frozen (tf.Variable.trainable false), as PEFT's get_peft_model does.
+   */
+  addAdapter(adapter: Adapter, yamlPath = 'model.adapters'): void {
+    for (const v of this.params.values()) if (!this.adapterParams().has(v)) v.trainable = false;
+    const moduleOf = (full: string): [Module, string] => {
+      for (const key of ['vision', 'projector', 'decoder'] as const) if (full.startsWith(PREFIX[key])) return [this[key], full.slice(PREFIX[key].length)];
+      throw new UserError(`adapter "${adapter.name}": "${full}" is in no module of the model`, { where: { yamlPath } });
+    };
+    for (const layer of adapter.layers) {
+      const [mod, local] = moduleOf(layer);
+      const taken = mod.adapters?.has(local);
+      if (taken) throw new UserError(`layer "${layer}" is adapted twice`, { where: { yamlPath }, hint: 'each linear layer may be a target of one model.adapters entry only' });
+      (mod.adapters ??= new Map()).set(local, adapter.linear(layer));
+    }
+    for (const [name, v] of adapter.params) {
+      if (this.params.has(name)) throw new UserError(`adapter parameter "${name}" already exists`, { where: { yamlPath } });
+      const [mod, local] = moduleOf(name);
+      mod.params.set(local, v); // the module's blocks see it (activation checkpointing recomputes with it)
+      this.params.set(name, v);
+    }
+    this.adapters.push(adapter);
+  }
+
+  /** the adapters' parameters */
+  adapterParams(): Set<tf.Variable> {
+    return new Set(this.adapters.flatMap((a) => [...a.params.values()]));
   }
 
   /** [B, 3, S, S] -> [B, Ni, C] */
@@ -110,9 +144,22 @@ export class VisionLanguageModel {
     attentionMask: tf.Tensor2D | null,
     opts: ForwardOptions = {},
   ): tf.Tensor3D {
-    const x = this.inputEmbeddings(inputIds, images, opts); // [B, prefix + T, C]
-    const mask = attentionMask ? this.fullMask(attentionMask, inputIds.shape[0]) : null;
-    return this.decoder.forward(x, { mask, training: opts.training, checkpoint: opts.checkpoint });
+    // adapters in training mode (their dropout on) for this pass only, as PyTorch's model.train()
+    const dropping = this.adapters.find((a) => a.dropout > 0);
+    if (opts.training && opts.checkpoint && dropping) {
+      throw new UserError(`train.activation_checkpointing cannot recompute adapter "${dropping.name}": its dropout ${dropping.dropout} would draw other randomness`, {
+        where: { yamlPath: 'train.activation_checkpointing' },
+        hint: 'set the adapter\'s dropout to 0 (model.adapters[i].dropout) or train.activation_checkpointing: false',
+      });
+    }
+    for (const a of this.adapters) a.training = !!opts.training;
+    try {
+      const x = this.inputEmbeddings(inputIds, images, opts); // [B, prefix + T, C]
+      const mask = attentionMask ? this.fullMask(attentionMask, inputIds.shape[0]) : null;
+      return this.decoder.forward(x, { mask, training: opts.training, checkpoint: opts.checkpoint });
+    } finally {
+      for (const a of this.adapters) a.training = false;
+    }
   }
 
   /** Logits of the text part [B, T, V]. */
@@ -188,7 +235,8 @@ export class VisionLanguageModel {
   }
 
   parameterCounts(): { vision_encoder: number; MP: number; decoder: number; total: number } {
-    const count = (m: { params: Map<string, tf.Variable> }) => [...m.params.values()].reduce((a, v) => a + v.size, 0);
+    const adapterVars = this.adapterParams(); // the base model's counts
+    const count = (m: { params: Map<string, tf.Variable> }) => [...m.params.values()].reduce((a, v) => a + (adapterVars.has(v) ? 0 : v.size), 0);
     const vision_encoder = count(this.vision);
     const MP = count(this.projector);
     const decoder = count(this.decoder);
@@ -198,6 +246,7 @@ export class VisionLanguageModel {
   dispose(): void {
     this.vision.dispose();
     this.projector.dispose();
-    this.decoder.dispose();
+    this.decoder.dispose(); // the adapters' parameters are the modules' too
+    for (const a of this.adapters) a.dispose();
   }
 }

@@ -29,6 +29,7 @@ import {
 import { writeSafetensorsStreaming } from './safetensors.ts';
 import { openModelWeights, WEIGHTS_FILE } from './model-weights.ts';
 import { withoutInit } from '../ops.ts';
+import { mergedWeight } from '../model/adapters.ts';
 import { hostValues } from '../host.ts';
 
 export const CONFIG_FILE = 'config.json';
@@ -117,18 +118,36 @@ export async function saveCheckpoint(
   sidecar?: { model: Record<string, unknown>; plugins?: RecordedPlugin[] } | Record<string, unknown>,
 ): Promise<void> {
   mkdirSync(folder, { recursive: true });
-  // sorted by name; each tensor is read from tfjs only when it is written (no second host copy)
+  // sorted by name; each tensor is read from tfjs only when it is written (no second host copy).
+  // With model.adapters: each adapted weight merged (W + delta, computed when written), the
+  // adapters' own parameters left out: the folder is a plain nanoVLM checkpoint (core/model/adapters.ts)
   const entries = [...stateDictToSave(model)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const paramOf = new Map([...model.params].map(([n, v]) => [v as tf.Tensor, n]));
   const metadata: Record<string, string> = {};
   if (isTied(model)) for (const [alias, kept] of Object.entries(TIED_STORED_AS)) metadata[alias] = kept;
+  const read = async (t: tf.Tensor): Promise<Float32Array> => {
+    const merge = paramOf.has(t) ? mergedWeight(model, paramOf.get(t)!) : undefined;
+    if (!merge) return (await t.data()) as Float32Array;
+    const merged = merge();
+    try {
+      return (await merged.data()) as Float32Array;
+    } finally {
+      merged.dispose();
+    }
+  };
   await writeSafetensorsStreaming(
     join(folder, WEIGHTS_FILE),
-    entries.map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: async () => (await t.data()) as Float32Array })),
+    entries.filter(([, t]) => !(paramOf.has(t) && mergedWeight(model, paramOf.get(t)!) === null)).map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: () => read(t) })),
     Object.keys(metadata).length ? metadata : null,
   );
   writeAtomic(join(folder, CONFIG_FILE), formatVLMConfig(model.nanovlmConfig()));
   if (sidecar) {
-    const modelSection = 'model' in sidecar && typeof sidecar.model === 'object' ? sidecar.model : sidecar;
+    let modelSection = 'model' in sidecar && typeof sidecar.model === 'object' ? sidecar.model : sidecar;
+    // the weights are merged: the folder's model has no adapters
+    if (modelSection && typeof modelSection === 'object' && 'adapters' in modelSection) {
+      const { adapters: _merged, ...rest } = modelSection as Record<string, unknown>;
+      modelSection = rest;
+    }
     const plugins = 'model' in sidecar && Array.isArray(sidecar.plugins) && sidecar.plugins.length ? { plugins: sidecar.plugins } : {};
     writeAtomic(join(folder, SIDECAR_FILE), JSON.stringify({ format_version: 1, model: modelSection, ...plugins }, null, 2) + '\n');
   }
@@ -154,7 +173,9 @@ export function loadWeights(model: VisionLanguageModel, folder: string, log?: Pi
     const plan: [tf.Variable, string][] = [];
     const problems: string[] = [];
     const used = new Set<string>();
+    const adapterVars = model.adapterParams(); // model.adapters: never in a nanoVLM checkpoint (core/model/adapters.ts)
     for (const [name, v] of model.params) {
+      if (adapterVars.has(v)) continue;
       const candidates = [name, ...(tied && TIED_STORED_AS[name] ? [TIED_STORED_AS[name]] : [])];
       const found = candidates.find((c) => f.has(c));
       if (!found) {

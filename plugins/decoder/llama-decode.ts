@@ -9,7 +9,7 @@
 //                     SiLU on the host (tested against the model: test/plugins/decoder/).
 import * as tf from '@tensorflow/tfjs';
 import type { KVCache } from 'nanovlm-ts/plugin-api';
-import { FLOAT32_MIN, splitHeads } from 'nanovlm-ts/plugin-api';
+import { adaptedWeight, FLOAT32_MIN, splitHeads } from 'nanovlm-ts/plugin-api';
 import { applyRope, keptPositions, ropeCosSin, type BlockLinears, type LlamaDecoder } from './llama.ts';
 
 // ---- KV cache --------------------------------------------------------------------------------------
@@ -226,11 +226,12 @@ export class LlamaFastPath {
   private generationWeights(): NonNullable<LlamaFastPath['generation']> {
     const names = [...this.model.params.keys()];
     const sources = names.map((n) => this.p(n).dataId);
-    if (this.generation && this.generation.sources.every((s, j) => s === sources[j])) return this.generation;
+    if (this.generation && this.generation.sources.length === sources.length && this.generation.sources.every((s, j) => s === sources[j])) return this.generation;
     this.dispose();
     const blocks = Array.from({ length: this.cfg.n_blocks }, (_, i) =>
       tf.tidy(() => {
-        const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
+        // with model.adapters: the merged weights (W + delta; generation has no dropout)
+        const w = (name: string) => adaptedWeight(this.model, `blocks.${i}.${name}`, this.p(`blocks.${i}.${name}.weight`));
         const fuse = (rows: tf.Tensor2D[]) => tf.keep(tf.concat(rows, 0).transpose() as tf.Tensor2D); // [in, sum of outs]
         return {
           qkv: fuse([w('attn.q_proj'), w('attn.k_proj'), w('attn.v_proj')]), // [C, C + 2 kvDim]

@@ -19,7 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { Decoder, KVCache, PluginContext } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
-import { attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from 'nanovlm-ts/plugin-api';
+import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from 'nanovlm-ts/plugin-api';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
 import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
@@ -241,6 +241,12 @@ export class LlamaDecoder implements Decoder {
     return this.params.get(name) as unknown as T;
   }
 
+  /** the linear layers (model.adapters targets): q, k, v, out of the attention and gate, up, down of the MLP of each block */
+  linearLayers(): string[] {
+    const names = ['attn.q_proj', 'attn.k_proj', 'attn.v_proj', 'attn.out_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
+    return Array.from({ length: this.cfg.n_blocks }, (_, i) => names.map((n) => `blocks.${i}.${n}`)).flat();
+  }
+
   embed(ids: tf.Tensor2D): tf.Tensor3D {
     return tf.gather(this.p('token_embedding.weight'), ids.dtype === 'int32' ? ids : ids.toInt()) as tf.Tensor3D; // [B, T] -> [B, T, C]
   }
@@ -324,17 +330,18 @@ export class LlamaDecoder implements Decoder {
     const sin = tf.tensor4d(rope.sin, [rows, 1, T, hd]);
     if (checkpoint) [cos, sin].forEach(keepForRecompute); // read again when the blocks are recomputed
     return (i) => {
-      const w = (name: string) => this.p(`blocks.${i}.${name}.weight`);
+      // nn.Linear(bias=False) of block i, plus its adapter when model.adapters wraps it
+      const lin = (name: string, x: tf.Tensor) => adaptedLinear(this, `blocks.${i}.${name}`, x, this.p(`blocks.${i}.${name}.weight`));
       return {
         qkv: (h) => {
-          const q = splitHeads(linear(h, w('attn.q_proj')), H); // [B, H, T, hd]
-          const k = splitHeads(linear(h, w('attn.k_proj')), Hkv); // [B, Hkv, T, hd]
-          const v = splitHeads(linear(h, w('attn.v_proj')), Hkv);
+          const q = splitHeads(lin('attn.q_proj', h), H); // [B, H, T, hd]
+          const k = splitHeads(lin('attn.k_proj', h), Hkv); // [B, Hkv, T, hd]
+          const v = splitHeads(lin('attn.v_proj', h), Hkv);
           return { q: applyRope(q, cos, sin), k: applyRope(k, cos, sin), v };
         },
-        out: (y) => linear(y, w('attn.out_proj')),
-        gateUp: (h) => [linear(h, w('mlp.gate_proj')), linear(h, w('mlp.up_proj'))],
-        down: (m) => linear(m, w('mlp.down_proj')),
+        out: (y) => lin('attn.out_proj', y),
+        gateUp: (h) => [lin('mlp.gate_proj', h), lin('mlp.up_proj', h)],
+        down: (m) => lin('mlp.down_proj', m),
       };
     };
   }

@@ -49,10 +49,11 @@ export function matchesPrefix(name: string, prefix: string): boolean {
  */
 export function assignGroups(
   names: string[],
-  opts: { groups?: AdamWGroupOptions[]; lr?: number; freeze: string[] },
+  opts: { groups?: AdamWGroupOptions[]; lr?: number; freeze: string[]; frozen?: Set<string> },
   yamlPath = 'optimizer',
 ): { groups: ParamGroup[]; frozen: string[] } {
-  const frozen = names.filter((n) => opts.freeze.some((f) => matchesPrefix(n, f)));
+  // frozen: by a freeze prefix, or by the model (opts.frozen: variables not trainable, e.g. the base model under model.adapters)
+  const frozen = names.filter((n) => opts.frozen?.has(n) || opts.freeze.some((f) => matchesPrefix(n, f)));
   for (const f of opts.freeze) {
     if (!names.some((n) => matchesPrefix(n, f)))
       throw new UserError(`freeze prefix "${f}" matches no parameter`, {
@@ -89,7 +90,7 @@ export function assignGroups(
     if (groups[i].params.length === 0)
       throw new UserError(`optimizer group "${g.name}" selects no trainable parameter`, {
         where: { yamlPath: `${yamlPath}.groups[${i}].prefixes` },
-        hint: `prefixes ${JSON.stringify(g.prefixes)} match nothing that is not frozen`,
+        hint: `prefixes ${JSON.stringify(g.prefixes)} match nothing that is not frozen${opts.frozen?.size ? ' (with model.adapters only the adapters train: e.g. one group, optimizer: { use: adamw, lr: 1.0e-4 })' : ''}`,
       });
   });
   return { groups, frozen };
@@ -113,7 +114,8 @@ export class AdamW implements Optimizer {
     opts: AdamWOptions,
     yamlPath = 'optimizer',
   ) {
-    const { groups, frozen } = assignGroups([...params.keys()], opts, yamlPath);
+    const notTrainable = new Set([...params].filter(([, v]) => !v.trainable).map(([n]) => n)); // frozen by model.adapters
+    const { groups, frozen } = assignGroups([...params.keys()], { ...opts, frozen: notTrainable }, yamlPath);
     this.groups = groups;
     this.frozen = frozen;
     this.weightDecay = (opts.groups ?? []).map((g) => g.weight_decay ?? opts.weight_decay);

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription, type ModulePeers } from 'nanovlm-ts/plugin-api';
 import type { PluginContext, Projector } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
-import { linear, normalInit, param, Rng } from 'nanovlm-ts/plugin-api';
+import { adaptedLinear, normalInit, param, Rng } from 'nanovlm-ts/plugin-api';
 
 export class PixelShuffleProjector implements Projector {
   readonly params = new Map<string, tf.Variable>();
@@ -43,7 +43,12 @@ export class PixelShuffleProjector implements Projector {
   }
 
   forward(x: tf.Tensor3D): tf.Tensor3D {
-    return linear(this.pixelShuffle(x), this.params.get('proj.weight') as unknown as tf.Tensor2D) as tf.Tensor3D;
+    return adaptedLinear(this, 'proj', this.pixelShuffle(x), this.params.get('proj.weight') as unknown as tf.Tensor2D) as tf.Tensor3D;
+  }
+
+  /** the linear layer (model.adapters target): proj */
+  linearLayers(): string[] {
+    return ['proj'];
   }
 
   nanovlmConfig(): Record<string, unknown> {

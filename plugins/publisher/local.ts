@@ -2,6 +2,8 @@
 //   config.json + model.safetensors (nanoVLM format) + nanovlm-ts.json (the recipe's model section),
 //   the tokenizer files, the resolved recipe.yaml, loss.png (if the run drew one) and README.md
 //   (the model card, core/model-card.ts)
+// With model.adapters the weights are merged into model.safetensors (a plain nanoVLM checkpoint);
+// `adapter_files: true` also writes PEFT's adapter_config.json + adapter_model.safetensors beside them.
 // into <runDir>/model/ (or the `path` option). The folder is assembled under a temp name and
 // renamed into place, so an interrupted publish never leaves a half-written folder, and a folder
 // the user already had is only replaced when it is one of ours (or with --force).
@@ -17,6 +19,7 @@ import { modelCard } from '../../core/model-card.ts';
 import { checkVLMConfigFields } from '../../core/model/config.ts';
 import { isRepoId, redact, resolveSource, safeJoin } from '../../core/hub/index.ts';
 import { checkpointModelSection, recordPlugins, saveCheckpoint } from '../../core/weights/model-folder.ts';
+import { saveAdapterFiles } from '../../core/model/adapters.ts';
 import type { Publisher, RunContext } from 'nanovlm-ts/plugin-api';
 
 export interface LocalOptions {
@@ -26,6 +29,8 @@ export interface LocalOptions {
   license?: string;
   tags?: string[];
   description?: string;
+  /** with model.adapters: also write the PEFT adapter files (core/model/adapters.ts) */
+  adapter_files?: boolean;
 }
 
 /** The repo id a `hub` publisher of this recipe will upload to (for the card's usage lines). */
@@ -110,7 +115,11 @@ export async function writeModelFolder(ctx: RunContext, dest: string, opts: Loca
     // (+ the plugin modules the model needs that nanovlm-ts does not include, relative to `dest`)
     const section = await effectiveModelSection(ctx);
     const plugins = recordPlugins(section, ctx.registry, dest);
-    await saveCheckpoint(ctx.model, tmp, { model: section, plugins });
+    await saveCheckpoint(ctx.model, tmp, { model: section, plugins }); // with model.adapters: merged
+    if (opts.adapter_files) {
+      if (ctx.model.adapters.length) await saveAdapterFiles(ctx.model, tmp, typeof section.from === 'string' ? section.from : null);
+      else ctx.log.warn(`${opts.yamlPath ?? 'publish'}.adapter_files: the model has no adapters (model.adapters), so no adapter file was written`);
+    }
 
     // tokenizer files (names checked: a tokenizer plugin cannot write outside the folder)
     for (const [name, content] of Object.entries(ctx.tokenizer?.files() ?? {})) {
@@ -184,6 +193,7 @@ export default definePlugin({
       license: { type: 'string', minLength: 1, description: 'License in the model card (default: publish.license).' },
       tags: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Extra tags for the model card.' },
       description: { type: 'string', description: 'Replaces the first paragraph of the model card.' },
+      adapter_files: { type: 'boolean', default: false, description: 'With model.adapters (LoRA): also write the adapters unmerged as PEFT files, adapter_config.json + adapter_model.safetensors (PEFT key names), beside the merged model.safetensors.' },
     },
   } as const,
   create(options, context) {

@@ -30,6 +30,7 @@ import { toHost } from '../../core/host.ts';
 import { stepTokens, trainStep } from '../../core/train/step.ts';
 import { meanTokenLoss } from '../../core/train/eval-loss.ts';
 import { saveCheckpoint, loadWeights, recordPlugins } from '../../core/weights/model-folder.ts';
+import { loadAdapterWeights, saveAdapterFiles } from '../../core/model/adapters.ts';
 import { writeSamples } from '../../core/train/samples.ts';
 import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 import { isAllFinite, nonFiniteGrads } from '../../core/train/grads.ts';
@@ -144,6 +145,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       keep: opt.keep_checkpoints,
       writeModel: async (dir) => {
         await saveCheckpoint(model, dir, { model: ctx.recipe.model, plugins: recordPlugins(ctx.recipe.model, ctx.registry, dir) });
+        if (model.adapters.length) await saveAdapterFiles(model, dir, ctx.recipe.model?.from ?? null); // what --resume loads
         for (const [name, contents] of Object.entries(ctx.tokenizer!.files())) writeFileSync(join(dir, name), contents);
       },
     });
@@ -313,7 +315,11 @@ function resume(ctx: RunContext, model: VisionLanguageModel, optimizer: Optimize
   const damaged: string[] = [];
   for (const found of candidates) {
     try {
-      loadWeights(model, found.folder);
+      // with model.adapters the checkpoint's model.safetensors holds the merged weights; the base
+      // weights are frozen (the recipe's model.from gave them again) and the adapters come from
+      // their own file (core/model/adapters.ts)
+      if (model.adapters.length) loadAdapterWeights(model, found.folder);
+      else loadWeights(model, found.folder);
       loadOptimizerState(found.folder, optimizer);
     } catch (e) {
       damaged.push(`${found.folder}: ${(e as Error).message}`);

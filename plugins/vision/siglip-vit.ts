@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { PluginContext, VisionEncoder } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
-import { attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from 'nanovlm-ts/plugin-api';
+import { adaptedLinear, attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from 'nanovlm-ts/plugin-api';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
 import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
@@ -113,6 +113,12 @@ export class SiglipViT implements VisionEncoder {
     return this.params.get(name) as unknown as T;
   }
 
+  /** the linear layers (model.adapters targets): qkv, out of the attention and fc1, fc2 of the MLP of each block */
+  linearLayers(): string[] {
+    const names = ['attn.qkv_proj', 'attn.out_proj', 'mlp.fc1', 'mlp.fc2'];
+    return Array.from({ length: this.cfg.n_blocks }, (_, i) => names.map((n) => `blocks.${i}.${n}`)).flat();
+  }
+
   /** Conv2d(3, D, kernel=stride=P) as patchify + linear; [B, 3, S, S] -> [B, N, D], patches row-major */
   private patchEmbedding(images: tf.Tensor4D): tf.Tensor3D {
     const { patch_size: P, hidden_dim: D } = this.cfg;
@@ -133,19 +139,19 @@ export class SiglipViT implements VisionEncoder {
   }
 
   private block(x: tf.Tensor3D, i: number, training: boolean): tf.Tensor3D {
-    const b = `blocks.${i}.`;
+    const b = `blocks.${i}.`; // Linear layers: adaptedLinear adds the adapter of model.adapters, if any
     const { hidden_dim: D, n_heads: H, ln_eps: eps, dropout } = this.cfg;
     // attention: qkv [B, T, 3D] split as [q | k | v], heads contiguous hd slices
     const h = layerNorm(x, this.p(b + 'ln1.weight'), this.p(b + 'ln1.bias'), eps);
-    const qkv = linear(h, this.p<tf.Tensor2D>(b + 'attn.qkv_proj.weight'), this.p(b + 'attn.qkv_proj.bias'));
+    const qkv = adaptedLinear(this, b + 'attn.qkv_proj', h, this.p<tf.Tensor2D>(b + 'attn.qkv_proj.weight'), this.p(b + 'attn.qkv_proj.bias'));
     const [q, k, v] = tf.split(qkv, [D, D, D], 2).map((t) => splitHeads(t, H)); // [B, H, T, hd]
     let y: tf.Tensor = mergeHeads(attention(q, k, v, { dropout, training })); // [B, T, D]
-    y = linear(y, this.p<tf.Tensor2D>(b + 'attn.out_proj.weight'), this.p(b + 'attn.out_proj.bias'));
+    y = adaptedLinear(this, b + 'attn.out_proj', y, this.p<tf.Tensor2D>(b + 'attn.out_proj.weight'), this.p(b + 'attn.out_proj.bias'));
     x = tf.add(x, maybeDropout(y, dropout, training)) as tf.Tensor3D;
     // MLP
     const h2 = layerNorm(x, this.p(b + 'ln2.weight'), this.p(b + 'ln2.bias'), eps);
-    let m = geluTanh(linear(h2, this.p<tf.Tensor2D>(b + 'mlp.fc1.weight'), this.p(b + 'mlp.fc1.bias'))); // [B, T, inter]
-    m = linear(m, this.p<tf.Tensor2D>(b + 'mlp.fc2.weight'), this.p(b + 'mlp.fc2.bias')); // [B, T, D]
+    let m = geluTanh(adaptedLinear(this, b + 'mlp.fc1', h2, this.p<tf.Tensor2D>(b + 'mlp.fc1.weight'), this.p(b + 'mlp.fc1.bias'))); // [B, T, inter]
+    m = adaptedLinear(this, b + 'mlp.fc2', m, this.p<tf.Tensor2D>(b + 'mlp.fc2.weight'), this.p(b + 'mlp.fc2.bias')); // [B, T, D]
     return tf.add(x, maybeDropout(m, dropout, training)) as tf.Tensor3D;
   }
 

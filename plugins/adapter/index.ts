@@ -1,0 +1,3 @@
+import lora from './lora.ts';
+
+export default [lora];
