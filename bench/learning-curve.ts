@@ -69,7 +69,7 @@ async function evaluate() {
   const tot = Object.values(per).reduce((a, b) => [a[0] + b[0], a[1] + b[1]], [0, 0]);
   return { acc: +(tot[0] / tot[1]).toFixed(3), ...Object.fromEntries(Object.entries(per).map(([c, [a, n]]) => [c, +(a / n).toFixed(2)])) };
 }
-const total = opt.max_steps ?? Math.floor((await loader.batchesPerEpoch()) * (opt.epochs ?? 1));
+const total = opt.max_steps ?? Math.floor((await loader.batchesPerEpoch())! * (opt.epochs ?? 1)); // no packing here: a known number
 let step = 0;
 const t0 = Date.now();
 let lossAvg = 0;

@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from './errors.ts';
-import { applyVLMConfig } from './model/config.ts';
+import { applyVLMConfig, NEWER_NANOVLM_FIELDS } from './model/config.ts';
+import { usePlaceholderTokens } from './model/image-placeholders.ts';
 import { resolveSource } from './hub/index.ts';
 import { VisionLanguageModel } from './model/vlm.ts';
 import { attachAdapters } from './model/adapters.ts';
@@ -77,6 +78,18 @@ export async function buildComponents(recipe: Record<string, any>, registry: Reg
     throw e;
   }
   const imageProcessor = await create('image-processor', 'image_processor');
+  // model.image_tokens: prefix (v0.1) or placeholders (HEAD; null: what a model.from checkpoint is)
+  const headCheckpoint = folder ? 'vlm_extra_tokens' in readCheckpointConfig(folder) : false;
+  const placeholders = m.image_tokens === 'placeholders' || (m.image_tokens == null && headCheckpoint);
+  if (!placeholders) model.imageTokenId = null;
+  else if (model.imageTokenId === null || m.image_tokens === 'placeholders') {
+    try {
+      usePlaceholderTokens(model, tokenizer, headFields(registry, m.image_processor));
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
   return { model, tokenizer, imageProcessor };
 }
 
@@ -96,6 +109,14 @@ export async function buildOptimizer(
   const optimizer = await registry.create('optimizer', recipe.optimizer, { ...base, yamlPath: 'optimizer' });
   const schedule = recipe.schedule ? await registry.create('schedule', recipe.schedule, { ...base, yamlPath: 'schedule' }) : undefined;
   return { optimizer, schedule };
+}
+
+/** nanoVLM HEAD VLMConfig fields that the image processor's plugin maps (Plugin.nanovlm.config), from its recipe entry */
+function headFields(registry: RegistryLike, entry: { use?: string; [k: string]: unknown } | undefined): Record<string, unknown> {
+  const map = entry?.use ? registry.plugin('image-processor', entry.use)?.nanovlm?.config : undefined;
+  const out: Record<string, unknown> = {};
+  for (const [field, option] of Object.entries(map ?? {})) if ((NEWER_NANOVLM_FIELDS as readonly string[]).includes(field) && entry![option] !== undefined) out[field] = entry![option];
+  return out;
 }
 
 /** the config.json of a checkpoint folder */

@@ -215,6 +215,41 @@ export function attentionBias(Tq: number, Tk: number, padMask: tf.Tensor2D | nul
   return bias as tf.Tensor4D;
 }
 
+/**
+ * Packed rows with a block-diagonal mask (not in nanoVLM): keys of another sample get finfo.min
+ * (padding keys, segment 0, have theirs from the attention mask).
+ *   segments [B, T] (1, 2, ... per sample; 0 = padding or separator) -> bias [B, 1, T, T], added to
+ *   attentionBias (causal + padding). Built on the host: segment ids are small.
+ */
+export function segmentBias(segments: ArrayLike<number>, B: number, T: number): tf.Tensor4D {
+  const out = new Float32Array(B * T * T);
+  for (let b = 0; b < B; b++)
+    for (let q = 0; q < T; q++) {
+      const sq = segments[b * T + q];
+      const row = (b * T + q) * T;
+      if (sq === 0) continue; // a padded query row: attentionBias alone (it is zeroed after attention)
+      for (let k = 0; k < T; k++) {
+        const sk = segments[b * T + k];
+        if (sk !== 0 && sk !== sq) out[row + k] = FLOAT32_MIN; // padded keys already carry finfo.min (twice would be -inf)
+      }
+    }
+  return tf.tensor4d(out, [B, 1, T, T]);
+}
+
+/** RoPE position ids that restart at 0 for each sample of a packed row: segments [B, T] -> [B * T] (0 on padding). */
+export function segmentPositions(segments: ArrayLike<number>, B: number, T: number): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < B; b++) {
+    let start = 0;
+    for (let t = 0; t < T; t++) {
+      const s = segments[b * T + t];
+      if (t === 0 || s !== segments[b * T + t - 1]) start = t;
+      out.push(s === 0 ? 0 : t - start);
+    }
+  }
+  return out;
+}
+
 /** Dropout when training and p > 0, identity otherwise. */
 export function maybeDropout(x: tf.Tensor, p: number, training: boolean | undefined): tf.Tensor {
   return training && p > 0 ? tf.dropout(x, p) : x;

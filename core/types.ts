@@ -105,7 +105,7 @@ export interface Decoder extends Module {
    * With a cache, positions continue from cache.length and the new keys/values are appended.
    * `checkpoint`: recompute each block in the backward pass (core/train/activation-checkpointing.ts).
    */
-  forward(x: tf.Tensor3D, opts?: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean }): tf.Tensor3D;
+  forward(x: tf.Tensor3D, opts?: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean; segments?: Int32Array | null }): tf.Tensor3D;
   /** hidden [B, T, C] -> logits [B, T, V] (tied to the embedding when configured) */
   head(hidden: tf.Tensor3D): tf.Tensor3D;
   newCache(batchSize: number): KVCache;
@@ -123,6 +123,12 @@ export interface Decoder extends Module {
    * host-memory backends (wasm, cpu) when present.
    */
   decodeNext?(ids: Int32Array, cache: KVCache, mask: Int32Array | null): Float32Array;
+  /**
+   * True when forward() honours `segments` [B, T] (host, no cache): packed rows with a block-diagonal
+   * mask, each sample attending only to itself with positions from 0 (train.packing.attention:
+   * block-diagonal). Absent: the train stage refuses that option.
+   */
+  readonly segmentMasks?: boolean;
   /** Rotary embedding tables cos, sin [T, hd] for the given positions (nanoVLM's rotary_embd), for `vlm compare`. */
   ropeTables?(positions: number[]): { cos: Float32Array; sin: Float32Array };
 }
@@ -149,6 +155,13 @@ export interface Sample {
   target?: string;
   /** set by a dataset that could not fill the sample (e.g. "image file not found: a.png"): the loader skips and counts it */
   problem?: string;
+  /**
+   * every image of the sample, in order (nanoVLM HEAD's multi-image samples, e.g. the_cauldron's
+   * `images`); absent: [image]. Read by the chat data path only (model.image_tokens: placeholders).
+   */
+  images?: Uint8Array[];
+  /** every turn of a conversation (HEAD: all of the_cauldron's `texts`); absent: one turn, question -> target ?? answer */
+  turns?: { user: string; assistant: string }[];
   /** the raw columns of the row, for benchmark tasks whose scoring needs more than the fields above (e.g. TextVQA's 10 answers) */
   fields?: Record<string, unknown>;
 }
@@ -201,6 +214,17 @@ export interface HostBatch {
   targets: Int32Array; // [B, T], -100 = ignored
   /** ids of the samples in this batch */
   sampleIds: string[];
+  /**
+   * nanoVLM HEAD's batches (image tokens as placeholders): `images` holds this many tiles
+   * [N, 3, S, S] of the whole batch in text order (N = 0: no vision encoder); absent: one image per row.
+   */
+  imageCount?: number;
+  /**
+   * packed rows with a block-diagonal mask (train.packing.attention: block-diagonal): [B, T] the
+   * sample each position belongs to (1, 2, ... within its row; 0 = padding / separator). A position
+   * attends only to earlier positions of its own sample and its RoPE position restarts at 0 per sample.
+   */
+  segmentIds?: Int32Array;
 }
 
 // ---- optimisation ------------------------------------------------------------------------------

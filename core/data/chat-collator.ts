@@ -19,6 +19,8 @@ export interface ChatSample {
   tileCount: number;
   /** images of the sample (each gives one or more tiles) */
   imageCount: number;
+  /** a packed sample: the lengths of the samples it holds, each ending with its separator (packSamples) */
+  segments?: number[];
 }
 
 export interface ChatBatch extends HostBatch {
@@ -30,7 +32,11 @@ export interface ChatBatch extends HostBatch {
   dropped: string[];
 }
 
-export function collateChat(samples: ChatSample[], opts: { maxLength: number; padTokenId: number; imageSize: number }): ChatBatch {
+/**
+ * `blockDiagonal` (train.packing.attention: block-diagonal): also the batch's segmentIds, 1, 2, ...
+ * for the samples of each row (a row that is not packed is one sample), 0 on padding and separators.
+ */
+export function collateChat(samples: ChatSample[], opts: { maxLength: number; padTokenId: number; imageSize: number; blockDiagonal?: boolean }): ChatBatch {
   const T = opts.maxLength;
   const px = 3 * opts.imageSize * opts.imageSize;
   const kept = samples.filter((s) => s.inputIds.length <= T);
@@ -41,6 +47,7 @@ export function collateChat(samples: ChatSample[], opts: { maxLength: number; pa
   const attentionMask = new Int32Array(B * T);
   const targets = new Int32Array(B * T).fill(IGNORE);
   const images = new Float32Array(N * px);
+  const segmentIds = opts.blockDiagonal ? new Int32Array(B * T) : undefined;
   let tile = 0;
   kept.forEach((s, b) => {
     if (s.tiles.length !== s.tileCount * px) throw new Error(`sample ${s.id}: ${s.tiles.length} pixel values for ${s.tileCount} tiles of 3x${opts.imageSize}x${opts.imageSize}`);
@@ -50,6 +57,13 @@ export function collateChat(samples: ChatSample[], opts: { maxLength: number; pa
     targets.set(s.labels, first);
     if (s.attentionMask) attentionMask.set(s.attentionMask, first);
     else attentionMask.fill(1, first, (b + 1) * T);
+    if (segmentIds) {
+      let at = first;
+      (s.segments ?? [s.inputIds.length]).forEach((len, k) => {
+        segmentIds.fill(k + 1, at, at + len - (s.segments ? 1 : 0)); // the separator (last of a packed segment) stays 0
+        at += len;
+      });
+    }
     images.set(s.tiles, tile * px);
     tile += s.tileCount;
   });
@@ -66,5 +80,6 @@ export function collateChat(samples: ChatSample[], opts: { maxLength: number; pa
     tilesPerSample: kept.map((s) => s.tileCount),
     imagesPerSample: kept.map((s) => s.imageCount),
     dropped,
+    ...(segmentIds ? { segmentIds } : {}),
   };
 }

@@ -85,12 +85,16 @@ export function countTargets(targets: Int32Array): number {
   return n;
 }
 
-/** HostBatch -> tensors for one step (call inside tf.tidy, or dispose them). */
-export function toTensors(h: HostBatch): { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D; targets: tf.Tensor2D } {
+/**
+ * HostBatch -> tensors for one step (call inside tf.tidy, or dispose them). `segmentIds` (packed rows
+ * with a block-diagonal mask) stays a host array: the decoder builds its mask and positions from it.
+ */
+export function toTensors(h: HostBatch): { images: tf.Tensor4D; inputIds: tf.Tensor2D; attentionMask: tf.Tensor2D; targets: tf.Tensor2D; segmentIds?: Int32Array } {
   return {
-    images: tf.tensor4d(h.images, [h.batchSize, 3, h.imageSize, h.imageSize]), // [B, 3, S, S]
+    images: tf.tensor4d(h.images, [h.imageCount ?? h.batchSize, 3, h.imageSize, h.imageSize]), // [B, 3, S, S] (HEAD: every tile [N, 3, S, S])
     inputIds: tf.tensor2d(h.inputIds, [h.batchSize, h.seqLen], 'int32'), // [B, T]
     attentionMask: tf.tensor2d(h.attentionMask, [h.batchSize, h.seqLen], 'int32'), // [B, T]
     targets: tf.tensor2d(h.targets, [h.batchSize, h.seqLen], 'int32'), // [B, T], -100 ignored
+    ...(h.segmentIds ? { segmentIds: h.segmentIds } : {}),
   };
 }

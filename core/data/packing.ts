@@ -58,6 +58,8 @@ export function balancedGreedyKnapsack(items: PackItem[], L: number, opts: Knaps
 }
 
 export interface PackableSample {
+  /** for messages: a packed sample's id is its samples' ids joined by + */
+  id?: string;
   inputIds: number[];
   labels: number[];
   attentionMask: number[];
@@ -85,6 +87,7 @@ export function packSamples<S extends PackableSample>(samples: S[], o: PackOptio
       continue;
     }
     kept.push({
+      id: s.id,
       inputIds: [...s.inputIds, o.padTokenId],
       labels: [...s.labels, -100],
       attentionMask: [...s.attentionMask, 0],
@@ -93,6 +96,7 @@ export function packSamples<S extends PackableSample>(samples: S[], o: PackOptio
   }
   const groups = balancedGreedyKnapsack(kept.map((s) => ({ length: s.inputIds.length, images: s.images.length })), o.seqLength, o);
   const packed = groups.map((g) => ({
+    id: g.map((i) => kept[i].id ?? `#${i}`).join('+'),
     inputIds: g.flatMap((i) => kept[i].inputIds),
     labels: g.flatMap((i) => kept[i].labels),
     attentionMask: g.flatMap((i) => kept[i].attentionMask),

@@ -12,6 +12,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
 import { hostValues } from '../host.ts';
+import { NANOVLM_HEAD_EXTRA_TOKENS } from '../data/image-string.ts';
+import type { Tokenizer } from '../types.ts';
+import type { VisionLanguageModel } from './vlm.ts';
 
 /** Flat indices into [token rows (B*T) ; image rows (N*L)] for each position of [B, T]. */
 export function placeholderIndex(ids: ArrayLike<number>, imageTokenId: number, imageRows: number): Int32Array {
@@ -36,5 +39,46 @@ export function replaceImageTokens(tokenEmbd: tf.Tensor3D, inputIds: tf.Tensor2D
   return tf.tidy(() => {
     const table = tf.concat([tokenEmbd.reshape([B * T, C]), imageEmbd.reshape([rows, C])], 0); // [B*T + N*L, C]
     return tf.gather(table, tf.tensor1d(idx, 'int32')).reshape([B, T, C]) as tf.Tensor3D;
+  });
+}
+
+/**
+ * model.image_tokens: placeholders for a model built from a recipe: the `<|image|>` id comes from the
+ * tokenizer, which must hold HEAD's vlm_extra_tokens as consecutive ids after its base vocabulary
+ * (HEAD's get_tokenizer), and the VLMConfig fields HEAD saves are recorded so that the checkpoint's
+ * config.json describes this model to nanoVLM HEAD (`imageProcessorConfig`: HEAD fields the image
+ * processor's plugin maps, e.g. max_img_size).
+ */
+export function usePlaceholderTokens(model: VisionLanguageModel, tokenizer: Tokenizer, imageProcessorConfig: Record<string, unknown> = {}): void {
+  const extras = Object.entries(NANOVLM_HEAD_EXTRA_TOKENS).filter(([, t]) => tokenizer.tokenToId?.(t) !== undefined);
+  const imageId = tokenizer.tokenToId?.(NANOVLM_HEAD_EXTRA_TOKENS.image_token);
+  if (imageId === undefined || extras[0]?.[0] !== 'image_token') {
+    throw new UserError('model.image_tokens: placeholders needs a tokenizer with nanoVLM HEAD\'s image tokens (<|image|>, <|global_image|>, <row_i_col_j>)', {
+      where: { yamlPath: 'model.tokenizer' },
+      hint: "give the tokenizer HEAD's vlm_extra_tokens (e.g. the hf tokenizer's extra_special_tokens) and its chat template",
+    });
+  }
+  const base = imageId;
+  extras.forEach(([key, t], i) => {
+    if (tokenizer.tokenToId!(t) !== base + i) {
+      throw new UserError(`the tokenizer's ${t} (${key}) is id ${tokenizer.tokenToId!(t)}, but nanoVLM HEAD's extra tokens are consecutive ids after the base vocabulary (expected ${base + i})`, {
+        where: { yamlPath: 'model.tokenizer' },
+        hint: "list the extra tokens in HEAD's order (vlm_extra_tokens)",
+      });
+    }
+  });
+  if (model.decoder.vocabSize < base + extras.length) {
+    throw new UserError(`model.decoder.vocab_size ${model.decoder.vocabSize} cannot hold the tokenizer's ${base} base tokens + ${extras.length} image tokens`, {
+      where: { yamlPath: 'model.decoder.vocab_size' },
+      hint: `set vocab_size to at least ${base + extras.length} (nanoVLM HEAD: lm_base_vocab_size + extra_token_amount)`,
+    });
+  }
+  model.imageTokenId = imageId;
+  Object.assign(model.configOverrides, {
+    lm_base_vocab_size: base,
+    extra_token_amount: extras.length,
+    vlm_extra_tokens: Object.fromEntries(extras),
+    mp_image_token_length: model.numImageTokens,
+    ...imageProcessorConfig,
   });
 }

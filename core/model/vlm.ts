@@ -21,12 +21,16 @@ export interface TrainBatch {
   inputIds: tf.Tensor2D;
   attentionMask: tf.Tensor2D | null;
   targets: tf.Tensor2D;
+  /** packed rows with a block-diagonal mask: [B, T] sample ids (HostBatch.segmentIds) */
+  segmentIds?: Int32Array;
 }
 
 /** training: dropout on; checkpoint: activation checkpointing per block (train.activation_checkpointing) */
 export interface ForwardOptions {
   training?: boolean;
   checkpoint?: boolean;
+  /** packed rows with a block-diagonal mask: [B, T] sample ids on the host (0 = padding); HEAD layout only */
+  segments?: Int32Array | null;
 }
 
 export class VisionLanguageModel {
@@ -156,7 +160,8 @@ export class VisionLanguageModel {
     try {
       const x = this.inputEmbeddings(inputIds, images, opts); // [B, prefix + T, C]
       const mask = attentionMask ? this.fullMask(attentionMask, inputIds.shape[0]) : null;
-      return this.decoder.forward(x, { mask, training: opts.training, checkpoint: opts.checkpoint });
+      if (opts.segments && this.imagePrefix) throw new Error('packed segments need image tokens as placeholders (no image prefix)');
+      return this.decoder.forward(x, { mask, training: opts.training, checkpoint: opts.checkpoint, ...(opts.segments ? { segments: opts.segments } : {}) });
     } finally {
       for (const a of this.adapters) a.training = false;
     }
@@ -195,10 +200,10 @@ export class VisionLanguageModel {
     const rows: number[] = [];
     for (let i = 0; i < B * T; i++) if (targets[i] !== -100) rows.push(i);
     if (rows.length === 0) {
-      return crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true, checkpoint }), batch.targets); // NaN, as F.cross_entropy
+      return crossEntropyIgnore(this.forward(batch.inputIds, batch.images, batch.attentionMask, { training: true, checkpoint, segments: batch.segmentIds }), batch.targets); // NaN, as F.cross_entropy
     }
     return tf.tidy(() => {
-      const logits = this.logitsAt(batch.inputIds, batch.images, batch.attentionMask, rows, { training: true, checkpoint }); // [N, V]
+      const logits = this.logitsAt(batch.inputIds, batch.images, batch.attentionMask, rows, { training: true, checkpoint, segments: batch.segmentIds }); // [N, V]
       const picked = tf.gather(batch.targets.reshape([B * T]), tf.tensor1d(rows, 'int32')).reshape([1, rows.length]) as tf.Tensor2D; // [1, N]
       return crossEntropyIgnore(logits.reshape([1, rows.length, -1]) as tf.Tensor3D, picked);
     });

@@ -22,7 +22,7 @@ export async function meanTokenLoss(
     if (k === 0) continue; // every sample too long: nothing to score
     const loss = tf.tidy(() => {
       const t = toTensors(host);
-      return model.loss(model.forward(t.inputIds, t.images, t.attentionMask, { training: false }), t.targets);
+      return model.loss(model.forward(t.inputIds, t.images, t.attentionMask, { training: false, segments: t.segmentIds }), t.targets);
     });
     sum += (await loss.data())[0] * k;
     tokens += k;

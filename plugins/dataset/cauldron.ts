@@ -1,8 +1,8 @@
 // HuggingFaceM4/the_cauldron layout: `images` list<struct<bytes, path>>, `texts` list<struct<user,
 // assistant, source>>, one folder per subset. As nanoVLM v0.1's VQADataset (data/datasets.py):
 // the FIRST image and the FIRST turn of `texts` make the sample (question = user, answer =
-// assistant); train.py's split: shuffle(seed=0), optional cut-off, the last val_ratio part is
-// validation. Read row group by row group (core/data/parquet.ts).
+// assistant; nanoVLM HEAD's chat samples use every image and turn: Sample.images, Sample.turns);
+// train.py's split: shuffle(seed=0), optional cut-off, the last val_ratio part is validation. Read row group by row group (core/data/parquet.ts).
 import { datasetNameOption, shortName } from '../../core/data/name.ts';
 import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
@@ -24,12 +24,23 @@ function firstTurn(row: Record<string, any>): { user?: string; assistant?: strin
   return { user: text(turn.user), assistant: text(turn.assistant) };
 }
 
-/** one the_cauldron row -> a Sample (missing parts stay empty: the loader counts them as bad) */
+/**
+ * one the_cauldron row -> a Sample (missing parts stay empty: the loader counts them as bad). v0.1
+ * reads `image`, `question`, `answer` (the first image and turn); nanoVLM HEAD's chat samples read
+ * `images` and `turns` (every image and turn, as HEAD's VQADataset).
+ */
 export function cauldronSample(row: Record<string, any>, id: string): Sample {
-  const images = row.images;
-  const first = Array.isArray(images) ? images[0] : images;
+  const images = row.images == null ? [] : Array.isArray(row.images) ? row.images : [row.images];
+  const texts = row.texts == null ? [] : Array.isArray(row.texts) ? row.texts : [row.texts];
   const turn = firstTurn(row);
-  return { id, image: imageBytes(first), question: turn.user ?? '', answer: turn.assistant ?? '' };
+  return {
+    id,
+    image: imageBytes(images[0]),
+    question: turn.user ?? '',
+    answer: turn.assistant ?? '',
+    images: images.map(imageBytes),
+    turns: texts.map((t: any) => ({ user: text(t?.user) ?? '', assistant: text(t?.assistant) ?? '' })),
+  };
 }
 
 // distinct answers per question text among rows read together (cached per row-group span)
@@ -65,7 +76,7 @@ export function asMultipleChoice(s: Sample, rows: Record<string, any>[], seed: n
   const at = Math.floor(rand() * 4);
   choices.splice(at, 0, s.answer);
   const letter = String.fromCharCode(65 + at);
-  const out: Sample = { ...s, question: `${s.question}\n${formatOptions(choices)}`, answer: letter, choices };
+  const out: Sample = { ...s, question: `${s.question}\n${formatOptions(choices)}`, answer: letter, choices, turns: undefined }; // chat samples: the one turn of question/target
   if (target === 'letter-option') out.target = `${letter}: ${s.answer}`;
   return out;
 }

@@ -19,7 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { Decoder, KVCache, PluginContext } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
-import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, silu, splitHeads } from 'nanovlm-ts/plugin-api';
+import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, segmentBias, segmentPositions, silu, splitHeads } from 'nanovlm-ts/plugin-api';
 import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
 import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
@@ -256,7 +256,10 @@ export class LlamaDecoder implements Decoder {
   }
 
   /** LanguageModel.forward (#L234): x [B, T, C] (embedded tokens, image tokens prepended) -> hidden [B, T, C] after the final norm; `checkpoint`: activation checkpointing per block (training, no cache) */
-  forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean } = {}): tf.Tensor3D {
+  /** forward() takes `segments` (packed rows, block-diagonal mask, positions from 0 per sample) */
+  readonly segmentMasks = true;
+
+  forward(x: tf.Tensor3D, opts: { mask?: tf.Tensor2D | null; cache?: KVCache; training?: boolean; checkpoint?: boolean; segments?: Int32Array | null } = {}): tf.Tensor3D {
     const eps = this.cfg.rms_eps;
     const training = !!opts.training;
     const checkpoint = !!opts.checkpoint && training && !opts.cache;
@@ -269,7 +272,14 @@ export class LlamaDecoder implements Decoder {
     // position ids past..past+T-1 (nanoVLM: no cumsum over the mask, left padding takes positions
     // too), or per row over the kept positions only (position_ids: skip_padding; this reads the
     // [B, Ttot] mask on the host, as the RoPE tables are host-built: one small read per forward)
-    const rowPositions = this.cfg.position_ids === 'skip_padding' && opts.mask ? keptPositions(hostValues(opts.mask, 'decoder mask') as Float32Array | Int32Array, B, Ttot, past) : null;
+    // (segments: packed rows with a block-diagonal mask, positions restart at 0 for each sample)
+    const segments = opts.segments ?? null;
+    if (segments && (cache || segments.length !== B * T)) throw new Error(`decoder segments: ${segments.length} ids for [${B}, ${T}]${cache ? ' with a cache' : ''} (expected [B, T], no cache)`);
+    const rowPositions = segments
+      ? segmentPositions(segments, B, T)
+      : this.cfg.position_ids === 'skip_padding' && opts.mask
+        ? keptPositions(hostValues(opts.mask, 'decoder mask') as Float32Array | Int32Array, B, Ttot, past)
+        : null;
     const rope = rowPositions ? ropeCosSin(this.cfg, rowPositions) : ropeCosSin(this.cfg, Array.from({ length: T }, (_, i) => past + i));
     const ropeRows = rowPositions ? B : 1; // cos, sin [ropeRows, 1, T, hd]
     const linears = cache ? this.fastPath().linears(rope, T, ropeRows) : this.plainLinears(rope, T, ropeRows, checkpoint);
@@ -281,7 +291,8 @@ export class LlamaDecoder implements Decoder {
       throw new Error(`decoder mask has shape [${opts.mask.shape}], expected [${B}, ${Ttot}] (cache ${past} + ${T} new)`);
     }
     // one query at the last position and no padding: nothing to mask (the bias would be all zeros)
-    const bias = T === 1 && !opts.mask ? null : attentionBias(T, Ttot, opts.mask ?? null);
+    let bias = T === 1 && !opts.mask ? null : attentionBias(T, Ttot, opts.mask ?? null);
+    if (segments) bias = tf.add(bias!, segmentBias(segments, B, T)) as tf.Tensor4D; // + finfo.min between samples of a packed row [B, 1, T, T]
     if (opts.mask) keepQuery = tf.notEqual(opts.mask.slice([0, past], [B, T]), 0).toFloat().reshape([B, 1, T, 1]);
     if (checkpoint) [bias, keepQuery].forEach(keepForRecompute); // read again when the blocks are recomputed
 

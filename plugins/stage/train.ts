@@ -24,7 +24,8 @@ import { definePlugin, type RecipeProblem } from 'nanovlm-ts/plugin-api';
 import { buildOptimizer } from '../../core/build.ts';
 import { UserError } from 'nanovlm-ts/plugin-api';
 import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from 'nanovlm-ts/plugin-api';
-import { BatchLoader } from '../../core/data/loader.ts';
+import { BatchLoader, type LoaderPacking } from '../../core/data/loader.ts';
+import type { ChatDataOptions } from '../../core/data/chat.ts';
 import { toTensors } from '../../core/data/collator.ts';
 import { toHost } from '../../core/host.ts';
 import { stepTokens, trainStep } from '../../core/train/step.ts';
@@ -62,6 +63,8 @@ export interface TrainOptions {
   log_every: number;
   bad_sample_ratio: number;
   prefetch: number;
+  max_images_per_example: number;
+  packing: { attention: 'nanovlm' | 'block-diagonal'; max_sample_length: number; max_images_per_knapsack: number | null; buffer_sequences: number | null } | null;
 }
 const DEFAULTS: TrainOptions = {
   batch_size: 8,
@@ -78,6 +81,8 @@ const DEFAULTS: TrainOptions = {
   log_every: 10,
   bad_sample_ratio: 0.01,
   prefetch: 2,
+  max_images_per_example: 4,
+  packing: null,
 };
 
 // ---- the loop ------------------------------------------------------------------------------------
@@ -93,8 +98,10 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
   // Optimizer (parameter groups, frozen modules) and learning-rate schedule, by name from the recipe.
   const { optimizer, schedule } = await buildOptimizer(ctx.recipe, ctx.registry, ctx, model, ctx.tokenizer);
 
-  // Data: seeded, mixed, prefetched; an epoch yields micro-batches of batch_size.
+  // Data: seeded, mixed, prefetched; an epoch yields micro-batches of batch_size. A model with image
+  // tokens as placeholders trains on nanoVLM HEAD's chat samples, packed with train.packing.
   const loader = new BatchLoader({
+    ...dataFormat(model, opt),
     datasets: ctx.datasets.train,
     tokenizer: ctx.tokenizer,
     imageProcessor: ctx.imageProcessor,
@@ -107,14 +114,16 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
     badSampleRatio: opt.bad_sample_ratio,
     log: ctx.log,
   });
-  const microPerEpoch = await loader.batchesPerEpoch();
-  const stepsPerEpoch = Math.floor(microPerEpoch / opt.grad_accum);
-  if (stepsPerEpoch < 1)
+  const microPerEpoch = await loader.batchesPerEpoch(); // null with packing: known only by packing (train.max_steps is required)
+  const stepsPerEpoch = microPerEpoch === null ? null : Math.floor(microPerEpoch / opt.grad_accum);
+  if (stepsPerEpoch !== null && stepsPerEpoch < 1)
     throw new UserError(`the training data makes no full step: ${microPerEpoch} batches of ${opt.batch_size} per epoch, grad_accum ${opt.grad_accum}`, {
       where: { yamlPath: 'train.batch_size' },
       hint: 'use more data or a smaller batch_size / grad_accum',
     });
-  const totalSteps = opt.max_steps ?? stepsPerEpoch * opt.epochs;
+  if (stepsPerEpoch === null && !opt.max_steps)
+    throw new UserError('train.packing needs train.max_steps (the number of packed batches of an epoch is known only by packing)', { where: { yamlPath: 'train.max_steps' }, hint: 'set train.max_steps (nanoVLM HEAD trains by steps too)' });
+  const totalSteps = opt.max_steps ?? stepsPerEpoch! * opt.epochs;
   // with max_steps, epochs repeat until that many steps are done; else exactly `epochs` epochs
   const epochs = opt.max_steps ? Infinity : opt.epochs;
 
@@ -156,7 +165,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
   };
 
   ctx.log.info(
-    `training ${totalSteps} steps (${stepsPerEpoch} steps per epoch; batch ${opt.batch_size} x accumulation ${opt.grad_accum}), ` +
+    `training ${totalSteps} steps (${stepsPerEpoch ?? 'packed, unknown'} steps per epoch; batch ${opt.batch_size} x accumulation ${opt.grad_accum}), ` +
       `groups ${optimizer.groups.map((g) => `${g.name}: ${g.params.length} params @ lr ${g.lr}`).join(', ')}` +
       (st.step ? `; resuming at step ${st.step}` : ''),
   );
@@ -165,7 +174,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
   const memory = { ...trainingMemory(model, optimizer, { batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing, backend: tf.getBackend(), clipping: !!opt.max_grad_norm }), batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing };
   ctx.log.info(`memory of one step, estimated: ${describeEstimate(memory.estimate)}${memory.limit ? ` (limit ${formatBytes(memory.limit)})` : ''}`);
   if (!memory.fits) throw outOfMemoryError('not starting training', memory.estimate, { ...memory, backend: tf.getBackend(), limit: memory.limit! });
-  const imageTokens = model.numImageTokens;
+  const imageTokens = model.imagePrefix; // image tokens outside the attention mask (v0.1's prefix; HEAD's are in the text)
   let stepMsAvg = 0;
   let lastReport = 0;
   let lastSaved = st.step;
@@ -218,7 +227,7 @@ export async function train(ctx: RunContext, report: (line: string) => void): Pr
       st.tokens += tokens;
       st.train_seconds = (Date.now() - t0) / 1000;
       losses.push({ step: st.step, value: loss });
-      const record = { type: 'train', step: st.step, epoch, loss, grad_norm: gradNorm, lr: Object.fromEntries(optimizer.groups.map((g, i) => [g.name, lrs[i]])), tokens, tokens_per_s: (tokens / stepMs) * 1000, data_wait_ms: waitMs, step_ms: stepMs };
+      const record = { type: 'train', step: st.step, epoch, loss, grad_norm: gradNorm, lr: Object.fromEntries(optimizer.groups.map((g, i) => [g.name, lrs[i]])), tokens, tokens_per_s: (tokens / stepMs) * 1000, padding: paddingFraction(micro), data_wait_ms: waitMs, step_ms: stepMs };
       ctx.metrics(record);
       const line = `step ${st.step}/${totalSteps} · loss ${loss.toFixed(4)} · lr ${lrs[0].toExponential(2)} · ${Math.round(record.tokens_per_s)} tok/s · data wait ${Math.round(waitMs)} ms · ETA ${eta(((totalSteps - st.step) * stepMsAvg) / 1000)}`;
       if (Date.now() - lastReport >= 1000 || st.step >= totalSteps) {
@@ -340,6 +349,7 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
   if (ctx.datasets.val.length) {
     report('eval: validation loss');
     const loader = new BatchLoader({
+      ...dataFormat(model, opt),
       datasets: ctx.datasets.val,
       tokenizer: ctx.tokenizer!,
       imageProcessor: ctx.imageProcessor!,
@@ -369,6 +379,39 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
   }
   for (const r of results) for (const [k, v] of Object.entries(r.metrics)) metrics[`${r.evaluator}/${r.dataset}/${k}`] = v;
   return { metrics, results };
+}
+
+/**
+ * The loader's data format for `model`: v0.1's samples, or (image tokens as placeholders) nanoVLM
+ * HEAD's chat samples, packed with train.packing (HEAD's ConstantLengthDataset; block-diagonal needs
+ * a decoder that takes segments).
+ */
+function dataFormat(model: VisionLanguageModel, opt: TrainOptions): { chat: ChatDataOptions | null; packing: LoaderPacking | null } {
+  if (model.imageTokenId === null) {
+    if (opt.packing) throw new UserError('train.packing packs chat samples, which need a model with image tokens as placeholders', { where: { yamlPath: 'train.packing' }, hint: 'set model.image_tokens: placeholders (nanoVLM HEAD), or train.packing: null' });
+    return { chat: null, packing: null };
+  }
+  const chat = { imageTokenLength: model.numImageTokens, maxImagesPerExample: opt.max_images_per_example };
+  const p = opt.packing;
+  if (!p) return { chat, packing: null };
+  const attention = p.attention ?? 'nanovlm';
+  if (attention === 'block-diagonal' && !model.decoder.segmentMasks)
+    throw new UserError('train.packing.attention: block-diagonal needs a decoder that takes per-sample segments (Decoder.segmentMasks)', { where: { yamlPath: 'train.packing.attention' }, hint: 'use attention: nanovlm, or a decoder plugin with segment masks (llama)' });
+  return {
+    chat,
+    packing: { attention, maxSampleLength: p.max_sample_length ?? 4096, maxImagesPerKnapsack: p.max_images_per_knapsack === undefined ? 18 : p.max_images_per_knapsack, bufferSequences: p.buffer_sequences ?? 4 * opt.batch_size },
+  };
+}
+
+/** share of the step's [B, T] positions that are padding (attention mask 0) */
+export function paddingFraction(micro: HostBatch[]): number {
+  let pad = 0;
+  let all = 0;
+  for (const b of micro) {
+    all += b.attentionMask.length;
+    for (const m of b.attentionMask) if (m === 0) pad++;
+  }
+  return all ? pad / all : 0;
 }
 
 /** best_metric: "val_loss", a full key "multiple-choice/shapes-test/accuracy", or a unique suffix "accuracy" */

@@ -12,9 +12,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../../../core/errors.ts';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import sharp from 'sharp';
-import { DATA, needsShared } from '../../helpers/shared.ts';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { needsShared } from '../../helpers/shared.ts';
 import { createRegistry } from '../../../core/registry.ts';
 import { loadModel } from '../../../core/load-model.ts';
 import { prepareChatPrompts } from '../../../core/chat-prompts.ts';
@@ -34,12 +33,12 @@ import { placeholderIndex, replaceImageTokens } from '../../../core/model/image-
 import { crossEntropyIgnore } from '../../../core/ops.ts';
 import { errors } from '../../../core/commands/compare.ts';
 import { setup, silentLog } from '../../helpers/model.ts';
+import { headTinyPng, writeHeadTinyTokenizer } from '../../helpers/head-tiny.ts';
 
 const HEAD = join(import.meta.dirname, 'fixtures', 'head-tiny');
 const cfg = JSON.parse(readFileSync(join(HEAD, 'config.json'), 'utf8'));
 const tokenization = JSON.parse(readFileSync(join(HEAD, 'tokenization.json'), 'utf8'));
 const IMAGE_TOKEN = tokenization.extra_token_ids['<|image|>'] as number;
-const SMOLLM2 = join(DATA, 'tokenizers', 'smollm2');
 const tmp = mkdtempSync(join(tmpdir(), 'head-test-'));
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -159,35 +158,16 @@ test('nanoVLM HEAD parity, pieces: vision, projector, placeholder scatter, decod
   assert.equal(tf.memory().numTensors, before);
 });
 
-/**
- * A HEAD model folder as a user has it: the fixture's config.json and weights, plus the tokenizer
- * its vocabulary was made with: SmolLM2's truncated to lm_base_vocab_size ids (the reference
- * script's stand-in rule: merges whose parts and result are kept) and SmolLM2-Instruct's config.
- */
+/** A HEAD model folder as a user has it: the fixture's config.json and weights + its tokenizer (test/helpers/head-tiny.ts). */
 function headFolder(): string {
   const d = join(tmp, 'head-folder');
-  if (existsSync(d)) return d;
-  mkdirSync(d, { recursive: true });
+  if (existsSync(join(d, 'config.json'))) return d;
+  writeHeadTinyTokenizer(d);
   for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(HEAD, f), join(d, f));
-  const base = cfg.lm_base_vocab_size as number;
-  const tj = JSON.parse(readFileSync(join(SMOLLM2, 'tokenizer.json'), 'utf8'));
-  const vocab = Object.fromEntries(Object.entries(tj.model.vocab as Record<string, number>).filter(([, id]) => id < base));
-  tj.model.vocab = vocab;
-  tj.model.merges = (tj.model.merges as string[]).filter((m) => {
-    const [a, b] = m.split(' ');
-    return a + b in vocab && a in vocab && b in vocab;
-  });
-  tj.added_tokens = (tj.added_tokens as { id: number }[]).filter((t) => t.id < base);
-  writeFileSync(join(d, 'tokenizer.json'), JSON.stringify(tj));
-  copyFileSync(join(SMOLLM2, 'instruct', 'tokenizer_config.json'), join(d, 'tokenizer_config.json'));
   return d;
 }
 
-async function png(k: number): Promise<Uint8Array> {
-  const t = readSafetensors(join(HEAD, 'inputs.safetensors')).tensors.get(`raw_image.${k}`)!;
-  const [H, W] = t.shape;
-  return new Uint8Array(await sharp(Uint8Array.from(t.data as Int32Array), { raw: { width: W, height: H, channels: 3 } }).png().toBuffer());
-}
+const png = headTinyPng;
 
 const withTokenizer = needsShared('data', 'tokenizers', 'smollm2', 'tokenizer.json');
 
