@@ -26,3 +26,5 @@ export * from './hub/backbone.ts';
 // training support a model plugin uses: activation checkpointing per block; host reads of tensors
 export * from './train/activation-checkpointing.ts';
 export { hostValues, toHost } from './host.ts';
+// native addon functions called directly (wasm backend with native/blas.cc built; null / false otherwise: run the tfjs path)
+export { adamwUpdateNative, matMulRowsNative, sumSquaresNative, nativeOptimizerActive, type AdamWStepScalars } from './kernels/native-direct.ts';

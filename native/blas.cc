@@ -14,6 +14,17 @@
 //        C [rows, N] += bias (size N: per column, size 1: scalar; biasOffset < 0: none), then the
 //        activation in place (tfjs _FusedMatMul codes: 0 linear, 1 relu, 2 relu6, 4 leakyrelu,
 //        5 sigmoid, 6 elu).
+//   adamw(p, g, m, v, out, decay, beta1, beta2, bc2Sqrt, eps, stepSize)
+//        one AdamW step (torch 1.13 _single_tensor_adamw, each operation rounded to float32 in the
+//        order of plugins/optimizer/adamw.ts): m, v updated in place, the new parameter written to
+//        out (which may be p). Every argument a Float32Array of the same length: views over the
+//        wasm heap or host arrays (adamw host_state).
+//   matmulArrays(x, w, y, rows, K, N)
+//        y [rows, N] = x [rows, K] w [K, N], row-major Float32Arrays (heap views or host arrays):
+//        generation's one-token products (plugins/decoder/llama-decode.ts) without a tfjs kernel
+//        call; the same BLAS routine as gemm for that product (sgemv for one row), so the same values.
+//   sumSquares([a_0, a_1, ...]) -> Float64Array of sum(a_i^2) (double accumulation): the
+//        gradient norm of core/train/grads.ts.
 //   setThreads(n), threads(), info() -> { library, corename, config }
 #define NAPI_VERSION 8
 #define NAPI_DISABLE_CPP_EXCEPTIONS
@@ -152,6 +163,95 @@ Napi::Value BiasActivation(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The data of a Float32Array (a view over the heap or a host array) and its length.
+bool Floats(const Napi::Env& env, const Napi::Value& v, const char* name, float** data, size_t* n) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    return Fail(env, std::string(name) + " must be a Float32Array");
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  *data = a.Data();
+  *n = a.ElementLength();
+  return true;
+}
+
+// p <- p * decay - stepSize * m' / (sqrt(v') / bc2Sqrt + eps), m' = b1 m + (1 - b1) g,
+// v' = b2 v + (1 - b2) g^2: plugins/optimizer/adamw-host.ts's loop, the same float32 constants and
+// the same rounding after every operation (no FMA contraction: -ffp-contract=off), so the result
+// is bit-identical to the tfjs kernels' chain. Elementwise, so out may alias p.
+void AdamWLoop(const float* p, const float* g, float* m, float* v, float* out, size_t n, float decay, float b1, float ob1,
+               float b2, float ob2, float bc2, float eps, float stepSize) {
+  for (size_t i = 0; i < n; i++) {
+    const float gi = g[i];
+    const float mi = m[i] * b1 + gi * ob1;
+    const float vi = v[i] * b2 + (gi * gi) * ob2;
+    m[i] = mi;
+    v[i] = vi;
+    const float denom = std::sqrt(vi) / bc2 + eps;
+    out[i] = p[i] * decay - (mi / denom) * stepSize;
+  }
+}
+
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 11) return Fail(env, "adamw takes 11 arguments"), env.Undefined();
+  const char* names[5] = {"p", "g", "m", "v", "out"};
+  float* a[5];
+  size_t n[5];
+  for (int k = 0; k < 5; k++)
+    if (!Floats(env, info[k], names[k], &a[k], &n[k])) return env.Undefined();
+  for (int k = 1; k < 5; k++)
+    if (n[k] != n[0]) return Fail(env, std::string("adamw: ") + names[k] + " has a different length than p"), env.Undefined();
+  double s[6];
+  for (int k = 0; k < 6; k++) s[k] = info[5 + k].ToNumber().DoubleValue();
+  // the constants as tf.mul(x, c) / tf.sub(1, beta) in float32 would see them (adamw-host.ts: f(...))
+  const float decay = static_cast<float>(s[0]), b1 = static_cast<float>(s[1]), ob1 = static_cast<float>(1 - s[1]);
+  const float b2 = static_cast<float>(s[2]), ob2 = static_cast<float>(1 - s[2]);
+  AdamWLoop(a[0], a[1], a[2], a[3], a[4], n[0], decay, b1, ob1, b2, ob2, static_cast<float>(s[3]), static_cast<float>(s[4]),
+            static_cast<float>(s[5]));
+  return env.Undefined();
+}
+
+Napi::Value MatmulArrays(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 6) return Fail(env, "matmulArrays takes 6 arguments"), env.Undefined();
+  float *x, *w, *y;
+  size_t nx, nw, ny;
+  if (!Floats(env, info[0], "x", &x, &nx) || !Floats(env, info[1], "w", &w, &nw) || !Floats(env, info[2], "y", &y, &ny))
+    return env.Undefined();
+  const int rows = info[3].ToNumber().Int32Value();
+  const int K = info[4].ToNumber().Int32Value();
+  const int N = info[5].ToNumber().Int32Value();
+  if (rows < 1 || K < 1 || N < 1) return Fail(env, "matmulArrays: sizes must be positive"), env.Undefined();
+  if (nx != static_cast<size_t>(rows) * K || nw != static_cast<size_t>(K) * N || ny != static_cast<size_t>(rows) * N)
+    return Fail(env, "matmulArrays: array lengths do not match [rows, K] x [K, N] -> [rows, N]"), env.Undefined();
+  if (rows == 1)  // as Gemm's M == 1 and N == 1 branches for an untransposed product
+    cblas_sgemv(CblasRowMajor, CblasTrans, K, N, 1.f, w, N, x, 1, 0.f, y, 1);
+  else if (N == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, K, 1.f, x, K, w, 1, 0.f, y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, N, K, 1.f, x, K, w, N, 0.f, y, N);
+  return env.Undefined();
+}
+
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsArray()) return Fail(env, "sumSquares takes an array of Float32Arrays"), env.Undefined();
+  Napi::Array list = info[0].As<Napi::Array>();
+  const uint32_t count = list.Length();
+  Napi::Float64Array out = Napi::Float64Array::New(env, count);
+  for (uint32_t k = 0; k < count; k++) {
+    float* x;
+    size_t n;
+    if (!Floats(env, list.Get(k), "every item", &x, &n)) return env.Undefined();
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; j++) acc[j] += static_cast<double>(x[i + j]) * x[i + j];
+    for (; i < n; i++) acc[0] += static_cast<double>(x[i]) * x[i];
+    out[k] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  }
+  return out;
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifndef __APPLE__
   int n = info[0].ToNumber().Int32Value();
@@ -186,6 +286,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("biasActivation", Napi::Function::New(env, BiasActivation));
+  exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
+  exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -43,7 +43,9 @@ const blas = mac ? ['-framework', 'Accelerate', '-DACCELERATE_NEW_LAPACK'] : ['-
 const tmp = `${out}.${process.pid}.tmp`;
 mkdirSync(path.dirname(out), { recursive: true });
 const args = [
-  '-O2', '-std=c++17', '-shared', '-fPIC', '-fvisibility=hidden',
+  // -fno-math-errno lets sqrt vectorise (it never changes a value); -ffp-contract=off: no FMA
+  // contraction, so the elementwise kernels round like the wasm kernels they replace
+  '-O3', '-fno-math-errno', '-ffp-contract=off', '-std=c++17', '-shared', '-fPIC', '-fvisibility=hidden',
   `-I${nodeInclude}`, `-I${addonInclude}`,
   path.join(root, 'native', 'blas.cc'), '-o', tmp,
   ...(mac ? ['-undefined', 'dynamic_lookup'] : []),

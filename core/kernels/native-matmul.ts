@@ -18,19 +18,23 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-type TensorInfo = { dataId: object; shape: number[]; dtype: tf.DataType };
+export type TensorInfo = { dataId: object; shape: number[]; dtype: tf.DataType };
 type WasmData = { memoryOffset: number };
-interface WasmBackend {
+export interface WasmBackend {
   wasm: { HEAPU8: Uint8Array };
   dataIdMap: { get(dataId: object): WasmData };
   makeOutput(shape: number[], dtype: string): TensorInfo;
+  refCount(dataId: object): number;
 }
 type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; backend: WasmBackend; attrs: Record<string, any> };
 
 /** The addon's functions (native/blas.cc). */
-interface NativeBlas {
+export interface NativeBlas {
   gemm(heap: Uint8Array, tA: boolean, tB: boolean, M: number, N: number, K: number, lda: number, ldb: number, ldc: number, offsets: Uint32Array): void;
   biasActivation(heap: Uint8Array, cOffset: number, rows: number, N: number, biasOffset: number, biasSize: number, act: number, alpha: number): void;
+  adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, decay: number, beta1: number, beta2: number, bc2Sqrt: number, eps: number, stepSize: number): void;
+  sumSquares(xs: Float32Array[]): Float64Array;
+  matmulArrays(x: Float32Array, w: Float32Array, y: Float32Array, rows: number, K: number, N: number): void;
   setThreads(n: number): void;
   threads(): number;
   info(): { library: string; corename: string; config: string };

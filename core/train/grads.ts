@@ -5,9 +5,14 @@
 import * as tf from '@tensorflow/tfjs';
 import type { TrainBatch } from '../model/vlm.ts';
 import { gradientScope } from './activation-checkpointing.ts';
+import { sumSquaresNative } from '../kernels/native-direct.ts';
 
 /** total L2 norm over all gradients: sqrt(sum_i ||g_i||^2) (a scalar tensor; no host read) */
 export function globalNorm(grads: Map<string, tf.Tensor>): tf.Scalar {
+  // native addon (wasm): one pass per gradient, float64 sums; each gradient's norm rounded to
+  // float32 as torch's per-tensor norm is, the total in float64 then float32
+  const sums = sumSquaresNative([...grads.values()]);
+  if (sums) return tf.scalar(Math.sqrt(Array.from(sums, (s) => Math.fround(Math.sqrt(s)) ** 2).reduce((a, b) => a + b, 0)));
   return tf.tidy(() => {
     // torch: norm(stack([norm(g) for g in grads])) — the same value as sqrt(sum of squares)
     const norms = [...grads.values()].map((g) => tf.norm(g));

@@ -9,7 +9,7 @@
 //                     SiLU on the host (tested against the model: test/plugins/decoder/).
 import * as tf from '@tensorflow/tfjs';
 import type { KVCache } from 'nanovlm-ts/plugin-api';
-import { adaptedWeight, FLOAT32_MIN, splitHeads } from 'nanovlm-ts/plugin-api';
+import { adaptedWeight, FLOAT32_MIN, matMulRowsNative, splitHeads } from 'nanovlm-ts/plugin-api';
 import { applyRope, keptPositions, ropeCosSin, type BlockLinears, type LlamaDecoder } from './llama.ts';
 
 // ---- KV cache --------------------------------------------------------------------------------------
@@ -299,6 +299,8 @@ export class LlamaFastPath {
     const scale = 1 / Math.sqrt(hd);
     /** rows [B, in] times a generation weight [in, out] on the backend -> host [B, out] */
     const product = (rows: Float32Array, w: tf.Tensor2D): Float32Array => {
+      const direct = matMulRowsNative(rows, B, w); // one BLAS call on the heap (native addon), same values
+      if (direct) return direct;
       const x = tf.tensor2d(rows, [B, w.shape[0]]);
       const y = tf.matMul(x, w);
       const out = y.dataSync() as Float32Array;

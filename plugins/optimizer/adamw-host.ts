@@ -6,19 +6,12 @@
 // same order, with the same float32 constants, so the two paths agree to the last bit when the
 // backend's float32 arithmetic is IEEE (wasm, cpu).
 //   https://github.com/pytorch/pytorch/blob/v1.13.0/torch/optim/adamw.py (_single_tensor_adamw)
-import type { HostTensor } from 'nanovlm-ts/plugin-api';
+import type { AdamWStepScalars, HostTensor } from 'nanovlm-ts/plugin-api';
 
 const f = Math.fround;
 
 /** the scalars of one group's update at one step (plain numbers; rounded to float32 inside) */
-export interface AdamWScalars {
-  decay: number; // 1 - lr * weight_decay
-  beta1: number;
-  beta2: number;
-  bc2Sqrt: number; // sqrt(1 - beta2^t)
-  eps: number;
-  stepSize: number; // lr / (1 - beta1^t)
-}
+export type AdamWScalars = AdamWStepScalars;
 
 /**
  * p <- p * decay - stepSize * m' / (sqrt(v') / bc2Sqrt + eps), m' = b1 m + (1 - b1) g,

@@ -12,10 +12,13 @@
 // `host_state: true` keeps the moments in host Float32Arrays, off the backend's memory, and
 // updates one parameter at a time there (adamw-host.ts): the same numbers, 2 x 4 bytes per
 // trainable parameter less on the wasm heap (1.8 GB for nanoVLM-222M).
+// With the native addon on the wasm backend (issue 16) each parameter's update is one call of a
+// fused kernel on the heap (adamwUpdateNative: the same float32 operations in the same order,
+// bit-identical) instead of ~13 tfjs kernels; the host_state moments are updated there too.
 import * as tf from '@tensorflow/tfjs';
 import { adamwHostUpdate, hostTensor } from './adamw-host.ts';
 import { definePlugin } from 'nanovlm-ts/plugin-api';
-import { UserError } from 'nanovlm-ts/plugin-api';
+import { UserError, adamwUpdateNative } from 'nanovlm-ts/plugin-api';
 import type { HostTensor, Optimizer, ParamGroup, PluginContext } from 'nanovlm-ts/plugin-api';
 
 export interface AdamWGroupOptions {
@@ -160,9 +163,12 @@ export class AdamW implements Optimizer {
         const g = grads.get(name);
         if (!g) continue; // like torch: a parameter without gradient is not touched
         const p = this.params.get(name)!;
-        if (this.host) {
-          const h = this.host.get(name)!;
-          const next = adamwHostUpdate(p.dataSync(), g.dataSync(), h.m, h.v, { decay, beta1: this.beta1, beta2: this.beta2, bc2Sqrt, eps: this.eps, stepSize });
+        const scalars = { decay, beta1: this.beta1, beta2: this.beta2, bc2Sqrt, eps: this.eps, stepSize };
+        const h = this.host?.get(name);
+        // one fused call in the native addon (wasm backend, addon built); else the tfjs kernels
+        if (tf.tidy(() => adamwUpdateNative(p, g, h?.m ?? this.m.get(name)!, h?.v ?? this.v.get(name)!, scalars))) continue;
+        if (h) {
+          const next = adamwHostUpdate(p.dataSync(), g.dataSync(), h.m, h.v, scalars);
           tf.tidy(() => p.assign(tf.tensor(next, p.shape, 'float32')));
           continue;
         }

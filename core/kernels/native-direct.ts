@@ -1,0 +1,111 @@
+// Native addon functions called directly rather than as tfjs kernels (issue 16: native/blas.cc
+// adamw, sumSquares, matmulArrays), under the wasm backend when the native product kernels are
+// installed (the same switch: core/kernels/native-matmul.ts; VLM_NATIVE_MATMUL=0 or
+// VLM_FAST_KERNELS=0 turn all of them off; VLM_NATIVE_DIRECT=0 only these, to measure them).
+// Each returns null / false when the addon is not in use, and the caller runs its tfjs path.
+//
+// AdamW (plugins/optimizer/adamw.ts) and the gradient norm (core/train/grads.ts globalNorm):
+// A training step of `small` ran ~3,900 small tfjs kernels, most of them AdamW's ~13 per parameter
+// tensor (mul, add, sqrt, div, sub, assign; each ~10-40 us of engine overhead plus its own pass
+// over memory). Here one addon call per parameter tensor reads p, g, m, v once on the wasm heap
+// (no copies: Float32Array views over the heap) and rounds every operation to float32 in the
+// order of the tfjs chain, so the parameters are bit-identical to it.
+//   - the moments are updated in place when no other tensor shares their buffer (a moment loaded
+//     from a checkpoint shares the checkpoint tensor's: it is copied once first);
+//   - the new parameter goes into a new buffer and the variable is assigned to it, as with the
+//     tfjs chain: code that caches per parameter buffer (the decoder's generation weights,
+//     core/host.ts) sees a new dataId after every step;
+//   - host moments (adamw host_state) are the host Float32Arrays themselves.
+// Generation's one-token products (plugins/decoder/llama-decode.ts decodeNext): host rows times a
+// weight on the heap, one BLAS call each, without the tensor upload, kernel dispatch and read back
+// of a tf.matMul (the same BLAS routine as the native kernel, so the same values).
+// The plugins reach these through `nanovlm-ts/plugin-api`.
+import * as tf from '@tensorflow/tfjs';
+import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
+import type { NativeBlas, WasmBackend } from './native-matmul.ts';
+
+/** the scalars of one AdamW update (one group, one step); rounded to float32 in the addon */
+export interface AdamWStepScalars {
+  decay: number; // 1 - lr * weight_decay
+  beta1: number;
+  beta2: number;
+  bc2Sqrt: number; // sqrt(1 - beta2^t)
+  eps: number;
+  stepSize: number; // lr / (1 - beta1^t)
+}
+
+/** the addon and the wasm backend when the native kernels are in use, else null */
+function active(): { addon: NativeBlas; backend: WasmBackend } | null {
+  if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
+  return { addon: loadNativeBlas()!, backend: tf.backend() as unknown as WasmBackend };
+}
+
+/** true when adamwUpdateNative / sumSquaresNative run (native addon on the wasm backend) */
+export function nativeOptimizerActive(): boolean {
+  return active() !== null;
+}
+
+/** a tensor's values as a Float32Array view over the heap (take it after the last allocation: growth replaces the buffer) */
+function view(backend: WasmBackend, t: tf.Tensor): Float32Array {
+  return new Float32Array(backend.wasm.HEAPU8.buffer, backend.dataIdMap.get(t.dataId).memoryOffset, t.size);
+}
+
+/** a new float32 tensor of `shape` on the heap (uninitialised: the caller writes every value) */
+function uninitialised(backend: WasmBackend, shape: number[]): tf.Tensor {
+  const info = backend.makeOutput(shape, 'float32');
+  return (tf.engine() as unknown as { makeTensorFromTensorInfo(i: unknown, b: unknown): tf.Tensor }).makeTensorFromTensorInfo(info, backend);
+}
+
+/** make `v` the only tensor on its buffer (in-place writes must not change another tensor) */
+function own(backend: WasmBackend, v: tf.Variable): void {
+  if (backend.refCount(v.dataId) <= 1) return;
+  const copy = uninitialised(backend, v.shape);
+  view(backend, copy).set(view(backend, v));
+  v.assign(copy);
+  copy.dispose();
+}
+
+/**
+ * One AdamW step of parameter `p` with gradient `g` in the addon; `m` / `v` (exp_avg, exp_avg_sq)
+ * are variables (updated in place) or host arrays (host_state). Assigns p its new value and
+ * returns true; false (nothing done) when the addon is not in use or a tensor is not float32.
+ */
+export function adamwUpdateNative(p: tf.Variable, g: tf.Tensor, m: tf.Variable | Float32Array, v: tf.Variable | Float32Array, s: AdamWStepScalars): boolean {
+  const n = active();
+  if (!n || p.size === 0 || p.dtype !== 'float32' || g.dtype !== 'float32' || g.size !== p.size) return false;
+  const { addon, backend } = n;
+  for (const x of [m, v]) {
+    if (x instanceof Float32Array) {
+      if (x.length !== p.size) return false;
+    } else {
+      if (x.dtype !== 'float32' || x.size !== p.size) return false;
+      own(backend, x);
+    }
+  }
+  const next = uninitialised(backend, p.shape);
+  const moment = (x: tf.Variable | Float32Array) => (x instanceof Float32Array ? x : view(backend, x));
+  addon.adamw(view(backend, p), view(backend, g), moment(m), moment(v), view(backend, next), s.decay, s.beta1, s.beta2, s.bc2Sqrt, s.eps, s.stepSize);
+  p.assign(next);
+  next.dispose();
+  return true;
+}
+
+/** sum(x^2) of each tensor (float64 accumulation) in the addon, or null when it is not in use */
+export function sumSquaresNative(ts: tf.Tensor[]): Float64Array | null {
+  const n = active();
+  if (!n || ts.some((t) => t.dtype !== 'float32')) return null;
+  return n.addon.sumSquares(ts.map((t) => (t.size === 0 ? new Float32Array(0) : view(n.backend, t))));
+}
+
+/**
+ * rows [B, K] (host) times w [K, N] (a float32 tensor) -> host [B, N], one BLAS call on the heap
+ * (what tf.matMul(rows, w) gives with the native kernels); null when the addon is not in use.
+ */
+export function matMulRowsNative(rows: Float32Array, B: number, w: tf.Tensor2D): Float32Array | null {
+  const n = active();
+  const [K, N] = w.shape;
+  if (!n || w.dtype !== 'float32' || B < 1 || K < 1 || N < 1 || rows.length !== B * K) return null;
+  const out = new Float32Array(B * N);
+  n.addon.matmulArrays(rows, view(n.backend, w), out, B, K, N);
+  return out;
+}

@@ -1,0 +1,239 @@
+// The optimizer kernels of the native addon (core/kernels/native-direct.ts, native/blas.cc adamw /
+// sumSquares): the fused AdamW update against a float64 reference, bit for bit against the tfjs
+// kernel chain it replaces (plugins/optimizer/adamw.ts without the addon) and against the host
+// update (host_state), the nanoVLM v0.1 one-step fixture with it, in-place moments that never
+// change a tensor sharing their buffer, no leaks and no heap growth; the gradient norm against a
+// float64 reference and the fixture; generation's host-row products against tf.matMul on the
+// native kernel (bit for bit) and a float64 reference. Skips without the addon (no compiler / OpenBLAS at `npm ci`),
+// except in CI (CI=true).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { useTestBackend } from '../../helpers/backend.ts';
+import { FIXTURES, needsShared } from '../../helpers/shared.ts';
+import { reference, values } from '../../helpers/matmul-reference.ts';
+import { installFastKernels } from '../../../core/kernels/index.ts';
+import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus, uninstallNativeMatMul } from '../../../core/kernels/native-matmul.ts';
+import { matMulRowsNative, nativeOptimizerActive, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
+import { globalNorm } from '../../../core/train/grads.ts';
+import { readSafetensors } from '../../../core/weights/safetensors.ts';
+import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
+
+const backend = await useTestBackend();
+const built = loadNativeBlas() !== null;
+const opts =
+  backend !== 'wasm'
+    ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
+    : process.env.VLM_NATIVE_MATMUL === '0' || process.env.VLM_NATIVE_DIRECT === '0'
+      ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0)' }
+      : built || process.env.CI === 'true'
+        ? {}
+        : { skip: `${nativeMatMulStatus()}` };
+
+/** f() with the native kernels, then with the tfjs ones (the addon uninstalled) */
+function nativeAndTfjs<T>(f: () => T): [T, T] {
+  installFastKernels('wasm');
+  installNativeMatMul('wasm');
+  assert.ok(nativeOptimizerActive(), nativeMatMulStatus());
+  const native = f();
+  uninstallNativeMatMul('wasm');
+  assert.ok(!nativeOptimizerActive());
+  try {
+    return [native, f()];
+  } finally {
+    installNativeMatMul('wasm');
+  }
+}
+
+const SHAPES = [[3], [17, 5], [64, 96], [1, 1]];
+const OPTIONS: AdamWOptions = {
+  groups: [
+    { name: 'MP', prefixes: ['MP'], lr: 2e-3 },
+    { name: 'backbones', prefixes: ['decoder'], lr: 1e-4, weight_decay: 0.1 },
+  ],
+  weight_decay: 0.01,
+  betas: [0.9, 0.999],
+  eps: 1e-8,
+  freeze: [],
+};
+const NAMES = ['MP.a', 'MP.b', 'decoder.c', 'decoder.d'];
+const LRS = [
+  [2e-3, 1e-4],
+  [1.5e-3, 5e-5],
+  [1e-3, 2e-5],
+];
+const gradsOf = (step: number) => new Map(NAMES.map((n, i) => [n, tf.tensor(values(SHAPES[i].reduce((a, b) => a * b, 1), 100 * step + i), SHAPES[i])]));
+
+/** three AdamW steps on fresh parameters; the parameters and moments after them as host arrays */
+function threeSteps(extra: Partial<AdamWOptions> = {}): Map<string, Float32Array> {
+  const params = new Map(NAMES.map((n, i) => [n, tf.variable(tf.tensor(values(SHAPES[i].reduce((a, b) => a * b, 1), 7 + i), SHAPES[i]))]));
+  const opt = new AdamW(params, { ...OPTIONS, ...extra });
+  for (let s = 0; s < LRS.length; s++) {
+    const grads = gradsOf(s);
+    opt.step(grads, LRS[s]);
+    tf.dispose([...grads.values()]);
+  }
+  const out = new Map<string, Float32Array>();
+  for (const [n, p] of params) out.set(n, p.dataSync() as Float32Array);
+  for (const [k, t] of opt.state().tensors) out.set(k, Float32Array.from(t.dataSync()));
+  opt.dispose();
+  tf.dispose([...params.values()]);
+  return out;
+}
+
+/** the same three steps in float64, torch 1.13 _single_tensor_adamw's formula */
+function threeStepsFloat64(): Map<string, Float64Array> {
+  const out = new Map<string, Float64Array>();
+  NAMES.forEach((n, i) => {
+    const size = SHAPES[i].reduce((a, b) => a * b, 1);
+    const p = Float64Array.from(values(size, 7 + i));
+    const m = new Float64Array(size);
+    const v = new Float64Array(size);
+    const gi = n.startsWith('MP') ? 0 : 1;
+    const wd = gi === 0 ? 0.01 : 0.1;
+    for (let s = 0; s < LRS.length; s++) {
+      const g = values(size, 100 * s + i);
+      const lr = LRS[s][gi];
+      const t = s + 1;
+      for (let k = 0; k < size; k++) {
+        p[k] *= 1 - lr * wd;
+        m[k] = 0.9 * m[k] + 0.1 * g[k];
+        v[k] = 0.999 * v[k] + 0.001 * g[k] * g[k];
+        const denom = Math.sqrt(v[k]) / Math.sqrt(1 - 0.999 ** t) + 1e-8;
+        p[k] -= (lr / (1 - 0.9 ** t)) * (m[k] / denom);
+      }
+    }
+    out.set(n, p);
+    out.set(`${n}.exp_avg`, m);
+    out.set(`${n}.exp_avg_sq`, v);
+  });
+  return out;
+}
+
+test('native AdamW: bit-identical to the tfjs kernel chain and the host update; float64 reference within 1e-6 of each tensor\'s scale', opts, () => {
+  const [native, chain] = nativeAndTfjs(() => threeSteps());
+  const [nativeHost, host] = nativeAndTfjs(() => threeSteps({ host_state: true }));
+  const ref = threeStepsFloat64();
+  assert.equal(native.size, 3 * NAMES.length);
+  for (const [k, want] of ref) {
+    assert.deepEqual(native.get(k), chain.get(k), `${k}: native vs tfjs chain`);
+    assert.deepEqual(nativeHost.get(k), native.get(k), `${k}: native host_state vs native`);
+    assert.deepEqual(host.get(k), native.get(k), `${k}: host update vs native`);
+    const got = native.get(k)!;
+    const scale = want.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    assert.ok(worst <= 1e-6 * scale, `${k}: native vs float64, max abs ${worst} (scale ${scale})`);
+  }
+});
+
+test('native AdamW: one step of the nanoVLM v0.1 fixture (max abs <= 1e-6), one native call per parameter', { ...opts, ...needsShared('fixtures', 'nanovlm', 'tiny') }, async () => {
+  installFastKernels('wasm');
+  installNativeMatMul('wasm');
+  assert.ok(nativeOptimizerActive(), nativeMatMulStatus());
+  const tiny = join(FIXTURES, 'tiny');
+  const weights = (await readSafetensors(join(tiny, 'model.safetensors'))).tensors;
+  const expected = (await readSafetensors(join(tiny, 'expected.safetensors'))).tensors;
+  const f32 = (t: { shape: number[]; data: unknown }) => tf.tensor(Float32Array.from(t.data as ArrayLike<number>), t.shape, 'float32');
+  const params = new Map<string, tf.Variable>();
+  const grads = new Map<string, tf.Tensor>();
+  for (const key of expected.keys()) {
+    if (!key.startsWith('grad.')) continue;
+    const name = key.slice('grad.'.length);
+    const stored = weights.get(name) ?? (name === 'decoder.token_embedding.weight' ? weights.get('decoder.head.weight') : undefined);
+    params.set(name, tf.variable(f32(stored!), true));
+    grads.set(name, f32(expected.get(key)!));
+  }
+  // the gradient norm (float64 sums in the addon) against the fixture's torch value
+  const want = (expected.get('grad_norm')!.data as Float32Array)[0];
+  const norm = globalNorm(grads);
+  assert.ok(Math.abs(norm.dataSync()[0] - want) / want <= 1e-5, `norm ${norm.dataSync()[0]} vs ${want}`);
+  const opt = new AdamW(params, { weight_decay: 0.01, betas: [0.9, 0.999], eps: 1e-8, freeze: [], groups: [
+    { name: 'MP', prefixes: ['MP'], lr: 2e-3 },
+    { name: 'backbones', prefixes: ['decoder', 'vision_encoder'], lr: 1e-4 },
+  ] });
+  const profile = await tf.profile(() => opt.step(grads, [2e-3, 1e-4]));
+  // the update ran no tfjs arithmetic kernel (the chain is Multiply, Add, Sqrt, RealDiv, Sub, ...)
+  assert.deepEqual(profile.kernelNames.filter((k) => ['Sqrt', 'RealDiv', 'Sub', 'Multiply'].includes(k)), []);
+  let worst = 0;
+  for (const [name, p] of params) {
+    const ref = expected.get(`after_adamw.${name}`)!.data as Float32Array;
+    const got = p.dataSync();
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - ref[i]));
+  }
+  assert.ok(worst <= 1e-6, `max abs ${worst}`);
+  opt.dispose();
+  tf.dispose([norm, ...params.values(), ...grads.values()]);
+});
+
+test('native AdamW: moments updated in place only when no other tensor shares them; no leaks, no heap growth', opts, () => {
+  installFastKernels('wasm');
+  installNativeMatMul('wasm');
+  const params = new Map([['MP.w', tf.variable(tf.tensor(values(4096, 1), [64, 64]))]]);
+  const grads = new Map<string, tf.Tensor>([['MP.w', tf.tensor(values(4096, 2), [64, 64])]]);
+  const opt = new AdamW(params, { ...OPTIONS, groups: undefined, lr: 1e-3 });
+  opt.step(grads, [1e-3]);
+  // a moment loaded from a state shares the state tensor's buffer: the state tensor must not move
+  const saved = opt.state();
+  const copy = new Map([...saved.tensors].map(([k, t]) => [k, (t as tf.Tensor).clone()]));
+  const before = new Map([...copy].map(([k, t]) => [k, t.dataSync().slice()]));
+  opt.loadState({ step: saved.step, tensors: copy });
+  const p0 = params.get('MP.w')!;
+  const dataId = p0.dataId;
+  opt.step(grads, [1e-3]);
+  for (const [k, t] of copy) assert.deepEqual(t.dataSync(), before.get(k), `${k}: the loaded tensor is unchanged`);
+  assert.notEqual(params.get('MP.w')!.dataId, dataId, 'the parameter gets a new buffer (caches keyed by dataId see the step)');
+  const heap = () => (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.byteLength;
+  const tensors = tf.memory().numTensors;
+  const buffers = tf.memory().numDataBuffers;
+  const bytes = heap();
+  for (let i = 0; i < 20; i++) opt.step(grads, [1e-3]);
+  assert.equal(tf.memory().numTensors, tensors);
+  assert.equal(tf.memory().numDataBuffers, buffers);
+  assert.equal(heap(), bytes);
+  opt.dispose();
+  tf.dispose([...copy.values(), ...grads.values(), ...params.values()]);
+});
+
+test('native sum of squares equals a float64 reference (empty tensors too)', opts, () => {
+  installFastKernels('wasm');
+  installNativeMatMul('wasm');
+  const sizes = [0, 1, 7, 8, 9, 1000, 65537];
+  const ts = sizes.map((n, i) => tf.tensor(values(n, 40 + i), [n]));
+  const got = sumSquaresNative(ts)!;
+  sizes.forEach((n, i) => {
+    const x = values(n, 40 + i);
+    const want = x.reduce((s, a) => s + a * a, 0);
+    assert.ok(Math.abs(got[i] - want) <= 1e-12 * Math.max(1, want), `size ${n}: ${got[i]} vs ${want}`);
+  });
+  uninstallNativeMatMul('wasm');
+  assert.equal(sumSquaresNative(ts), null, 'without the addon the caller runs its tfjs path');
+  installNativeMatMul('wasm');
+  tf.dispose(ts);
+});
+
+test('native host-row products equal tf.matMul on the native kernel (bit for bit) and a float64 reference', opts, () => {
+  installFastKernels('wasm');
+  installNativeMatMul('wasm');
+  let seed = 900;
+  for (const [B, K, N] of [[1, 256, 512], [1, 768, 256], [3, 64, 300], [2, 16, 1], [1, 1, 1]]) {
+    const rows = values(B * K, seed++);
+    const w = tf.tensor2d(values(K * N, seed++), [K, N]);
+    const got = matMulRowsNative(rows, B, w)!;
+    const x = tf.tensor2d(rows, [B, K]);
+    const viaKernel = tf.matMul(x, w);
+    assert.deepEqual(got, viaKernel.dataSync(), `[${B},${K}]x[${K},${N}]: as the native tf.matMul`);
+    const want = reference(x, w, false, false);
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want.data[i]));
+    assert.ok(worst <= 1e-4, `[${B},${K}]x[${K},${N}]: vs float64 ${worst}`);
+    tf.dispose([w, x, viaKernel]);
+  }
+  const w = tf.zeros([4, 2]) as tf.Tensor2D;
+  assert.equal(matMulRowsNative(new Float32Array(3), 1, w), null, 'rows of the wrong length: the caller runs tf.matMul');
+  uninstallNativeMatMul('wasm');
+  assert.equal(matMulRowsNative(new Float32Array(4), 1, w), null, 'without the addon');
+  installNativeMatMul('wasm');
+  w.dispose();
+});
