@@ -34,15 +34,18 @@ export interface AdamWStepScalars {
   stepSize: number; // lr / (1 - beta1^t)
 }
 
-/** the addon and the wasm backend when the native kernels are in use, else null */
-function active(): { addon: NativeBlas; backend: WasmBackend } | null {
+/** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
+function active(fn: 'adamw' | 'sumSquares' | 'matmulArrays' = 'adamw'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  return { addon: loadNativeBlas()!, backend: tf.backend() as unknown as WasmBackend };
+  const addon = loadNativeBlas()!;
+  // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
+  if (typeof addon[fn] !== 'function') return null;
+  return { addon, backend: tf.backend() as unknown as WasmBackend };
 }
 
-/** true when adamwUpdateNative / sumSquaresNative run (native addon on the wasm backend) */
+/** true when adamwUpdateNative / sumSquaresNative / matMulRowsNative run (native addon on the wasm backend) */
 export function nativeOptimizerActive(): boolean {
-  return active() !== null;
+  return active('adamw') !== null && active('sumSquares') !== null && active('matmulArrays') !== null;
 }
 
 /** a tensor's values as a Float32Array view over the heap (take it after the last allocation: growth replaces the buffer) */
@@ -92,7 +95,7 @@ export function adamwUpdateNative(p: tf.Variable, g: tf.Tensor, m: tf.Variable |
 
 /** sum(x^2) of each tensor (float64 accumulation) in the addon, or null when it is not in use */
 export function sumSquaresNative(ts: tf.Tensor[]): Float64Array | null {
-  const n = active();
+  const n = active('sumSquares');
   if (!n || ts.some((t) => t.dtype !== 'float32')) return null;
   return n.addon.sumSquares(ts.map((t) => (t.size === 0 ? new Float32Array(0) : view(n.backend, t))));
 }
@@ -102,7 +105,7 @@ export function sumSquaresNative(ts: tf.Tensor[]): Float64Array | null {
  * (what tf.matMul(rows, w) gives with the native kernels); null when the addon is not in use.
  */
 export function matMulRowsNative(rows: Float32Array, B: number, w: tf.Tensor2D): Float32Array | null {
-  const n = active();
+  const n = active('matmulArrays');
   const [K, N] = w.shape;
   if (!n || w.dtype !== 'float32' || B < 1 || K < 1 || N < 1 || rows.length !== B * K) return null;
   const out = new Float32Array(B * N);
