@@ -6,7 +6,7 @@
 // itself: a packed row gives each of its samples the logits it gets alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -23,6 +23,7 @@ import { packSamples } from '../../../core/data/packing.ts';
 import { toTensors } from '../../../core/data/collator.ts';
 import { buildComponents } from '../../../core/build.ts';
 import type { HostBatch } from '../../../core/types.ts';
+import { prepareChatPrompts } from '../../../core/chat-prompts.ts';
 
 const skip = needsShared('data', 'digits', 'train.parquet');
 const quiet = { info() {}, warn() {}, debug() {} };
@@ -41,13 +42,24 @@ function headRecipe(train: Record<string, unknown> = {}) {
       image_processor: { use: 'split', max_size: 64 },
       image_tokens: 'placeholders',
     },
-    data: { train: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), limit: 96 }] },
+    data: {
+      train: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), limit: 96 }],
+      val: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), split: 'train', skip: 96, limit: 12 }], // rows after the training ones
+    },
     optimizer: { use: 'adamw', lr: 3e-3 },
     schedule: { use: 'constant' },
     train: { batch_size: 4, max_steps: 8, checkpoint_every: 8, log_every: 100, ...train },
     eval: { evaluators: [] },
     stages: ['load', 'train'],
   };
+}
+
+/** the first digit image of train.parquet (8 x 8 PNG) */
+async function digitPng(): Promise<Uint8Array> {
+  const registry = createRegistry(builtins);
+  const ds = await registry.create('dataset', { use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), shuffle: false, limit: 1 }, { recipe: {}, recipeDir: '/', yamlPath: 'data.train[0]', seed: 0, log: quiet, role: 'train' });
+  for await (const s of ds.samples({ epoch: 0 })) return s.image;
+  throw new Error('no sample');
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -67,6 +79,10 @@ for (const [label, packing] of [
       assert.equal(losses.length, 8);
       assert.ok(losses.every(Number.isFinite));
       assert.ok(mean(losses.slice(-2)) < mean(losses.slice(0, 2)) - 0.3, `loss ${losses.map((l) => l.toFixed(3)).join(' ')}`);
+      // the validation loss at the end: chat samples too (packed as training when packing)
+      const evals = readFileSync(join(run.ctx.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'eval');
+      assert.equal(evals.length, 1);
+      assert.ok(Number.isFinite(evals[0].val_loss) && evals[0].val_loss < losses[0], `val loss ${evals[0].val_loss}`);
       const pad = run.steps.map((r) => r.padding as number);
       if (packing) assert.ok(mean(pad) < 0.5, `packed rows are mostly full (padding ${mean(pad).toFixed(2)})`);
       else assert.ok(mean(pad) > 0.5, `one short sample per 160-token row is mostly padding (${mean(pad).toFixed(2)})`);
@@ -82,6 +98,18 @@ for (const [label, packing] of [
       try {
         assert.equal(loaded.model.imageTokenId, model.imageTokenId);
         assert.equal(loaded.tokenizer.tokenToId!('<|image|>'), 512);
+        // vlm generate prompts it as HEAD's generate.py: image string + question through the chat template, generation prompt
+        const batch = await prepareChatPrompts(loaded.tokenizer, loaded.imageProcessor, [{ prompt: 'Which digit is this?', images: [await digitPng()] }], { imageTokenLength: 4 });
+        const text = loaded.tokenizer.decode(Array.from(batch.inputIds));
+        assert.ok(text.startsWith('<|im_start|>user\n<|global_image|>') && text.endsWith('Which digit is this?<|im_end|>\n<|im_start|>assistant\n'), text);
+        assert.equal(batch.imageCount, 5); // 8x8 -> 64x64: global view + 2 x 2 tiles
+        let out = '';
+        const { main } = await import('../../../core/commands/generate.ts');
+        const image = join(mkdtempSync(join(tmpdir(), 'vlm-head-gen-')), 'digit.png');
+        writeFileSync(image, await digitPng());
+        const code = await main(['--model', folder, '--image', image, '--prompt', 'Which digit is this?', '--max-new-tokens', '4', '--backend', tf.getBackend()], { registry: createRegistry(builtins), stdout: { write: (s: string) => (out += s) }, log: quiet } as never);
+        assert.equal(code, 0, out);
+        assert.match(out, />> Generation 1: /);
       } finally {
         loaded.model.dispose();
       }
@@ -144,3 +172,16 @@ function concat(parts: Float32Array[]): Float32Array {
   for (const p of parts) out.set(p, (at += p.length) - p.length);
   return out;
 }
+
+test('a packed run interrupted and resumed has the loss curve of the uninterrupted one (the epoch is packed again up to the resume point)', skip, async () => {
+  const recipe = writeRecipe(headRecipe({ packing: { attention: 'nanovlm', buffer_sequences: 3 }, batch_size: 2, max_steps: 6, checkpoint_every: 3 }));
+  const full = await runTrain(recipe);
+  assert.equal(full.error, undefined, String(full.error));
+  full.ctx.model!.dispose();
+  const first = await runTrain(recipe, { onStep: (rec, _ctx, abort) => rec.step === 3 && abort() });
+  first.ctx.model!.dispose();
+  const second = await runTrain(recipe, { resume: first.ctx.runDir });
+  assert.equal(second.error, undefined, String(second.error));
+  second.ctx.model!.dispose();
+  assert.deepEqual([...first.steps, ...second.steps].map((r) => r.loss), full.steps.map((r) => r.loss));
+});
