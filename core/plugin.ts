@@ -123,12 +123,16 @@ export interface RecipeProblem {
 export interface ModulePeers {
   vision?: { hiddenDim: number; numTokens: number };
   decoder?: { hiddenDim: number };
+  /** for adapters: the model's linear layers, full names and weight shapes [out, in] */
+  linearLayers?: { name: string; shape: number[] }[];
 }
 export interface ModuleDescription {
   /** local parameter name -> shape (tied parameters listed once) */
   params: Record<string, number[]>;
   hiddenDim?: number;
   numTokens?: number;
+  /** the local names of its linear layers (Module.linearLayers), for adapters */
+  linearLayers?: string[];
 }
 
 /** Identity helper that infers the option type of `create` from the `options` schema literal. */

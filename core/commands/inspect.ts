@@ -21,7 +21,8 @@ vlm validate) and shows, without building the model or opening data:
   - the plugin graph: which plugin sits at which YAML path, built in or from which module;
   - parameters per module (vision_encoder, MP, decoder) and in total, from the plugins' describe()
     and the recipe's shapes alone (no weights, no download; a module that only model.from describes
-    is shown as unknown), trainable ones after optimizer.freeze;
+    is shown as unknown), trainable ones after optimizer.freeze (with model.adapters: the adapters'
+    parameters alone, the base model frozen);
   - a float32 memory estimate for training: parameters + gradients + AdamW state (+ activations,
     which vlm memory measures).
   --json        the same as one JSON object {recipe, plugins, parameters}
@@ -88,9 +89,30 @@ export function parameterReport(recipe: Record<string, any>, registry: Registry)
   if (v?.hiddenDim !== undefined && v.numTokens !== undefined) peers.vision = { hiddenDim: v.hiddenDim, numTokens: v.numTokens };
   const d = describe('decoder', 'decoder', 'decoder');
   if (d?.hiddenDim !== undefined) peers.decoder = { hiddenDim: d.hiddenDim };
-  describe('projector', 'projector', 'MP');
+  const p = describe('projector', 'projector', 'MP');
   // nanoVLM's order: vision_encoder, MP, decoder
   modules.sort((a, b) => ['vision_encoder', 'MP', 'decoder'].indexOf(a.module) - ['vision_encoder', 'MP', 'decoder'].indexOf(b.module));
+  // model.adapters: described over the modules' linear layers; they alone train (the base model is frozen)
+  const adapters: { use: string; [k: string]: unknown }[] = Array.isArray(m.adapters) ? m.adapters : [];
+  if (adapters.length) {
+    const linearLayers = ([['vision_encoder', v], ['MP', p], ['decoder', d]] as const).flatMap(([module, desc]) =>
+      (desc?.linearLayers ?? []).map((local) => ({ name: PREFIX[module] + local, shape: desc!.params[`${local}.weight`] })),
+    );
+    trainable = 0;
+    adapters.forEach((entry, i) => {
+      const module = `adapters[${i}]`;
+      const plugin = registry.get('adapter', entry.use);
+      const { use: _u, ...options } = entry;
+      try {
+        if (!plugin.describe) throw new Error(`plugin ${entry.use} has no describe(): count unknown until it is built`);
+        const n = count(plugin.describe(options, { linearLayers }));
+        modules.push({ module, plugin: entry.use, params: n });
+        trainable += n;
+      } catch (e) {
+        modules.push({ module, plugin: entry.use, params: null, note: (e as Error).message });
+      }
+    });
+  }
   const known = modules.every((x) => x.params !== null);
   const total = known ? modules.reduce((s, x) => s + x.params!, 0) : null;
   const memory =
@@ -148,7 +170,8 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   if (report.trainable !== null && report.total !== null) {
     const freeze: string[] = Array.isArray(r.data.optimizer?.freeze) ? r.data.optimizer.freeze : [];
     out.push(`  ${'trainable'.padEnd(32)} ${fmt(report.trainable).padStart(14)}`);
-    out.push(`  ${'frozen'.padEnd(32)} ${fmt(report.total - report.trainable).padStart(14)}  (optimizer.freeze: ${freeze.length ? freeze.join(', ') : 'none'})`);
+    const adapted = Array.isArray(r.data.model?.adapters) && r.data.model.adapters.length > 0;
+    out.push(`  ${'frozen'.padEnd(32)} ${fmt(report.total - report.trainable).padStart(14)}  (${adapted ? 'model.adapters: the base model' : `optimizer.freeze: ${freeze.length ? freeze.join(', ') : 'none'}`})`);
   }
   if (report.memory) {
     const mem = report.memory;

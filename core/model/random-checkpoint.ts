@@ -57,6 +57,6 @@ export async function writeRandomCheckpoint(
  * random ones (`--random-full-size`); the tokenizer and image processor stay the recipe's.
  */
 export function withFullSizeModel(model: Record<string, any> | undefined, registry: RegistryLike): Record<string, any> {
-  const { tokenizer, image_processor } = model ?? {};
-  return { ...fullSizeModelSection(registry), from: null, tokenizer, image_processor };
+  const { tokenizer, image_processor, adapters } = model ?? {};
+  return { ...fullSizeModelSection(registry), from: null, tokenizer, image_processor, ...(adapters ? { adapters } : {}) }; // model.adapters (LoRA) stay
 }

@@ -59,7 +59,7 @@ export interface EstimateOptions {
   batchSize: number;
   totalParams: number;
   trainableParams: number;
-  /** the largest single parameter (the optimizer's temporaries while updating it) */
+  /** the largest single trainable parameter (the optimizer's temporaries while updating it) */
   largestParam: number;
   checkpoint: boolean;
   /** train.max_grad_norm: clipping makes the clipped copy of every gradient */
@@ -182,12 +182,13 @@ export function trainingMemory(
   o: { batchSize: number; checkpoint: boolean; backend: string; clipping?: boolean },
 ): { estimate: MemoryEstimate; limit: number | null; fits: boolean } {
   const sizes = [...model.params.values()].map((p) => p.size);
-  const trainable = optimizer.groups.flatMap((g) => g.params).reduce((s, n) => s + (model.params.get(n)?.size ?? 0), 0);
+  const trainableSizes = optimizer.groups.flatMap((g) => g.params).map((n) => model.params.get(n)?.size ?? 0);
+  const trainable = trainableSizes.reduce((s, n) => s + n, 0);
   const estimate = estimateTrainingMemory(model.nanovlmConfig() as unknown as ShapeConfig, {
     batchSize: o.batchSize,
     totalParams: sizes.reduce((a, b) => a + b, 0),
     trainableParams: trainable,
-    largestParam: Math.max(0, ...sizes),
+    largestParam: Math.max(0, ...trainableSizes), // the optimizer updates (and makes temporaries for) trainable ones only
     checkpoint: o.checkpoint,
     clipping: o.clipping,
     optimizerState: optimizer.stateBytes?.() ?? { backend: 8 * trainable, host: 0 },

@@ -14,7 +14,7 @@
 // of characters, dots included ("decoder.*.attn.q_proj" is every decoder block's q_proj); a
 // pattern without `*` also matches as a name suffix, as PEFT's target_modules do ("q_proj").
 import * as tf from '@tensorflow/tfjs';
-import { definePlugin, param, Rng, UserError } from 'nanovlm-ts/plugin-api';
+import { definePlugin, param, Rng, UserError, type Where } from 'nanovlm-ts/plugin-api';
 import type { Adapter, LinearAdapter, Module, PluginContext } from 'nanovlm-ts/plugin-api';
 
 export interface LoraOptions {
@@ -137,26 +137,32 @@ export default definePlugin({
     },
   } as const,
   create(options, context) {
-    const all = linearLayersOf(context.built);
-    const where = (path: string) => context.positions?.lookup(path) ?? { yamlPath: path };
-    const chosen = new Set<string>();
-    options.targets.forEach((pattern, j) => {
-      const hits = all.filter((l) => matchesTarget(l.layer, pattern));
-      if (!hits.length) {
-        const examples = all.filter((_, k) => k % Math.max(1, Math.floor(all.length / 6)) === 0).slice(0, 6).map((l) => l.layer);
-        throw new UserError(`lora target "${pattern}" matches no linear layer of the model`, {
-          where: where(`${context.yamlPath}.targets[${j}]`),
-          hint: all.length ? `linear layers are named e.g. ${examples.join(', ')}; use * for any part (decoder.*.attn.q_proj)` : 'the model components declare no linear layers (Module.linearLayers)',
-        });
-      }
-      for (const h of hits) chosen.add(h.layer);
-    });
-    const layers = all
-      .filter((l) => chosen.has(l.layer))
-      .map(({ layer, module, local }) => {
-        const [out, inDim] = module.params.get(`${local}.weight`)!.shape;
-        return { layer, out, in: inDim };
-      });
+    const all = linearLayersOf(context.built).map(({ layer, module, local }) => ({ name: layer, shape: module.params.get(`${local}.weight`)!.shape }));
+    const layers = chooseLayers(all, options.targets, (path) => context.positions?.lookup(path) ?? { yamlPath: path }, context.yamlPath);
     return new LoraAdapter(layers, options as LoraOptions, new Rng(context.seed, `${context.yamlPath}:lora`));
   },
+  /** `vlm inspect`: the adapter's parameter shapes over the model's linear layers (peers.linearLayers) */
+  describe(options, peers) {
+    const layers = chooseLayers(peers.linearLayers ?? [], options.targets, (yamlPath) => ({ yamlPath }), 'model.adapters[?]');
+    const params: Record<string, number[]> = {};
+    for (const l of layers) Object.assign(params, { [`${l.layer}.lora_A.weight`]: [options.r, l.in], [`${l.layer}.lora_B.weight`]: [l.out, options.r] });
+    return { params };
+  },
 });
+
+/** The layers the target patterns select, in the model's order; a pattern matching none is an error at its YAML path. */
+function chooseLayers(all: { name: string; shape: number[] }[], targets: readonly string[], where: (path: string) => Where, yamlPath: string): { layer: string; out: number; in: number }[] {
+  const chosen = new Set<string>();
+  targets.forEach((pattern, j) => {
+    const hits = all.filter((l) => matchesTarget(l.name, pattern));
+    if (!hits.length) {
+      const examples = all.filter((_, k) => k % Math.max(1, Math.floor(all.length / 6)) === 0).slice(0, 6).map((l) => l.name);
+      throw new UserError(`lora target "${pattern}" matches no linear layer of the model`, {
+        where: where(`${yamlPath}.targets[${j}]`),
+        hint: all.length ? `linear layers are named e.g. ${examples.join(', ')}; use * for any part (decoder.*.attn.q_proj)` : 'the model components declare no linear layers (Module.linearLayers)',
+      });
+    }
+    for (const h of hits) chosen.add(h.name);
+  });
+  return all.filter((l) => chosen.has(l.name)).map((l) => ({ layer: l.name, out: l.shape[0], in: l.shape[1] }));
+}

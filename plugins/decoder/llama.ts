@@ -97,6 +97,12 @@ export function llamaParamShapes(c: LlamaConfig): Record<string, number[]> {
   return s;
 }
 
+/** the linear layers of n blocks: q, k, v, out of the attention and gate, up, down of the MLP */
+export function llamaLinearLayers(nBlocks: number): string[] {
+  const names = ['attn.q_proj', 'attn.k_proj', 'attn.v_proj', 'attn.out_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
+  return Array.from({ length: nBlocks }, (_, i) => names.map((n) => `blocks.${i}.${n}`)).flat();
+}
+
 // ---- RotaryEmbedding (https://github.com/huggingface/nanoVLM/blob/v0.1/models/language_model.py#L21) -----
 // rmsNorm (RMSNorm, #L7) is core/ops.ts rmsNorm.
 
@@ -243,8 +249,7 @@ export class LlamaDecoder implements Decoder {
 
   /** the linear layers (model.adapters targets): q, k, v, out of the attention and gate, up, down of the MLP of each block */
   linearLayers(): string[] {
-    const names = ['attn.q_proj', 'attn.k_proj', 'attn.v_proj', 'attn.out_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
-    return Array.from({ length: this.cfg.n_blocks }, (_, i) => names.map((n) => `blocks.${i}.${n}`)).flat();
+    return llamaLinearLayers(this.cfg.n_blocks);
   }
 
   embed(ids: tf.Tensor2D): tf.Tensor3D {
@@ -581,6 +586,6 @@ export default definePlugin({
     const opts = options_ as Options;
     const local = localBackboneConfig(opts.from, 'Llama');
     const cfg = configFrom(opts, local ? llamaShapes(local).shapes : null, 'model.decoder', opts.from ?? undefined);
-    return { params: llamaParamShapes(cfg), hiddenDim: cfg.hidden_dim };
+    return { params: llamaParamShapes(cfg), hiddenDim: cfg.hidden_dim, linearLayers: llamaLinearLayers(cfg.n_blocks) };
   },
 });

@@ -101,6 +101,7 @@ export default definePlugin({
       params: { 'proj.weight': [peers.decoder.hiddenDim, peers.vision.hiddenDim * s * s] },
       numTokens: peers.vision.numTokens / (s * s),
       hiddenDim: peers.decoder.hiddenDim,
+      linearLayers: ['proj'],
     };
   },
 });

@@ -92,6 +92,12 @@ function validateViT(c: ViTConfig, yamlPath: string): void {
   if (c.image_size % c.patch_size !== 0) fail(`image_size ${c.image_size} is not divisible by patch_size ${c.patch_size}`, 'patch_size');
 }
 
+/** the linear layers of n blocks: qkv, out of the attention and fc1, fc2 of the MLP */
+export function vitLinearLayers(nBlocks: number): string[] {
+  const names = ['attn.qkv_proj', 'attn.out_proj', 'mlp.fc1', 'mlp.fc2'];
+  return Array.from({ length: nBlocks }, (_, i) => names.map((n) => `blocks.${i}.${n}`)).flat();
+}
+
 export class SiglipViT implements VisionEncoder {
   readonly params = new Map<string, tf.Variable>();
   readonly imageSize: number;
@@ -115,8 +121,7 @@ export class SiglipViT implements VisionEncoder {
 
   /** the linear layers (model.adapters targets): qkv, out of the attention and fc1, fc2 of the MLP of each block */
   linearLayers(): string[] {
-    const names = ['attn.qkv_proj', 'attn.out_proj', 'mlp.fc1', 'mlp.fc2'];
-    return Array.from({ length: this.cfg.n_blocks }, (_, i) => names.map((n) => `blocks.${i}.${n}`)).flat();
+    return vitLinearLayers(this.cfg.n_blocks);
   }
 
   /** Conv2d(3, D, kernel=stride=P) as patchify + linear; [B, 3, S, S] -> [B, N, D], patches row-major */
@@ -337,6 +342,6 @@ export default definePlugin({
     const local = localBackboneConfig(opts.from, 'SigLIP');
     const cfg = configFrom(opts, local ? siglipShapes(local, `${opts.from}/config.json`) : null, 'model.vision', opts.from ?? undefined);
     const nTok = cfg.cls_flag ? 1 : (cfg.image_size / cfg.patch_size) ** 2;
-    return { params: vitParamShapes(cfg), hiddenDim: cfg.hidden_dim, numTokens: nTok };
+    return { params: vitParamShapes(cfg), hiddenDim: cfg.hidden_dim, numTokens: nTok, linearLayers: vitLinearLayers(cfg.n_blocks) };
   },
 });

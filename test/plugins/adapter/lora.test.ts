@@ -146,7 +146,18 @@ test('a fresh adapter (B = 0) leaves the output unchanged; a trained one changes
   const merged = await loadCheckpoint(dir, new Registry(plugins), { log: silentLog });
   assert.equal(merged.adapters.length, 0);
   assert.ok(relL2(logits(merged), adaptedOut) < 1e-5, `merged vs adapted rel L2 ${relL2(logits(merged), adaptedOut)}`);
-  // generation's weights (the decoder's fast path) are the merged ones too
+  // generation's weights (the decoder's fast path with a cache, and its host decodeNext) are the merged ones
+  const ids = tf.tensor2d([[5, 17, 33, 2]], [1, 4], 'int32');
+  const plain = tf.tidy(() => model.decoder.forward(model.decoder.embed(ids)).dataSync() as Float32Array); // the adapters' path
+  const cache = model.decoder.newCache(1);
+  const cached = tf.tidy(() => model.decoder.forward(model.decoder.embed(ids.slice([0, 0], [1, 3]) as tf.Tensor2D), { cache }).dataSync() as Float32Array);
+  const C = model.decoder.hiddenDim;
+  assert.ok(relL2(cached, plain.slice(0, 3 * C)) < 1e-5, `fast path vs adapters rel L2 ${relL2(cached, plain.slice(0, 3 * C))}`);
+  const next = model.decoder.decodeNext!(Int32Array.from([2]), cache, null); // [1, V], host path
+  const headLast = tf.tidy(() => model.decoder.head(tf.tensor3d(plain.slice(3 * C), [1, 1, C])).dataSync() as Float32Array);
+  assert.ok(relL2(next, headLast) < 1e-5, `decodeNext vs adapters rel L2 ${relL2(next, headLast)}`);
+  cache.dispose();
+  ids.dispose();
   merged.dispose();
   model.dispose();
 });
@@ -164,7 +175,9 @@ test('only the adapters train: gradients and AdamW state for lora_A/lora_B alone
   assert.deepEqual([...optimizer.state().tensors.keys()].filter((k) => !/lora_[AB]/.test(k)), []);
   const before = new Map([...model.params].map(([n, v]) => [n, v.dataSync().slice()]));
   await trainStep(model, optimizer, [randomHostBatch(2, 3)], { maxGradNorm: 1 });
+  const live = tf.memory().numTensors;
   await trainStep(model, optimizer, [randomHostBatch(2, 4)], { maxGradNorm: 1 });
+  assert.equal(tf.memory().numTensors, live, 'live tensors flat across steps');
   for (const [n, v] of model.params) {
     const moved = relL2(v.dataSync(), before.get(n)!) > 0 || (before.get(n)!.every((x) => x === 0) && v.dataSync().some((x) => x !== 0));
     assert.equal(moved, trainable.includes(n), `${n} ${moved ? 'changed' : 'unchanged'}`);
@@ -226,4 +239,31 @@ test('LoRA training resumes exactly: the adapters and their optimizer state come
   const b = readSafetensors(join(findLatestCheckpoint(second.ctx.runDir)!.folder, 'adapter_model.safetensors')).tensors;
   for (const [k, t] of a) assert.deepEqual(b.get(k)!.data, t.data, k);
   second.ctx.model!.dispose();
+});
+
+test('vlm inspect counts the adapters (describe over the linear layers) as the only trainable parameters, equal to the built ones', async () => {
+  const { parameterReport } = await import('../../../core/commands/inspect.ts');
+  const { resolveRecipe } = await import('../../../core/recipe/index.ts');
+  const targets = ['decoder.*.attn.q_proj', 'vision_encoder.*.mlp.fc1', 'MP.proj'];
+  const recipe = smallRecipe(tmpOut());
+  (recipe.model as Record<string, unknown>).adapters = [{ use: 'lora', r: 4, alpha: 8, targets }];
+  const registry = new Registry(builtins);
+  const r = await resolveRecipe(writeRecipe(recipe), { registry });
+  const report = parameterReport(r.data, registry);
+  const built = await adapted(targets);
+  const n = [...built.adapters[0].params.values()].reduce((s, v) => s + v.size, 0);
+  built.dispose();
+  assert.equal(report.modules.find((m) => m.module === 'adapters[0]')!.params, n);
+  assert.equal(report.trainable, n);
+  assert.equal(report.memory!.grads, 4 * n);
+  // 2 blocks x q_proj [48, 48] + 2 blocks x fc1 [64, 32] + proj [48, 128], rank 4
+  assert.equal(n, 4 * (2 * (48 + 48) + 2 * (32 + 64) + (128 + 48)));
+});
+
+test('--random-full-size (vlm bench / vlm memory) keeps the recipe\'s adapters', async () => {
+  const { withFullSizeModel } = await import('../../../core/model/random-checkpoint.ts');
+  const adapters = [{ use: 'lora', targets: ['q_proj'] }];
+  const m = withFullSizeModel({ decoder: { use: 'llama' }, tokenizer: { use: 'bytes' }, adapters }, new Registry(builtins));
+  assert.deepEqual(m.adapters, adapters);
+  assert.equal(m.decoder.hidden_dim, 576);
 });
