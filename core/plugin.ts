@@ -50,7 +50,7 @@ type Prim<S> = S extends { enum: readonly (infer E)[] }
                   : S extends { anyOf: readonly (infer O)[] }
                     ? FromSchema<O>
                     : S extends { type: readonly (infer T)[] }
-                      ? Prim<{ type: T }>
+                      ? (T extends unknown ? (T extends 'object' ? Obj<S> : Prim<{ type: T }>) : never)
                       : S extends { properties: unknown }
                         ? Obj<S>
                         : unknown;

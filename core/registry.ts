@@ -140,7 +140,7 @@ export class Registry implements RegistryLike {
     Object.assign(entry, { use }, options);
     if (ok) return [];
     return describeErrors(validate.errors ?? [], base, 'option').map(
-      (p) => new UserError(`${p.message} (plugin ${name})`, { where: positions.lookup(p.path, { key: p.atKey }) }),
+      (p) => new UserError(`${p.message} (plugin ${plugin.name})`, { where: positions.lookup(p.path, { key: p.atKey }) }),
     );
   }
 

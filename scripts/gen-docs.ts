@@ -81,6 +81,16 @@ export function renderRecipesMd(plugins: readonly Plugin[]): string {
     if (sub.type === 'object' && sub.properties && !sub0['x-plugin']) md.push(cell(sub.description ?? ''), '', ...HEAD, ...rows(sub, `${k}.`), '');
     else md.push(...HEAD, `| \`${k}\` | ${cell(typeOf(sub0))} | ${dflt(sub, (recipeSchema.required ?? []).includes(k))} | ${cell(sub.description ?? '')} |`, '');
   }
+  const withOptions = plugins.filter((p) => p.kind === 'stage' && Object.keys(p.options.properties ?? {}).length).map((p) => `\`${p.name}\``);
+  md.push(
+    '### Stage sections',
+    '',
+    `A stage's options sit in a section named after the stage (${withOptions.join(', ')}, or a user stage's name): \`train: { batch_size: 8 }\`.`,
+    "Each section is checked against its stage plugin's options schema (below, under [stage](#stage)), as a plugin entry's",
+    'options are, and every stage listed in `stages` gets its section with the defaults filled in. A user plugin that',
+    "replaces a stage (`replaces: train`) brings its own options for that section.",
+    '',
+  );
   md.push('## Plugins', '', 'A plugin entry is `{use: <name>, ...options}`. The options of each built-in plugin:', '');
   for (const kind of PLUGIN_KINDS) {
     const list = plugins.filter((p) => p.kind === kind).sort((a, b) => a.name.localeCompare(b.name));
@@ -88,7 +98,7 @@ export function renderRecipesMd(plugins: readonly Plugin[]): string {
     if (list.length === 0) md.push('(no built-in plugins)', '');
     for (const p of list) {
       md.push(`#### \`${p.name}\``, '', cell(p.description), '');
-      const r = rows(p.options);
+      const r = rows(p.options, kind === 'stage' ? `${p.name}.` : ''); // a stage's options: its recipe section
       md.push(...(r.length ? [...HEAD, ...r] : ['No options.']), '');
     }
   }

@@ -13,6 +13,7 @@ import { loadModel, resolveModelFolder } from '../load-model.ts';
 import { runPipeline } from '../pipeline.ts';
 import { isOverride } from '../recipe/overrides.ts';
 import { resolveRecipe, savedRecipe } from '../recipe/index.ts';
+import { stageEntry } from '../recipe/schema.ts';
 import { loadPluginFlags } from '../registry.ts';
 import { createRun, timestamp } from '../run.ts';
 import { initRuntime } from '../runtime.ts';
@@ -140,7 +141,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     if (!listed.length && !fallback) throw new UserError('no stage plugin evaluates a model (a stage plugin declaring `evaluates: true`)');
     const evalStages: Stage[] = [];
     for (const s of listed.length ? listed : [{ name: fallback!.plugin.name, yamlPath: 'stages' }]) {
-      evalStages.push(await env.registry.create('stage', { use: s.name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: s.yamlPath, seed: ctx.seed, log: ctx.log, positions: ctx.positions }));
+      evalStages.push(await env.registry.create('stage', stageEntry(ctx.recipe, s.name), { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: s.yamlPath, seed: ctx.seed, log: ctx.log, positions: ctx.positions }));
     }
     await runPipeline(run, [load, ...evalStages]);
     ctx.log.info(`results: ${join(ctx.runDir, 'eval', 'results.md')}`);

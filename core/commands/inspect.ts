@@ -9,7 +9,7 @@ import type { ModuleDescription, ModulePeers } from '../plugin.ts';
 import { isOverride } from '../recipe/overrides.ts';
 import { formatPath } from '../recipe/positions.ts';
 import { recipeToYaml, resolveRecipe } from '../recipe/index.ts';
-import { pluginEntries } from '../recipe/schema.ts';
+import { pluginEntries, recipeSchemaFor, stagePlugins } from '../recipe/schema.ts';
 import type { Registry } from '../registry.ts';
 import type { PluginKind } from '../types.ts';
 
@@ -144,7 +144,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   }
   if (files.length !== 1) throw new UserError('vlm inspect needs one recipe file', { hint: 'vlm inspect recipes/smol-222m.yaml' });
   const r = await resolveRecipe(files[0], { registry: env.registry, overrides: positionals.filter(isOverride) });
-  const graph = pluginEntries(r.data).map(({ path, kind, entry }) => ({
+  const graph = pluginEntries(r.data, recipeSchemaFor(stagePlugins(env.registry)), (kind, name) => env.registry.plugin(kind, name)?.options).map(({ path, kind, entry }) => ({
     path: formatPath(path),
     kind,
     plugin: entry.use as string,

@@ -11,6 +11,7 @@ import { UserError } from '../errors.ts';
 import { runPipeline } from '../pipeline.ts';
 import { isOverride } from '../recipe/overrides.ts';
 import { resolveRecipe } from '../recipe/index.ts';
+import { stageEntry } from '../recipe/schema.ts';
 import { createRun, RUN_JSON } from '../run.ts';
 import { initRuntime } from '../runtime.ts';
 import type { Stage } from '../types.ts';
@@ -91,7 +92,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     ctx.facts.threads = runtime.threads ?? null;
     const stages: Stage[] = [];
     for (const [i, name] of (recipe.data.stages as string[]).entries()) {
-      stages.push(await env.registry.create('stage', { use: name }, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log, flags: ctx.flags, positions: ctx.positions }));
+      stages.push(await env.registry.create('stage', stageEntry(ctx.recipe, name), { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `stages[${i}]`, seed: ctx.seed, log: ctx.log, flags: ctx.flags, positions: ctx.positions }));
     }
     await runPipeline(run, stages);
     ctx.log.info(`done: ${ctx.runDir}`);

@@ -1,6 +1,7 @@
 // One ajv instance for recipes and plugin options: every error at once (allErrors), defaults
 // filled in (useDefaults), and the failing schema/data kept on each error (verbose) so messages
-// can say "did you mean". `x-plugin: <kind>` marks a plugin entry in the recipe schema.
+// can say "did you mean". `x-plugin: <kind>` marks a plugin entry in the recipe schema, `x-stage:
+// <name>` a stage's section.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { UserError } from '../errors.ts';
 import { didYouMean } from './did-you-mean.ts';
@@ -9,6 +10,7 @@ import type { JSONSchema } from '../plugin.ts';
 
 export const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: false });
 ajv.addKeyword({ keyword: 'x-plugin', schemaType: 'string' });
+ajv.addKeyword({ keyword: 'x-stage', schemaType: 'string' });
 
 const compiled = new WeakMap<object, ValidateFunction>();
 

@@ -10,7 +10,7 @@ import type { PluginKind } from '../types.ts';
 import { loadWithExtends } from './extends.ts';
 import { applyOverrides, parseOverride, type Override } from './overrides.ts';
 import { formatPath, type SourceMap } from './positions.ts';
-import { recipeSchema } from './schema.ts';
+import { recipeSchema, recipeSchemaFor, stagePlugins } from './schema.ts';
 import { validateRecipe } from './validate.ts';
 
 export interface ResolvedRecipe {
@@ -64,7 +64,7 @@ export async function resolveRecipe(
     }
   }
   const pluginSchema = (kind: PluginKind, name: string) => (registry.has(kind, name) ? registry.get(kind, name).options : undefined);
-  errors.push(...applyOverrides(data, overrides, pluginSchema));
+  errors.push(...applyOverrides(data, overrides, pluginSchema, recipeSchemaFor(stagePlugins(registry))));
   for (const o of overrides) positions.overrides.set(formatPath(o.path), `override ${o.text}`);
 
   errors.push(...validateRecipe(data, registry, positions));
@@ -90,13 +90,18 @@ export function savedRecipe(folder: string): { file: string; baseDir: string } |
   return { file, baseDir };
 }
 
-/** The resolved recipe as YAML (written to <run dir>/recipe.yaml). */
+/**
+ * The resolved recipe as YAML (written to <run dir>/recipe.yaml): the sections in the recipe
+ * schema's order, the stages' sections (in the order of `stages`) before `stages`.
+ */
 export function recipeToYaml(r: ResolvedRecipe): string {
   const { data } = r;
   const order = Object.keys(recipeSchema.properties ?? {});
+  const listed: unknown[] = Array.isArray(data.stages) ? data.stages : [];
+  const rank = (k: string) => (order.includes(k) ? [order.indexOf(k), 0] : [order.indexOf('stages') - 0.5, listed.includes(k) ? listed.indexOf(k) : listed.length]);
   const sorted = Object.fromEntries(
     Object.keys(data)
-      .sort((a, b) => order.indexOf(a) - order.indexOf(b))
+      .sort((a, b) => rank(a)[0] - rank(b)[0] || rank(a)[1] - rank(b)[1] || a.localeCompare(b))
       .filter((k) => k !== 'extends')
       .map((k) => [k, data[k]]),
   );

@@ -46,11 +46,13 @@ export function applyOverrides(
   recipe: Record<string, any>,
   overrides: Override[],
   pluginSchema: (kind: PluginKind, name: string) => JSONSchema | undefined,
+  /** the recipe schema with its stage sections (recipeSchemaFor) */
+  root?: JSONSchema,
 ): UserError[] {
   const errors: UserError[] = [];
   for (const ov of overrides) {
     const where = { file: `override ${ov.text}` };
-    const found = schemaAt(ov.path, recipe, pluginSchema);
+    const found = schemaAt(ov.path, recipe, pluginSchema, root);
     if (!found.ok) {
       const bad = formatPath([...found.at, found.key]);
       const msg =

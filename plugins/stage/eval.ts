@@ -100,8 +100,16 @@ export default definePlugin({
   kind: 'stage',
   name: 'eval',
   evaluates: true, // vlm eval --model runs it
-  description: "Runs the recipe's eval.evaluators; writes eval/results.json and eval/results.md in the run directory.",
-  options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  description: "Runs the evaluators of the recipe's eval: section; writes eval/results.json and eval/results.md in the run directory.",
+  // the recipe's `eval:` section
+  options: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      evaluators: { type: 'array', default: [], items: { type: 'object', 'x-plugin': 'evaluator', required: ['use'], properties: { use: { type: 'string', minLength: 1 } } }, description: 'Evaluator plugin entries, run in order.' },
+      max_samples: { type: ['integer', 'null'], minimum: 1, default: null, description: 'Evaluate at most this many samples per dataset (null = all).' },
+    },
+  } as const,
   create(): Stage {
     return {
       title: 'eval',

@@ -93,8 +93,19 @@ export function preflight(recipe: Record<string, any>, log: Logger, opts: { reci
 export default definePlugin({
   kind: 'stage',
   name: 'publish',
-  description: "Runs the recipe's publish.publishers in order (local writes <run>/model; hub uploads it). --dry-run uploads nothing.",
-  options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  description: "Runs the publishers of the recipe's publish: section in order (local writes <run>/model; hub uploads it). --dry-run uploads nothing.",
+  // the recipe's `publish:` section
+  options: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      publishers: { type: 'array', default: [], items: { type: 'object', 'x-plugin': 'publisher', required: ['use'], properties: { use: { type: 'string', minLength: 1 } } }, description: 'Publisher plugin entries, run in order.' },
+      repo_id: { type: ['string', 'null'], default: null, description: 'Hub repository (`owner/name`) for publishers that upload.' },
+      private: { type: 'boolean', default: false, description: 'Create the Hub repository as private.' },
+      license: { type: 'string', default: 'apache-2.0', description: 'License written into the model card.' },
+      message: { type: ['string', 'null'], default: null, description: 'Commit message for uploads (null = a generated one).' },
+    },
+  } as const,
   create(_options, context): Stage {
     preflight(context.recipe, context.log, { recipeDir: context.recipeDir, flags: context.flags });
     return {

@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { join, relative } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { definePlugin, type RecipeProblem } from 'nanovlm-ts/plugin-api';
+import { definePlugin, type FromSchema, type RecipeProblem } from 'nanovlm-ts/plugin-api';
 import { buildOptimizer } from '../../core/build.ts';
 import { UserError } from 'nanovlm-ts/plugin-api';
 import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } from 'nanovlm-ts/plugin-api';
@@ -47,48 +47,12 @@ import { diffRecipes, recipeHash } from '../../core/train/recipe-diff.ts';
 import { writeCurvePng, type Series } from '../../core/train/plot.ts';
 import { describeEstimate, formatBytes, guardWasmAbort, outOfMemoryError, trainingMemory, wasmAbortError } from '../../core/train/memory.ts';
 
-/** train.* options of the recipe (schemas/recipe.schema.json) with their defaults */
-export interface TrainOptions {
-  batch_size: number;
-  grad_accum: number;
-  epochs: number;
-  max_steps: number | null;
-  max_grad_norm: number | null;
-  activation_checkpointing: boolean;
-  eval_every: number | null;
-  checkpoint_every: number | null;
-  keep_checkpoints: number;
-  samples: number;
-  best_metric: string;
-  log_every: number;
-  bad_sample_ratio: number;
-  prefetch: number;
-  max_images_per_example: number;
-  packing: { attention: 'nanovlm' | 'block-diagonal'; max_sample_length: number; max_images_per_knapsack: number | null; buffer_sequences: number | null } | null;
-}
-const DEFAULTS: TrainOptions = {
-  batch_size: 8,
-  grad_accum: 1,
-  epochs: 1,
-  max_steps: null,
-  max_grad_norm: 1.0,
-  activation_checkpointing: false,
-  eval_every: null,
-  checkpoint_every: null,
-  keep_checkpoints: 3,
-  samples: 0,
-  best_metric: 'val_loss',
-  log_every: 10,
-  bad_sample_ratio: 0.01,
-  prefetch: 2,
-  max_images_per_example: 4,
-  packing: null,
-};
+/** the recipe's `train:` section: the options of this stage (the schema at the end of the file), defaults filled in */
+export type TrainOptions = FromSchema<typeof options>;
 
 // ---- the loop ------------------------------------------------------------------------------------
 
-export async function train(ctx: RunContext, report: (line: string) => void): Promise<void> {
-  const opt: TrainOptions = { ...DEFAULTS, ...(ctx.recipe.train ?? {}) };
+export async function train(ctx: RunContext, report: (line: string) => void, opt: TrainOptions = ctx.recipe.train): Promise<void> {
   const model = ctx.model;
   if (!model || !ctx.tokenizer || !ctx.imageProcessor)
     throw new UserError('the train stage has no model', { hint: 'run the load stage first: stages: [load, train, ...]' });
@@ -466,11 +430,47 @@ function eta(seconds: number): string {
   return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
+// ---- the plugin: its options are the recipe's `train:` section ----------------------------------
+
+const options = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    batch_size: { type: 'integer', minimum: 1, default: 8, description: 'Samples per micro-batch.' },
+    grad_accum: { type: 'integer', minimum: 1, default: 1, description: 'Micro-batches accumulated per optimiser step (effective batch = batch_size x grad_accum).' },
+    epochs: { type: 'integer', minimum: 1, default: 1, description: 'Passes over the training data.' },
+    max_steps: { type: ['integer', 'null'], minimum: 1, default: null, description: 'Stop after this many optimiser steps (null = run all epochs).' },
+    max_grad_norm: { type: ['number', 'null'], exclusiveMinimum: 0, default: 1.0, description: 'Clip the global gradient norm to this value (null = no clipping).' },
+    activation_checkpointing: { type: 'boolean', default: false, description: "Keep only each transformer block's input during the forward pass and recompute the block in the backward pass (torch.utils.checkpoint): the same gradients, much less activation memory, about one more forward pass of time. Needs dropout 0." },
+    eval_every: { type: ['integer', 'null'], minimum: 1, default: null, description: 'Evaluate (val loss + evaluators) every N optimiser steps (null = only at the end).' },
+    checkpoint_every: { type: ['integer', 'null'], minimum: 1, default: null, description: 'Write a checkpoint every N optimiser steps (null = only at the end).' },
+    keep_checkpoints: { type: 'integer', minimum: 1, default: 3, description: 'Newest `checkpoints/step-N/` folders kept (older ones are deleted; `checkpoints/best/` is kept separately).' },
+    samples: { type: 'integer', minimum: 0, maximum: 32, default: 0, description: 'Held-out samples (data.val, else data.eval) answered greedily (at most 16 tokens) at each checkpoint, written to `samples/step-N.json` for the dashboard of `vlm serve`; 0 = none. Costs the decoder\'s generation weights (one more copy of its weights) from the first checkpoint on.' },
+    best_metric: { type: 'string', default: 'val_loss', description: 'Metric that selects `checkpoints/best/` (`val_loss` is minimised, any evaluator metric such as `accuracy` is maximised).' },
+    log_every: { type: 'integer', minimum: 1, default: 10, description: 'Print a progress line every N optimiser steps (metrics.jsonl gets every step).' },
+    bad_sample_ratio: { type: 'number', minimum: 0, maximum: 1, default: 0.01, description: 'Undecodable / invalid samples are skipped and counted; above this fraction the run stops with an error.' },
+    prefetch: { type: 'integer', minimum: 0, default: 2, description: 'Batches prepared ahead (image decoding, tokenisation) while the model computes.' },
+    max_images_per_example: { type: 'integer', minimum: 1, default: 4, description: 'Chat samples (model.image_tokens: placeholders): samples with more images are left out (nanoVLM HEAD TrainConfig.max_images_per_example).' },
+    packing: {
+      type: ['object', 'null'],
+      default: null,
+      additionalProperties: false,
+      description: "Pack several chat samples into each row of max_length tokens (nanoVLM HEAD's ConstantLengthDataset: a buffer of samples, balanced greedy knapsack, rows batched batch_size at a time); needs model.image_tokens: placeholders and train.max_steps. null = one sample per row.",
+      properties: {
+        attention: { type: 'string', enum: ['nanovlm', 'block-diagonal'], default: 'nanovlm', description: 'nanovlm: packed samples attend to the samples before them in the row and positions run on (nanoVLM HEAD); block-diagonal (not in nanoVLM): each sample attends only to itself and its positions start at 0, so packing changes no sample\'s result.' },
+        max_sample_length: { type: 'integer', minimum: 1, default: 4096, description: 'Samples of this many tokens or more are left out (HEAD max_sample_length).' },
+        max_images_per_knapsack: { type: ['integer', 'null'], minimum: 1, default: 18, description: 'At most this many images in one packed row (HEAD max_images_per_knapsack); null = no limit.' },
+        buffer_sequences: { type: ['integer', 'null'], minimum: 1, default: null, description: "Samples are packed in buffers of about this many rows' tokens (HEAD num_of_sequences); null = 4 x batch_size, as HEAD's train.py." },
+      },
+    },
+  },
+} as const;
+
 export default definePlugin({
   kind: 'stage',
   name: 'train',
-  description: 'Train the model (recipe train.*): batch -> forward -> loss -> backward -> clip -> lr -> step -> log, with eval, checkpoints and --resume.',
-  options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  description: 'Train the model (options: the recipe\'s train: section): batch -> forward -> loss -> backward -> clip -> lr -> step -> log, with eval, checkpoints and --resume.',
+  options,
   // an optimizer, a schedule and training data
   checkRecipe(recipe) {
     const problems: RecipeProblem[] = [];
@@ -482,7 +482,7 @@ export default definePlugin({
     }
     return problems;
   },
-  create(): Stage {
-    return { title: 'train', run: (ctx, report) => train(ctx, report) };
+  create(opts): Stage {
+    return { title: 'train', run: (ctx, report) => train(ctx, report, opts) };
   },
 });

@@ -18,12 +18,13 @@ import { fixturePlugins } from './recipe/fixture-plugins.ts';
 process.env.CI = 'true'; // plain line renderer
 
 const calls: string[] = [];
+/** a stand-in stage with the options of the real stage of that name (its section of the recipe) */
 function stage(name: string, run: (ctx: RunContext, report: (l: string) => void) => Promise<void>): Plugin {
   return definePlugin({
     kind: 'stage',
     name,
     description: `test stage ${name}`,
-    options: { type: 'object', additionalProperties: false, properties: {} } as const,
+    options: fixturePlugins.find((p) => p.kind === 'stage' && p.name === name)!.options,
     create: () => ({ title: name, run }),
   });
 }

@@ -48,8 +48,8 @@ test('wrong types: every problem at once, recipe keys and plugin options', async
     '5 problems:',
     `error: ${f}:4:9 runtime.seed: must be integer, got string "zero"`,
     `error: ${f}:5:12 runtime.backend: must be one of "auto", "webgpu", "tensorflow", "wasm", "cpu", got string "gpu" (did you mean "cpu"?)`,
-    `error: ${f}:7:15 train.batch_size: must be integer, got string "eight"`,
-    `error: ${f}:8:11 train.epochs: must be >= 1, got number 0`,
+    `error: ${f}:7:15 train.batch_size: must be integer, got string "eight" (plugin train)`,
+    `error: ${f}:8:11 train.epochs: must be >= 1, got number 0 (plugin train)`,
     `error: ${f}:10:42 model.vision.hidden_dim: must be integer, got string "big" (plugin siglip-vit)`,
   ]);
 });
@@ -76,7 +76,7 @@ test('unknown keys point at the key, with did you mean', async () => {
   assert.deepEqual(lines(r.err), [
     '3 problems:',
     `error: ${f}:3:1 trian: unknown key "trian" (did you mean "train"?)`,
-    `error: ${f}:6:3 train.bach_size: unknown key "bach_size" (did you mean "batch_size"?)`,
+    `error: ${f}:6:3 train.bach_size: unknown option "bach_size" (did you mean "batch_size"?) (plugin train)`,
     `error: ${f}:8:30 model.vision.hiden_dim: unknown option "hiden_dim" (did you mean "hidden_dim"?) (plugin siglip-vit)`,
   ]);
 });

@@ -96,7 +96,7 @@ describe('broken recipes through vlm run', () => {
   });
 
   it('unknown key: points at the key, with did you mean', async () => {
-    assertUserError(await C.unknownKey, /error: r\.yaml:\d+:\d+ train\.bach_size: unknown key "bach_size" \(did you mean "batch_size"\?\)/);
+    assertUserError(await C.unknownKey, /error: r\.yaml:\d+:\d+ train\.bach_size: unknown option "bach_size" \(did you mean "batch_size"\?\) \(plugin train\)/);
   });
 
   it('unknown plugin: did you mean, and which plugins exist', async () => {

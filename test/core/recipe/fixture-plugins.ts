@@ -4,6 +4,8 @@ import { definePlugin, type JSONSchema, type Plugin } from '../../../core/plugin
 import type { PluginKind } from '../../../core/types.ts';
 import loadStage from '../../../plugins/stage/load.ts';
 import trainStage from '../../../plugins/stage/train.ts';
+import evalStage from '../../../plugins/stage/eval.ts';
+import publishStage from '../../../plugins/stage/publish.ts';
 
 function fake(kind: PluginKind, name: string, properties: Record<string, JSONSchema> = {}, required: string[] = []): Plugin {
   return definePlugin({
@@ -24,9 +26,10 @@ export const fixturePlugins: Plugin[] = [
   fake('dataset', 'synthetic-shapes', { split: { enum: ['train', 'val', 'test'], default: 'train' }, count: { type: 'integer', default: 100 }, limit: { type: ['integer', 'null'], default: null } }),
   fake('optimizer', 'adamw', { weight_decay: { type: 'number', default: 0.01 } }),
   fake('schedule', 'cosine-warmup', { warmup_ratio: { type: 'number', default: 0.03 } }),
-  // what the real stages need of a recipe is part of validation: their own checkRecipe
+  // the real stages' options (the recipe's train:, eval:, publish: sections) and what they need of a
+  // recipe (their own checkRecipe) are part of validation
   { ...fake('stage', 'load'), checkRecipe: loadStage.checkRecipe },
-  { ...fake('stage', 'train'), checkRecipe: trainStage.checkRecipe },
-  fake('stage', 'eval'),
-  fake('stage', 'publish'),
+  { ...fake('stage', 'train'), options: trainStage.options, checkRecipe: trainStage.checkRecipe },
+  { ...fake('stage', 'eval'), options: evalStage.options },
+  { ...fake('stage', 'publish'), options: publishStage.options },
 ];

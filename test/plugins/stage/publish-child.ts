@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     facts: { train_time_s: 1 },
     flags: { dryRun: flag === '--dry-run', debug: true },
   };
-  await (publishStage.create({}, {} as never) as Stage).run(ctx, (line: string) => console.log(`[publish] ${line}`));
+  await (publishStage.create({} as never, {} as never) as Stage).run(ctx, (line: string) => console.log(`[publish] ${line}`));
   model.dispose();
 }
 

@@ -24,7 +24,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 function create(publish: Record<string, unknown>, flags: Record<string, boolean> = {}): string[] {
   const warnings: string[] = [];
   const log = { info() {}, debug() {}, warn: (m: string) => warnings.push(m) };
-  publishStage.create({}, { recipe: { name: 'x', publish }, recipeDir: root, log, flags } as never);
+  publishStage.create({} as never, { recipe: { name: 'x', publish }, recipeDir: root, log, flags } as never);
   return warnings;
 }
 

@@ -13,7 +13,7 @@ afterEach(() => {
 function create(publish: Record<string, unknown>): string[] {
   const warnings: string[] = [];
   const log = { info() {}, debug() {}, warn: (m: string) => warnings.push(m) };
-  publishStage.create({}, { recipe: { name: 'x', publish }, log } as never);
+  publishStage.create({} as never, { recipe: { name: 'x', publish }, log } as never);
   return warnings;
 }
 

@@ -141,7 +141,7 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     const lines: string[] = [];
     const ctx = runContext(runDir, [{ use: 'local' }, { use: 'hub' }], lines);
     hub.faults.failNext = { count: 1, status: 503, match: /commit/ }; // a transient failure on the way
-    await (publishStage.create({}, {} as never) as Stage).run(ctx, (l: string) => lines.push(l));
+    await (publishStage.create({} as never, {} as never) as Stage).run(ctx, (l: string) => lines.push(l));
     assert.equal(hub.faults.failNext.count, 0);
 
     const folder = join(runDir, 'model');
@@ -223,7 +223,7 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     const runDir = join(home, 'run');
     mkdirSync(runDir);
     const section = { from: TINY, tokenizer: { use: 'bytes' } };
-    await (publishStage.create({}, {} as never) as Stage).run(runContext(runDir, [{ use: 'local' }], [], {}, section), () => {});
+    await (publishStage.create({} as never, {} as never) as Stage).run(runContext(runDir, [{ use: 'local' }], [], {}, section), () => {});
     const side = JSON.parse(readFileSync(join(runDir, 'model', 'nanovlm-ts.json'), 'utf8'));
     assert.equal(side.model.vision.use, 'siglip-vit');
     assert.equal(side.model.decoder.hidden_dim, 48);
@@ -243,13 +243,13 @@ describe('publish stage + load back by repo id', needsShared('fixtures', 'nanovl
     const runDir = join(home, 'run');
     mkdirSync(runDir);
     const ctx = runContext(runDir, [{ use: 'local', path: mine }], []);
-    await assert.rejects((publishStage.create({}, {} as never) as Stage).run(ctx, () => {}), /already exists and is not a model folder/);
+    await assert.rejects((publishStage.create({} as never, {} as never) as Stage).run(ctx, () => {}), /already exists and is not a model folder/);
     assert.deepEqual(readdirSync(mine), ['precious.txt']);
     assert.deepEqual(readdirSync(home).sort(), ['mine', 'run'], 'a temp folder was left behind');
     // a folder we wrote before is replaced
     const ours = join(home, 'ours');
-    await (publishStage.create({}, {} as never) as Stage).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
-    await (publishStage.create({}, {} as never) as Stage).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
+    await (publishStage.create({} as never, {} as never) as Stage).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
+    await (publishStage.create({} as never, {} as never) as Stage).run(runContext(runDir, [{ use: 'local', path: ours }], []), () => {});
     assert.ok(existsSync(join(ours, 'model.safetensors')));
     assert.deepEqual(readdirSync(home).sort(), ['mine', 'ours', 'run']);
   });
