@@ -303,6 +303,12 @@ export interface Evaluator {
    * on this dataset instead of the recipe's data lists.
    */
   dataset?(ctx: RunContext): Promise<Dataset>;
+  /**
+   * Optional: this evaluator measures the validation loss, the token-weighted mean loss that a
+   * training stage computes itself while it trains (core/train/eval-loss.ts meanTokenLoss). The train
+   * stage's evaluation every N steps skips it (its `val_loss` is that number); the eval stage runs it.
+   */
+  readonly measuresValLoss?: boolean;
 }
 
 export interface Publisher {

@@ -26,6 +26,7 @@ export default definePlugin({
     return {
       name: 'val-loss',
       data: options.data,
+      measuresValLoss: true, // the train stage computes this number itself while training
       async evaluate(ctx, dataset): Promise<EvalResult> {
         const { model, tokenizer, imageProcessor } = needModel(ctx, 'val-loss');
         let samples = 0;

@@ -205,11 +205,11 @@ export async function train(ctx: RunContext, report: (line: string) => void, opt
       // ---- eval, best, periodic checkpoint, interruption ----
       const last = st.step >= totalSteps;
       if ((opt.eval_every && st.step % opt.eval_every === 0) || last) {
-        const { metrics, results } = await evaluate(ctx, model, opt, report);
-        // the eval stage's own evaluation of the final weights would repeat this one (val-loss
-        // evaluators are computed differently here: then it evaluates itself)
+        const { metrics, results, complete } = await evaluate(ctx, model, opt, report);
+        // the eval stage's own evaluation of the final weights would repeat this one (unless an
+        // evaluator was left to it: one that measures the validation loss computed here)
         const entries = (ctx.recipe.eval?.evaluators ?? []) as { use: string }[];
-        ctx.finalTrainEval = last && entries.length && !entries.some((e) => e.use === 'val-loss') ? results : undefined;
+        ctx.finalTrainEval = last && entries.length && complete ? results : undefined;
         evals.push({ step: st.step, metrics });
         ctx.metrics({ type: 'eval', step: st.step, ...metrics });
         ctx.log.info(`eval at step ${st.step}: ${Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
@@ -307,8 +307,12 @@ function resume(ctx: RunContext, model: VisionLanguageModel, optimizer: Optimize
   });
 }
 
-/** validation loss (token-weighted over data.val) + every recipe evaluator, as flat metrics */
-async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainOptions, report: (l: string) => void): Promise<{ metrics: Record<string, number>; results: EvalResult[] }> {
+/**
+ * validation loss (token-weighted over data.val) + every recipe evaluator, as flat metrics; an
+ * evaluator that measures the validation loss itself (Evaluator.measuresValLoss) is skipped: then
+ * the results are not `complete`
+ */
+async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainOptions, report: (l: string) => void): Promise<{ metrics: Record<string, number>; results: EvalResult[]; complete: boolean }> {
   const metrics: Record<string, number> = {};
   if (ctx.datasets.val.length) {
     report('eval: validation loss');
@@ -333,16 +337,20 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
     if (tokens) metrics.val_loss = loss;
   }
   const results: EvalResult[] = [];
+  let complete = true;
   for (const [i, entry] of ((ctx.recipe.eval?.evaluators ?? []) as { use: string; data?: 'val' | 'eval' }[]).entries()) {
-    if (entry.use === 'val-loss') continue; // computed above
     const evaluator = await ctx.registry.create('evaluator', entry, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `eval.evaluators[${i}]`, seed: ctx.seed, log: ctx.log, positions: ctx.positions });
+    if (evaluator.measuresValLoss) {
+      complete = false; // its number is val_loss, computed above
+      continue;
+    }
     for (const ds of ctx.datasets[entry.data ?? 'eval']) {
       report(`eval: ${entry.use} on ${ds.name}`);
       results.push(await evaluator.evaluate(ctx, ds));
     }
   }
   for (const r of results) for (const [k, v] of Object.entries(r.metrics)) metrics[`${r.evaluator}/${r.dataset}/${k}`] = v;
-  return { metrics, results };
+  return { metrics, results, complete };
 }
 
 /**

@@ -29,18 +29,38 @@ const counting = definePlugin({
   }),
 });
 
+// an evaluator that measures the validation loss (Evaluator.measuresValLoss, as the built-in
+// val-loss declares): the train stage's evaluation skips it, under any name
+const lossCalls: number[] = [];
+const measuringLoss = definePlugin({
+  kind: 'evaluator',
+  name: 'my-loss',
+  description: 'declares that it measures the validation loss',
+  options: { type: 'object', additionalProperties: false, properties: {} } as const,
+  create: () => ({
+    name: 'my-loss',
+    data: 'val' as const,
+    measuresValLoss: true,
+    async evaluate(_ctx: unknown, ds: { name: string }) {
+      lossCalls.push(1);
+      return { evaluator: 'my-loss', dataset: ds.name, metrics: { loss: 1 } };
+    },
+  }),
+});
+
 const out = tmpOut();
 after(() => rmSync(out, { recursive: true, force: true }));
 
 let runs = 0;
-async function run(train: Record<string, unknown>) {
+async function run(train: Record<string, unknown>, evaluators: { use: string }[] = [{ use: 'counting' }]) {
   calls.length = 0;
+  lossCalls.length = 0;
   runs += 1; // a name per run: two runs within one second would otherwise get the same run directory
   const recipe = writeRecipe(
     smallRecipe(out, { max_steps: 2, checkpoint_every: null, ...train }, {
       name: `final-eval-${runs}`,
       stages: ['load', 'train', 'eval'],
-      eval: { evaluators: [{ use: 'counting' }] },
+      eval: { evaluators },
       data: {
         train: [{ use: 'synthetic-shapes', split: 'train', count: 16, format: 'open' }],
         val: [{ use: 'synthetic-shapes', split: 'val', count: 4, format: 'open' }],
@@ -48,7 +68,7 @@ async function run(train: Record<string, unknown>) {
       },
     }),
   );
-  const c = commandEnv([...builtins, counting]);
+  const c = commandEnv([...builtins, counting, measuringLoss]);
   const code = await runMain([recipe], c.env);
   assert.equal(code, 0, c.err());
   const runDir = c.err().match(/^done: (.+)$/m)![1];
@@ -64,6 +84,17 @@ test('the final weights are evaluated once: the eval stage reports the train sta
   // evaluating every step: steps 1 and 2, nothing more
   await run({ eval_every: 1 });
   assert.equal(calls.length, 2);
+});
+
+test('an evaluator declaring measuresValLoss is left to the eval stage (the train stage computes val_loss itself)', async () => {
+  const { runDir, err } = await run({ eval_every: null }, [{ use: 'counting' }, { use: 'my-loss' }]);
+  // training evaluated `counting` once and skipped my-loss; its evaluation was then incomplete, so the
+  // eval stage evaluated both
+  assert.equal(lossCalls.length, 1);
+  assert.equal(calls.length, 2);
+  assert.doesNotMatch(err, /not evaluating twice/);
+  const { results } = JSON.parse(readFileSync(join(runDir, 'eval', 'results.json'), 'utf8'));
+  assert.deepEqual(results.map((r: { evaluator: string; dataset: string }) => `${r.evaluator}/${r.dataset}`), ['counting/shapes-test', 'my-loss/shapes-val']);
 });
 
 test('the default recipe evaluates during training (eval_every below max_steps)', async () => {
