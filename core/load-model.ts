@@ -7,14 +7,15 @@
 // The tokenizer and image processor are built from the sidecar's entries (a plugin that declares a
 // folder file, Plugin.nanovlm.folderFile, reads it from the folder when present: tokenizer.json); a
 // plain nanoVLM folder without sidecar gets the tokenizer and image processor plugins that declare
-// nanoVLM interoperability, their options from config.json (lm_tokenizer, vit_img_size).
+// nanoVLM interoperability, their options from config.json (lm_tokenizer, vit_img_size; for a HEAD
+// folder, the plugins declaring HEAD's mapping, Plugin.nanovlm.head).
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { UserError } from './errors.ts';
 import { resolveSource } from './hub/index.ts';
 import { loadCheckpoint } from './weights/model-folder.ts';
 import { hasModelWeights } from './weights/model-weights.ts';
-import { applyVLMConfig, nanovlmPlugin, toHeadVLMConfig } from './model/config.ts';
+import { applyHeadVLMConfig, applyVLMConfig, nanovlmPlugin } from './model/config.ts';
 import type { ImageProcessor, Logger, RegistryLike, Tokenizer } from './types.ts';
 import type { VisionLanguageModel } from './model/vlm.ts';
 
@@ -99,18 +100,17 @@ export function componentEntries(folder: string, registry: RegistryLike): {
 } {
   const sidecar = readSidecar(folder);
   const config = JSON.parse(readFileSync(join(folder, 'config.json'), 'utf8'));
-  if (!sidecar?.tokenizer && 'vlm_extra_tokens' in config) {
-    // nanoVLM HEAD (get_tokenizer, get_image_processor): the extra tokens and chat template from the config, images split into tiles
-    const hasTokenizerJson = existsSync(join(folder, 'tokenizer.json'));
-    const c = toHeadVLMConfig(config);
-    return {
-      tokenizer: { use: 'hf', from: hasTokenizerJson ? folder : c.lm_tokenizer, chat_template: c.lm_chat_template, extra_special_tokens: c.vlm_extra_tokens },
-      imageProcessor: { use: 'split', size: c.vit_img_size, max_size: c.max_img_size, resize_to_max_side: c.resize_to_max_side_len },
-    };
-  }
+  // a nanoVLM HEAD folder (get_tokenizer, get_image_processor: the extra tokens and chat template
+  // from the config, images split into tiles) is built with the plugins declaring HEAD's mapping
+  // (Plugin.nanovlm.head), a v0.1 folder with those declaring v0.1's
+  const head = !sidecar?.tokenizer && 'vlm_extra_tokens' in config;
+  const fromConfig = (kind: 'tokenizer' | 'image-processor') => {
+    const p = nanovlmPlugin(registry, kind, head ? 'head' : 'v0.1');
+    return head ? applyHeadVLMConfig({ use: p.name }, p, config) : applyVLMConfig({ use: p.name }, p, config, join(folder, 'config.json'));
+  };
   /** a sidecar entry as it is, or the nanoVLM plugin of `kind` with its options from config.json */
   const entry = (kind: 'tokenizer' | 'image-processor', given: { use: string; [k: string]: unknown } | undefined) => {
-    const e = given ? { ...given } : applyVLMConfig({ use: nanovlmPlugin(registry, kind).name }, nanovlmPlugin(registry, kind), config, join(folder, 'config.json'));
+    const e = given ? { ...given } : fromConfig(kind);
     // the folder's own file (tokenizer.json) wins over where the entry points
     const ff = registry.plugin(kind, e.use)?.nanovlm?.folderFile;
     if (ff && existsSync(join(folder, ff.file))) e[ff.option] = folder;

@@ -110,6 +110,28 @@ export interface NanovlmInterop {
   folderFile?: { file: string; option: string };
   /** the options that reproduce nanoVLM v0.1's component where it has no config fields (train.py's optimizer and its groups) */
   options?: Readonly<Record<string, unknown>>;
+  /**
+   * nanoVLM HEAD (4e0c096), whose config.json has the newer fields (vlm_extra_tokens, ...): the same
+   * mapping for a HEAD checkpoint, when this plugin builds HEAD's component (its tokenizer with the
+   * extra tokens and chat template, its tile-splitting image processor, train.py's optimizer groups).
+   * `folderFile` above applies to both.
+   */
+  head?: {
+    /** HEAD VLMConfig field -> this plugin's option (missing fields: HEAD's defaults) */
+    config?: Readonly<Record<string, string>>;
+    /** the options that reproduce HEAD's component where it has no config fields */
+    options?: Readonly<Record<string, unknown>>;
+  };
+}
+
+/** Which nanoVLM a checkpoint's config.json comes from: v0.1, or HEAD (4e0c096). */
+export type NanovlmFormat = 'v0.1' | 'head';
+
+/** Does `plugin` declare how it builds nanoVLM `format`'s component of its kind? */
+export function declaresNanovlm(plugin: Plugin, format: NanovlmFormat = 'v0.1'): boolean {
+  const n = plugin.nanovlm;
+  if (!n) return false;
+  return format === 'head' ? !!n.head : !!(n.config || n.folderFile || n.options);
 }
 
 /** A problem a plugin finds in a recipe (Plugin.checkRecipe). */

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isUserError, UserError, UserErrors, type Where } from './errors.ts';
-import { isPlugin, type Plugin } from './plugin.ts';
+import { declaresNanovlm, isPlugin, type NanovlmFormat, type Plugin } from './plugin.ts';
 import { describeErrors, validator } from './recipe/ajv.ts';
 import { didYouMean } from './recipe/did-you-mean.ts';
 import { parsePath, SourceMap } from './recipe/positions.ts';
@@ -84,9 +84,12 @@ export class Registry implements RegistryLike {
     return this.byKind.get(kind)!.get(name)?.plugin;
   }
 
-  /** The plugin of `kind` declaring nanoVLM interoperability (Plugin.nanovlm): the last registered one wins (a user's replacement). */
-  nanovlmPlugin(kind: PluginKind): Plugin | undefined {
-    return [...this.byKind.get(kind)!.values()].map((r) => r.plugin).filter((p) => p.nanovlm).at(-1);
+  /**
+   * The plugin of `kind` declaring nanoVLM interoperability (Plugin.nanovlm) for `format` (v0.1, or
+   * HEAD: `nanovlm.head`): the last registered one wins (a user's replacement).
+   */
+  nanovlmPlugin(kind: PluginKind, format: NanovlmFormat = 'v0.1'): Plugin | undefined {
+    return [...this.byKind.get(kind)!.values()].map((r) => r.plugin).filter((p) => declaresNanovlm(p, format)).at(-1);
   }
 
   /** where a plugin came from ('built-in' or a module path) */

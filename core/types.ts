@@ -406,8 +406,8 @@ export interface RegistryLike {
   has(kind: PluginKind, name: string): boolean;
   /** the plugin registered under `name`, or undefined */
   plugin(kind: PluginKind, name: string): import('./plugin.ts').Plugin | undefined;
-  /** the plugin of `kind` that declares nanoVLM interoperability (Plugin.nanovlm), or undefined */
-  nanovlmPlugin(kind: PluginKind): import('./plugin.ts').Plugin | undefined;
+  /** the plugin of `kind` that declares nanoVLM interoperability (Plugin.nanovlm) for v0.1 (default) or HEAD, or undefined */
+  nanovlmPlugin(kind: PluginKind, format?: import('./plugin.ts').NanovlmFormat): import('./plugin.ts').Plugin | undefined;
   /** where a plugin came from: 'built-in', a module's absolute path, or a package name */
   source(kind: PluginKind, name: string): string | undefined;
   /** import plugin modules (paths relative to baseDir, or package names) and register their plugins */

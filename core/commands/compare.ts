@@ -2,7 +2,7 @@
 // Loads a nanoVLM-format checkpoint, runs it on `inputs.safetensors` (images, input_ids,
 // attention_mask, targets) and compares every tensor `expected.safetensors` names:
 //   vision_out, mp_out, decoder_hidden, logits (padded text positions excluded), loss, grad.<param>,
-//   grad_norm, greedy_tokens, cos, sin, after_adamw.<param> (one step of the optimizer plugin declaring nanoVLM v0.1's, Plugin.nanovlm).
+//   grad_norm, greedy_tokens, cos, sin, after_adamw.<param> (one step of the optimizer plugin declaring nanoVLM's, Plugin.nanovlm).
 // `--backbones <folder>` checks the Hub-backbone path (siglip/ + llama/ + expected.safetensors:
 // vit_out, lm_hidden, lm_logits_orig_vocab). Tolerances are the fixture README's
 // (../shared/fixtures/nanovlm/README.md, "Recommended tolerances"); `--rtol` overrides the relative-L2 bound.
@@ -47,7 +47,7 @@ export interface CompareOptions {
   rtol?: number;
   /** gradients with activation checkpointing (train.activation_checkpointing) */
   checkpoint?: boolean;
-  /** extra options of the adamw entry of the after_adamw rows (e.g. { host_state: true }) */
+  /** extra options of the optimizer entry of the after_adamw rows (e.g. { host_state: true }) */
   adamw?: Record<string, unknown>;
   registry: RegistryLike;
   log?: Logger;
@@ -60,9 +60,7 @@ const TOL = {
   lossAbs: 1e-5,
   gradNormRel: 1e-5,
   rope: 1e-6, // cos/sin max abs
-  adamwLrs: { MP: 2e-3, backbones: 1e-4 },
-  // nanoVLM HEAD's TrainConfig (test/model/fixtures/head-tiny): lr_mp, lr_vision_backbone, lr_language_backbone, max_grad_norm
-  headAdamwLrs: { MP: 0.00512, vision_encoder: 5e-5, decoder: 5e-5 },
+  // nanoVLM HEAD's TrainConfig max_grad_norm (test/model/fixtures/head-tiny; its lrs: the optimizer plugin's nanovlm.head)
   headMaxGradNorm: 1.0,
 };
 
@@ -340,8 +338,9 @@ function ropeTable(model: VisionLanguageModel, T: number, which: 'cos' | 'sin'):
 }
 
 /**
- * One AdamW step with v0.1 train.py's groups (MP 2e-3; vision_encoder + decoder 1e-4) from the
- * loaded weights and OUR gradients, checked with the README's three bounds.
+ * One step of the optimizer plugin declaring nanoVLM's (train.py's AdamW and its groups, v0.1 or
+ * HEAD: Plugin.nanovlm.options / nanovlm.head.options) from the loaded weights and OUR gradients,
+ * checked with the README's three bounds.
  */
 async function compareAdamW(
   model: VisionLanguageModel,
@@ -350,17 +349,16 @@ async function compareAdamW(
   grads: Map<string, Float32Array>,
   opts: CompareOptions,
 ): Promise<CompareRow[]> {
-  // the optimizer plugin that declares nanoVLM v0.1's (train.py's AdamW and its two groups)
-  const nano = opts.registry.nanovlmPlugin('optimizer');
-  if (!nano?.nanovlm?.options) {
-    return [row('after_adamw.*', [], { relL2: NaN, maxAbs: NaN }, false, "no optimizer plugin declares nanoVLM v0.1's optimizer (nanovlm.options)")];
+  // the optimizer plugin that declares nanoVLM's (v0.1 train.py: AdamW, MP 2e-3, backbones 1e-4;
+  // HEAD train.py: MP 0.00512, vision and language backbones 5e-5, gradients clipped to norm 1.0 first)
+  const head = model.imageTokenId !== null;
+  const nano = opts.registry.nanovlmPlugin('optimizer', head ? 'head' : 'v0.1');
+  const options = head ? nano?.nanovlm?.head?.options : nano?.nanovlm?.options;
+  if (!nano || !options) {
+    return [row('after_adamw.*', [], { relL2: NaN, maxAbs: NaN }, false, `no optimizer plugin declares nanoVLM ${head ? 'HEAD' : 'v0.1'}'s optimizer (nanovlm${head ? '.head' : ''}.options)`)];
   }
   const before = new Map<string, Float32Array>();
   for (const [n, v] of model.params) before.set(n, (await v.data()) as Float32Array);
-  // nanoVLM HEAD's train.py: MP 0.00512, vision and language backbones 5e-5, gradients clipped to norm 1.0 first
-  const head = model.imageTokenId !== null;
-  const lrs = head ? TOL.headAdamwLrs : { MP: TOL.adamwLrs.MP, vision_encoder: TOL.adamwLrs.backbones, decoder: TOL.adamwLrs.backbones };
-  const lrOf = (p: string) => (p.startsWith('MP.') ? lrs.MP : p.startsWith('vision_encoder.') ? lrs.vision_encoder : lrs.decoder);
   let clip = 1;
   if (head) {
     let ss = 0;
@@ -369,21 +367,7 @@ async function compareAdamW(
   }
   const opt = await opts.registry.create(
     'optimizer',
-    {
-      use: 'adamw',
-      groups: head
-        ? [
-            { name: 'MP', prefixes: ['MP'], lr: lrs.MP },
-            { name: 'vision', prefixes: ['vision_encoder'], lr: lrs.vision_encoder },
-            { name: 'decoder', prefixes: ['decoder'], lr: lrs.decoder },
-          ]
-        : [
-            { name: 'MP', prefixes: ['MP'], lr: TOL.adamwLrs.MP },
-            { name: 'backbones', prefixes: ['vision_encoder', 'decoder'], lr: TOL.adamwLrs.backbones },
-          ],
-      weight_decay: 0.01,
-      ...opts.adamw,
-    },
+    { use: nano.name, ...structuredClone(options), ...opts.adamw },
     {
       recipe: {},
       recipeDir: process.cwd(),
@@ -393,6 +377,8 @@ async function compareAdamW(
       built: { vision: model.vision, projector: model.projector, decoder: model.decoder },
     },
   );
+  /** the lr of the group that holds a parameter (the bound on its update) */
+  const lrOf = (p: string) => opt.groups.find((g) => g.params.includes(p))!.lr;
   const gradTensors = new Map<string, tf.Tensor>();
   for (const [n, g] of grads) gradTensors.set(n, tf.tensor(clip === 1 ? g : g.map((x) => x * clip), model.params.get(n)!.shape));
   try {

@@ -5,7 +5,7 @@
 import { UserError } from '../errors.ts';
 import { closest } from '../recipe/did-you-mean.ts';
 import { NANOVLM_HEAD_EXTRA_TOKENS } from '../data/image-string.ts';
-import type { Plugin } from '../plugin.ts';
+import type { NanovlmFormat, Plugin } from '../plugin.ts';
 import type { PluginKind, RegistryLike } from '../types.ts';
 
 /** VLMConfig defaults, field order as in the dataclass. */
@@ -188,15 +188,27 @@ export type ModelSection = {
   decoder: { use: string; [k: string]: unknown };
 };
 
-/** The registered plugin of `kind` that declares nanoVLM interoperability (Plugin.nanovlm), or a clear error. */
-export function nanovlmPlugin(registry: RegistryLike, kind: PluginKind): Plugin {
-  const p = registry.nanovlmPlugin(kind);
+/** The registered plugin of `kind` that declares nanoVLM interoperability (Plugin.nanovlm) for `format`, or a clear error. */
+export function nanovlmPlugin(registry: RegistryLike, kind: PluginKind, format: NanovlmFormat = 'v0.1'): Plugin {
+  const p = registry.nanovlmPlugin(kind, format);
   if (!p) {
-    throw new UserError(`no ${kind} plugin declares nanoVLM interoperability (\`nanovlm:\` in its definition), so a plain nanoVLM checkpoint cannot be built`, {
-      hint: 'register the built-in plugins, or a plugin that declares `nanovlm: {config: {...}}`',
+    const head = format === 'head';
+    throw new UserError(`no ${kind} plugin declares nanoVLM ${head ? 'HEAD' : ''} interoperability (\`nanovlm:${head ? ' {head: ...}' : ''}\` in its definition), so a plain nanoVLM ${head ? 'HEAD ' : ''}checkpoint cannot be built`, {
+      hint: `register the built-in plugins, or a plugin that declares \`nanovlm: ${head ? '{head: {config: {...}}}' : '{config: {...}}'}\``,
     });
   }
   return p;
+}
+
+/**
+ * `entry` with the HEAD VLMConfig fields its plugin maps (`nanovlm.head.config`) set from `cfg`
+ * (missing fields: HEAD's defaults, toHeadVLMConfig).
+ */
+export function applyHeadVLMConfig(entry: { use: string; [k: string]: unknown }, plugin: Plugin, cfg: Record<string, unknown>): { use: string; [k: string]: unknown } {
+  const out = { ...entry };
+  const c = toHeadVLMConfig(cfg);
+  for (const [field, option] of Object.entries(plugin.nanovlm?.head?.config ?? {})) if (c[field] !== undefined) out[option] = c[field];
+  return out;
 }
 
 /**

@@ -133,6 +133,8 @@ export class SplitProcessor implements ImageProcessor {
 export default definePlugin({
   kind: 'image-processor',
   name: 'split',
+  // nanoVLM HEAD's get_image_processor(max_img_size, vit_img_size, resize_to_max_side_len)
+  nanovlm: { head: { config: { vit_img_size: 'size', max_img_size: 'max_size', resize_to_max_side_len: 'resize_to_max_side' } } },
   description: "nanoVLM HEAD's processor: bicubic resize to multiples of the tile (long side max_size), a global view then the tiles of the grid, [0,1] CHW float32",
   options: {
     type: 'object',

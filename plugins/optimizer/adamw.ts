@@ -291,6 +291,17 @@ export default definePlugin({
       ],
       weight_decay: 0.01,
     },
+    // nanoVLM HEAD train.py: lr_mp 0.00512, lr_vision_backbone 5e-5, lr_language_backbone 5e-5
+    head: {
+      options: {
+        groups: [
+          { name: 'MP', prefixes: ['MP'], lr: 0.00512 },
+          { name: 'vision', prefixes: ['vision_encoder'], lr: 5e-5 },
+          { name: 'decoder', prefixes: ['decoder'], lr: 5e-5 },
+        ],
+        weight_decay: 0.01,
+      },
+    },
   },
   description:
     'AdamW exactly as torch 1.13 (decoupled weight decay, bias correction) with parameter groups by module prefix and frozen modules.',

@@ -118,7 +118,12 @@ export default definePlugin({
   kind: 'tokenizer',
   name: 'hf',
   // nanoVLM v0.1 loads lm_tokenizer with AutoTokenizer; a model folder's own tokenizer.json wins
-  nanovlm: { config: { lm_tokenizer: 'from' }, folderFile: { file: 'tokenizer.json', option: 'from' } },
+  // nanoVLM v0.1's get_tokenizer(lm_tokenizer); HEAD's adds the extra tokens and the chat template
+  nanovlm: {
+    config: { lm_tokenizer: 'from' },
+    folderFile: { file: 'tokenizer.json', option: 'from' },
+    head: { config: { lm_tokenizer: 'from', lm_chat_template: 'chat_template', vlm_extra_tokens: 'extra_special_tokens' } },
+  },
   description: 'Hugging Face tokenizer.json (+ tokenizer_config.json) from a folder or Hub repo, run by @huggingface/tokenizers; pad = eos as nanoVLM',
   options: {
     type: 'object',

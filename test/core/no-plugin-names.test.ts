@@ -20,11 +20,6 @@ const ORDINARY = new Set(['train', 'eval', 'load', 'publish', 'folder', 'hub', '
 /** file + literal + why it is not the plugin */
 const ALLOWED: { file: string; literal: string; why: string }[] = [
   { file: 'core/commands/compare.ts', literal: 'llama', why: "the hf-backbones fixture's folder layout (siglip/, llama/), not a plugin name" },
-  // KNOWN DEBT, not exceptions to keep: the nanoVLM HEAD format paths landed beside this test still
-  // name their plugins; they should declare a HEAD mapping on the plugins as v0.1's does (Plugin.nanovlm)
-  { file: 'core/commands/compare.ts', literal: 'adamw', why: 'HEAD AdamW groups (to move into the adamw plugin: nanovlm.options for HEAD)' },
-  { file: 'core/load-model.ts', literal: 'hf', why: 'HEAD tokenizer entry (to move into the hf plugin: a HEAD mapping)' },
-  { file: 'core/load-model.ts', literal: 'split', why: 'HEAD image processor entry (to move into the split plugin: a HEAD mapping)' },
 ];
 
 function filesUnder(dir: string): string[] {
