@@ -1,5 +1,6 @@
 // `npx tsx bench/memory-phases.ts [recipe] [--steps n] [--no-generate] [--gc]`: what the process
-// memory of the benchmark (core/commands/bench.ts) consists of, phase by phase. After each phase:
+// memory of the benchmark (core/commands/bench.ts) consists of, phase by phase (the training step is
+// core/train/step.ts trainStep, sampled at its phase boundaries). After each phase:
 // RSS now, the process high-water mark (ru_maxrss, what the PyTorch reference reports), the wasm
 // heap size (WebAssembly.Memory: it only grows), live tfjs tensor bytes, the JS heap in use and
 // external / ArrayBuffer memory (V8). `--gc` (needs node --expose-gc: `node --expose-gc --import tsx
@@ -22,11 +23,11 @@ const { values, positionals } = parseArgs({
 });
 const { buildComponents } = await import('../core/build.ts');
 const { buildOptimizer } = await import('../core/build.ts');
-const { benchBatch, timedStep, gradClip } = await import('../core/benchmark.ts');
-const { lossAndGrads } = await import('../core/train/grads.ts');
+const { benchBatch, forwardOnly, timedStep, gradClip } = await import('../core/benchmark.ts');
+const { trainStep } = await import('../core/train/step.ts');
+type StepPhase = import('../core/train/step.ts').StepPhase;
 const { consoleLogger } = await import('../core/cli.ts');
 const { generate } = await import('../core/generate.ts');
-const { toHost } = await import('../core/host.ts');
 const { resolveRecipe } = await import('../core/recipe/index.ts');
 const { createRegistry } = await import('../core/registry.ts');
 const { initRuntime } = await import('../core/runtime.ts');
@@ -63,30 +64,13 @@ const { optimizer } = await buildOptimizer(r.data, registry, { recipe: r.data, r
 const host = benchBatch(model, r.data.train?.batch_size ?? 8, seed);
 phase('optimizer + host batch');
 const maxGradNorm = gradClip(r.data);
-{
-  const b = {
-    images: tf.tensor4d(host.images, [host.batchSize, 3, host.imageSize, host.imageSize]),
-    inputIds: tf.tensor2d(host.inputIds, [host.batchSize, host.seqLen], 'int32'),
-    attentionMask: tf.tensor2d(host.attentionMask, [host.batchSize, host.seqLen], 'int32'),
-    targets: tf.tensor2d(host.targets, [host.batchSize, host.seqLen], 'int32'),
-  };
-  await toHost(b.targets, b.attentionMask);
-  const fwd = tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets));
-  await fwd.data();
-  fwd.dispose();
-  phase('forward-only pass');
-  const trainable = optimizer.groups.flatMap((g) => g.params);
-  const { loss, grads } = lossAndGrads(model, b, trainable);
-  await loss.data();
-  phase('forward + backward (grads live)');
-  optimizer.step(grads, optimizer.groups.map((g) => g.lr));
-  const s = tf.tidy(() => tf.sum(model.params.get(trainable[0])!));
-  await s.data();
-  s.dispose();
-  phase('optimizer step 1 (grads live)');
-  tf.dispose([loss, ...grads.values(), ...Object.values(b)]);
-  phase('step 1 done');
-}
+await forwardOnly(model, host);
+phase('forward-only pass');
+// step 1: the one training step (core/train/step.ts, as vlm bench / vlm memory / the train stage),
+// sampled at its phase boundaries while the gradients are alive
+const during: Partial<Record<StepPhase, string>> = { backward: 'forward + backward (grads live)', update: 'optimizer step 1 (grads live)' };
+await trainStep(model, optimizer, [host], { maxGradNorm, mark: (p) => during[p] && phase(during[p]) });
+phase('step 1 done');
 for (let i = 1; i < Number(values.steps); i++) {
   await timedStep(model, optimizer, host, { maxGradNorm, timeForward: true });
   phase(`step ${i + 1} (with forward-only)`);

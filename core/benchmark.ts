@@ -136,15 +136,7 @@ export async function timedStep(
   host: HostBatch,
   opts: { maxGradNorm: number; timeForward: boolean; checkpoint?: boolean },
 ): Promise<{ data: number; forward: number; fwdbwd: number; optimizer: number; cpu: number }> {
-  let forward = 0;
-  if (opts.timeForward) {
-    const b = toTensors(host);
-    await toHost(b.targets, b.attentionMask); // what the loss reads on the host (GPU backends: core/host.ts)
-    const f0 = performance.now();
-    await readAndDispose(tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets)));
-    forward = performance.now() - f0;
-    tf.dispose([b.images, b.inputIds, b.targets, ...(b.attentionMask ? [b.attentionMask] : [])]);
-  }
+  const forward = opts.timeForward ? await forwardOnly(model, host) : 0;
   const cpu0 = process.cpuUsage(); // the step's CPU time, without the forward-only pass
   const at: Partial<Record<StepPhase, number>> = {};
   const t0 = performance.now();
@@ -155,6 +147,19 @@ export async function timedStep(
   const t4 = performance.now();
   const cpu = process.cpuUsage(cpu0);
   return { data: at.tensors! - t0, forward, fwdbwd: at.clip! - at.tensors!, optimizer: t4 - at.clip!, cpu: (cpu.user + cpu.system) / 1000 };
+}
+
+/** The training forward pass and loss alone (no gradients), as the benchmark times it; returns its milliseconds. */
+export async function forwardOnly(model: VisionLanguageModel, host: HostBatch): Promise<number> {
+  const b = toTensors(host);
+  try {
+    await toHost(b.targets, b.attentionMask); // what the loss reads on the host (GPU backends: core/host.ts)
+    const f0 = performance.now();
+    await readAndDispose(tf.tidy(() => model.loss(model.forward(b.inputIds, b.images, b.attentionMask, { training: true }), b.targets)));
+    return performance.now() - f0;
+  } finally {
+    tf.dispose([b.images, b.inputIds, b.targets, ...(b.attentionMask ? [b.attentionMask] : [])]);
+  }
 }
 
 /** reads are asynchronous: a GPU backend cannot read synchronously */
