@@ -7,15 +7,35 @@
 //   readBackboneConfig / localBackboneConfig   its config.json (clear errors; describe() reads local ones only)
 //   expandBlocks      a key table with `{i}` rows -> one row per block
 //   loadHubTensors    every tensor checked (present, shape) before any is loaded, then assigned
+//   backboneConfig    the plugin's defaults <- the checkpoint's shapes <- the recipe's options
 //   buildBackbone     build without random init, load, dispose on failure
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from '../errors.ts';
+import { mergeHubShapes } from '../model/config.ts';
 import { withoutInit } from '../ops.ts';
 import type { PluginContext } from '../types.ts';
 import { isWeightsFile, openModelWeights } from '../weights/model-weights.ts';
 import { resolveSource } from './index.ts';
+
+/**
+ * A backbone plugin's full config: its `defaults`, then the shapes of the checkpoint's config.json
+ * (`hub`, with `from`; an option the recipe sets must agree with it, except the `soft` ones), then
+ * the options the recipe sets (`from` and unset ones aside); `model_type` names the checkpoint.
+ */
+export function backboneConfig<C extends { model_type: string }>(
+  defaults: C,
+  options: Record<string, unknown>,
+  hub: Record<string, unknown> | null,
+  yamlPath: string,
+  from?: string,
+  soft: string[] = ['dropout'],
+): C {
+  const explicit = Object.fromEntries(Object.entries(options).filter(([k, v]) => k !== 'from' && v !== undefined && v !== null));
+  const merged = hub ? mergeHubShapes(explicit, hub, { yamlPath, configFile: `${from}/config.json` }, soft) : explicit;
+  return { ...defaults, ...merged, model_type: from ?? defaults.model_type } as C;
+}
 
 /** `from:` of a backbone: a local folder (relative to the recipe) or a Hub repo id, downloaded into the cache. */
 export async function resolveBackbone(from: string, ctx: Pick<PluginContext, 'recipeDir' | 'yamlPath' | 'log'>): Promise<string> {

@@ -20,8 +20,8 @@ import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { Decoder, KVCache, PluginContext } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
 import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, segmentBias, segmentPositions, silu, splitHeads } from 'nanovlm-ts/plugin-api';
-import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
-import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
+import { VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
+import { backboneConfig, buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
 import { hostValues } from 'nanovlm-ts/plugin-api';
 import { LlamaFastPath, LlamaKVCache } from './llama-decode.ts';
@@ -538,9 +538,7 @@ const options = {
 type Options = { from?: string | null } & Partial<Omit<LlamaConfig, 'model_type'>>;
 
 function configFrom(opts: Options, hub: Partial<LlamaConfig> | null, yamlPath: string, from?: string): LlamaConfig {
-  const explicit = Object.fromEntries(Object.entries(opts).filter(([k, v]) => k !== 'from' && v !== undefined && v !== null));
-  const merged = hub ? mergeHubShapes(explicit, hub, { yamlPath, configFile: `${from}/config.json` }, ['dropout']) : explicit;
-  const c = { ...LLAMA_DEFAULTS, ...merged, model_type: from ?? LLAMA_DEFAULTS.model_type } as LlamaConfig;
+  const c = backboneConfig(LLAMA_DEFAULTS, opts, hub, yamlPath, from);
   const fail = (msg: string, key: string) => {
     throw new UserError(msg, { where: { yamlPath: `${yamlPath}.${key}` } });
   };

@@ -21,6 +21,8 @@ export async function runEvaluators(
     yamlPath?: string;
     /** samples answered so far by evaluator `use` (a progress bar) */
     progress?: (use: string, done: number, total: number | null) => void;
+    /** leave out the evaluators for which it returns true (the train stage: those that measure its validation loss) */
+    skip?: (evaluator: Evaluator) => boolean;
   } = {},
 ): Promise<EvalResult[]> {
   const entries: Entry[] = opts.entries ?? ctx.recipe?.eval?.evaluators ?? [];
@@ -38,6 +40,7 @@ export async function runEvaluators(
       positions: ctx.positions,
       built: { tokenizer: ctx.tokenizer, 'image-processor': ctx.imageProcessor },
     })) as Evaluator & { data?: 'val' | 'eval' };
+    if (opts.skip?.(evaluator)) continue;
     const list = evaluator.data ?? entry.data ?? 'eval';
     // a benchmark task brings its own data; other evaluators read the recipe's data lists
     const datasets = evaluator.dataset ? [await evaluator.dataset(ctx)] : (ctx.datasets?.[list] ?? []);

@@ -27,6 +27,7 @@ import type { EvalResult, HostBatch, Optimizer, RunContext, Schedule, Stage } fr
 import { BatchLoader, type LoaderPacking } from '../../core/data/loader.ts';
 import type { ChatDataOptions } from '../../core/data/chat.ts';
 import { toTensors } from '../../core/data/collator.ts';
+import { runEvaluators } from './eval.ts';
 import { toHost } from '../../core/host.ts';
 import { stepTokens, trainStep } from '../../core/train/step.ts';
 import { meanTokenLoss } from '../../core/train/eval-loss.ts';
@@ -336,19 +337,16 @@ async function evaluate(ctx: RunContext, model: VisionLanguageModel, opt: TrainO
     const { loss, tokens } = await meanTokenLoss(model, hostBatches()); // core/train/eval-loss.ts, as the val-loss evaluator
     if (tokens) metrics.val_loss = loss;
   }
-  const results: EvalResult[] = [];
+  // the recipe's evaluators, as the eval stage runs them (plugins/stage/eval.ts)
   let complete = true;
-  for (const [i, entry] of ((ctx.recipe.eval?.evaluators ?? []) as { use: string; data?: 'val' | 'eval' }[]).entries()) {
-    const evaluator = await ctx.registry.create('evaluator', entry, { recipe: ctx.recipe, recipeDir: ctx.recipeDir, yamlPath: `eval.evaluators[${i}]`, seed: ctx.seed, log: ctx.log, positions: ctx.positions });
-    if (evaluator.measuresValLoss) {
+  const results = await runEvaluators(ctx, {
+    report: (line) => report(`eval: ${line}`),
+    skip: (evaluator) => {
+      if (!evaluator.measuresValLoss) return false;
       complete = false; // its number is val_loss, computed above
-      continue;
-    }
-    for (const ds of ctx.datasets[entry.data ?? 'eval']) {
-      report(`eval: ${entry.use} on ${ds.name}`);
-      results.push(await evaluator.evaluate(ctx, ds));
-    }
-  }
+      return true;
+    },
+  });
   for (const r of results) for (const [k, v] of Object.entries(r.metrics)) metrics[`${r.evaluator}/${r.dataset}/${k}`] = v;
   return { metrics, results, complete };
 }

@@ -13,8 +13,8 @@ import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { PluginContext, VisionEncoder } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
 import { adaptedLinear, attention, constInit, geluTanh, layerNorm, linear, maybeDropout, mergeHeads, normalInit, param, Rng, splitHeads, uniformInit } from 'nanovlm-ts/plugin-api';
-import { mergeHubShapes, VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
-import { buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
+import { VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
+import { backboneConfig, buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
 
 export interface ViTConfig {
@@ -313,9 +313,7 @@ type Options = { from?: string | null } & Partial<Omit<ViTConfig, 'model_type'>>
 
 /** The full config from options (+ the checkpoint's config.json when `from` is a local folder). */
 function configFrom(opts: Options, hub: Partial<ViTConfig> | null, yamlPath: string, from?: string): ViTConfig {
-  const explicit = Object.fromEntries(Object.entries(opts).filter(([k, v]) => k !== 'from' && v !== undefined && v !== null));
-  const merged = hub ? mergeHubShapes(explicit, hub, { yamlPath, configFile: `${from}/config.json` }, ['dropout']) : explicit;
-  const cfg = { ...VIT_DEFAULTS, ...merged, model_type: from ?? VIT_DEFAULTS.model_type } as ViTConfig;
+  const cfg = backboneConfig(VIT_DEFAULTS, opts, hub, yamlPath, from);
   validateViT(cfg, yamlPath);
   return cfg;
 }

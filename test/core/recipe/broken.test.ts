@@ -5,21 +5,12 @@ import { dirname, join, relative } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { cli } from '../../../core/cli.ts';
-import { fixturePlugins } from './fixture-plugins.ts';
+import { fixturePlugins, validateWithFixtures } from './fixture-plugins.ts';
 
 const DIR = join(dirname(fileURLToPath(import.meta.url)), 'broken');
 const rel = (f: string) => relative(process.cwd(), join(DIR, f));
 
-async function validate(file: string, ...overrides: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await cli(['validate', join(DIR, file), ...overrides], {
-    builtins: fixturePlugins,
-    stdout: { write: (s: string) => (out += s) },
-    stderr: { write: (s: string) => (err += s) },
-  });
-  return { code, out, err };
-}
+const validate = (file: string, ...args: string[]) => validateWithFixtures(join(DIR, file), ...args);
 
 function lines(err: string): string[] {
   return err.trimEnd().split('\n');

@@ -2,6 +2,7 @@
 // without depending on the built-in plugins' option lists.
 import { definePlugin, type JSONSchema, type Plugin } from '../../../core/plugin.ts';
 import type { PluginKind } from '../../../core/types.ts';
+import { cli } from '../../../core/cli.ts';
 import loadStage from '../../../plugins/stage/load.ts';
 import trainStage from '../../../plugins/stage/train.ts';
 import evalStage from '../../../plugins/stage/eval.ts';
@@ -33,3 +34,15 @@ export const fixturePlugins: Plugin[] = [
   { ...fake('stage', 'eval'), options: evalStage.options },
   { ...fake('stage', 'publish'), options: publishStage.options },
 ];
+
+/** `vlm validate <file> ...args` with the fixture plugins: exit code, stdout, stderr */
+export async function validateWithFixtures(file: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await cli(['validate', file, ...args], {
+    builtins: fixturePlugins,
+    stdout: { write: (s: string) => (out += s) },
+    stderr: { write: (s: string) => (err += s) },
+  });
+  return { code, out, err };
+}

@@ -7,26 +7,16 @@ import assert from 'node:assert/strict';
 import { dirname, join, relative } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cli } from '../../../core/cli.ts';
 import { resolveRecipe, recipeToYaml } from '../../../core/recipe/index.ts';
 import { stageEntry } from '../../../core/recipe/schema.ts';
 import { Registry } from '../../../core/registry.ts';
-import { fixturePlugins } from './fixture-plugins.ts';
+import { fixturePlugins, validateWithFixtures } from './fixture-plugins.ts';
 import { created } from './stage-options/stages.ts';
 
 const DIR = join(dirname(fileURLToPath(import.meta.url)), 'stage-options');
 const rel = (f: string) => relative(process.cwd(), join(DIR, f));
 
-async function validate(file: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await cli(['validate', join(DIR, file), ...args], {
-    builtins: fixturePlugins,
-    stdout: { write: (s: string) => (out += s) },
-    stderr: { write: (s: string) => (err += s) },
-  });
-  return { code, out, err };
-}
+const validate = (file: string, ...args: string[]) => validateWithFixtures(join(DIR, file), ...args);
 
 test("a replacement stage's own options validate; defaults are filled in; the stage gets them", async () => {
   const r = await validate('ok.yaml');
