@@ -185,3 +185,30 @@ test('a packed run interrupted and resumed has the loss curve of the uninterrupt
   second.ctx.model!.dispose();
   assert.deepEqual([...first.steps, ...second.steps].map((r) => r.loss), full.steps.map((r) => r.loss));
 });
+
+test('a batch of samples without images skips the vision encoder (HEAD: N = 0 tiles) and still trains the text', needsShared('data', 'tokenizers', 'smollm2', 'tokenizer.json'), async () => {
+  const recipe = headRecipe();
+  const registry = createRegistry(builtins);
+  const { model, tokenizer, imageProcessor } = await buildComponents(recipe, registry, { recipe, recipeDir: '/', seed: 0, log: quiet });
+  try {
+    const prefixLen = assistantPrefixLength(tokenizer);
+    const samples = await Promise.all(
+      ['Say hi.', 'Count to 3.'].map((q, i) =>
+        prepareChatSample({ id: `t${i}`, image: new Uint8Array(0), question: q, answer: i ? '1 2 3' : 'Hi.' }, tokenizer, imageProcessor, { imageTokenLength: model.numImageTokens, maxImagesPerExample: 4, prefixLen }),
+      ),
+    );
+    const host = collateChat(samples, { maxLength: 64, padTokenId: tokenizer.padTokenId, imageSize: imageProcessor.size });
+    assert.equal(host.imageCount, 0);
+    let visionCalls = 0;
+    const forward = model.vision.forward.bind(model.vision);
+    model.vision.forward = (...a: Parameters<typeof forward>) => (visionCalls++, forward(...a));
+    const loss = tf.tidy(() => {
+      const t = toTensors(host);
+      return model.trainingLoss(t).dataSync()[0];
+    });
+    assert.equal(visionCalls, 0);
+    assert.ok(Number.isFinite(loss) && loss > 0, String(loss));
+  } finally {
+    model.dispose();
+  }
+});
