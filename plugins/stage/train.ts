@@ -483,6 +483,9 @@ export default definePlugin({
     for (const k of ['optimizer', 'schedule']) {
       if (recipe[k] === undefined) problems.push({ path: [], message: `the train stage needs \`${k}\``, hint: `add ${k}: {use: <plugin>}` });
     }
+    if (recipe.train?.packing && !recipe.train?.max_steps) {
+      problems.push({ path: ['train', 'packing'], message: 'train.packing needs train.max_steps (the number of packed batches of an epoch is known only by packing)', hint: 'set train.max_steps (nanoVLM HEAD trains by steps too)' });
+    }
     if (Array.isArray(recipe.data?.train) && recipe.data.train.length === 0) {
       problems.push({ path: ['data'], atKey: true, message: 'the train stage needs at least one dataset under data.train' });
     }

@@ -212,3 +212,14 @@ test('a batch of samples without images skips the vision encoder (HEAD: N = 0 ti
     model.dispose();
   }
 });
+
+test('vlm validate: train.packing without train.max_steps is refused at train.packing', needsShared('data', 'tokenizers', 'smollm2', 'tokenizer.json'), async () => {
+  const { resolveRecipe } = await import('../../../core/recipe/index.ts');
+  const file = writeRecipe(headRecipe({ packing: { attention: 'nanovlm' }, max_steps: null }));
+  await assert.rejects(resolveRecipe(file, { registry: createRegistry(builtins) }), (e: unknown) => {
+    const text = String((e as Error).message) + JSON.stringify(e);
+    assert.match(text, /train\.packing needs train\.max_steps/);
+    assert.match(text, /train\.packing/);
+    return true;
+  });
+});
