@@ -308,7 +308,8 @@ export class BatchLoader {
         while (rows.length >= B || (end && rows.length && !o.dropLast)) {
           const batch = collateRows(rows.splice(0, B));
           if (batch.dropped.length) self.st.tooLong += batch.dropped.length;
-          if (made++ >= skip && batch.batchSize) {
+          if (!batch.batchSize) continue; // every row longer than max_length (dropped, as HEAD): not a batch
+          if (made++ >= skip) {
             yield { batch, waitMs: waited, ready, index: made - 1 };
             waited = 0;
           }
