@@ -14,7 +14,7 @@
 //        C [rows, N] += bias (size N: per column, size 1: scalar; biasOffset < 0: none), then the
 //        activation in place (tfjs _FusedMatMul codes: 0 linear, 1 relu, 2 relu6, 4 leakyrelu,
 //        5 sigmoid, 6 elu).
-//   adamw(p, g, m, v, out, decay, beta1, beta2, bc2Sqrt, eps, stepSize)
+//   adamwStep(p, g, m, v, out, decay, beta1, beta2, bc2Sqrt, eps, stepSize)
 //        one AdamW step (torch 1.13 _single_tensor_adamw, each operation rounded to float32 in the
 //        order of plugins/optimizer/adamw.ts): m, v updated in place, the new parameter written to
 //        out (which may be p). Every argument a Float32Array of the same length: views over the
@@ -192,14 +192,14 @@ void AdamWLoop(const float* p, const float* g, float* m, float* v, float* out, s
 
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 11) return Fail(env, "adamw takes 11 arguments"), env.Undefined();
+  if (info.Length() != 11) return Fail(env, "adamwStep takes 11 arguments"), env.Undefined();
   const char* names[5] = {"p", "g", "m", "v", "out"};
   float* a[5];
   size_t n[5];
   for (int k = 0; k < 5; k++)
     if (!Floats(env, info[k], names[k], &a[k], &n[k])) return env.Undefined();
   for (int k = 1; k < 5; k++)
-    if (n[k] != n[0]) return Fail(env, std::string("adamw: ") + names[k] + " has a different length than p"), env.Undefined();
+    if (n[k] != n[0]) return Fail(env, std::string("adamwStep: ") + names[k] + " has a different length than p"), env.Undefined();
   double s[6];
   for (int k = 0; k < 6; k++) s[k] = info[5 + k].ToNumber().DoubleValue();
   // the constants as tf.mul(x, c) / tf.sub(1, beta) in float32 would see them (adamw-host.ts: f(...))
@@ -286,7 +286,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("biasActivation", Napi::Function::New(env, BiasActivation));
-  exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("adamwStep", Napi::Function::New(env, AdamW));
   exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

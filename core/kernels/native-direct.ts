@@ -1,5 +1,5 @@
 // Native addon functions called directly rather than as tfjs kernels (issue 16: native/blas.cc
-// adamw, sumSquares, matmulArrays), under the wasm backend when the native product kernels are
+// adamwStep, sumSquares, matmulArrays), under the wasm backend when the native product kernels are
 // installed (the same switch: core/kernels/native-matmul.ts; VLM_NATIVE_MATMUL=0 or
 // VLM_FAST_KERNELS=0 turn all of them off; VLM_NATIVE_DIRECT=0 only these, to measure them).
 // Each returns null / false when the addon is not in use, and the caller runs its tfjs path.
@@ -35,7 +35,7 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamw' | 'sumSquares' | 'matmulArrays' = 'adamw'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
@@ -45,7 +45,7 @@ function active(fn: 'adamw' | 'sumSquares' | 'matmulArrays' = 'adamw'): { addon:
 
 /** true when adamwUpdateNative / sumSquaresNative / matMulRowsNative run (native addon on the wasm backend) */
 export function nativeOptimizerActive(): boolean {
-  return active('adamw') !== null && active('sumSquares') !== null && active('matmulArrays') !== null;
+  return active('adamwStep') !== null && active('sumSquares') !== null && active('matmulArrays') !== null;
 }
 
 /** a tensor's values as a Float32Array view over the heap (take it after the last allocation: growth replaces the buffer) */
@@ -74,7 +74,7 @@ function own(backend: WasmBackend, v: tf.Variable): void {
  * returns true; false (nothing done) when the addon is not in use or a tensor is not float32.
  */
 export function adamwUpdateNative(p: tf.Variable, g: tf.Tensor, m: tf.Variable | Float32Array, v: tf.Variable | Float32Array, s: AdamWStepScalars): boolean {
-  const n = active();
+  const n = active('adamwStep');
   if (!n || p.size === 0 || p.dtype !== 'float32' || g.dtype !== 'float32' || g.size !== p.size) return false;
   const { addon, backend } = n;
   for (const x of [m, v]) {
@@ -87,7 +87,7 @@ export function adamwUpdateNative(p: tf.Variable, g: tf.Tensor, m: tf.Variable |
   }
   const next = uninitialised(backend, p.shape);
   const moment = (x: tf.Variable | Float32Array) => (x instanceof Float32Array ? x : view(backend, x));
-  addon.adamw(view(backend, p), view(backend, g), moment(m), moment(v), view(backend, next), s.decay, s.beta1, s.beta2, s.bc2Sqrt, s.eps, s.stepSize);
+  addon.adamwStep(view(backend, p), view(backend, g), moment(m), moment(v), view(backend, next), s.decay, s.beta1, s.beta2, s.bc2Sqrt, s.eps, s.stepSize);
   p.assign(next);
   next.dispose();
   return true;

@@ -32,7 +32,7 @@ type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; backend: Was
 export interface NativeBlas {
   gemm(heap: Uint8Array, tA: boolean, tB: boolean, M: number, N: number, K: number, lda: number, ldb: number, ldc: number, offsets: Uint32Array): void;
   biasActivation(heap: Uint8Array, cOffset: number, rows: number, N: number, biasOffset: number, biasSize: number, act: number, alpha: number): void;
-  adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, decay: number, beta1: number, beta2: number, bc2Sqrt: number, eps: number, stepSize: number): void;
+  adamwStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, decay: number, beta1: number, beta2: number, bc2Sqrt: number, eps: number, stepSize: number): void;
   sumSquares(xs: Float32Array[]): Float64Array;
   matmulArrays(x: Float32Array, w: Float32Array, y: Float32Array, rows: number, K: number, N: number): void;
   setThreads(n: number): void;

@@ -1,4 +1,4 @@
-// The optimizer kernels of the native addon (core/kernels/native-direct.ts, native/blas.cc adamw /
+// The optimizer kernels of the native addon (core/kernels/native-direct.ts, native/blas.cc adamwStep /
 // sumSquares): the fused AdamW update against a float64 reference, bit for bit against the tfjs
 // kernel chain it replaces (plugins/optimizer/adamw.ts without the addon) and against the host
 // update (host_state), the nanoVLM v0.1 one-step fixture with it, in-place moments that never
@@ -23,7 +23,7 @@ import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
 const backend = await useTestBackend();
 const addon = loadNativeBlas();
 // an addon built before native/blas.cc had these functions: rebuild it (CI always builds afresh)
-const current = addon !== null && typeof addon.adamw === 'function' && typeof addon.matmulArrays === 'function';
+const current = addon !== null && typeof addon.adamwStep === 'function' && typeof addon.matmulArrays === 'function';
 const opts =
   backend !== 'wasm'
     ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
@@ -31,7 +31,7 @@ const opts =
       ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0)' }
       : current || process.env.CI === 'true'
         ? {}
-        : { skip: addon ? 'the native addon predates adamw / matmulArrays: npm run build:native' : `${nativeMatMulStatus()}` };
+        : { skip: addon ? 'the native addon predates adamwStep / matmulArrays: npm run build:native' : `${nativeMatMulStatus()}` };
 
 /** f() with the native kernels, then with the tfjs ones (the addon uninstalled) */
 function nativeAndTfjs<T>(f: () => T): [T, T] {
