@@ -80,8 +80,10 @@ export function nativeMatMulStatus(): string {
   if (nativeMatMulActive()) {
     const i = addon!.info();
     const core = i.corename ? `, ${i.corename} kernels` : '';
+    // the direct calls of core/kernels/native-direct.ts (an addon built before them has none)
+    const direct = typeof addon!.adamwStep === 'function' && process.env.VLM_NATIVE_DIRECT !== '0' ? '; AdamW, gradient norm and one-token products too' : '';
     const n = addon!.threads() || threads;
-    return `products: ${i.library} sgemm on the wasm heap (native addon${core}), ${n} thread${n === 1 ? '' : 's'}`;
+    return `products: ${i.library} sgemm on the wasm heap (native addon${core}${direct}), ${n} thread${n === 1 ? '' : 's'}`;
   }
   const why = process.env.VLM_NATIVE_MATMUL === '0' ? 'VLM_NATIVE_MATMUL=0' : loadError || 'native addon not installed';
   return `products: XNNPACK (wasm); ${why}`;
