@@ -47,7 +47,7 @@ test('vlm plugins: by kind, with the defining file, description and options', as
   );
   const all = await vlm('plugins', '--json');
   const kinds = JSON.parse(all.out);
-  assert.equal(kinds.length, 11);
+  assert.equal(kinds.length, 12); // core/types.ts PLUGIN_KINDS (adapter included)
   assert.deepEqual(kinds.find((k: { kind: string }) => k.kind === 'decoder').plugins[0].options[1], {
     name: 'vocab_size',
     type: 'integer',
