@@ -28,8 +28,10 @@ export async function runEvaluators(
   const entries: Entry[] = opts.entries ?? ctx.recipe?.eval?.evaluators ?? [];
   const base = opts.yamlPath ?? 'eval.evaluators';
   const results: EvalResult[] = [];
+  // eval.max_samples: the limit of every evaluator that sets none of its own
+  const stageMax = (ctx.recipe?.eval?.max_samples as number | null | undefined) ?? null;
   for (let i = 0; i < entries.length; i++) {
-    const entry = entries[i];
+    const entry = stageMax !== null && (entries[i].max_samples ?? null) === null ? { ...entries[i], max_samples: stageMax } : entries[i];
     const yamlPath = `${base}[${i}]`;
     const evaluator = (await ctx.registry.create('evaluator', entry, {
       recipe: ctx.recipe,
@@ -110,7 +112,7 @@ export default definePlugin({
     additionalProperties: false,
     properties: {
       evaluators: { type: 'array', default: [], items: { type: 'object', 'x-plugin': 'evaluator', required: ['use'], properties: { use: { type: 'string', minLength: 1 } } }, description: 'Evaluator plugin entries, run in order.' },
-      max_samples: { type: ['integer', 'null'], minimum: 1, default: null, description: 'Evaluate at most this many samples per dataset (null = all).' },
+      max_samples: { type: ['integer', 'null'], minimum: 1, default: null, description: "Evaluate at most this many samples per dataset with every evaluator whose own max_samples is null (null = all)." },
     },
   } as const,
   create(): Stage {

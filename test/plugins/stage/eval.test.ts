@@ -213,3 +213,34 @@ test('library API (core/index.ts): createRegistry + loadModel + generateText on 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('eval.max_samples limits every evaluator whose own max_samples is null; an evaluator\'s own limit wins', async () => {
+  const limited = definePlugin({
+    kind: 'evaluator',
+    name: 'limited',
+    description: 'test evaluator: reports the max_samples it was built with',
+    options: { type: 'object', additionalProperties: false, properties: { max_samples: { type: ['integer', 'null'], default: null } } } as const,
+    create(o) {
+      return {
+        name: 'limited',
+        async evaluate(_ctx: RunContext, d: Dataset): Promise<EvalResult> {
+          return { evaluator: 'limited', dataset: d.name, metrics: { limit: o.max_samples ?? -1 } };
+        },
+      };
+    },
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'vlm-eval-max-'));
+  try {
+    const ctx = context(dir, [{ use: 'limited', max_samples: null }, { use: 'limited', max_samples: 7 }], []);
+    ctx.registry = createRegistry([limited]);
+    ctx.datasets!.eval = [ds('test-a')];
+    (ctx.recipe as { eval: Record<string, unknown> }).eval.max_samples = 3;
+    const withStageLimit = await runEvaluators(ctx);
+    assert.deepEqual(withStageLimit.map((r) => r.metrics.limit), [3, 7]);
+    (ctx.recipe as { eval: Record<string, unknown> }).eval.max_samples = null;
+    const without = await runEvaluators(ctx);
+    assert.deepEqual(without.map((r) => r.metrics.limit), [-1, 7]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
