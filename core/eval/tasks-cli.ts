@@ -28,7 +28,8 @@ Benchmarks (lmms-eval tasks, docs/evaluation.md):
                         default: the task's Hub dataset, read lazily with HTTP range requests)
   --limit N             the first N samples of each task (lmms-eval --limit)
   --batch-size B        samples per generation batch (default 8)
-  --prompt <style>      nanovlm (default: v0.1's "Question: ... Answer:"), chat (tokenizer chat template), raw
+  --prompt <style>      nanovlm (v0.1's "Question: ... Answer:"), chat (tokenizer chat template), raw;
+                        default: the model's format (chat for a nanoVLM HEAD model, else nanovlm)
   --log-samples         keep per-sample logs (eval/tasks/samples_<task>.jsonl)
   --output <dir>        the run directory (as --out); results in <dir>/eval/tasks/: results.json (lmms-eval
                         layout), results.md, results.png

@@ -2,12 +2,22 @@
 // format each question into a prompt, preprocess the images, generate greedily (batched, left
 // padded) and hand back (sample, answer text) pairs. Unusable samples (bad image, empty field) are
 // skipped and counted, as the training loader does. Not a plugin itself.
+// The prompt is the model's format (promptRow, the one place that builds it): nanoVLM v0.1's text
+// prompt with the image as a prefix of embeddings, or, for a model with image tokens as
+// placeholders, nanoVLM HEAD's (eval/lmms_eval_wrapper.py, as `vlm generate`: core/chat-prompts.ts):
+// the image string of the tiles + the question through the chat template with the generation
+// prompt, then the benchmark's assistant prefix. Scoring (likelihood, val-loss) uses the training
+// format of the model: v0.1's collator or HEAD's chat samples (core/data/chat.ts).
 import { generateBatch, type GenerateOptions } from '../../core/generate.ts';
 import { UserError } from 'nanovlm-ts/plugin-api';
 import { sampleProblem } from '../../core/data/loader.ts';
 import type { Dataset, RunContext, Sample } from 'nanovlm-ts/plugin-api';
 import * as tf from '@tensorflow/tfjs';
 import { collate, encodeSample, IGNORE, isTooLong, toTensors, type EncodedSample } from '../../core/data/collator.ts';
+import { batchPromptRows, chatPromptRow, type ChatPromptRow } from '../../core/chat-prompts.ts';
+import { assistantPrefixLength, chatSampleProblem, prepareChatSample, sampleImages, type PreparedChat } from '../../core/data/chat.ts';
+import { collateChat } from '../../core/data/chat-collator.ts';
+import type { VisionLanguageModel } from '../../core/model/vlm.ts';
 
 /** The option schema every evaluator shares (each plugin adds its own keys). */
 export const COMMON_OPTIONS = {
@@ -70,6 +80,45 @@ export async function* batches(dataset: Dataset, batchSize: number, maxSamples: 
   if (batch.length) yield batch;
 }
 
+/** a model in nanoVLM HEAD's input format (image tokens as placeholders, chat prompts) */
+export function isHeadFormat(model: VisionLanguageModel): boolean {
+  return model.imageTokenId !== null;
+}
+
+/** How an evaluator words a question, in each model format. */
+export interface PromptFormat {
+  /** nanoVLM v0.1: the whole text prompt (e.g. vqaPrompt) */
+  format: (question: string) => string;
+  /** nanoVLM HEAD: the user message (default: the question as it is) */
+  content?: (question: string) => string;
+  /** nanoVLM HEAD: text after the generation prompt (the wrapper's assistant_prefix, e.g. "Answer:") */
+  assistantPrefix?: string;
+}
+
+/** what is wrong with a sample for the model's format, or null */
+export function promptProblem(model: VisionLanguageModel, sample: Sample): string | null {
+  return isHeadFormat(model) ? chatSampleProblem(sample) : sampleProblem(sample);
+}
+
+/**
+ * The prompt of one sample in the model's format: v0.1 = the tokens of format(question) and the
+ * image (one tile); HEAD = chatPromptRow (every image of the sample split into tiles, the image
+ * string + content(question) through the chat template, the generation prompt, assistantPrefix).
+ * Image errors throw.
+ */
+export async function promptRow(ctx: RunContext, evaluator: string, sample: Sample, pf: PromptFormat): Promise<ChatPromptRow> {
+  const { model, tokenizer, imageProcessor } = needModel(ctx, evaluator);
+  if (!isHeadFormat(model)) {
+    return { ids: tokenizer.encode(pf.format(sample.question)), tiles: await imageProcessor.process(sample.image, sample.id), count: 1 };
+  }
+  const prompt = (pf.content ?? ((q: string) => q))(sample.question);
+  return chatPromptRow(tokenizer, imageProcessor, { prompt, images: sampleImages(sample), id: sample.id }, {
+    imageTokenLength: model.numImageTokens,
+    assistantPrefix: pf.assistantPrefix,
+    indexTags: false, // the wrapper: get_image_string once per image
+  });
+}
+
 export interface Answered {
   sample: Sample;
   /** decoded generation, special tokens skipped */
@@ -84,8 +133,7 @@ export async function answerAll(
   ctx: RunContext,
   evaluator: string,
   dataset: Dataset,
-  opts: {
-    format: (question: string) => string;
+  opts: PromptFormat & {
     batchSize: number;
     maxSamples?: number | null;
     generate: GenerateOptions;
@@ -102,14 +150,14 @@ export async function answerAll(
   for await (const batch of batches(dataset, opts.batchSize, opts.maxSamples)) {
     checkAbort(ctx);
     seen += batch.length;
-    const S = imageProcessor.size;
-    const ok: { sample: Sample; pixels: Float32Array; ids: number[] }[] = [];
+    const ok: { sample: Sample; row: ChatPromptRow }[] = [];
     for (const sample of batch) {
       try {
-        const problem = sampleProblem(sample);
+        const problem = promptProblem(model, sample);
         if (problem) throw new Error(problem);
-        ok.push({ sample, pixels: await imageProcessor.process(sample.image, sample.id), ids: tokenizer.encode(opts.format(sample.question)) });
+        ok.push({ sample, row: await promptRow(ctx, evaluator, sample, opts) });
       } catch (e) {
+        if (e instanceof UserError) throw e;
         skipped.push(sample.id);
         ctx.log.warn(`${evaluator}: skipped ${sample.id}: ${(e as Error).message}`);
       }
@@ -118,22 +166,14 @@ export async function answerAll(
       opts.onProgress?.(seen);
       continue;
     }
-    // left-pad the prompts to the longest of the batch (nanoVLM MMStarCollator: padding=True, left)
-    const B = ok.length;
-    const T = Math.max(1, opts.padTo ?? 0, ...ok.map((o) => o.ids.length));
-    const inputIds = new Int32Array(B * T).fill(tokenizer.padTokenId);
-    const attentionMask = new Int32Array(B * T);
-    const images = new Float32Array(B * 3 * S * S);
-    ok.forEach((o, b) => {
-      inputIds.set(o.ids, b * T + T - o.ids.length);
-      attentionMask.fill(1, b * T + T - o.ids.length, (b + 1) * T);
-      images.set(o.pixels, b * 3 * S * S);
-    });
-    const tokens = await generateBatch(
-      model,
-      { inputIds, attentionMask, images, batchSize: B, seqLen: T, imageSize: S },
-      { eosTokenId: tokenizer.eosTokenId, ...opts.generate },
+    // left-pad the prompts to the longest of the batch (nanoVLM MMStarCollator: padding=True, left; HEAD's wrapper: padding="longest", left)
+    const prompts = batchPromptRows(
+      ok.map((o) => o.row),
+      tokenizer.padTokenId,
+      imageProcessor.size,
+      opts.padTo ?? 0,
     );
+    const tokens = await generateBatch(model, prompts, { eosTokenId: tokenizer.eosTokenId, ...opts.generate });
     ok.forEach((o, b) => answered.push({ sample: o.sample, output: tokenizer.decode(tokens[b], { skipSpecialTokens: true }) }));
     opts.onProgress?.(seen);
     // let the event loop breathe (progress rendering, signals) between batches
@@ -188,35 +228,53 @@ export async function scoreOptionsAll(
   opts: { format: (question: string) => string; batchSize: number; maxSamples?: number | null },
 ): Promise<{ scored: OptionScores[]; skipped: string[] }> {
   const { model, tokenizer, imageProcessor } = needModel(ctx, evaluator);
+  const head = isHeadFormat(model);
+  const prefixLen = head ? assistantPrefixLength(tokenizer) : 0;
   const scored: OptionScores[] = [];
   const skipped: string[] = [];
   const T = model.maxLength;
   for await (const batch of batches(dataset, opts.batchSize, opts.maxSamples)) {
     checkAbort(ctx);
-    const rows: EncodedSample[] = [];
-    const owners: { sample: Sample; first: number; n: number; tooLong: boolean[] }[] = [];
+    const rows: (EncodedSample | PreparedChat)[] = [];
+    // the row of each option (-1: longer than max_length, HEAD's collator drops it)
+    const owners: { sample: Sample; at: number[] }[] = [];
     for (const sample of batch) {
       try {
-        const problem = sampleProblem(sample);
+        const problem = promptProblem(model, sample);
         if (problem) throw new Error(problem);
         if (!sample.choices?.length) throw new Error('no options (sample.choices) to score');
-        const pixels = await imageProcessor.process(sample.image, sample.id);
-        const prompt = opts.format(questionWithoutOptions(sample.question));
-        const first = rows.length;
-        const tooLong: boolean[] = [];
-        for (const option of sample.choices) {
-          const { ids, questionLength } = encodeSample(tokenizer, prompt, option);
-          tooLong.push(isTooLong({ ids }, T));
-          rows.push({ id: sample.id, pixels, ids, questionLength });
+        const question = questionWithoutOptions(sample.question);
+        const at: number[] = [];
+        if (!head) {
+          const pixels = await imageProcessor.process(sample.image, sample.id);
+          const prompt = opts.format(question);
+          for (const option of sample.choices) {
+            const { ids, questionLength } = encodeSample(tokenizer, prompt, option);
+            at.push(isTooLong({ ids }, T) ? -1 : rows.length);
+            rows.push({ id: sample.id, pixels, ids, questionLength });
+          }
+        } else {
+          // HEAD: the option as the assistant's answer of a chat sample (its tokens, <|im_end|> and "\n" counted)
+          for (const [j, option] of sample.choices.entries()) {
+            const s = { ...sample, id: `${sample.id} option ${j}`, question, target: option, turns: undefined };
+            const r = await prepareChatSample(s, tokenizer, imageProcessor, { imageTokenLength: model.numImageTokens, maxImagesPerExample: Infinity, prefixLen });
+            at.push(r.inputIds.length > T ? -1 : rows.length);
+            if (r.inputIds.length <= T) rows.push(r);
+          }
         }
-        owners.push({ sample, first, n: sample.choices.length, tooLong });
+        owners.push({ sample, at });
       } catch (e) {
+        if (e instanceof UserError) throw e;
         skipped.push(sample.id);
         ctx.log.warn(`${evaluator}: skipped ${sample.id}: ${(e as Error).message}`);
       }
     }
-    if (!rows.length) continue;
-    const host = collate(rows, { maxLength: T, padTokenId: tokenizer.padTokenId, imageSize: imageProcessor.size });
+    if (!rows.length) {
+      for (const o of owners) scored.push({ sample: o.sample, logLiks: o.at.map(() => -Infinity) });
+      continue;
+    }
+    const shape = { maxLength: T, padTokenId: tokenizer.padTokenId, imageSize: imageProcessor.size };
+    const host = head ? collateChat(rows as PreparedChat[], shape) : collate(rows as EncodedSample[], shape);
     // the counted positions (answer tokens + eos) of each row, and their target ids
     const at: number[] = [];
     const rowOf: number[] = [];
@@ -236,7 +294,7 @@ export async function scoreOptionsAll(
     lp.dispose();
     const sums = new Float64Array(rows.length);
     rowOf.forEach((r, k) => (sums[r] += values[k]));
-    for (const o of owners) scored.push({ sample: o.sample, logLiks: Array.from({ length: o.n }, (_, j) => (o.tooLong[j] ? -Infinity : sums[o.first + j])) });
+    for (const o of owners) scored.push({ sample: o.sample, logLiks: o.at.map((r) => (r < 0 ? -Infinity : sums[r])) });
     await new Promise((r) => setImmediate(r));
   }
   return { scored, skipped };

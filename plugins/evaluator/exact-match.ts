@@ -3,6 +3,8 @@
 // reference are normalised as SQuAD's evaluation script does (lowercase, punctuation removed,
 // articles a/an/the removed, whitespace collapsed) and compared.
 //   https://github.com/rajpurkar/SQuAD-explorer/blob/master/evaluate-v2.0.py (normalize_answer)
+// A model in nanoVLM HEAD's format is asked as HEAD asks (common.ts promptRow): the image string +
+// the question as the user message of the chat template, with the generation prompt.
 import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { vqaPrompt } from '../../core/data/prompt.ts';
 import type { Evaluator, EvalResult } from 'nanovlm-ts/plugin-api';

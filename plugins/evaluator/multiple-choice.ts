@@ -18,10 +18,16 @@
 // eos, collated as in training) and the highest-scoring option is the prediction. It measures what
 // the model knows without requiring it to map options to letters; its results are reported as the
 // evaluator `multiple-choice-likelihood` (docs/generation.md).
+// A model in nanoVLM HEAD's format is asked as HEAD's lmms-eval wrapper asks MMStar (common.ts
+// promptRow): lmms-eval's mmstar context (question + "\nAnswer with the option's letter from the
+// given choices directly") with the wrapper's rewrites, through the chat template, then "Answer:";
+// the likelihood reading scores each option as the assistant's answer of a chat sample.
 import { definePlugin } from 'nanovlm-ts/plugin-api';
 import { mmstarPrompt, vqaPrompt } from '../../core/data/prompt.ts';
 import type { Dataset, Evaluator, EvalResult, Sample } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
+import { benchmarkFormat, formatContext } from './tasks/nanovlm-format.ts';
+import { mmstarContext } from './tasks/mmstar.ts';
 import { answerAll, COMMON_OPTIONS, perCategory, scoreOptionsAll, padToFor, PADDING_OPTION } from './common.ts';
 
 const WORD = String.raw`[\p{L}\p{N}_]`; // Python 3 str-pattern \w
@@ -176,6 +182,8 @@ export default definePlugin({
         const mc = choiceRows(dataset);
         const { answered, skipped } = await answerAll(ctx, 'multiple-choice', mc.dataset, {
           format: mmstarPrompt,
+          content: (q) => formatContext(mmstarContext(q), 'mmstar'),
+          assistantPrefix: benchmarkFormat('mmstar').assistantPrefix,
           batchSize: options.batch_size,
           maxSamples: options.max_samples as number | null,
           padTo: padToFor(options.padding, ctx),

@@ -62,16 +62,18 @@ export const spec: TaskSpec = {
   leaves: MMSTAR_LEAVES,
   columns: ['index', 'question', 'image', 'answer', 'category', 'l2_category'],
   toSample: mmstarSample,
-  context: (s) => {
-    // mmstar_doc_to_text: strip, drop " Please answer yes or no." (only when a post_prompt is set: it is), add the post_prompt
-    const q = s.question.trim().replaceAll(' Please answer yes or no.', '');
-    return `${q}\nAnswer with the option's letter from the given choices directly`;
-  },
+  context: (s) => mmstarContext(s.question),
   target: (s) => s.answer,
   maxNewTokens: 50,
   score: (s, out) => ({ accuracy: mmstarMatch(out, s.answer), accuracy_legacy: mmstarMatchLegacy(out, s.answer) }),
   aggregate: aggregateMmstar,
   primary: 'average',
 };
+
+/** mmstar_doc_to_text: strip, drop " Please answer yes or no." (only when a post_prompt is set: it is), add the post_prompt */
+export function mmstarContext(question: string): string {
+  const q = question.trim().replaceAll(' Please answer yes or no.', '');
+  return `${q}\nAnswer with the option's letter from the given choices directly`;
+}
 
 export default defineTask(spec);

@@ -12,7 +12,7 @@ import { checkLeaves, ParquetDataset, type Leaf } from '../../../core/data/parqu
 import { vqaPrompt } from '../../../core/data/prompt.ts';
 import type { Dataset, EvalResult, RunContext, Sample, Tokenizer } from '../../../core/types.ts';
 import { locateParquet } from '../../dataset/files.ts';
-import { answerAll, needModel } from '../common.ts';
+import { answerAll, isHeadFormat, needModel } from '../common.ts';
 import { benchmarkFormat, formatContext } from './nanovlm-format.ts';
 
 export interface Scored {
@@ -76,8 +76,9 @@ export const PROMPT_STYLES = ['nanovlm', 'chat', 'raw'] as const;
  * The model's prompt for a formatted context:
  *  - nanovlm: nanoVLM v0.1's training format `Question: {context} Answer:` (what our models learned);
  *  - chat: the tokenizer's chat template (user turn, generation prompt) + the wrapper's
- *    assistant prefix, as nanoVLM HEAD's wrapper builds it (its image tokens aside: our models
- *    take the image as a prefix of embeddings);
+ *    assistant prefix, as nanoVLM HEAD's wrapper builds it (for a model with image tokens as
+ *    placeholders the evaluators put the image string in the user message: common.ts promptRow;
+ *    a v0.1 model takes the image as a prefix of embeddings);
  *  - raw: the context followed by the assistant prefix.
  */
 export function renderPrompt(style: string, context: string, assistantPrefix: string, tokenizer?: Tokenizer): string {
@@ -177,10 +178,10 @@ export function defineTask(spec: TaskSpec): Plugin[] {
         batch_size: { type: 'integer', minimum: 1, default: 8, description: 'samples per generation batch' },
         max_new_tokens: { type: 'integer', minimum: 1, default: spec.maxNewTokens, description: "longest answer (lmms-eval's generation_kwargs)" },
         prompt: {
-          type: 'string',
-          enum: [...PROMPT_STYLES],
-          default: 'nanovlm',
-          description: "nanovlm = `Question: {prompt} Answer:` (nanoVLM v0.1's training format); chat = the tokenizer's chat template + the wrapper's assistant prefix (nanoVLM HEAD); raw = the prompt + assistant prefix",
+          type: ['string', 'null'],
+          enum: [...PROMPT_STYLES, null],
+          default: null,
+          description: "nanovlm = `Question: {prompt} Answer:` (nanoVLM v0.1's training format); chat = the tokenizer's chat template + the wrapper's assistant prefix (nanoVLM HEAD; a model with image tokens as placeholders also gets the image string of its tiles in the user message); raw = the prompt + assistant prefix; null = the model's format (chat for image tokens as placeholders, else nanovlm)",
         },
         log_samples: { type: 'boolean', default: false, description: 'keep per-sample logs (prompt, response, scores) in the results' },
       },
@@ -203,7 +204,14 @@ export function defineTask(spec: TaskSpec): Plugin[] {
           })) as Dataset;
         },
         async evaluate(ctx, data, progress): Promise<EvalResult> {
-          const { tokenizer } = needModel(ctx, spec.name);
+          const { model, tokenizer } = needModel(ctx, spec.name);
+          const style = o.prompt ?? (isHeadFormat(model) ? 'chat' : 'nanovlm');
+          if (isHeadFormat(model) && style !== 'chat') {
+            throw new UserError(`${spec.name}: prompt: ${style} cannot carry the images of a model with image tokens as placeholders (nanoVLM HEAD)`, {
+              where: { yamlPath: pctx.yamlPath },
+              hint: 'use prompt: chat (HEAD\'s lmms-eval wrapper) or leave prompt out',
+            });
+          }
           const fmt = benchmarkFormat(spec.lmmsTask);
           const limit = o.max_samples as number | null;
           const original = await data.size();
@@ -216,10 +224,11 @@ export function defineTask(spec: TaskSpec): Plugin[] {
               for await (const s of data.samples(opts)) yield { ...s, question: formatContext(spec.context(s), spec.lmmsTask) };
             },
           };
-          const prompt = (q: string) => renderPrompt(o.prompt, q, fmt.assistantPrefix, tokenizer);
+          const prompt = (q: string) => renderPrompt(style, q, fmt.assistantPrefix, tokenizer);
           progress?.(0, total);
           const { answered, skipped } = await answerAll(ctx, spec.name, formatted, {
             format: prompt,
+            assistantPrefix: fmt.assistantPrefix, // HEAD format: the question is the user message, then this after the generation prompt
             batchSize: o.batch_size,
             maxSamples: limit,
             generate: { greedy: true, maxNewTokens: o.max_new_tokens, stopAtEos: true },
@@ -253,7 +262,7 @@ export function defineTask(spec: TaskSpec): Plugin[] {
                 output_type: 'generate_until',
                 generation_kwargs: { max_new_tokens: o.max_new_tokens, temperature: 0, do_sample: false },
                 primary_metric: spec.primary,
-                prompt_style: o.prompt,
+                prompt_style: style,
                 nanovlm_formatting: fmt,
                 source: spec.source,
               },
