@@ -1,0 +1,85 @@
+// `npx tsx bench/vs-pytorch-222m.ts --nanovlm <nanoVLM v0.1 checkout> [--batch-sizes 1,2,4,8]
+// [--recipe recipes/bench/full-222m.yaml] [--python /usr/bin/python3] [--json out.json]`: the
+// full-size 222M model (issue 14, item 5) side by side with PyTorch, in one command. For each batch
+// size, one after the other and each in its own process (so each peak RSS is that batch size's):
+//   PyTorch: bench/reference/nanovlm_222m.py (nanoVLM v0.1's code; one untimed step that creates
+//            AdamW's state, then one timed step), OPENBLAS_NUM_THREADS=1;
+//   ours:    `vlm bench <recipe> --batch-size B --steps 1 --warmup 1 --no-generate --backend wasm`
+//            (one warm-up step that creates the optimizer state, one timed step, then one profiled
+//            step for the tfjs peak bytes).
+// Both sides train all 222,081,600 parameters with random weights (nothing to download), on the
+// same batch layout (core/benchmark.ts benchBatch). Prints one table (step wall and CPU time, peak
+// RSS, the ratios ours / PyTorch, the load average around each run) and, with --json, the raw rows.
+// Wall times are only comparable on a quiet machine; CPU times and peak RSS hardly move with load.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({
+  options: {
+    nanovlm: { type: 'string' },
+    'batch-sizes': { type: 'string', default: '1,2,4,8' },
+    recipe: { type: 'string', default: join(root, 'recipes/bench/full-222m.yaml') },
+    python: { type: 'string', default: '/usr/bin/python3' },
+    json: { type: 'string' },
+  },
+});
+if (!values.nanovlm) {
+  console.error('usage: npx tsx bench/vs-pytorch-222m.ts --nanovlm <nanoVLM v0.1 checkout> [--batch-sizes 1,2,4,8] [--recipe <yaml>] [--json out.json]');
+  process.exit(2);
+}
+const batches = values['batch-sizes']!.split(',').map(Number);
+if (batches.some((b) => !Number.isInteger(b) || b < 1)) {
+  console.error(`--batch-sizes: positive integers separated by commas, got '${values['batch-sizes']}'`);
+  process.exit(2);
+}
+const tmp = mkdtempSync(join(os.tmpdir(), 'vs-pytorch-222m-'));
+const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
+
+interface Row {
+  side: 'PyTorch' | 'ours';
+  batch: number;
+  wall_ms: number;
+  cpu_ms: number;
+  peak_rss_bytes: number;
+  load: string;
+}
+
+function run(side: Row['side'], batch: number, cmd: string, args: string[], env: NodeJS.ProcessEnv, json: string, pick: (r: any) => Omit<Row, 'side' | 'batch' | 'load'>): Row {
+  const before = load();
+  const r = spawnSync(cmd, args, { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${side}, batch ${batch} failed (exit ${r.status}):\n${r.stdout}\n${r.stderr}`);
+  const raw = JSON.parse(readFileSync(json, 'utf8'));
+  const row: Row = { side, batch, ...pick(Array.isArray(raw) ? raw[0] : raw), load: `${before} → ${load()}` };
+  console.error(`${side}, batch ${batch}: step ${(row.wall_ms / 1e3).toFixed(1)} s (CPU ${(row.cpu_ms / 1e3).toFixed(1)} s), peak RSS ${(row.peak_rss_bytes / 2 ** 30).toFixed(2)} GiB, load ${row.load}`);
+  return row;
+}
+
+const rows: Row[][] = [];
+try {
+  for (const b of batches) {
+    const tj = join(tmp, `torch-${b}.json`);
+    const torch = run('PyTorch', b, values.python!, [join(root, 'bench/reference/nanovlm_222m.py'), '--nanovlm', values.nanovlm, '--batch-size', String(b), '--steps', '1', '--json', tj],
+      { OPENBLAS_NUM_THREADS: '1' }, tj, (r) => ({ wall_ms: r.step_ms[0], cpu_ms: r.step_cpu_ms[0], peak_rss_bytes: r.peak_rss_bytes }));
+    const oj = join(tmp, `ours-${b}.json`);
+    const ours = run('ours', b, process.execPath, ['--import', 'tsx', join(root, 'bench/run.ts'), values.recipe!, '--batch-size', String(b), '--steps', '1', '--warmup', '1', '--no-generate', '--backend', 'wasm', '--threads', '1', '--json', oj],
+      {}, oj, (r) => ({ wall_ms: r.train_step_ms.median, cpu_ms: r.train_step_cpu_ms.median, peak_rss_bytes: r.peak_rss_bytes }));
+    rows.push([torch, ours]);
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
+const s = (ms: number) => `${(ms / 1e3).toFixed(1)} s`;
+console.log(`full-size 222M, fwd + bwd + AdamW, 1 thread · recipe ${values.recipe} · node ${process.version} · ${os.cpus().length} cpus · OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'} · ${new Date().toISOString()}`);
+console.log('| batch | PyTorch step (CPU) | ours step (CPU) | CPU ratio (ours / PyTorch) | PyTorch peak RSS | ours peak RSS | RSS ratio | load average (PyTorch run; ours) |');
+console.log('|---:|---|---|---:|---:|---:|---:|---|');
+for (const [t, o] of rows) {
+  console.log(`| ${t.batch} | ${s(t.wall_ms)} (${s(t.cpu_ms)}) | ${s(o.wall_ms)} (${s(o.cpu_ms)}) | ${(o.cpu_ms / t.cpu_ms).toFixed(2)}× | ${gib(t.peak_rss_bytes)} | ${gib(o.peak_rss_bytes)} | ${(o.peak_rss_bytes / t.peak_rss_bytes).toFixed(2)}× | ${t.load}; ${o.load} |`);
+}
+if (values.json) writeFileSync(values.json, JSON.stringify(rows.flat(), null, 2) + '\n');
