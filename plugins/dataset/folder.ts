@@ -2,6 +2,10 @@
 //   {"image": "a.png", "question": "What is this?", "answer": "a cat"}
 // optional: "choices": ["x", "y", ...] (multiple choice; answer = the letter, or the option's text,
 // which becomes its letter), "category", "id".
+// Multi-image, multi-turn chat samples (nanoVLM HEAD's data, as the_cauldron's `images` + `texts`):
+//   {"images": ["a.png", "b.png"], "turns": [{"user": "...", "assistant": "..."}, ...]}
+// `images` may be empty (a text-only sample); the first image and turn are also the sample's
+// `image`, `question`, `answer` (the v0.1 path reads those; the chat path reads every image and turn).
 // A line that is not a JSON object stops with a UserError naming file:line; a line with a missing
 // field or image file becomes a bad sample (skipped and counted by the loader).
 import { existsSync, readFileSync } from 'node:fs';
@@ -16,6 +20,8 @@ import type { Dataset, Sample } from 'nanovlm-ts/plugin-api';
 interface Entry {
   line: number;
   image?: string;
+  images?: unknown;
+  turns?: unknown;
   question?: unknown;
   answer?: unknown;
   choices?: unknown;
@@ -79,6 +85,31 @@ export class FolderDataset implements Dataset {
       if (i >= 0) s.answer = String.fromCharCode(65 + i);
     }
     if (typeof e.category === 'string') s.category = e.category;
+    if (e.turns !== undefined) {
+      if (!Array.isArray(e.turns) || e.turns.some((t) => !t || typeof t !== 'object' || typeof t.user !== 'string' || typeof t.assistant !== 'string')) {
+        s.problem = '"turns" must be a list of {"user": "...", "assistant": "..."} objects';
+        return s;
+      }
+      s.turns = e.turns.map((t: { user: string; assistant: string }) => ({ user: t.user, assistant: t.assistant }));
+      if (s.turns.length) [s.question, s.answer] = [s.turns[0].user, s.turns[0].assistant];
+    }
+    if (e.images !== undefined) {
+      if (!Array.isArray(e.images) || e.images.some((f) => typeof f !== 'string' || !f)) {
+        s.problem = '"images" must be a list of image file names';
+        return s;
+      }
+      s.images = [];
+      for (const f of e.images as string[]) {
+        try {
+          s.images.push(new Uint8Array(await readFile(isAbsolute(f) ? f : join(this.dir, f))));
+        } catch (err) {
+          s.problem = `cannot read image ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+          return s;
+        }
+      }
+      if (s.images.length) s.image = s.images[0];
+      return s;
+    }
     if (typeof e.image !== 'string' || !e.image) {
       s.problem = 'no "image" field';
       return s;
@@ -110,7 +141,7 @@ export class FolderDataset implements Dataset {
 export default definePlugin({
   kind: 'dataset',
   name: 'folder',
-  description: 'a directory of images plus data.jsonl lines {"image", "question", "answer"[, "choices", "category"]}',
+  description: 'a directory of images plus data.jsonl lines {"image", "question", "answer"[, "choices", "category"]} or chat lines {"images": [...], "turns": [{"user", "assistant"}, ...]}',
   options: {
     type: 'object',
     additionalProperties: false,

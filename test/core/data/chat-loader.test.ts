@@ -6,7 +6,7 @@
 // HEAD's bins, separators, one flat tile tensor, and the block-diagonal segment ids.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRegistry } from '../../../core/registry.ts';
@@ -52,6 +52,38 @@ test("chat data path: the_cauldron rows (2 images + 2 turns; 1 split image + 2 t
   assert.equal(got.imageCount, want.get('images')!.shape[0]); // 1 + 1 + (global + 2 x 3) tiles
   assert.ok(errors(got.images, want.get('images')!.data as Float32Array).maxAbs <= 1e-6, 'the flat tile tensor');
   assert.deepEqual(got.imagesPerSample, nums(want.get('images_per_sample')!));
+});
+
+test("chat data path: the same samples as a user's folder (data.jsonl lines {images, turns}) -> the same batch HEAD built", skip, async () => {
+  const samples = await headTinySamples();
+  const { cfg, tokenizer, imageProcessor } = await headPieces(samples);
+  const dir = mkdtempSync(join(tmpdir(), 'vlm-chat-folder-'));
+  const lines = samples.map((s, i) => {
+    const files = s.images.map((bytes, k) => {
+      writeFileSync(join(dir, `s${i}-${k}.img`), bytes);
+      return `s${i}-${k}.img`;
+    });
+    return JSON.stringify({ images: files, turns: s.turns });
+  });
+  writeFileSync(join(dir, 'data.jsonl'), lines.join('\n') + '\n');
+  const registry = createRegistry(builtins);
+  const dataset = (await registry.create('dataset', { use: 'folder', path: dir, shuffle: false }, { recipe: {}, recipeDir: dir, seed: 0, log: quiet, built: {}, yamlPath: 'data.train[0]', role: 'train' })) as Dataset;
+  const loader = new BatchLoader({ datasets: [dataset], tokenizer, imageProcessor, batchSize: 2, maxLength: cfg.lm_max_length, seed: 0, chat: { imageTokenLength: cfg.mp_image_token_length, maxImagesPerExample: 4 } });
+  const batches: ChatBatch[] = [];
+  for await (const b of loader.epoch(0)) batches.push(b.batch as ChatBatch);
+  assert.equal(batches.length, 1);
+  const got = batches[0];
+  const want = readSafetensors(join(HEAD_TINY, 'inputs.safetensors')).tensors;
+  assert.deepEqual(Array.from(got.inputIds), nums(want.get('input_ids')!));
+  assert.deepEqual(Array.from(got.targets), nums(want.get('targets')!));
+  assert.ok(errors(got.images, want.get('images')!.data as Float32Array).maxAbs <= 1e-6, 'the flat tile tensor');
+  assert.deepEqual(got.imagesPerSample, nums(want.get('images_per_sample')!));
+  // a malformed chat line is a bad sample, counted, not a crash
+  writeFileSync(join(dir, 'data.jsonl'), [...lines, JSON.stringify({ images: ['missing.png'], turns: samples[0].turns }), JSON.stringify({ images: [], turns: [{ user: 'no answer' }] })].join('\n') + '\n');
+  const bad = (await registry.create('dataset', { use: 'folder', path: dir, shuffle: false }, { recipe: {}, recipeDir: dir, seed: 0, log: quiet, built: {}, yamlPath: 'data.train[0]', role: 'train' })) as Dataset;
+  const problems: string[] = [];
+  for await (const s of bad.samples()) if (s.problem) problems.push(s.problem);
+  assert.deepEqual(problems, ['cannot read image missing.png: ENOENT', '"turns" must be a list of {"user": "...", "assistant": "..."} objects']);
 });
 
 test('chat data path: a sample without images has no tile (the vision encoder is skipped); more than max_images_per_example images: left out', skip, async () => {
