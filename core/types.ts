@@ -194,6 +194,8 @@ export interface ImageProcessor {
   process(image: Uint8Array, id?: string): Promise<Float32Array>;
   /** optional: one image as several tiles (nanoVLM HEAD's splitting, plugins/image-processor/split.ts) */
   processTiles?(image: Uint8Array, id?: string): Promise<ImageTiles>;
+  /** optional, with processTiles: the most tiles one image can give (the memory estimate before training; absent: 1) */
+  readonly maxTiles?: number;
 }
 
 /** An image as tiles: float32 [count, 3, size, size] (a global view first when the grid is not 1 x 1) and the grid [n_h, n_w]. */

@@ -15,6 +15,10 @@
 //                                   one block recomputed (and its gradients) at a time
 //   head and loss                   logits, softmax and their gradient on the counted positions
 //                                   (about half of the text positions of a nanoVLM batch)
+// Image tokens as placeholders (nanoVLM HEAD): the image tokens are in the text (lm_max_length
+// positions), and the vision encoder runs on every tile of the row: tilesPerRow (placeholderTiles:
+// images a row can hold x the most tiles an image gives, at most one tile per mp_image_token_length
+// text positions) instead of one image.
 // The per-block constants were fitted to tf.profile peaks of the bench models (test/core/train/memory.test.ts
 // checks the estimate against measured peaks); it is an estimate (within ~30%), used to refuse a
 // run that cannot fit before it starts, and to explain an out-of-memory abort when one happens.
@@ -66,6 +70,8 @@ export interface EstimateOptions {
   clipping?: boolean;
   /** optimizer state on the backend and in host memory, bytes */
   optimizerState: { backend: number; host: number };
+  /** image tokens as placeholders: the tiles the vision encoder sees per row (placeholderTiles); absent: one image, its tokens before the text */
+  tilesPerRow?: number;
 }
 
 const F32 = 4;
@@ -79,12 +85,14 @@ export function estimateTrainingMemory(c: ShapeConfig, o: EstimateOptions): Memo
   const B = o.batchSize;
   const Tv = (c.vit_img_size / c.vit_patch_size) ** 2;
   const Ni = Tv / c.mp_pixel_shuffle_factor ** 2;
-  const Tl = Ni + c.lm_max_length;
-  const vBlock = B * blockBytes(Tv, c.vit_hidden_dim, c.vit_inter_dim, c.vit_n_heads);
+  const placeholders = o.tilesPerRow !== undefined;
+  const Tl = placeholders ? c.lm_max_length : Ni + c.lm_max_length;
+  const tiles = B * (placeholders ? o.tilesPerRow! : 1); // images through the vision encoder
+  const vBlock = tiles * blockBytes(Tv, c.vit_hidden_dim, c.vit_inter_dim, c.vit_n_heads);
   const lBlock = B * blockBytes(Tl, c.lm_hidden_dim, c.lm_inter_dim, c.lm_n_heads);
   const full = c.vit_n_blocks * vBlock + c.lm_n_blocks * lBlock;
   // checkpointed: each block's input, plus one block's tape and its gradients during the recomputation
-  const inputs = F32 * B * (c.vit_n_blocks * Tv * c.vit_hidden_dim + c.lm_n_blocks * Tl * c.lm_hidden_dim);
+  const inputs = F32 * (tiles * c.vit_n_blocks * Tv * c.vit_hidden_dim + B * c.lm_n_blocks * Tl * c.lm_hidden_dim);
   const checkpointed = inputs + 2 * Math.max(vBlock, lBlock);
   const headAndLoss = 6 * F32 * B * Math.ceil(c.lm_max_length / 2) * c.lm_vocab_size;
   const parameters = F32 * o.totalParams;
@@ -101,6 +109,16 @@ export function estimateTrainingMemory(c: ShapeConfig, o: EstimateOptions): Memo
     headAndLoss,
     total: parameters + gradients + optimizer + activations + headAndLoss,
   };
+}
+
+/**
+ * Image tokens as placeholders: the most tiles one row can bring to the vision encoder, `imagesPerRow`
+ * images (train.max_images_per_example; packed: max_images_per_knapsack) of at most `maxTiles` tiles
+ * each, and never more than the text holds (each tile is `imageTokens` placeholder tokens of the
+ * lm_max_length).
+ */
+export function placeholderTiles(o: { imagesPerRow: number; maxTiles: number; imageTokens: number; maxLength: number }): number {
+  return Math.max(1, Math.min(o.imagesPerRow * o.maxTiles, Math.floor(o.maxLength / o.imageTokens)));
 }
 
 export function formatBytes(n: number): string {
@@ -179,7 +197,7 @@ export interface SizedModel {
 export function trainingMemory(
   model: SizedModel,
   optimizer: Pick<Optimizer, 'groups' | 'stateBytes'>,
-  o: { batchSize: number; checkpoint: boolean; backend: string; clipping?: boolean },
+  o: { batchSize: number; checkpoint: boolean; backend: string; clipping?: boolean; tilesPerRow?: number },
 ): { estimate: MemoryEstimate; limit: number | null; fits: boolean } {
   const sizes = [...model.params.values()].map((p) => p.size);
   const trainableSizes = optimizer.groups.flatMap((g) => g.params).map((n) => model.params.get(n)?.size ?? 0);
@@ -192,6 +210,7 @@ export function trainingMemory(
     checkpoint: o.checkpoint,
     clipping: o.clipping,
     optimizerState: optimizer.stateBytes?.() ?? { backend: 8 * trainable, host: 0 },
+    tilesPerRow: o.tilesPerRow,
   });
   const limit = backendLimit(o.backend);
   return { estimate, limit, fits: limit === null || estimate.total <= limit };

@@ -103,8 +103,12 @@ export interface SplitOptions {
 
 export class SplitProcessor implements ImageProcessor {
   readonly size: number;
+  /** a grid of at most n x n tiles (n = ceil(max_size / tile)), plus the global view when n > 1 */
+  readonly maxTiles: number;
   constructor(private o: SplitOptions) {
     this.size = o.tile;
+    const n = Math.ceil(o.maxSize / o.tile);
+    this.maxTiles = n * n + (n > 1 ? 1 : 0);
   }
 
   /** [global view ;] tiles as [n, 3, tile, tile] and the grid [n_h, n_w] */

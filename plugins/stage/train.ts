@@ -46,7 +46,7 @@ import {
 } from '../../core/train/trainer-checkpoints.ts';
 import { diffRecipes, recipeHash } from '../../core/train/recipe-diff.ts';
 import { writeCurvePng, type Series } from '../../core/train/plot.ts';
-import { describeEstimate, formatBytes, guardWasmAbort, outOfMemoryError, trainingMemory, wasmAbortError } from '../../core/train/memory.ts';
+import { describeEstimate, formatBytes, guardWasmAbort, outOfMemoryError, placeholderTiles, trainingMemory, wasmAbortError } from '../../core/train/memory.ts';
 
 /** the recipe's `train:` section: the options of this stage (the schema at the end of the file), defaults filled in */
 export type TrainOptions = FromSchema<typeof options>;
@@ -136,7 +136,17 @@ export async function train(ctx: RunContext, report: (line: string) => void, opt
   );
   // Memory: estimated before the first step; a step that cannot fit the backend stops here, with
   // what to change (core/train/memory.ts); an abort of the wasm module later is reported the same way.
-  const memory = { ...trainingMemory(model, optimizer, { batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing, backend: tf.getBackend(), clipping: !!opt.max_grad_norm }), batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing };
+  // (image tokens as placeholders: every tile of a row through the vision encoder, placeholderTiles)
+  const tilesPerRow =
+    model.imageTokenId === null
+      ? undefined
+      : placeholderTiles({
+          imagesPerRow: !opt.packing ? opt.max_images_per_example : opt.packing.max_images_per_knapsack === undefined ? 18 : (opt.packing.max_images_per_knapsack ?? Infinity), // packed: a row holds several samples
+          maxTiles: ctx.imageProcessor?.maxTiles ?? 1,
+          imageTokens: model.numImageTokens,
+          maxLength: model.maxLength,
+        });
+  const memory = { ...trainingMemory(model, optimizer, { batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing, backend: tf.getBackend(), clipping: !!opt.max_grad_norm, tilesPerRow }), batchSize: opt.batch_size, checkpoint: opt.activation_checkpointing };
   ctx.log.info(`memory of one step, estimated: ${describeEstimate(memory.estimate)}${memory.limit ? ` (limit ${formatBytes(memory.limit)})` : ''}`);
   if (!memory.fits) throw outOfMemoryError('not starting training', memory.estimate, { ...memory, backend: tf.getBackend(), limit: memory.limit! });
   const imageTokens = model.imagePrefix; // image tokens outside the attention mask (v0.1's prefix; HEAD's are in the text)

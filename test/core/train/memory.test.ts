@@ -20,8 +20,13 @@ import { benchBatch, timedStep } from '../../../core/benchmark.ts';
 import { buildOptimizer } from '../../../core/build.ts';
 import { VLM_CONFIG_DEFAULTS } from '../../../core/model/config.ts';
 import { UserError } from '../../../core/errors.ts';
-import { estimateTrainingMemory, guardWasmAbort, memoryAdvice, trainingMemory, WASM_HEAP_LIMIT, type ShapeConfig } from '../../../core/train/memory.ts';
+import { estimateTrainingMemory, guardWasmAbort, memoryAdvice, placeholderTiles, trainingMemory, WASM_HEAP_LIMIT, type ShapeConfig } from '../../../core/train/memory.ts';
 import { runTrain, smallRecipe, tmpOut, writeRecipe } from '../../helpers/run.ts';
+import { needsShared } from '../../helpers/shared.ts';
+import { headTinyConfig, headTinyPng, writeHeadTinyTokenizer } from '../../helpers/head-tiny.ts';
+import { SplitProcessor } from '../../../plugins/image-processor/split.ts';
+import { assistantPrefixLength, prepareChatSample } from '../../../core/data/chat.ts';
+import { collateChat } from '../../../core/data/chat-collator.ts';
 
 const quiet = { info() {}, warn() {}, debug() {} };
 const GiB = 2 ** 30;
@@ -124,4 +129,64 @@ test('vlm memory: a batch size far over the limit is an OOM row with the estimat
   assert.ok(rows[0].estimate_bytes > 2 ** 20, 'the row has the estimate');
   assert.match(rows[0].message, /out of memory \(estimated, not run\)/);
   assert.match(out, /no batch size fits/);
+});
+
+test('image tokens as placeholders: the estimate counts every tile of a row through the vision encoder (placeholderTiles) and is within 25% of the measured peak of a HEAD batch', needsShared('data', 'tokenizers', 'smollm2', 'tokenizer.json'), async () => {
+  // nanovlm-450m: 2048 px / 512 px tiles = a 4 x 4 grid + the global view = 17 tiles an image; 4 images a
+  // sample = 68, but a 4096-token row holds at most 64 tiles of 64 tokens; packed (18 images a row) also 64
+  assert.equal(new SplitProcessor({ tile: 512, maxSize: 2048, resizeToMaxSide: true, globalAntialias: false }).maxTiles, 17);
+  assert.equal(new SplitProcessor({ tile: 512, maxSize: 512, resizeToMaxSide: true, globalAntialias: false }).maxTiles, 1);
+  assert.equal(placeholderTiles({ imagesPerRow: 4, maxTiles: 17, imageTokens: 64, maxLength: 4096 }), 64);
+  assert.equal(placeholderTiles({ imagesPerRow: 2, maxTiles: 17, imageTokens: 64, maxLength: 4096 }), 34);
+  assert.equal(placeholderTiles({ imagesPerRow: Infinity, maxTiles: 5, imageTokens: 4, maxLength: 160 }), 40);
+  // the vision encoder's share grows with the tiles, linearly; the text no longer carries the image prefix
+  const n = 222_081_600;
+  const base = { batchSize: 2, totalParams: n, trainableParams: n, largestParam: 49152 * 576, checkpoint: false, optimizerState: { backend: 8 * n, host: 0 } };
+  const act = (tilesPerRow?: number) => estimateTrainingMemory(VLM_CONFIG_DEFAULTS as unknown as ShapeConfig, { ...base, tilesPerRow }).activations;
+  assert.ok(act(1) < act(), 'one tile, its tokens inside lm_max_length: less than the v0.1 prefix');
+  assert.ok(Math.abs(act(17) - act(1) - 16 * (act(2) - act(1))) < 1e-6 * act(17), 'linear in the tiles');
+  assert.ok(act(17) > 3 * act(1), `17 tiles a row: ${act(17)} vs ${act(1)}`);
+
+  // measured: a tiny HEAD-format model, rows of 4 split images (5 tiles each = 20 tiles a row)
+  installFastKernels(await useTestBackend());
+  const cfg = headTinyConfig();
+  const tok = writeHeadTinyTokenizer(join(mkdtempSync(join(tmpdir(), 'vlm-mem-tok-')), 'tok'));
+  const recipe = {
+    model: {
+      vision: { use: 'siglip-vit', hidden_dim: 128, inter_dim: 512, patch_size: 4, image_size: 32, n_heads: 4, n_blocks: 2 },
+      projector: { use: 'pixel-shuffle', factor: 2 },
+      decoder: { use: 'llama', hidden_dim: 128, inter_dim: 512, n_heads: 4, n_kv_heads: 2, n_blocks: 2, vocab_size: 578, max_length: 400 },
+      tokenizer: { use: 'hf', from: tok, chat_template: cfg.lm_chat_template, extra_special_tokens: cfg.vlm_extra_tokens },
+      image_processor: { use: 'split', max_size: 64 },
+      image_tokens: 'placeholders',
+    },
+    optimizer: { use: 'adamw', lr: 1e-3 },
+  };
+  const registry = new Registry(builtins);
+  const bctx = { recipe, recipeDir: '/', seed: 0, log: quiet };
+  const { model, tokenizer, imageProcessor } = await buildComponents(recipe, registry, bctx);
+  const { optimizer } = await buildOptimizer(recipe, registry, bctx, model);
+  const images = await Promise.all([0, 1, 2].map((k) => headTinyPng(k)));
+  const prefixLen = assistantPrefixLength(tokenizer);
+  const rows = await Promise.all(
+    [0, 1].map((i) =>
+      prepareChatSample({ id: `s${i}`, image: images[0], question: '', answer: '', turns: [{ user: 'What are these?', assistant: 'Four pictures.' }], images: [images[0], images[1], images[2], images[i]] }, tokenizer, imageProcessor, { imageTokenLength: model.numImageTokens, maxImagesPerExample: 4, prefixLen }),
+    ),
+  );
+  const tilesPerRow = placeholderTiles({ imagesPerRow: 4, maxTiles: imageProcessor.maxTiles!, imageTokens: model.numImageTokens, maxLength: model.maxLength });
+  assert.equal(imageProcessor.maxTiles, 5);
+  assert.deepEqual(rows.map((r) => r.tileCount), [tilesPerRow, tilesPerRow], 'each row has the most tiles the estimate assumes');
+  const host = collateChat(rows, { maxLength: model.maxLength, padTokenId: tokenizer.padTokenId, imageSize: imageProcessor.size });
+  assert.equal(host.batchSize, 2, `rows of ${rows.map((r) => r.inputIds.length)} tokens fit max_length ${model.maxLength}`);
+  for (const checkpoint of [false, true]) {
+    await timedStep(model, optimizer, host, { maxGradNorm: 0, timeForward: false, checkpoint });
+    const prof = await tf.profile(async () => void (await timedStep(model, optimizer, host, { maxGradNorm: 0, timeForward: false, checkpoint })));
+    const { estimate } = trainingMemory(model, optimizer, { batchSize: 2, checkpoint, backend: 'wasm', tilesPerRow });
+    const oneImage = trainingMemory(model, optimizer, { batchSize: 2, checkpoint, backend: 'wasm' }).estimate;
+    const ratio = prof.peakBytes / estimate.total;
+    assert.ok(ratio > 0.75 && ratio < 1.25, `checkpoint ${checkpoint}: measured ${prof.peakBytes} vs estimated ${estimate.total} (ratio ${ratio.toFixed(2)}; one image a row: ${oneImage.total})`);
+    assert.ok(prof.peakBytes / oneImage.total > 1.4, `one image a row (the estimate before) underestimates this batch: ${prof.peakBytes} vs ${oneImage.total}`);
+  }
+  optimizer.dispose();
+  model.dispose();
 });
