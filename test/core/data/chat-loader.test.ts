@@ -38,8 +38,8 @@ async function headPieces(rows: { turns: { user: string; assistant: string }[]; 
 
 const nums = (t: { data: unknown }) => Array.from(t.data as BigInt64Array, Number);
 
-test("chat data path: the_cauldron rows (2 images + 2 turns; 1 split image + 2 turns) -> the batch HEAD's VQADataset + VQACollator built", skip, async () => {
-  const { cfg, tokenizer, imageProcessor, dataset } = await headPieces(await headTinySamples());
+/** the one batch the loader makes of `dataset` (the head-tiny samples) equals HEAD's inputs.safetensors */
+async function assertHeadBatch({ cfg, tokenizer, imageProcessor, dataset }: Awaited<ReturnType<typeof headPieces>>) {
   const loader = new BatchLoader({ datasets: [dataset], tokenizer, imageProcessor, batchSize: 2, maxLength: cfg.lm_max_length, seed: 0, chat: { imageTokenLength: cfg.mp_image_token_length, maxImagesPerExample: 4 } });
   const batches: ChatBatch[] = [];
   for await (const b of loader.epoch(0)) batches.push(b.batch as ChatBatch);
@@ -52,6 +52,11 @@ test("chat data path: the_cauldron rows (2 images + 2 turns; 1 split image + 2 t
   assert.equal(got.imageCount, want.get('images')!.shape[0]); // 1 + 1 + (global + 2 x 3) tiles
   assert.ok(errors(got.images, want.get('images')!.data as Float32Array).maxAbs <= 1e-6, 'the flat tile tensor');
   assert.deepEqual(got.imagesPerSample, nums(want.get('images_per_sample')!));
+}
+
+test("chat data path: the_cauldron rows (2 images + 2 turns; 1 split image + 2 turns) -> the batch HEAD's VQADataset + VQACollator built", skip, async () => {
+  const { cfg, tokenizer, imageProcessor, dataset } = await headPieces(await headTinySamples());
+  await assertHeadBatch({ cfg, tokenizer, imageProcessor, dataset });
 });
 
 test("chat data path: the same samples as a user's folder (data.jsonl lines {images, turns}) -> the same batch HEAD built", skip, async () => {
@@ -68,16 +73,7 @@ test("chat data path: the same samples as a user's folder (data.jsonl lines {ima
   writeFileSync(join(dir, 'data.jsonl'), lines.join('\n') + '\n');
   const registry = createRegistry(builtins);
   const dataset = (await registry.create('dataset', { use: 'folder', path: dir, shuffle: false }, { recipe: {}, recipeDir: dir, seed: 0, log: quiet, built: {}, yamlPath: 'data.train[0]', role: 'train' })) as Dataset;
-  const loader = new BatchLoader({ datasets: [dataset], tokenizer, imageProcessor, batchSize: 2, maxLength: cfg.lm_max_length, seed: 0, chat: { imageTokenLength: cfg.mp_image_token_length, maxImagesPerExample: 4 } });
-  const batches: ChatBatch[] = [];
-  for await (const b of loader.epoch(0)) batches.push(b.batch as ChatBatch);
-  assert.equal(batches.length, 1);
-  const got = batches[0];
-  const want = readSafetensors(join(HEAD_TINY, 'inputs.safetensors')).tensors;
-  assert.deepEqual(Array.from(got.inputIds), nums(want.get('input_ids')!));
-  assert.deepEqual(Array.from(got.targets), nums(want.get('targets')!));
-  assert.ok(errors(got.images, want.get('images')!.data as Float32Array).maxAbs <= 1e-6, 'the flat tile tensor');
-  assert.deepEqual(got.imagesPerSample, nums(want.get('images_per_sample')!));
+  await assertHeadBatch({ cfg, tokenizer, imageProcessor, dataset });
   // a malformed chat line is a bad sample, counted, not a crash
   writeFileSync(join(dir, 'data.jsonl'), [...lines, JSON.stringify({ images: ['missing.png'], turns: samples[0].turns }), JSON.stringify({ images: [], turns: [{ user: 'no answer' }] })].join('\n') + '\n');
   const bad = (await registry.create('dataset', { use: 'folder', path: dir, shuffle: false }, { recipe: {}, recipeDir: dir, seed: 0, log: quiet, built: {}, yamlPath: 'data.train[0]', role: 'train' })) as Dataset;
