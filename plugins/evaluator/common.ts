@@ -126,8 +126,9 @@ export interface Answered {
 }
 
 /**
- * Generate an answer for each sample of `dataset`: prompt = format(sample.question), greedy,
- * batched. Samples whose image cannot be decoded are skipped and counted.
+ * Generate an answer for each sample of `dataset`: the prompt in the model's format (promptRow:
+ * v0.1 format(sample.question); HEAD the chat prompt), greedy, batched. Samples whose image cannot
+ * be decoded are skipped and counted.
  */
 export async function answerAll(
   ctx: RunContext,
