@@ -23,6 +23,11 @@
 //        y [rows, N] = x [rows, K] w [K, N], row-major Float32Arrays (heap views or host arrays):
 //        generation's one-token products (plugins/decoder/llama-decode.ts) without a tfjs kernel
 //        call; the same BLAS routine as gemm for that product (sgemv for one row), so the same values.
+//   rope(x, cos, sin, out, B, H, T, hd, cosRows, inverse)
+//        rotary embedding of x [B, H, T, hd] with cos, sin [cosRows, 1, T, hd] (cosRows 1 or B):
+//        out = x cos + rotate_half(x) sin, or with inverse its adjoint (the gradient)
+//        dy cos + rotate_half^T(dy sin); the float32 products and sums of plugins/decoder/llama.ts
+//        applyRope's tfjs chain in its order, so bit-identical to it. out must not alias x.
 //   sumSquares([a_0, a_1, ...]) -> Float64Array of sum(a_i^2) (double accumulation): the
 //        gradient norm of core/train/grads.ts.
 //   setThreads(n), threads(), info() -> { library, corename, config }
@@ -232,6 +237,48 @@ Napi::Value MatmulArrays(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// rotate_half(x) = cat([-x2, x1]): forward out[d] = x[d] c[d] + (-x[d+h]) s[d] (d < h),
+// x[d] c[d] + x[d-h] s[d] (d >= h); adjoint out[d] = y[d] c[d] + y[d+h] s[d+h] (d < h),
+// y[d] c[d] + -(y[d-h] s[d-h]) (d >= h). No FMA (-ffp-contract=off): each product rounded.
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 10) return Fail(env, "rope takes 10 arguments"), env.Undefined();
+  const char* names[4] = {"x", "cos", "sin", "out"};
+  float* a[4];
+  size_t n[4];
+  for (int k = 0; k < 4; k++)
+    if (!Floats(env, info[k], names[k], &a[k], &n[k])) return env.Undefined();
+  const int B = info[4].ToNumber().Int32Value(), H = info[5].ToNumber().Int32Value();
+  const int T = info[6].ToNumber().Int32Value(), hd = info[7].ToNumber().Int32Value();
+  const int cosRows = info[8].ToNumber().Int32Value();
+  const bool inverse = info[9].ToBoolean();
+  if (B < 1 || H < 1 || T < 1 || hd < 2 || hd % 2 != 0 || (cosRows != 1 && cosRows != B))
+    return Fail(env, "rope: bad sizes"), env.Undefined();
+  const size_t total = static_cast<size_t>(B) * H * T * hd, table = static_cast<size_t>(cosRows) * T * hd;
+  if (n[0] != total || n[3] != total || n[1] != table || n[2] != table)
+    return Fail(env, "rope: array lengths do not match x [B, H, T, hd], cos/sin [cosRows, 1, T, hd]"), env.Undefined();
+  const float* x = a[0];
+  const int h = hd / 2;
+  for (int b = 0; b < B; b++)
+    for (int hh = 0; hh < H; hh++)
+      for (int t = 0; t < T; t++) {
+        const size_t row = ((static_cast<size_t>(b) * H + hh) * T + t) * hd;
+        const size_t crow = ((cosRows == 1 ? 0 : static_cast<size_t>(b)) * T + t) * hd;
+        const float* xr = x + row;
+        const float* c = a[1] + crow;
+        const float* s = a[2] + crow;
+        float* o = a[3] + row;
+        if (!inverse) {
+          for (int d = 0; d < h; d++) o[d] = xr[d] * c[d] + (-xr[d + h]) * s[d];
+          for (int d = h; d < hd; d++) o[d] = xr[d] * c[d] + xr[d - h] * s[d];
+        } else {
+          for (int d = 0; d < h; d++) o[d] = xr[d] * c[d] + xr[d + h] * s[d + h];
+          for (int d = h; d < hd; d++) o[d] = xr[d] * c[d] + -(xr[d - h] * s[d - h]);
+        }
+      }
+  return env.Undefined();
+}
+
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 1 || !info[0].IsArray()) return Fail(env, "sumSquares takes an array of Float32Arrays"), env.Undefined();
@@ -288,6 +335,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("biasActivation", Napi::Function::New(env, BiasActivation));
   exports.Set("adamwStep", Napi::Function::New(env, AdamW));
   exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
+  exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));

@@ -19,6 +19,8 @@
 // Generation's one-token products (plugins/decoder/llama-decode.ts decodeNext): host rows times a
 // weight on the heap, one BLAS call each, without the tensor upload, kernel dispatch and read back
 // of a tf.matMul (the same BLAS routine as the native kernel, so the same values).
+// RoPE (plugins/decoder/llama.ts applyRope, forward and gradient): one pass instead of split, neg,
+// concat, two mul and add (the split and concat copies were ~1 ms each on `small`), bit-identical.
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
@@ -35,7 +37,7 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
@@ -112,3 +114,22 @@ export function matMulRowsNative(rows: Float32Array, B: number, w: tf.Tensor2D):
   n.addon.matmulArrays(rows, view(n.backend, w), out, B, K, N);
   return out;
 }
+
+/**
+ * Rotary embedding of x [B, H, T, hd] with cos, sin [1 or B, 1, T, hd] in one addon pass:
+ * x cos + rotate_half(x) sin, or (inverse) the adjoint dy cos + rotate_half^T(dy sin), bit-identical
+ * to plugins/decoder/llama.ts applyRope's tfjs chain (split, neg, concat, two mul, add: ~6 kernels
+ * each way); null when the addon is not in use (the caller runs the chain).
+ */
+export function ropeNative(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, inverse: boolean): tf.Tensor | null {
+  const n = active('rope');
+  if (!n || x.rank !== 4 || cos.rank !== 4 || sin.rank !== 4) return null;
+  const [B, H, T, hd] = x.shape;
+  const rows = cos.shape[0];
+  const tableOk = (t: tf.Tensor) => t.dtype === 'float32' && (t.shape[0] === 1 || t.shape[0] === B) && t.shape[0] === rows && t.shape[1] === 1 && t.shape[2] === T && t.shape[3] === hd;
+  if (x.dtype !== 'float32' || x.size === 0 || hd % 2 !== 0 || !tableOk(cos) || !tableOk(sin)) return null;
+  const out = uninitialised(n.backend, x.shape);
+  n.addon.rope(view(n.backend, x), view(n.backend, cos), view(n.backend, sin), view(n.backend, out), B, H, T, hd, rows, inverse);
+  return out;
+}
+

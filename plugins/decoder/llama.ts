@@ -23,7 +23,7 @@ import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_M
 import { VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
 import { backboneConfig, buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
-import { hostValues } from 'nanovlm-ts/plugin-api';
+import { hostValues, ropeNative } from 'nanovlm-ts/plugin-api';
 import { LlamaFastPath, LlamaKVCache } from './llama-decode.ts';
 
 export { LlamaKVCache };
@@ -184,8 +184,9 @@ export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Te
   const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
     save([cos, sin]); // kept for the backward pass (the caller's tidy may end before it)
     return {
-      value: tf.add(tf.mul(x_, cos), tf.mul(rotateHalf(x_ as tf.Tensor4D), sin)),
-      gradFunc: (dy: tf.Tensor, [c, s]: tf.Tensor[]) => tf.tidy(() => tf.add(tf.mul(dy, c), rotateHalfT(tf.mul(dy, s)))),
+      // one addon pass when the native kernels run (bit-identical: core/kernels/native-direct.ts)
+      value: ropeNative(x_, cos, sin, false) ?? tf.add(tf.mul(x_, cos), tf.mul(rotateHalf(x_ as tf.Tensor4D), sin)),
+      gradFunc: (dy: tf.Tensor, [c, s]: tf.Tensor[]) => tf.tidy(() => ropeNative(dy, c, s, true) ?? tf.add(tf.mul(dy, c), rotateHalfT(tf.mul(dy, s)))),
     };
   });
   return op(x) as tf.Tensor4D;

@@ -15,7 +15,8 @@ import { FIXTURES, needsShared } from '../../helpers/shared.ts';
 import { reference, values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus, uninstallNativeMatMul } from '../../../core/kernels/native-matmul.ts';
-import { matMulRowsNative, nativeOptimizerActive, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
+import { matMulRowsNative, nativeOptimizerActive, ropeNative, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
+import { applyRope } from '../../../plugins/decoder/llama.ts';
 import { globalNorm } from '../../../core/train/grads.ts';
 import { readSafetensors } from '../../../core/weights/safetensors.ts';
 import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
@@ -238,4 +239,53 @@ test('native host-row products equal tf.matMul on the native kernel (bit for bit
   assert.equal(matMulRowsNative(new Float32Array(4), 1, w), null, 'without the addon');
   installNativeMatMul('wasm');
   w.dispose();
+});
+
+test('rope: applyRope and its gradient bit for bit as the tfjs chain, within 1e-6 of float64, cos rows 1 or B', opts, () => {
+  for (const [B, H, T, hd, rows] of [[2, 3, 5, 8, 1], [2, 2, 4, 64, 2], [1, 1, 1, 2, 1]]) {
+    const x = tf.tensor4d(values(B * H * T * hd, 7), [B, H, T, hd]);
+    const dy = tf.tensor4d(values(B * H * T * hd, 8), [B, H, T, hd]);
+    const cos = tf.tensor4d(values(rows * T * hd, 9), [rows, 1, T, hd]);
+    const sin = tf.tensor4d(values(rows * T * hd, 10), [rows, 1, T, hd]);
+    const run = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((a: tf.Tensor) => applyRope(a as tf.Tensor4D, cos, sin))([x], dy);
+        return [value.dataSync().slice(), grads[0].dataSync().slice()];
+      });
+    const direct = ropeNative(x, cos, sin, false);
+    assert.ok(direct !== null, 'the addon runs the rope');
+    direct.dispose();
+    const before = tf.memory().numTensors;
+    const [native, chain] = nativeAndTfjs(run);
+    assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+    const tag = `[${B},${H},${T},${hd}] cos rows ${rows}`;
+    assert.deepEqual(native[0], chain[0], `${tag}: forward as the tfjs chain`);
+    assert.deepEqual(native[1], chain[1], `${tag}: gradient as the tfjs chain`);
+    // float64: y[d] = x[d] c[d] + r[d] s[d], r = rotate_half(x); dx = dy c + rotate_half^T(dy s)
+    const [X, G, C, S] = [x, dy, cos, sin].map((t) => t.dataSync());
+    const h = hd / 2;
+    let worst = 0;
+    for (let i = 0; i < X.length; i++) {
+      const d = i % hd;
+      const t = Math.floor(i / hd) % T;
+      const b = Math.floor(i / (H * T * hd));
+      const c = ((rows === 1 ? 0 : b) * T + t) * hd;
+      const y = X[i] * C[c + d] + (d < h ? -X[i + h] : X[i - h]) * S[c + d];
+      const dx = G[i] * C[c + d] + (d < h ? G[i + h] * S[c + d + h] : -G[i - h] * S[c + d - h]);
+      worst = Math.max(worst, Math.abs(native[0][i] - y), Math.abs(native[1][i] - dx));
+    }
+    assert.ok(worst <= 1e-6, `${tag}: vs float64 ${worst}`);
+    tf.dispose([x, dy, cos, sin]);
+  }
+  const x = tf.zeros([1, 1, 2, 3]);
+  const c = tf.zeros([1, 1, 2, 3]);
+  assert.equal(ropeNative(x, c, c, false), null, 'odd head size: the caller runs the chain');
+  const c2 = tf.zeros([1, 2, 2, 4]);
+  assert.equal(ropeNative(c2, c2, c2, false), null, 'a table with heads: the chain');
+  uninstallNativeMatMul('wasm');
+  const x4 = tf.zeros([1, 1, 2, 4]);
+  const c4 = tf.zeros([1, 1, 2, 4]);
+  assert.equal(ropeNative(x4, c4, c4, false), null, 'without the addon');
+  installNativeMatMul('wasm');
+  tf.dispose([x, c, c2, x4, c4]);
 });
