@@ -23,7 +23,7 @@ import { UserError } from '../../../core/errors.ts';
 import { estimateTrainingMemory, guardWasmAbort, memoryAdvice, placeholderTiles, trainingMemory, WASM_HEAP_LIMIT, type ShapeConfig } from '../../../core/train/memory.ts';
 import { runTrain, smallRecipe, tmpOut, writeRecipe } from '../../helpers/run.ts';
 import { needsShared } from '../../helpers/shared.ts';
-import { headTinyConfig, headTinyPng, writeHeadTinyTokenizer } from '../../helpers/head-tiny.ts';
+import { headFormatModel, headTinyPng } from '../../helpers/head-tiny.ts';
 import { SplitProcessor } from '../../../plugins/image-processor/split.ts';
 import { assistantPrefixLength, prepareChatSample } from '../../../core/data/chat.ts';
 import { collateChat } from '../../../core/data/chat-collator.ts';
@@ -149,17 +149,8 @@ test('image tokens as placeholders: the estimate counts every tile of a row thro
 
   // measured: a tiny HEAD-format model, rows of 4 split images (5 tiles each = 20 tiles a row)
   installFastKernels(await useTestBackend());
-  const cfg = headTinyConfig();
-  const tok = writeHeadTinyTokenizer(join(mkdtempSync(join(tmpdir(), 'vlm-mem-tok-')), 'tok'));
   const recipe = {
-    model: {
-      vision: { use: 'siglip-vit', hidden_dim: 128, inter_dim: 512, patch_size: 4, image_size: 32, n_heads: 4, n_blocks: 2 },
-      projector: { use: 'pixel-shuffle', factor: 2 },
-      decoder: { use: 'llama', hidden_dim: 128, inter_dim: 512, n_heads: 4, n_kv_heads: 2, n_blocks: 2, vocab_size: 578, max_length: 400 },
-      tokenizer: { use: 'hf', from: tok, chat_template: cfg.lm_chat_template, extra_special_tokens: cfg.vlm_extra_tokens },
-      image_processor: { use: 'split', max_size: 64 },
-      image_tokens: 'placeholders',
-    },
+    model: headFormatModel({ hidden_dim: 128, inter_dim: 512, patch_size: 4, n_blocks: 2, max_length: 400 }),
     optimizer: { use: 'adamw', lr: 1e-3 },
   };
   const registry = new Registry(builtins);

@@ -5,13 +5,12 @@
 // train stage's validation loss on the same data; likelihood scores match an independent path.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { runTrain, writeRecipe, type TrainRun } from '../../helpers/run.ts';
-import { DATA, needsShared } from '../../helpers/shared.ts';
-import { headTinyConfig, writeHeadTinyTokenizer } from '../../helpers/head-tiny.ts';
+import { needsShared } from '../../helpers/shared.ts';
+import { headDigitsRecipe } from '../../helpers/head-tiny.ts';
 import { createRegistry } from '../../../core/registry.ts';
 import builtins from '../../../plugins/index.ts';
 import { prepareChatPrompts } from '../../../core/chat-prompts.ts';
@@ -27,31 +26,7 @@ const quiet = { info() {}, warn() {}, debug() {} };
 const registry = createRegistry(builtins);
 const list = (xs: Sample[]): Dataset => ({ name: 'list', size: async () => xs.length, async *samples() { yield* xs; } });
 
-function headRecipe() {
-  const cfg = headTinyConfig();
-  const tok = writeHeadTinyTokenizer(join(mkdtempSync(join(tmpdir(), 'vlm-head-eval-tok-')), 'tok'));
-  return {
-    name: 'head-eval-test',
-    runtime: { backend: 'wasm', seed: 0, out_dir: mkdtempSync(join(tmpdir(), 'vlm-head-eval-runs-')) },
-    model: {
-      vision: { use: 'siglip-vit', hidden_dim: 32, inter_dim: 64, patch_size: 8, image_size: 32, n_heads: 4, n_blocks: 1 },
-      projector: { use: 'pixel-shuffle', factor: 2 },
-      decoder: { use: 'llama', hidden_dim: 32, inter_dim: 64, n_heads: 4, n_kv_heads: 2, n_blocks: 1, vocab_size: 578, max_length: 160 },
-      tokenizer: { use: 'hf', from: tok, chat_template: cfg.lm_chat_template, extra_special_tokens: cfg.vlm_extra_tokens },
-      image_processor: { use: 'split', max_size: 64 },
-      image_tokens: 'placeholders',
-    },
-    data: {
-      train: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), limit: 32 }],
-      val: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), split: 'train', skip: 32, limit: 10 }],
-    },
-    optimizer: { use: 'adamw', lr: 3e-3 },
-    schedule: { use: 'constant' },
-    train: { batch_size: 4, max_steps: 3, checkpoint_every: 3, log_every: 100 },
-    eval: { evaluators: [] },
-    stages: ['load', 'train'],
-  };
-}
+const headRecipe = () => headDigitsRecipe('head-eval-test', 32, 10, { max_steps: 3, checkpoint_every: 3 });
 
 let run: TrainRun | undefined;
 let val: Sample[] = [];

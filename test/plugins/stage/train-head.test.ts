@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { runTrain, writeRecipe } from '../../helpers/run.ts';
 import { DATA, needsShared } from '../../helpers/shared.ts';
-import { headTinyConfig, headTinySamples, writeHeadTinyTokenizer } from '../../helpers/head-tiny.ts';
+import { headDigitsRecipe, headTinySamples } from '../../helpers/head-tiny.ts';
 import { findLatestCheckpoint } from '../../../core/train/trainer-checkpoints.ts';
 import { loadModel } from '../../../core/load-model.ts';
 import { createRegistry } from '../../../core/registry.ts';
@@ -28,31 +28,7 @@ import { prepareChatPrompts } from '../../../core/chat-prompts.ts';
 const skip = needsShared('data', 'digits', 'train.parquet');
 const quiet = { info() {}, warn() {}, debug() {} };
 
-function headRecipe(train: Record<string, unknown> = {}) {
-  const cfg = headTinyConfig();
-  const tok = writeHeadTinyTokenizer(join(mkdtempSync(join(tmpdir(), 'vlm-head-tok-')), 'tok'));
-  return {
-    name: 'head-train-test',
-    runtime: { backend: 'wasm', seed: 0, out_dir: mkdtempSync(join(tmpdir(), 'vlm-head-runs-')) },
-    model: {
-      vision: { use: 'siglip-vit', hidden_dim: 32, inter_dim: 64, patch_size: 8, image_size: 32, n_heads: 4, n_blocks: 1 },
-      projector: { use: 'pixel-shuffle', factor: 2 },
-      decoder: { use: 'llama', hidden_dim: 32, inter_dim: 64, n_heads: 4, n_kv_heads: 2, n_blocks: 1, vocab_size: 578, max_length: 160 },
-      tokenizer: { use: 'hf', from: tok, chat_template: cfg.lm_chat_template, extra_special_tokens: cfg.vlm_extra_tokens },
-      image_processor: { use: 'split', max_size: 64 },
-      image_tokens: 'placeholders',
-    },
-    data: {
-      train: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), limit: 96 }],
-      val: [{ use: 'cauldron', path: join(DATA, 'digits', 'train.parquet'), split: 'train', skip: 96, limit: 12 }], // rows after the training ones
-    },
-    optimizer: { use: 'adamw', lr: 3e-3 },
-    schedule: { use: 'constant' },
-    train: { batch_size: 4, max_steps: 8, checkpoint_every: 8, log_every: 100, ...train },
-    eval: { evaluators: [] },
-    stages: ['load', 'train'],
-  };
-}
+const headRecipe = (train: Record<string, unknown> = {}) => headDigitsRecipe('head-train-test', 96, 12, { max_steps: 8, checkpoint_every: 8, ...train });
 
 /** the first digit image of train.parquet (8 x 8 PNG) */
 async function digitPng(): Promise<Uint8Array> {
