@@ -5,6 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
+import { logSoftmaxRows } from './kernels/native-direct.ts';
 import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
@@ -262,7 +263,7 @@ export function maybeDropout(x: tf.Tensor, p: number, training: boolean | undefi
 export function crossEntropyIgnore(logits: tf.Tensor3D, targets: tf.Tensor2D, ignoreIndex = -100): tf.Scalar {
   const [B, T, V] = logits.shape;
   const N = B * T;
-  const logp = tf.logSoftmax(logits.reshape([N, V])); // [N, V]
+  const logp = logSoftmaxRows(logits.reshape([N, V])); // [N, V] (one addon pass when native: core/kernels/native-direct.ts)
   const t = targets.reshape([N]).toInt();
   const valid = tf.notEqual(t, ignoreIndex); // [N]
   const safeT = tf.where(valid, t, tf.zerosLike(t));

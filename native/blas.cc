@@ -28,6 +28,11 @@
 //        out = x cos + rotate_half(x) sin, or with inverse its adjoint (the gradient)
 //        dy cos + rotate_half^T(dy sin); the float32 products and sums of plugins/decoder/llama.ts
 //        applyRope's tfjs chain in its order, so bit-identical to it. out must not alias x.
+//   logSoftmax(x, out, rows, V, dy)
+//        log-softmax of each row of x [rows, V] as tf.logSoftmax computes it ((x - max) -
+//        log(sum(exp(x - max))), the sum accumulated in double); with dy (not null) x is that
+//        output y and out its gradient dy - sum(dy) exp(y) (tf.logSoftmax's gradient): the
+//        vocabulary log-softmax of the loss (core/ops.ts crossEntropyIgnore) in one pass each way.
 //   sumSquares([a_0, a_1, ...]) -> Float64Array of sum(a_i^2) (double accumulation): the
 //        gradient norm of core/train/grads.ts.
 //   setThreads(n), threads(), info() -> { library, corename, config }
@@ -279,6 +284,40 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value LogSoftmax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 5) return Fail(env, "logSoftmax takes 5 arguments"), env.Undefined();
+  float *x, *out, *dy = nullptr;
+  size_t nx, no, nd = 0;
+  if (!Floats(env, info[0], "x", &x, &nx) || !Floats(env, info[1], "out", &out, &no)) return env.Undefined();
+  const bool grad = !info[4].IsNull() && !info[4].IsUndefined();
+  if (grad && !Floats(env, info[4], "dy", &dy, &nd)) return env.Undefined();
+  const int rows = info[2].ToNumber().Int32Value(), V = info[3].ToNumber().Int32Value();
+  if (rows < 1 || V < 1) return Fail(env, "logSoftmax: sizes must be positive"), env.Undefined();
+  const size_t total = static_cast<size_t>(rows) * V;
+  if (nx != total || no != total || (grad && nd != total))
+    return Fail(env, "logSoftmax: array lengths do not match [rows, V]"), env.Undefined();
+  for (int r = 0; r < rows; r++) {
+    const float* xr = x + static_cast<size_t>(r) * V;
+    float* o = out + static_cast<size_t>(r) * V;
+    if (!grad) {
+      float m = xr[0];
+      for (int j = 1; j < V; j++) m = xr[j] > m ? xr[j] : m;  // a NaN in the row: NaN sum, NaN row
+      double sum = 0;
+      for (int j = 0; j < V; j++) sum += std::exp(xr[j] - m);
+      const float lse = std::log(static_cast<float>(sum));
+      for (int j = 0; j < V; j++) o[j] = (xr[j] - m) - lse;
+    } else {
+      const float* d = dy + static_cast<size_t>(r) * V;
+      double sd = 0;
+      for (int j = 0; j < V; j++) sd += d[j];
+      const float s = static_cast<float>(sd);
+      for (int j = 0; j < V; j++) o[j] = d[j] - s * std::exp(xr[j]);
+    }
+  }
+  return env.Undefined();
+}
+
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 1 || !info[0].IsArray()) return Fail(env, "sumSquares takes an array of Float32Arrays"), env.Undefined();
@@ -336,6 +375,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamwStep", Napi::Function::New(env, AdamW));
   exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
   exports.Set("rope", Napi::Function::New(env, Rope));
+  exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));

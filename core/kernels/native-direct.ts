@@ -21,9 +21,11 @@
 // of a tf.matMul (the same BLAS routine as the native kernel, so the same values).
 // RoPE (plugins/decoder/llama.ts applyRope, forward and gradient): one pass instead of split, neg,
 // concat, two mul and add (the split and concat copies were ~1 ms each on `small`), bit-identical.
+// The vocabulary log-softmax of the loss (core/ops.ts crossEntropyIgnore): one pass each way.
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
+import { customOp } from '../ops.ts';
 import type { NativeBlas, WasmBackend } from './native-matmul.ts';
 
 /** the scalars of one AdamW update (one group, one step); rounded to float32 in the addon */
@@ -37,7 +39,7 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
@@ -133,3 +135,28 @@ export function ropeNative(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, inverse
   return out;
 }
 
+/**
+ * tf.logSoftmax over the last axis of x [rows, V] in one addon pass ((x - max) - log(sum(exp(x -
+ * max))), the sum in double), with its gradient dy - sum(dy) exp(y) in one pass too; tf.logSoftmax
+ * when the addon is not in use (another backend, no addon, VLM_NATIVE_DIRECT=0). The vocabulary
+ * log-softmax of the loss: the wasm build's Exp is a scalar loop, ~10 ns an element, run twice.
+ */
+export function logSoftmaxRows(x: tf.Tensor2D): tf.Tensor2D {
+  const n = active('logSoftmax');
+  if (!n || x.dtype !== 'float32' || x.size === 0) return tf.logSoftmax(x);
+  const [rows, V] = x.shape;
+  const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
+    const y = uninitialised(n.backend, [rows, V]);
+    n.addon.logSoftmax(view(n.backend, x_), view(n.backend, y), rows, V, null);
+    save([y]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, [saved]: tf.Tensor[]) => {
+        const dx = uninitialised(n.backend, [rows, V]);
+        n.addon.logSoftmax(view(n.backend, saved), view(n.backend, dx), rows, V, view(n.backend, dy));
+        return dx;
+      },
+    };
+  });
+  return op(x) as tf.Tensor2D;
+}

@@ -15,8 +15,9 @@ import { FIXTURES, needsShared } from '../../helpers/shared.ts';
 import { reference, values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus, uninstallNativeMatMul } from '../../../core/kernels/native-matmul.ts';
-import { matMulRowsNative, nativeOptimizerActive, ropeNative, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
+import { logSoftmaxRows, matMulRowsNative, nativeOptimizerActive, ropeNative, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
 import { applyRope } from '../../../plugins/decoder/llama.ts';
+import { crossEntropyIgnore } from '../../../core/ops.ts';
 import { globalNorm } from '../../../core/train/grads.ts';
 import { readSafetensors } from '../../../core/weights/safetensors.ts';
 import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
@@ -24,7 +25,7 @@ import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
 const backend = await useTestBackend();
 const addon = loadNativeBlas();
 // an addon built before native/blas.cc had these functions: rebuild it (CI always builds afresh)
-const current = addon !== null && typeof addon.adamwStep === 'function' && typeof addon.matmulArrays === 'function';
+const current = addon !== null && ['adamwStep', 'matmulArrays', 'rope', 'logSoftmax'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
 const opts =
   backend !== 'wasm'
     ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
@@ -32,7 +33,7 @@ const opts =
       ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0)' }
       : current || process.env.CI === 'true'
         ? {}
-        : { skip: addon ? 'the native addon predates adamwStep / matmulArrays: npm run build:native' : `${nativeMatMulStatus()}` };
+        : { skip: addon ? 'the native addon predates adamwStep / matmulArrays / rope / logSoftmax: npm run build:native' : `${nativeMatMulStatus()}` };
 
 /** f() with the native kernels, then with the tfjs ones (the addon uninstalled) */
 function nativeAndTfjs<T>(f: () => T): [T, T] {
@@ -288,4 +289,56 @@ test('rope: applyRope and its gradient bit for bit as the tfjs chain, within 1e-
   assert.equal(ropeNative(x4, c4, c4, false), null, 'without the addon');
   installNativeMatMul('wasm');
   tf.dispose([x, c, c2, x4, c4]);
+});
+
+test('logSoftmaxRows: value and gradient within 2e-6 of float64 and of tf.logSoftmax; the loss as the tfjs chain', opts, () => {
+  for (const [rows, V, scale] of [[3, 7, 1], [5, 4096, 20], [1, 1, 1]]) {
+    const x = tf.tensor2d(values(rows * V, 11).map((v) => v * scale), [rows, V]);
+    const dy = tf.tensor2d(values(rows * V, 12), [rows, V]);
+    const run = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((a: tf.Tensor) => logSoftmaxRows(a as tf.Tensor2D))([x], dy);
+        return [value.dataSync().slice(), grads[0].dataSync().slice()];
+      });
+    const before = tf.memory().numTensors;
+    const [native, chain] = nativeAndTfjs(run);
+    assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+    const [X, G] = [x.dataSync(), dy.dataSync()];
+    let worst = 0;
+    let vsChain = 0;
+    for (let r = 0; r < rows; r++) {
+      let m = -Infinity;
+      for (let j = 0; j < V; j++) m = Math.max(m, X[r * V + j]);
+      let s = 0;
+      let sd = 0;
+      for (let j = 0; j < V; j++) {
+        s += Math.exp(X[r * V + j] - m);
+        sd += G[r * V + j];
+      }
+      for (let j = 0; j < V; j++) {
+        const i = r * V + j;
+        const y = X[i] - m - Math.log(s);
+        const dx = G[i] - sd * Math.exp(y);
+        worst = Math.max(worst, Math.abs(native[0][i] - y) / Math.max(1, Math.abs(y)), Math.abs(native[1][i] - dx) / Math.max(1, Math.abs(dx)));
+        vsChain = Math.max(vsChain, Math.abs(native[0][i] - chain[0][i]) / Math.max(1, Math.abs(y)), Math.abs(native[1][i] - chain[1][i]) / Math.max(1, Math.abs(dx)));
+      }
+    }
+    assert.ok(worst <= 2e-6, `[${rows},${V}]: vs float64 ${worst}`);
+    assert.ok(vsChain <= 2e-6, `[${rows},${V}]: vs tf.logSoftmax ${vsChain}`);
+    tf.dispose([x, dy]);
+  }
+  // the loss and its gradient with ignored targets, native vs the tfjs chain
+  const logits = tf.tensor3d(values(2 * 3 * 50, 13).map((v) => v * 8), [2, 3, 50]);
+  const targets = tf.tensor2d([1, -100, 49, 0, 7, -100], [2, 3], 'int32');
+  const [a, b] = nativeAndTfjs(() =>
+    tf.tidy(() => {
+      const { value, grads } = tf.valueAndGrads((l: tf.Tensor) => crossEntropyIgnore(l as tf.Tensor3D, targets))([logits]);
+      return [value.dataSync()[0], grads[0].dataSync().slice()] as const;
+    }),
+  );
+  assert.ok(Math.abs(a[0] - b[0]) <= 1e-6 * Math.abs(b[0]), `loss ${a[0]} vs ${b[0]}`);
+  let worstGrad = 0;
+  for (let i = 0; i < a[1].length; i++) worstGrad = Math.max(worstGrad, Math.abs(a[1][i] - b[1][i]));
+  assert.ok(worstGrad <= 1e-7, `loss gradient vs the tfjs chain ${worstGrad}`);
+  tf.dispose([logits, targets]);
 });
