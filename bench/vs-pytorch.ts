@@ -1,11 +1,12 @@
 // `npx tsx bench/vs-pytorch.ts --nanovlm <nanoVLM v0.1 checkout> [--threads 1,2] [--steps 10]
-// [--xnnpack] [--no-direct] [--repeat n] [--python /usr/bin/python3]`: the `small` benchmark side by side with PyTorch
+// [--xnnpack] [--no-direct] [--no-fused] [--repeat n] [--python /usr/bin/python3]`: the `small` benchmark side by side with PyTorch
 // (issue 16), in one command: for each thread count, bench/reference/nanovlm_small.py (nanoVLM
 // v0.1's model code, torch.set_num_threads(n) and OPENBLAS_NUM_THREADS=n) and `vlm bench
 // recipes/bench/small.yaml --threads n` (wasm threads and BLAS threads n), one after the other;
 // --xnnpack adds our run with VLM_NATIVE_MATMUL=0 (the products on XNNPACK: the "before");
 // --no-direct our run with VLM_NATIVE_DIRECT=0 (native products, but AdamW, the gradient norm and
 // generation's one-token products through tfjs kernels: before core/kernels/native-direct.ts);
+// --no-fused our run with VLM_NATIVE_FUSED=0 (RoPE and the loss's log-softmax through tfjs kernels);
 // --repeat n runs the whole sequence n times (rows marked #1, #2, ...: the spread under load).
 // Prints one table: train step (wall and CPU), forward / backward / optimiser, KV-cache
 // generation, the ratios ours / PyTorch, the load average around each run, and which product
@@ -26,12 +27,13 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '10' },
     xnnpack: { type: 'boolean', default: false },
     'no-direct': { type: 'boolean', default: false },
+    'no-fused': { type: 'boolean', default: false },
     repeat: { type: 'string', default: '1' },
     python: { type: 'string', default: '/usr/bin/python3' },
   },
 });
 if (!values.nanovlm) {
-  console.error('usage: npx tsx bench/vs-pytorch.ts --nanovlm <nanoVLM v0.1 checkout> [--threads 1,2] [--steps 10] [--xnnpack] [--no-direct]');
+  console.error('usage: npx tsx bench/vs-pytorch.ts --nanovlm <nanoVLM v0.1 checkout> [--threads 1,2] [--steps 10] [--xnnpack] [--no-direct] [--no-fused]');
   process.exit(2);
 }
 const tmp = mkdtempSync(join(os.tmpdir(), 'vs-pytorch-'));
@@ -75,11 +77,12 @@ for (let round = 1; round <= repeat; round++) for (const n of values.threads!.sp
   const tag = repeat > 1 ? ` #${round}` : '';
   const t = run(`PyTorch, ${n} thread${n > 1 ? 's' : ''}${tag}`, values.python!, [join(root, 'bench/reference/nanovlm_small.py'), '--nanovlm', values.nanovlm, '--threads', String(n), '--steps', steps, '--json', join(tmp, `torch-${n}.json`)],
     { OPENBLAS_NUM_THREADS: String(n) }, join(tmp, `torch-${n}.json`), (r) => `OpenBLAS ${r.openblas_core}`);
-  const ours = (variant: '' | 'XNNPACK' | 'no direct') =>
+  const ours = (variant: '' | 'XNNPACK' | 'no direct' | 'no fused') =>
     run(`ours${variant ? ` (${variant})` : ''}, ${n} thread${n > 1 ? 's' : ''}${tag}`, process.execPath, ['--import', 'tsx', join(root, 'bench/run.ts'), join(root, 'recipes/bench/small.yaml'), '--threads', String(n), '--steps', steps, '--json', join(tmp, `ours-${n}-${variant}.json`)],
-      variant === 'XNNPACK' ? { VLM_NATIVE_MATMUL: '0' } : variant === 'no direct' ? { VLM_NATIVE_DIRECT: '0' } : {}, join(tmp, `ours-${n}-${variant}.json`), (r) => String(r.products ?? '').replace(/^products: /, ''));
+      variant === 'XNNPACK' ? { VLM_NATIVE_MATMUL: '0' } : variant === 'no direct' ? { VLM_NATIVE_DIRECT: '0' } : variant === 'no fused' ? { VLM_NATIVE_FUSED: '0' } : {}, join(tmp, `ours-${n}-${variant}.json`), (r) => String(r.products ?? '').replace(/^products: /, ''));
   const group = [t, ours('')];
   if (values['no-direct']) group.push(ours('no direct'));
+  if (values['no-fused']) group.push(ours('no fused'));
   if (values.xnnpack) group.push(ours('XNNPACK'));
   rows.push(group);
 }

@@ -41,6 +41,7 @@ export interface AdamWStepScalars {
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
 function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
+  if ((fn === 'rope' || fn === 'logSoftmax') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
   if (typeof addon[fn] !== 'function') return null;
