@@ -5,7 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
-import { logSoftmaxRows } from './kernels/native-direct.ts';
+import { activationNative, logSoftmaxRows } from './kernels/native-direct.ts';
 import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
@@ -118,13 +118,16 @@ const GELU_CUBIC = 0.044715;
  */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
   const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
-    const u2 = tf.mul(tf.add(x_, tf.mul(tf.mul(tf.mul(x_, x_), x_), GELU_CUBIC)), 2 * SQRT_2_OVER_PI); // 2u
+    // the elementwise chains: one addon pass each when native (bit-identical: core/kernels/native-direct.ts)
+    const u2 = activationNative(0, x_, null, null, GELU_CUBIC, 2 * SQRT_2_OVER_PI) ?? tf.mul(tf.add(x_, tf.mul(tf.mul(tf.mul(x_, x_), x_), GELU_CUBIC)), 2 * SQRT_2_OVER_PI); // 2u
     const s = tf.sigmoid(u2);
     save([x_, s]);
     return {
       value: tf.mul(x_, s),
       gradFunc: (dy: tf.Tensor, [xx, ss]: tf.Tensor[]) =>
         tf.tidy(() => {
+          const fused = activationNative(1, xx, ss, dy, 0, 2 * SQRT_2_OVER_PI, 3 * GELU_CUBIC);
+          if (fused) return fused;
           const du2 = tf.mul(tf.add(tf.mul(tf.square(xx), 3 * GELU_CUBIC), 1), 2 * SQRT_2_OVER_PI); // d(2u)/dx
           const slope = tf.add(ss, tf.mul(tf.mul(xx, tf.mul(ss, tf.sub(1, ss))), du2));
           return tf.mul(dy, slope);
@@ -141,7 +144,7 @@ export function silu(x: tf.Tensor): tf.Tensor {
     save([x_, s]);
     return {
       value: tf.mul(x_, s),
-      gradFunc: (dy: tf.Tensor, [xx, ss]: tf.Tensor[]) => tf.tidy(() => tf.mul(dy, tf.mul(ss, tf.add(1, tf.mul(xx, tf.sub(1, ss)))))),
+      gradFunc: (dy: tf.Tensor, [xx, ss]: tf.Tensor[]) => tf.tidy(() => activationNative(2, xx, ss, dy) ?? tf.mul(dy, tf.mul(ss, tf.add(1, tf.mul(xx, tf.sub(1, ss)))))),
     };
   });
   return op(x);

@@ -33,6 +33,13 @@
 //        log(sum(exp(x - max))), the sum accumulated in double); with dy (not null) x is that
 //        output y and out its gradient dy - sum(dy) exp(y) (tf.logSoftmax's gradient): the
 //        vocabulary log-softmax of the loss (core/ops.ts crossEntropyIgnore) in one pass each way.
+//   activation(kind, x, s, dy, out, c1, c2, c3)
+//        elementwise chains of core/ops.ts's custom activations, each float32 operation in the
+//        order of the tfjs chain (no FMA), so bit-identical to it; s = sigmoid(...) comes from the
+//        tfjs Sigmoid kernel (XNNPACK's own approximation), never recomputed here:
+//        kind 0, GELU's 2u:        out = (x + ((x x) x) c1) c2                       (s, dy unused)
+//        kind 1, GELU's gradient:  out = dy (s + (x (s (1 - s))) (((x x) c3 + 1) c2))
+//        kind 2, SiLU's gradient:  out = dy (s (1 + x (1 - s)))
 //   sumSquares([a_0, a_1, ...]) -> Float64Array of sum(a_i^2) (double accumulation): the
 //        gradient norm of core/train/grads.ts.
 //   setThreads(n), threads(), info() -> { library, corename, config }
@@ -318,6 +325,31 @@ Napi::Value LogSoftmax(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value Activation(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 8) return Fail(env, "activation takes 8 arguments"), env.Undefined();
+  const int kind = info[0].ToNumber().Int32Value();
+  if (kind < 0 || kind > 2) return Fail(env, "activation: unknown kind"), env.Undefined();
+  float *x, *sg = nullptr, *dy = nullptr, *out;
+  size_t nx, ns = 0, nd = 0, no;
+  if (!Floats(env, info[1], "x", &x, &nx) || !Floats(env, info[4], "out", &out, &no)) return env.Undefined();
+  if (kind != 0 && (!Floats(env, info[2], "s", &sg, &ns) || !Floats(env, info[3], "dy", &dy, &nd))) return env.Undefined();
+  if (no != nx || (kind != 0 && (ns != nx || nd != nx))) return Fail(env, "activation: arrays of different lengths"), env.Undefined();
+  const float c1 = info[5].ToNumber().FloatValue(), c2 = info[6].ToNumber().FloatValue(), c3 = info[7].ToNumber().FloatValue();
+  if (kind == 0) {
+    for (size_t i = 0; i < nx; i++) out[i] = (x[i] + ((x[i] * x[i]) * x[i]) * c1) * c2;
+  } else if (kind == 1) {
+    for (size_t i = 0; i < nx; i++) {
+      const float xi = x[i], si = sg[i];
+      const float du2 = ((xi * xi) * c3 + 1.f) * c2;
+      out[i] = dy[i] * (si + (xi * (si * (1.f - si))) * du2);
+    }
+  } else {
+    for (size_t i = 0; i < nx; i++) out[i] = dy[i] * (sg[i] * (1.f + x[i] * (1.f - sg[i])));
+  }
+  return env.Undefined();
+}
+
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 1 || !info[0].IsArray()) return Fail(env, "sumSquares takes an array of Float32Arrays"), env.Undefined();
@@ -376,6 +408,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
+  exports.Set("activation", Napi::Function::New(env, Activation));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));

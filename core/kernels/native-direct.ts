@@ -39,9 +39,9 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  if ((fn === 'rope' || fn === 'logSoftmax') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
   if (typeof addon[fn] !== 'function') return null;
@@ -160,4 +160,20 @@ export function logSoftmaxRows(x: tf.Tensor2D): tf.Tensor2D {
     };
   });
   return op(x) as tf.Tensor2D;
+}
+
+/**
+ * One elementwise pass of core/ops.ts's GELU / SiLU chains (native/blas.cc activation): kind 0
+ * GELU's 2u from x, 1 GELU's gradient, 2 SiLU's gradient from x, s = sigmoid(.) and dy; the
+ * constants as the tfjs chain's float32 scalars. Bit-identical to the chain it replaces; null when
+ * the addon is not in use or a tensor is not float32 of x's size (the caller runs the chain).
+ */
+export function activationNative(kind: 0 | 1 | 2, x: tf.Tensor, s: tf.Tensor | null, dy: tf.Tensor | null, c1 = 0, c2 = 0, c3 = 0): tf.Tensor | null {
+  const n = active('activation');
+  const ok = (t: tf.Tensor | null) => t !== null && t.dtype === 'float32' && t.size === x.size;
+  if (!n || !ok(x) || x.size === 0 || (kind !== 0 && (!ok(s) || !ok(dy)))) return null;
+  const out = uninitialised(n.backend, x.shape);
+  const v = (t: tf.Tensor | null) => (t === null ? null : view(n.backend, t));
+  n.addon.activation(kind, view(n.backend, x), kind === 0 ? null : v(s), kind === 0 ? null : v(dy), view(n.backend, out), Math.fround(c1), Math.fround(c2), Math.fround(c3));
+  return out;
 }

@@ -34,6 +34,7 @@ export interface NativeBlas {
   biasActivation(heap: Uint8Array, cOffset: number, rows: number, N: number, biasOffset: number, biasSize: number, act: number, alpha: number): void;
   adamwStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, decay: number, beta1: number, beta2: number, bc2Sqrt: number, eps: number, stepSize: number): void;
   sumSquares(xs: Float32Array[]): Float64Array;
+  activation(kind: number, x: Float32Array, s: Float32Array | null, dy: Float32Array | null, out: Float32Array, c1: number, c2: number, c3: number): void;
   logSoftmax(x: Float32Array, out: Float32Array, rows: number, V: number, dy: Float32Array | null): void;
   rope(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, H: number, T: number, hd: number, cosRows: number, inverse: boolean): void;
   matmulArrays(x: Float32Array, w: Float32Array, y: Float32Array, rows: number, K: number, N: number): void;

@@ -15,9 +15,9 @@ import { FIXTURES, needsShared } from '../../helpers/shared.ts';
 import { reference, values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus, uninstallNativeMatMul } from '../../../core/kernels/native-matmul.ts';
-import { logSoftmaxRows, matMulRowsNative, nativeOptimizerActive, ropeNative, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
+import { activationNative, logSoftmaxRows, matMulRowsNative, nativeOptimizerActive, ropeNative, sumSquaresNative } from '../../../core/kernels/native-direct.ts';
 import { applyRope } from '../../../plugins/decoder/llama.ts';
-import { crossEntropyIgnore } from '../../../core/ops.ts';
+import { crossEntropyIgnore, geluTanh, silu } from '../../../core/ops.ts';
 import { globalNorm } from '../../../core/train/grads.ts';
 import { readSafetensors } from '../../../core/weights/safetensors.ts';
 import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
@@ -25,7 +25,7 @@ import { AdamW, type AdamWOptions } from '../../../plugins/optimizer/adamw.ts';
 const backend = await useTestBackend();
 const addon = loadNativeBlas();
 // an addon built before native/blas.cc had these functions: rebuild it (CI always builds afresh)
-const current = addon !== null && ['adamwStep', 'matmulArrays', 'rope', 'logSoftmax'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
+const current = addon !== null && ['adamwStep', 'matmulArrays', 'rope', 'logSoftmax', 'activation'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
 const opts =
   backend !== 'wasm'
     ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
@@ -33,7 +33,7 @@ const opts =
       ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0)' }
       : current || process.env.CI === 'true'
         ? {}
-        : { skip: addon ? 'the native addon predates adamwStep / matmulArrays / rope / logSoftmax: npm run build:native' : `${nativeMatMulStatus()}` };
+        : { skip: addon ? 'the native addon predates adamwStep / matmulArrays / rope / logSoftmax / activation: npm run build:native' : `${nativeMatMulStatus()}` };
 
 /** f() with the native kernels, then with the tfjs ones (the addon uninstalled) */
 function nativeAndTfjs<T>(f: () => T): [T, T] {
@@ -341,4 +341,44 @@ test('logSoftmaxRows: value and gradient within 2e-6 of float64 and of tf.logSof
   for (let i = 0; i < a[1].length; i++) worstGrad = Math.max(worstGrad, Math.abs(a[1][i] - b[1][i]));
   assert.ok(worstGrad <= 1e-7, `loss gradient vs the tfjs chain ${worstGrad}`);
   tf.dispose([logits, targets]);
+});
+
+test('activation: GELU (tanh) and SiLU values and gradients bit for bit as the tfjs chains, within 1e-5 of float64', opts, () => {
+  const n = 4099; // not a multiple of any vector width
+  const x = tf.tensor1d(values(n, 21).map((v) => v * 6));
+  const dy = tf.tensor1d(values(n, 22));
+  const probe = activationNative(0, x, null, null, 0.044715, 1);
+  assert.ok(probe !== null, 'the addon runs the activation pass');
+  probe.dispose();
+  const X = x.dataSync();
+  const G = dy.dataSync();
+  const sig = (z: number) => 1 / (1 + Math.exp(-z));
+  const c = Math.sqrt(2 / Math.PI);
+  const f64: Record<string, (v: number) => [number, number]> = {
+    gelu: (v) => {
+      const s = sig(2 * c * (v + 0.044715 * v ** 3));
+      return [v * s, s + v * s * (1 - s) * 2 * c * (1 + 3 * 0.044715 * v * v)];
+    },
+    silu: (v) => [v * sig(v), sig(v) * (1 + v * (1 - sig(v)))],
+  };
+  for (const [name, f] of [['gelu', geluTanh], ['silu', silu]] as const) {
+    const run = () =>
+      tf.tidy(() => {
+        const { value, grads } = tf.valueAndGrads((a: tf.Tensor) => f(a))([x], dy);
+        return [value.dataSync().slice(), grads[0].dataSync().slice()];
+      });
+    const before = tf.memory().numTensors;
+    const [native, chain] = nativeAndTfjs(run);
+    assert.equal(tf.memory().numTensors, before, `${name}: no leaked tensors`);
+    assert.deepEqual(native[0], chain[0], `${name}: value as the tfjs chain`);
+    assert.deepEqual(native[1], chain[1], `${name}: gradient as the tfjs chain`);
+    let worst = 0;
+    for (let i = 0; i < n; i++) {
+      const [y, slope] = f64[name](X[i]);
+      worst = Math.max(worst, Math.abs(native[0][i] - y) / Math.max(1, Math.abs(y)), Math.abs(native[1][i] - G[i] * slope) / Math.max(1, Math.abs(G[i] * slope)));
+    }
+    assert.ok(worst <= 1e-5, `${name}: vs float64 ${worst}`);
+  }
+  assert.equal(activationNative(1, x, null, dy), null, 'a gradient without s: the chain');
+  tf.dispose([x, dy]);
 });
