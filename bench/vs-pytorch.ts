@@ -6,7 +6,7 @@
 // --xnnpack adds our run with VLM_NATIVE_MATMUL=0 (the products on XNNPACK: the "before");
 // --no-direct our run with VLM_NATIVE_DIRECT=0 (native products, but AdamW, the gradient norm and
 // generation's one-token products through tfjs kernels: before core/kernels/native-direct.ts);
-// --no-fused our run with VLM_NATIVE_FUSED=0 (RoPE and the loss's log-softmax through tfjs kernels);
+// --no-fused our run with VLM_NATIVE_FUSED=0 (RoPE, the loss's log-softmax, GELU/SiLU chains through tfjs kernels);
 // --repeat n runs the whole sequence n times (rows marked #1, #2, ...: the spread under load).
 // Prints one table: train step (wall and CPU), forward / backward / optimiser, KV-cache
 // generation, the ratios ours / PyTorch, the load average around each run, and which product

@@ -21,7 +21,8 @@
 // of a tf.matMul (the same BLAS routine as the native kernel, so the same values).
 // RoPE (plugins/decoder/llama.ts applyRope, forward and gradient): one pass instead of split, neg,
 // concat, two mul and add (the split and concat copies were ~1 ms each on `small`), bit-identical.
-// The vocabulary log-softmax of the loss (core/ops.ts crossEntropyIgnore): one pass each way.
+// The vocabulary log-softmax of the loss (core/ops.ts crossEntropyIgnore): one pass each way; GELU's
+// and SiLU's elementwise chains (core/ops.ts geluTanh, silu; the Sigmoid stays a tfjs kernel).
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
