@@ -64,3 +64,28 @@ export function operands(aShape: number[], bShape: number[], tA: boolean, tB: bo
   const n = (s: number[]) => s.reduce((p, d) => p * d, 1);
   return [tf.tensor(values(n(as), seed), as), tf.tensor(values(n(bs), seed + 1), bs)];
 }
+
+/**
+ * The gradient probe the kernel tests run under two kernel sets: a Linear product ([15,8] x [6,8]^T),
+ * then batched products with transposeB and transposeA. `run(grads)` computes the gradients w.r.t.
+ * x and w once per kernel set (it returns the two lists); they must agree to relative 1e-5.
+ */
+export function assertMatmulGradientsAgree(run: (grads: () => tf.Tensor[]) => [tf.Tensor[], tf.Tensor[]], assert: { deepEqual(a: unknown, b: unknown): void; ok(v: unknown, m?: string): void }): void {
+  const x = tf.tensor(values(15 * 8, 7), [15, 8]);
+  const w = tf.tensor(values(6 * 8, 8), [6, 8]); // PyTorch Linear layout [out, in]
+  const k = tf.tensor(values(3 * 5 * 6, 9), [3, 5, 6]);
+  const f = (x: tf.Tensor, w: tf.Tensor) => {
+    const y = tf.matMul(x, w, false, true).reshape([3, 5, 6]); // [15,8] x [6,8]^T
+    const s = tf.matMul(y, k, false, true); // [3,5,5] batched
+    const t = tf.matMul(s, y, true, false); // [3,5,6] batched, transposeA
+    return tf.sum(tf.mul(t, t));
+  };
+  const g = tf.grads(f);
+  const [a, b] = run(() => g([x, w]));
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual(a[i].shape, b[i].shape);
+    const rel = tf.max(tf.abs(tf.sub(a[i], b[i]))).dataSync()[0] / tf.max(tf.abs(b[i])).dataSync()[0];
+    assert.ok(rel <= 1e-5, `grad ${i}: relative diff ${rel}`);
+  }
+  tf.dispose([x, w, k, ...a, ...b]);
+}

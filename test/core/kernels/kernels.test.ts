@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useTestBackend } from '../../helpers/backend.ts';
-import { operands, reference, values } from '../../helpers/matmul-reference.ts';
+import { assertMatmulGradientsAgree, operands, reference, values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels, uninstallFastKernels } from '../../../core/kernels/index.ts';
 
 // the XNNPACK kernels of core/kernels.ts, not the native products installed over them when built
@@ -92,27 +92,14 @@ test('fast fused matMul (bias, relu) equals matMul + bias + relu', wasmOnly, () 
 });
 
 test('gradients through matMul are unchanged by the fast kernels', wasmOnly, () => {
-  installFastKernels('wasm');
-  const x = tf.tensor(values(15 * 8, 7), [15, 8]);
-  const w = tf.tensor(values(6 * 8, 8), [6, 8]); // PyTorch Linear layout [out, in]
-  const k = tf.tensor(values(3 * 5 * 6, 9), [3, 5, 6]);
-  const f = (x: tf.Tensor, w: tf.Tensor) => {
-    const y = tf.matMul(x, w, false, true).reshape([3, 5, 6]); // [15,8] x [6,8]^T
-    const s = tf.matMul(y, k, false, true); // [3,5,5] batched
-    const t = tf.matMul(s, y, true, false); // [3,5,6] batched, transposeA
-    return tf.sum(tf.mul(t, t));
-  };
-  const g = tf.grads(f);
-  const fast = g([x, w]);
-  uninstallFastKernels('wasm');
-  const stock = g([x, w]);
-  installFastKernels('wasm');
-  for (let i = 0; i < 2; i++) {
-    assert.deepEqual(fast[i].shape, stock[i].shape);
-    const rel = tf.max(tf.abs(tf.sub(fast[i], stock[i]))).dataSync()[0] / tf.max(tf.abs(stock[i])).dataSync()[0];
-    assert.ok(rel <= 1e-5, `grad ${i}: relative diff ${rel}`);
-  }
-  tf.dispose([x, w, k, ...fast, ...stock]);
+  assertMatmulGradientsAgree((grads) => {
+    installFastKernels('wasm');
+    const fast = grads();
+    uninstallFastKernels('wasm');
+    const stock = grads();
+    installFastKernels('wasm');
+    return [fast, stock];
+  }, assert);
 });
 
 function stockVsFast(f: () => tf.Tensor): [tf.Tensor, tf.Tensor] {

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { useTestBackend } from '../../helpers/backend.ts';
-import { operands, reference, values } from '../../helpers/matmul-reference.ts';
+import { assertMatmulGradientsAgree, operands, reference, values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulActive, nativeMatMulStatus, uninstallNativeMatMul } from '../../../core/kernels/native-matmul.ts';
 
@@ -148,23 +148,7 @@ test('native fused matMul: bias (per column, scalar), every activation; prelu go
 });
 
 test('gradients through matMul: native equals XNNPACK', opts, () => {
-  const x = tf.tensor(values(15 * 8, 7), [15, 8]);
-  const w = tf.tensor(values(6 * 8, 8), [6, 8]); // PyTorch Linear layout [out, in]
-  const k = tf.tensor(values(3 * 5 * 6, 9), [3, 5, 6]);
-  const f = (x: tf.Tensor, w: tf.Tensor) => {
-    const y = tf.matMul(x, w, false, true).reshape([3, 5, 6]); // [15,8] x [6,8]^T
-    const s = tf.matMul(y, k, false, true); // [3,5,5] batched
-    const t = tf.matMul(s, y, true, false); // [3,5,6] batched, transposeA
-    return tf.sum(tf.mul(t, t));
-  };
-  const g = tf.grads(f);
-  const [native, xnn] = nativeAndXnnpack(() => g([x, w]));
-  for (let i = 0; i < 2; i++) {
-    assert.deepEqual(native[i].shape, xnn[i].shape);
-    const rel = tf.max(tf.abs(tf.sub(native[i], xnn[i]))).dataSync()[0] / tf.max(tf.abs(xnn[i])).dataSync()[0];
-    assert.ok(rel <= 1e-5, `grad ${i}: relative diff ${rel}`);
-  }
-  tf.dispose([x, w, k, ...native, ...xnn]);
+  assertMatmulGradientsAgree((grads) => nativeAndXnnpack(grads), assert);
 });
 
 test('mismatched inner sizes are the usual tfjs error; the addon refuses offsets outside the heap', opts, () => {
