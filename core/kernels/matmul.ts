@@ -100,8 +100,8 @@ function plainProducts(
   }
 }
 
-/** flat index in the broadcast output batch -> flat index in an operand's own batch */
-function broadcastIndexer(shape: number[], outShape: number[]): (i: number) => number {
+/** flat index in the broadcast output batch -> flat index in an operand's own batch (also the native kernels') */
+export function broadcastIndexer(shape: number[], outShape: number[]): (i: number) => number {
   const size = shape.reduce((p, d) => p * d, 1);
   if (size === 1) return () => 0;
   const padded = [...Array(outShape.length - shape.length).fill(1), ...shape];
@@ -119,7 +119,8 @@ function broadcastIndexer(shape: number[], outShape: number[]): (i: number) => n
   };
 }
 
-function outShapeOf(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean): { outShape: number[]; M: number; N: number; K: number } {
+/** op(a) @ op(b)'s output shape and sizes; tfjs's error when the inner sizes differ (`op` names the kernel) */
+export function outShapeOf(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean, op = 'matMul'): { outShape: number[]; M: number; N: number; K: number } {
   const ra = a.shape.length;
   const rb = b.shape.length;
   const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
@@ -128,7 +129,7 @@ function outShapeOf(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean): { o
   const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
   if (K !== K2) {
     throw new Error(
-      `Error in matMul: inner shapes (${K}) and (${K2}) of Tensors with shapes ${a.shape} and ${b.shape} and transposeA=${tA} and transposeB=${tB} must match.`,
+      `Error in ${op}: inner shapes (${K}) and (${K2}) of Tensors with shapes ${a.shape} and ${b.shape} and transposeA=${tA} and transposeB=${tB} must match.`,
     );
   }
   const outer = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));

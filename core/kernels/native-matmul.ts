@@ -14,6 +14,7 @@
 // present; VLM_NATIVE_MATMUL=0 in the environment keeps the XNNPACK kernels. BLAS threads follow
 // runtime.threads (setNativeThreads, called by core/runtime.ts).
 import * as tf from '@tensorflow/tfjs';
+import { broadcastIndexer, outShapeOf } from './matmul.ts';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -122,43 +123,15 @@ function previous(name: string, args: KernelArgs): TensorInfo {
 
 const prod = (s: number[]): number => s.reduce((p, d) => p * d, 1);
 
-/** flat index in the broadcast output batch -> flat index in an operand's own batch */
-function broadcastIndexer(shape: number[], outShape: number[]): (i: number) => number {
-  if (prod(shape) === 1) return () => 0;
-  const padded = [...Array(outShape.length - shape.length).fill(1), ...shape];
-  if (padded.every((d, k) => d === outShape[k])) return (i) => i;
-  return (i) => {
-    let idx = 0;
-    let stride = 1;
-    for (let k = outShape.length - 1; k >= 0; k--) {
-      const c = i % outShape[k];
-      i = (i - c) / outShape[k];
-      if (padded[k] !== 1) idx += c * stride;
-      stride *= padded[k];
-    }
-    return idx;
-  };
-}
-
 /**
  * out = op(a) @ op(b) on the heap: a [..., M, K] (or [..., K, M] when tA), b [..., K, N] (or
  * [..., N, K] when tB); returns the output tensor and the product's sizes.
  */
 function product(a: TensorInfo, b: TensorInfo, tA: boolean, tB: boolean, backend: WasmBackend, op: string): { out: TensorInfo; rows: number; N: number } {
-  const ra = a.shape.length;
-  const rb = b.shape.length;
-  const M = tA ? a.shape[ra - 1] : a.shape[ra - 2];
-  const K = tA ? a.shape[ra - 2] : a.shape[ra - 1];
-  const K2 = tB ? b.shape[rb - 1] : b.shape[rb - 2];
-  const N = tB ? b.shape[rb - 2] : b.shape[rb - 1];
-  if (K !== K2) {
-    throw new Error(
-      `Error in ${op}: inner shapes (${K}) and (${K2}) of Tensors with shapes ${a.shape} and ${b.shape} and transposeA=${tA} and transposeB=${tB} must match.`,
-    );
-  }
+  const { outShape, M, N, K } = outShapeOf(a, b, tA, tB, op);
   const aOuter = a.shape.slice(0, -2);
   const bOuter = b.shape.slice(0, -2);
-  const outer = tf.backend_util.assertAndGetBroadcastShape(aOuter, bOuter);
+  const outer = outShape.slice(0, -2);
   const out = backend.makeOutput([...outer, M, N], 'float32');
   const batch = prod(outer);
   const rows = batch * M;
