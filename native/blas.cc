@@ -40,6 +40,10 @@
 //        kind 0, GELU's 2u:        out = (x + ((x x) x) c1) c2                       (s, dy unused)
 //        kind 1, GELU's gradient:  out = dy (s + (x (s (1 - s))) (((x x) c3 + 1) c2))
 //        kind 2, SiLU's gradient:  out = dy (s (1 + x (1 - s)))
+//   columnSums(x, out, rows, inner)   [kernel replacements, core/kernels/reductions.ts]
+//        out[j] = sum over r of x[r, j] for x [rows, inner]: the leading-axis Sum (every bias /
+//        norm-weight gradient), each column accumulated in double in row order (r = 0, 1, ...),
+//        rounded to float32 once: the order and values of the JS kernel it replaces.
 //   sumSquares([a_0, a_1, ...]) -> Float64Array of sum(a_i^2) (double accumulation): the
 //        gradient norm of core/train/grads.ts.
 //   setThreads(n), threads(), info() -> { library, corename, config }
@@ -50,6 +54,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #ifdef __APPLE__
 #include <Accelerate/Accelerate.h>
@@ -370,6 +375,28 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// ---- kernel replacements (core/kernels/reductions.ts, layout.ts): begin ----
+Napi::Value ColumnSums(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 4) return Fail(env, "columnSums takes 4 arguments"), env.Undefined();
+  float *x, *out;
+  size_t nx, no;
+  if (!Floats(env, info[0], "x", &x, &nx) || !Floats(env, info[1], "out", &out, &no)) return env.Undefined();
+  const double rows = info[2].ToNumber().DoubleValue(), inner = info[3].ToNumber().DoubleValue();
+  if (!(rows >= 0) || !(inner >= 0) || static_cast<double>(nx) != rows * inner || static_cast<double>(no) != inner)
+    return Fail(env, "columnSums: array lengths do not match x [rows, inner], out [inner]"), env.Undefined();
+  const size_t R = static_cast<size_t>(rows), C = static_cast<size_t>(inner);
+  std::vector<double> acc(C, 0.0);
+  double* a = acc.data();
+  for (size_t r = 0; r < R; r++) {
+    const float* row = x + r * C;
+    for (size_t j = 0; j < C; j++) a[j] += row[j];
+  }
+  for (size_t j = 0; j < C; j++) out[j] = static_cast<float>(a[j]);
+  return env.Undefined();
+}
+// ---- kernel replacements: end ----
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifndef __APPLE__
   int n = info[0].ToNumber().Int32Value();
@@ -410,6 +437,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
   exports.Set("activation", Napi::Function::New(env, Activation));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("columnSums", Napi::Function::New(env, ColumnSums));  // kernel replacements
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -38,7 +38,8 @@
 //                         element is ~8x slower than x*x).
 //   Sum over leading axes (every bias / norm-weight gradient: [tokens, C] -> [C]): the stock
 //                         kernel transposes the reduced axes to the end first (a copy, ~5 ns/element);
-//                         a row-by-row accumulation on the heap reads x once.
+//                         a row-by-row accumulation on the heap reads x once (in C when the native
+//                         addon is in use: native-kernels.ts, native/blas.cc columnSums).
 import * as tf from '@tensorflow/tfjs';
 import { originals } from './wasm.ts';
 import { batchMatMul, fusedMatMul, setupBatchMatMul, setupFusedMatMul } from './matmul.ts';

@@ -3,9 +3,12 @@
 //                         element is ~8x slower than x*x);
 //   Sum over leading axes (every bias / norm-weight gradient: [tokens, C] -> [C]): the stock kernel
 //                         transposes the reduced axes to the end first (a copy, ~5 ns/element); a
-//                         row-by-row accumulation on the heap reads x once.
+//                         row-by-row accumulation on the heap reads x once; with the native addon
+//                         in use (native-kernels.ts) the same accumulation in C (native/blas.cc
+//                         columnSums: the same order, so the same values, 7-13x faster than the JS loop).
 import * as tf from '@tensorflow/tfjs';
 import { heapView, stock, type KernelArgs, type TensorInfo } from './wasm.ts';
+import { nativeKernels } from './native-kernels.ts';
 
 /** x ** 2 with a scalar exponent -> the Square kernel; anything else -> the stock Pow. */
 export function pow(args: KernelArgs): TensorInfo {
@@ -22,7 +25,8 @@ export function pow(args: KernelArgs): TensorInfo {
 
 /**
  * tf.sum over the leading axes 0..k-1 of a float32 x [outer..., inner...] -> [inner...]: rows of
- * `inner` values added in order into a float64 accumulator; any other reduction -> the stock kernel.
+ * `inner` values added in order into a float64 accumulator, rounded to float32 once (in the addon
+ * when it is in use, else in JS: the same order, the same values); any other reduction -> the stock kernel.
  */
 export function sum(args: KernelArgs): TensorInfo {
   const { inputs, backend, attrs } = args;
@@ -36,12 +40,17 @@ export function sum(args: KernelArgs): TensorInfo {
   const outShape = attrs.keepDims ? [...Array(k).fill(1), ...innerShape] : innerShape;
   const out = backend.makeOutput(outShape, 'float32');
   const xs = heapView(x, backend) as Float32Array; // views after makeOutput (the heap may grow)
-  const acc = new Float64Array(inner);
-  const rows = xs.length / (inner || 1);
-  for (let r = 0; r < rows; r++) {
-    const row = xs.subarray(r * inner, (r + 1) * inner);
-    for (let j = 0; j < inner; j++) acc[j] += row[j];
-  }
-  (heapView(out, backend) as Float32Array).set(acc);
+  const os = heapView(out, backend) as Float32Array;
+  const rows = inner === 0 ? 0 : xs.length / inner;
+  const addon = nativeKernels('columnSums');
+  if (addon) addon.columnSums(xs, os, rows, inner);
+  else columnSumsJs(xs, os, rows, inner);
   return out;
+}
+
+/** out[j] = sum_r x[r, j] of x [rows, inner], a float64 accumulator per column, rows in order */
+export function columnSumsJs(xs: Float32Array, out: Float32Array, rows: number, inner: number): void {
+  const acc = new Float64Array(inner);
+  for (let r = 0, base = 0; r < rows; r++, base += inner) for (let j = 0; j < inner; j++) acc[j] += xs[base + j];
+  out.set(acc);
 }
