@@ -40,7 +40,10 @@ export interface BenchResult {
   name: string;
   recipe: string;
   backend: string;
+  /** runtime.threads in effect: BLAS threads with the native products, else the wasm build's */
   threads: number;
+  /** wasm: threads of the threaded wasm build (1: the single-threaded build) */
+  wasm_threads?: number;
   /** wasm: which matrix-product kernel ran (native OpenBLAS or XNNPACK), and its threads */
   products?: string;
   /** webgpu: the GPU adapter (vendor, architecture, software or not, limits) */
@@ -252,7 +255,8 @@ export async function benchModel(
     name: info.name,
     recipe: info.recipe,
     backend: info.runtime.backend,
-    threads: info.runtime.threads ?? 1,
+    threads: info.runtime.blasThreads ?? info.runtime.threads ?? 1,
+    ...(info.runtime.backend === 'wasm' ? { wasm_threads: info.runtime.threads ?? 1 } : {}),
     products: info.runtime.products,
     ...(info.runtime.adapter ? { adapter: info.runtime.adapter, gpu_bytes_allocated: (tf.memory() as { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU } : {}),
     batch_size: host.batchSize,

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { installFastKernels } from './kernels/index.ts';
-import { nativeMatMulStatus, setNativeThreads } from './kernels/native-matmul.ts';
+import { nativeMatMulActive, nativeMatMulStatus, nativeMatMulWillRun, setNativeThreads } from './kernels/native-matmul.ts';
 import { describeAdapter, gpuAdapter, guardLimits, loadWebGpu, WebGpuUnavailable, type GpuAdapterSummary } from './webgpu.ts';
 import { enableWasmThreads } from './wasm-threads.ts';
 
@@ -21,7 +21,10 @@ export interface RuntimeInfo {
   provider: string;
   /** one line per candidate that was skipped, with the reason */
   skipped: string[];
+  /** wasm: threads of the threaded wasm build's pool (absent: the single-threaded build) */
   threads?: number;
+  /** wasm with the native products: BLAS threads (runtime.threads) */
+  blasThreads?: number;
   /** wasm: which matrix-product kernel runs, and its threads (core/kernels/native-matmul.ts) */
   products?: string;
   /** the GPU adapter (webgpu) */
@@ -68,10 +71,22 @@ async function loadWasm(): Promise<void> {
  */
 export const wasmThreads = { threadedWasmWorks: true };
 
+/**
+ * Whether runtime.threads > 1 starts the threaded wasm build. Not when the native products run
+ * (issue 16): the threads then go to BLAS (setNativeThreads), where a step's time is, and the wasm
+ * build stays single-threaded, because its pool's workers spin-wait after every wasm kernel and
+ * take the cores the BLAS threads need (measured in docs/performance.md "Threads").
+ * VLM_THREADED_WASM=1 starts it anyway (to measure), =0 never.
+ */
+function threadedWasm(threads: number | null | undefined): boolean {
+  if (!threads || threads <= 1 || !wasmThreads.threadedWasmWorks || process.env.VLM_THREADED_WASM === '0') return false;
+  return process.env.VLM_THREADED_WASM === '1' || !nativeMatMulWillRun();
+}
+
 /** Patches needed while the wasm backend initialises; returns the undo. */
 function setWasmThreads(threads: number | null | undefined): { threads?: number; restore: () => void } {
-  if (!threads || threads <= 1 || !wasmThreads.threadedWasmWorks) return { restore: () => {} };
-  return { threads, restore: enableWasmThreads(threads) };
+  if (!threadedWasm(threads)) return { restore: () => {} };
+  return { threads: threads!, restore: enableWasmThreads(threads!) };
 }
 
 export async function initRuntime(
@@ -110,7 +125,8 @@ export async function initRuntime(
     installFastKernels(c.backend);
     const products = c.backend === 'wasm' ? nativeMatMulStatus() : undefined;
     if (c.backend === 'webgpu') guardLimits();
-    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, products, adapter: c.backend === 'webgpu' ? gpuAdapter ?? undefined : undefined };
+    const blasThreads = c.backend === 'wasm' && nativeMatMulActive() ? Math.max(1, Math.floor(opts.threads ?? 1)) : undefined;
+    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, blasThreads, products, adapter: c.backend === 'webgpu' ? gpuAdapter ?? undefined : undefined };
     opts.log?.(describeRuntime(info));
     return info;
   }

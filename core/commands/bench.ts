@@ -22,7 +22,7 @@ export const HELP = `Usage: vlm bench <recipe.yaml> [more recipes] [options]
   --gen-runs <n>      measured generation runs after one warm-up run; the median is reported (default 3)
   --no-generate       skip the generation benchmark
   --backend <name>    auto | webgpu | wasm | cpu | tensorflow (default: the first recipe's runtime.backend)
-  --threads <n>       wasm threads (default: the recipe's runtime.threads, else 1)
+  --threads <n>       runtime.threads: BLAS threads with the native products, else wasm threads (default: the recipe's, else 1)
   --batch-size <n>    overrides train.batch_size
   --random-full-size  the full-size nanoVLM v0.1 model (222M) with random weights instead of the
                       recipe's vision encoder, projector and decoder: nothing is downloaded

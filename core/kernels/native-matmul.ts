@@ -75,6 +75,15 @@ export function setNativeThreads(n: number | null | undefined): void {
   addon?.setThreads(threads);
 }
 
+/**
+ * Whether installNativeMatMul will register the native products on the wasm backend (the addon
+ * loads and neither VLM_NATIVE_MATMUL=0 nor VLM_FAST_KERNELS=0 is set): decided before the backend
+ * starts, because with them core/runtime.ts gives runtime.threads to BLAS, not to a threaded wasm build.
+ */
+export function nativeMatMulWillRun(): boolean {
+  return process.env.VLM_FAST_KERNELS !== '0' && process.env.VLM_NATIVE_MATMUL !== '0' && loadNativeBlas() !== null;
+}
+
 export function nativeMatMulActive(): boolean {
   return saved.size > 0;
 }

@@ -1,4 +1,5 @@
-// Child process of wasm-threads.test.ts: start the wasm backend with 2 threads through the runtime,
+// Child process of wasm-threads.test.ts: start the wasm backend with runtime.threads 2 through the runtime
+// (VLM_THREADED_WASM from the parent chooses the build),
 // compute two products, print the facts as one JSON line, and end (must exit by itself).
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
@@ -12,4 +13,4 @@ const big = tf.ones([256, 128]);
 const s = tf.matMul(big, big, false, true).dataSync();
 // the native product kernel (when built) on the threaded build's shared heap
 const t = tf.matMul(tf.range(0, 6).reshape([3, 2]), tf.ones([3, 4]), true, false).arraySync();
-console.log(JSON.stringify({ threads: info.threads, pool: getThreadsCount(), c, s0: s[0], sLast: s[s.length - 1], t, products: info.products, blob: typeof Blob.prototype.text }));
+console.log(JSON.stringify({ threads: info.threads, blasThreads: info.blasThreads, pool: getThreadsCount(), c, s0: s[0], sLast: s[s.length - 1], t, products: info.products, blob: typeof Blob.prototype.text }));
