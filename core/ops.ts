@@ -5,7 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
-import { activationNative, logSoftmaxRows } from './kernels/native-direct.ts';
+import { activationNative, logSoftmaxRows, normNative } from './kernels/native-direct.ts';
 import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
@@ -67,6 +67,8 @@ export function customOp(f: CustomGradBody): (...inputs: tf.Tensor[]) => tf.Tens
 
 /** LayerNorm over the last axis (biased variance, as torch.nn.LayerNorm). */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
+  const fused = normNative(x, weight, bias, eps); // one addon pass each way when native (core/kernels/native-direct.ts)
+  if (fused) return fused;
   const op = customOp((x_: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
     const axis = x_.shape.length - 1;
     const d = tf.sub(x_, tf.mean(x_, axis, true));
@@ -90,6 +92,8 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
 
 /** nanoVLM RMSNorm: x * rsqrt(mean(x^2, -1) + eps) * weight. */
 export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
+  const fused = normNative(x, weight, null, eps); // one addon pass each way when native (core/kernels/native-direct.ts)
+  if (fused) return fused;
   const op = customOp((x_: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
     const axis = x_.shape.length - 1;
     const r = tf.rsqrt(tf.add(tf.mean(tf.square(x_), axis, true), eps)); // [..., 1]

@@ -46,6 +46,16 @@
 //        rounded to float32 once: the order and values of the JS kernel it replaces.
 //   sumSquares([a_0, a_1, ...]) -> Float64Array of sum(a_i^2) (double accumulation): the
 //        gradient norm of core/train/grads.ts.
+//   norm(kind, x, w, b, y, rows, C, eps)
+//        RMSNorm (kind 0, b null) or LayerNorm (kind 1) of each row of x [rows, C] (core/ops.ts
+//        rmsNorm / layerNorm): y = xhat w (+ b), xhat = (x - mu) r, r = 1 / sqrt(mean((x - mu)^2)
+//        + eps), mu = mean(x) for LayerNorm and 0 for RMSNorm; every sum and product in double, y
+//        rounded once. Nothing else is kept for the gradient: normGrad recomputes mu and r.
+//   normGrad(kind, x, w, dy, dx, dw, db, rows, C, eps)
+//        its gradient in one pass: g = dy w, dx = r (g - mean(g) - xhat mean(g xhat)) (RMSNorm
+//        without the mean(g) term), dw = sum over rows of dy xhat, db = sum over rows of dy (db
+//        null for RMSNorm); in double, the column sums accumulated row by row in row order, each
+//        output rounded once.
 //   setThreads(n), threads(), info() -> { library, corename, config }
 #define NAPI_VERSION 8
 #define NAPI_DISABLE_CPP_EXCEPTIONS
@@ -397,6 +407,121 @@ Napi::Value ColumnSums(const Napi::CallbackInfo& info) {
 }
 // ---- kernel replacements: end ----
 
+// ---- RMSNorm / LayerNorm (core/ops.ts rmsNorm, layerNorm) ---------------------------------------
+
+// sum of f(j) for j < n in double, four partial sums (so the adds pipeline), in a fixed order
+template <class F>
+double RowSum(int n, F f) {
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    a0 += f(j);
+    a1 += f(j + 1);
+    a2 += f(j + 2);
+    a3 += f(j + 3);
+  }
+  for (; j < n; j++) a0 += f(j);
+  return (a0 + a1) + (a2 + a3);
+}
+
+// mu (0 for RMSNorm) and r = 1 / sqrt(mean((x - mu)^2) + eps) of one row, in double: the forward
+// and the gradient call this same function, so they see the same mu and r
+void RowStats(const float* x, int C, bool centred, double eps, double* mu, double* r) {
+  double m = 0;
+  if (centred) m = RowSum(C, [&](int j) { return static_cast<double>(x[j]); }) / C;
+  const double var = RowSum(C, [&](int j) {
+                       const double d = x[j] - m;
+                       return d * d;
+                     }) / C;
+  *mu = m;
+  *r = 1.0 / std::sqrt(var + eps);
+}
+
+// The float arrays of norm / normGrad: for each {at, perRow, used} a[at] = info[at], rows * C
+// values long (perRow) or C; nullptr where not used (b, db of an RMSNorm). False: an exception pending.
+struct NormArray {
+  int at;
+  bool perRow, used;
+};
+bool NormArrays(const Napi::CallbackInfo& info, const char* fn, std::initializer_list<NormArray> arrays, int rows, int C, float** a) {
+  Napi::Env env = info.Env();
+  if (rows < 1 || C < 1) return Fail(env, std::string(fn) + ": sizes must be positive");
+  for (const NormArray& k : arrays) {
+    a[k.at] = nullptr;
+    if (!k.used) continue;
+    size_t n;
+    if (!Floats(env, info[k.at], (std::string(fn) + ": argument " + std::to_string(k.at)).c_str(), &a[k.at], &n)) return false;
+    if (n != (k.perRow ? static_cast<size_t>(rows) * C : static_cast<size_t>(C)))
+      return Fail(env, std::string(fn) + ": array lengths do not match x [rows, C], w [C]");
+  }
+  return true;
+}
+
+Napi::Value Norm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 8) return Fail(env, "norm takes 8 arguments"), env.Undefined();
+  const int kind = info[0].ToNumber().Int32Value();
+  if (kind != 0 && kind != 1) return Fail(env, "norm: kind is 0 (RMSNorm) or 1 (LayerNorm)"), env.Undefined();
+  const bool ln = kind == 1;
+  const int rows = info[5].ToNumber().Int32Value(), C = info[6].ToNumber().Int32Value();
+  float* a[5];  // x, y [rows, C]; w, b [C]
+  if (!NormArrays(info, "norm", {{1, true, true}, {2, false, true}, {3, false, ln}, {4, true, true}}, rows, C, a)) return env.Undefined();
+  const double eps = info[7].ToNumber().DoubleValue();
+  const float *w = a[2], *b = a[3];
+  for (int i = 0; i < rows; i++) {
+    const float* x = a[1] + static_cast<size_t>(i) * C;
+    float* y = a[4] + static_cast<size_t>(i) * C;
+    double mu, r;
+    RowStats(x, C, ln, eps, &mu, &r);
+    if (ln)
+      for (int j = 0; j < C; j++) y[j] = static_cast<float>((x[j] - mu) * r * w[j] + b[j]);
+    else
+      for (int j = 0; j < C; j++) y[j] = static_cast<float>(x[j] * r * w[j]);
+  }
+  return env.Undefined();
+}
+
+Napi::Value NormGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 10) return Fail(env, "normGrad takes 10 arguments"), env.Undefined();
+  const int kind = info[0].ToNumber().Int32Value();
+  if (kind != 0 && kind != 1) return Fail(env, "normGrad: kind is 0 (RMSNorm) or 1 (LayerNorm)"), env.Undefined();
+  const bool ln = kind == 1;
+  const int rows = info[7].ToNumber().Int32Value(), C = info[8].ToNumber().Int32Value();
+  float* a[7];  // x, dy, dx [rows, C]; w, dw, db [C]
+  if (!NormArrays(info, "normGrad", {{1, true, true}, {2, false, true}, {3, true, true}, {4, true, true}, {5, false, true}, {6, false, ln}}, rows,
+                  C, a))
+    return env.Undefined();
+  const double eps = info[9].ToNumber().DoubleValue();
+  const float* w = a[2];
+  std::vector<double> dw(C, 0.0), db(ln ? C : 0, 0.0), xhat(C), g(C);
+  for (int i = 0; i < rows; i++) {
+    const size_t o = static_cast<size_t>(i) * C;
+    const float *x = a[1] + o, *dy = a[3] + o;
+    float* dx = a[4] + o;
+    double mu, r;
+    RowStats(x, C, ln, eps, &mu, &r);
+    for (int j = 0; j < C; j++) {
+      xhat[j] = (x[j] - mu) * r;
+      g[j] = static_cast<double>(dy[j]) * w[j];
+    }
+    const double meanG = ln ? RowSum(C, [&](int j) { return g[j]; }) / C : 0.0;
+    const double meanGX = RowSum(C, [&](int j) { return g[j] * xhat[j]; }) / C;
+    for (int j = 0; j < C; j++) {
+      dx[j] = static_cast<float>(r * ((g[j] - meanG) - xhat[j] * meanGX));
+      dw[j] += dy[j] * xhat[j];
+    }
+    if (ln)
+      for (int j = 0; j < C; j++) db[j] += dy[j];
+  }
+  for (int j = 0; j < C; j++) a[5][j] = static_cast<float>(dw[j]);
+  if (ln)
+    for (int j = 0; j < C; j++) a[6][j] = static_cast<float>(db[j]);
+  return env.Undefined();
+}
+
+// ---- end of RMSNorm / LayerNorm -------------------------------------------------------------------
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifndef __APPLE__
   int n = info[0].ToNumber().Int32Value();
@@ -438,6 +563,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("activation", Napi::Function::New(env, Activation));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("columnSums", Napi::Function::New(env, ColumnSums));  // kernel replacements
+  exports.Set("norm", Napi::Function::New(env, Norm));  // RMSNorm / LayerNorm
+  exports.Set("normGrad", Napi::Function::New(env, NormGrad));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("info", Napi::Function::New(env, Info));

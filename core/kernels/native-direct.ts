@@ -23,6 +23,10 @@
 // concat, two mul and add (the split and concat copies were ~1 ms each on `small`), bit-identical.
 // The vocabulary log-softmax of the loss (core/ops.ts crossEntropyIgnore): one pass each way; GELU's
 // and SiLU's elementwise chains (core/ops.ts geluTanh, silu; the Sigmoid stays a tfjs kernel).
+// RMSNorm and LayerNorm (core/ops.ts rmsNorm, layerNorm): one pass forward (instead of ~6 kernels)
+// and one backward giving dx, dw and db (instead of ~10 kernels and two leading-axis sums), in
+// double; the tape keeps only x and the weight (the gradient recomputes the row's mean and rsqrt).
+// VLM_NATIVE_NORM=0 turns these two off alone (VLM_NATIVE_FUSED=0 turns off every fused pass).
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
@@ -40,12 +44,13 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if (fn === 'norm' && process.env.VLM_NATIVE_NORM === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
-  if (typeof addon[fn] !== 'function') return null;
+  if (typeof addon[fn] !== 'function' || (fn === 'norm' && typeof addon.normGrad !== 'function')) return null;
   return { addon, backend: tf.backend() as unknown as WasmBackend };
 }
 
@@ -177,4 +182,40 @@ export function activationNative(kind: 0 | 1 | 2, x: tf.Tensor, s: tf.Tensor | n
   const v = (t: tf.Tensor | null) => (t === null ? null : view(n.backend, t));
   n.addon.activation(kind, view(n.backend, x), kind === 0 ? null : v(s), kind === 0 ? null : v(dy), view(n.backend, out), Math.fround(c1), Math.fround(c2), Math.fround(c3));
   return out;
+}
+
+/**
+ * RMSNorm (b null: x r w) or LayerNorm ((x - mean) r w + b) over the last axis of x [..., C], with
+ * r = rsqrt(mean((x - mu)^2) + eps), as one addon pass (native/blas.cc norm, in double) and its
+ * gradient dx, dw (and db) as one more (normGrad; the weight's column sums accumulated in double,
+ * row by row); the tape keeps x and w only. Null when the addon is not in use or the shapes are
+ * not x [..., C], w [C], b [C] of float32 (the caller runs core/ops.ts's tfjs chain).
+ */
+export function normNative(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null, eps: number): tf.Tensor | null {
+  const n = active('norm');
+  const C = x.shape[x.rank - 1];
+  const vec = (t: tf.Tensor | null) => t !== null && t.dtype === 'float32' && t.rank === 1 && t.shape[0] === C;
+  if (!n || x.rank < 1 || x.dtype !== 'float32' || x.size === 0 || !vec(w) || (b !== null && !vec(b))) return null;
+  const { addon, backend } = n;
+  const rows = x.size / C;
+  const kind = b === null ? 0 : 1;
+  const op = customOp((...args: tf.Tensor[]) => {
+    const [x_, w_] = args;
+    const save = args[args.length - 1] as unknown as tf.GradSaveFunc;
+    const y = uninitialised(backend, x_.shape);
+    addon.norm(kind, view(backend, x_), view(backend, w_), kind ? view(backend, args[2]) : null, view(backend, y), rows, C, eps);
+    save([x_, w_]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, [xx, ww]: tf.Tensor[]) => {
+        const dx = uninitialised(backend, xx.shape);
+        const dw = uninitialised(backend, [C]);
+        const db = kind ? uninitialised(backend, [C]) : null;
+        // views after the last allocation (growth replaces the heap's buffer)
+        addon.normGrad(kind, view(backend, xx), view(backend, ww), view(backend, dy), view(backend, dx), view(backend, dw), db && view(backend, db), rows, C, eps);
+        return db ? [dx, dw, db] : [dx, dw];
+      },
+    };
+  });
+  return b === null ? op(x, w) : op(x, w, b);
 }
