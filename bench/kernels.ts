@@ -47,6 +47,8 @@ const CASES: Case[] = [
   { kernel: 'Sum', what: 'Sum [512,192] axis 0 (ViT biases)', native: true, inputs: rnd([512, 192]), run: ([x]) => tf.sum(x, 0) },
   { kernel: 'Sum', what: 'Sum [512,768] axis 0 (ViT fc1 bias)', native: true, inputs: rnd([512, 768]), run: ([x]) => tf.sum(x, 0) },
   { kernel: 'Sum', what: 'Sum [8,80,256] axes 0,1', native: true, inputs: rnd([8, 80, 256]), run: ([x]) => tf.sum(x, [0, 1]) },
+  { kernel: 'GatherV2', what: 'GatherV2 [4096,256] x [8,64] (token embedding)', inputs: () => [tf.randomNormal([4096, 256], 0, 1, 'float32', 1), tf.randomUniform([8, 64], 0, 4096, 'int32', 2)], run: ([x, i]) => tf.gather(x, i) },
+  { kernel: 'GatherV2', what: 'GatherV2 [512,256] x [248]', inputs: () => [tf.randomNormal([512, 256], 0, 1, 'float32', 1), tf.randomUniform([248], 0, 512, 'int32', 2)], run: ([x, i]) => tf.gather(x, i) },
 ];
 
 const rounds = Number(values.rounds);

@@ -4,7 +4,12 @@
 //   Tile (hence broadcastTo, tf.where with a broadcast mask) -> block copies (copyWithin);
 //   Transpose of rank >= 5 after merging axes (patchify, pixel shuffle) -> contiguous runs copied
 //                         with TypedArray.set when the last axis stays last; a (batched) matrix
-//                         transpose (every transposed matMul operand) -> 32 x 32 tiles.
+//                         transpose (every transposed matMul operand) -> 32 x 32 tiles;
+//   GatherV2 of whole rows (axis 0: the token embedding, picking rows) -> one block copy per index
+//                         (the stock kernel computes every element's source index in wasm);
+// Block copies are Uint8Array.copyWithin over the wasm heap (a memmove, no allocation): the same
+// bytes as the stock kernel by construction.
+import * as tf from '@tensorflow/tfjs';
 import { heapView, stock, stridesOf, type HeapArray, type KernelArgs, type TensorInfo } from './wasm.ts';
 
 /**
@@ -147,4 +152,43 @@ function blockedTranspose(x: HeapArray, o: HeapArray, Bt: number, R: number, C: 
       }
     }
   }
+}
+
+const sizeOf = (shape: number[]): number => shape.reduce((p, d) => p * d, 1);
+const bytesPer = (dtype: string): number => (dtype === 'bool' ? 1 : 4);
+/** the wasm heap's bytes (take it after the last makeOutput: growth replaces the buffer) and a tensor's byte offset */
+const heapBytes = (backend: KernelArgs['backend']): Uint8Array => (backend.wasm as unknown as { HEAPU8: Uint8Array }).HEAPU8;
+const offsetOf = (t: TensorInfo, backend: KernelArgs['backend']): number => backend.dataIdMap.get(t.dataId).memoryOffset;
+
+/**
+ * tf.gather(x, indices) along axis 0 (batchDims 0): out [...indices, ...x.shape[1:]], row i =
+ * x[indices[i]] copied as one block. Indices outside [0, x.shape[0]) throw the stock kernel's
+ * error; other axes, batchDims, strings -> the stock kernel.
+ */
+export function gatherV2(args: KernelArgs): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const x = inputs.x!;
+  const indices = inputs.indices!;
+  const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
+  if (axis !== 0 || (attrs.batchDims ?? 0) !== 0 || indices.dtype !== 'int32' || x.dtype === 'string') {
+    return stock('GatherV2').kernelFunc(args as any) as TensorInfo;
+  }
+  const n = x.shape[0];
+  const idx = heapView(indices, backend) as Int32Array;
+  for (let i = 0; i < idx.length; i++) {
+    const v = idx[i];
+    if (!(v >= 0 && v <= n - 1)) throw new Error(`GatherV2: the index value ${v} is not in [0, ${n - 1}]`);
+  }
+  const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+  const rowBytes = sizeOf(x.shape.slice(1)) * bytesPer(x.dtype);
+  if (idx.length === 0 || rowBytes === 0) return out;
+  const heap = heapBytes(backend);
+  const ids = heapView(indices, backend) as Int32Array; // again: makeOutput may have grown the heap
+  const src = offsetOf(x, backend);
+  let dst = offsetOf(out, backend);
+  for (let i = 0; i < ids.length; i++, dst += rowBytes) {
+    const from = src + ids[i] * rowBytes;
+    heap.copyWithin(dst, from, from + rowBytes);
+  }
+  return out;
 }

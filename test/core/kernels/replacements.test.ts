@@ -1,8 +1,9 @@
 // The kernel replacements of issue 16's CPU speed work (core/kernels/): the leading-axis Sum's
 // native column sums (native/blas.cc columnSums through core/kernels/native-kernels.ts) against a
 // float64 reference, bit for bit against the JS loop they replace (VLM_NATIVE_FUSED=0) and close to
-// the stock wasm kernel; and that VLM_FAST_KERNELS=0 gives the stock kernels back, the native
-// switches the JS paths. The native parts skip without the addon (no compiler / OpenBLAS at
+// the stock wasm kernel; GatherV2's block copies (layout.ts) bit for bit against the stock kernel,
+// out-of-range indices rejected with its error; and that VLM_FAST_KERNELS=0 gives the stock
+// kernels back, the native switches the JS paths. The native parts skip without the addon (no compiler / OpenBLAS at
 // `npm ci`), except in CI (CI=true).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -115,8 +116,97 @@ test('a bias gradient through the native Sum equals the JS path bit for bit', na
   tf.dispose([x, b, w, native, js]);
 });
 
+/** f() with our kernels, then with the stock ones */
+function oursAndStock<T>(f: () => T): [T, T] {
+  installFastKernels('wasm');
+  const ours = f();
+  uninstallFastKernels('wasm');
+  try {
+    return [ours, f()];
+  } finally {
+    installFastKernels('wasm');
+  }
+}
+
+/** the same dtype, shape and values (bit for bit: NaN and -0 included) */
+function assertSame(ours: tf.Tensor, stock: tf.Tensor, what: string): void {
+  assert.equal(ours.dtype, stock.dtype, `${what}: dtype`);
+  assert.deepEqual(ours.shape, stock.shape, `${what}: shape`);
+  const a = ours.dataSync();
+  const b = stock.dataSync();
+  assert.equal(a.length, b.length, `${what}: size`);
+  for (let i = 0; i < a.length; i++) assert.ok(Object.is(a[i], b[i]), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
+}
+
+function tensorOf(shape: number[], dtype: 'float32' | 'int32' | 'bool', seed: number): tf.Tensor {
+  const v = values(size(shape), seed);
+  if (dtype === 'float32') return tf.tensor(v, shape);
+  if (dtype === 'bool') return tf.tensor(Array.from(v, (x) => x > 0), shape, dtype);
+  return tf.tensor(Array.from(v, (x) => Math.round(x * 1000)), shape, dtype);
+}
+
+test('GatherV2 along axis 0 equals the stock kernel bit for bit (float32, int32, bool; any index shape)', wasmOnly, () => {
+  const cases: [number[], number[], 'float32' | 'int32' | 'bool'][] = [
+    [[4096, 256], [8, 64], 'float32'], // the token embedding
+    [[50, 7], [248], 'float32'],
+    [[20, 3, 4], [5, 2], 'float32'],
+    [[10], [6], 'float32'], // rank 1: rows of one value
+    [[30, 5], [9], 'int32'],
+    [[30, 5], [9], 'bool'],
+    [[12, 3], [], 'float32'], // a scalar index
+    [[12, 3], [0], 'float32'], // no indices
+    [[12, 0], [4], 'float32'], // empty rows
+  ];
+  const before = tf.memory().numTensors;
+  for (const [xs, is, dtype] of cases) {
+    const what = `gather(${dtype} ${JSON.stringify(xs)}, ${JSON.stringify(is)})`;
+    const x = tensorOf(xs, dtype, size(xs) + 1);
+    const idx = tf.tensor(Array.from(values(size(is), 9), (v) => Math.floor((v + 1) * 0.5 * xs[0]) % xs[0]), is, 'int32');
+    const [ours, stock] = oursAndStock(() => tf.gather(x, idx));
+    if (size(xs) === 0) {
+      // the stock kernel returns its internal [1, 1, 4, 0] for an empty x (it skips its final reshape)
+      assert.deepEqual(stock.shape, [1, 1, ...is, 0], `${what}: the stock kernel's shape`);
+      assert.deepEqual(ours.shape, [...is, ...xs.slice(1)], `${what}: shape`);
+      assert.equal(ours.size, 0);
+    } else assertSame(ours, stock, what);
+    tf.dispose([x, idx, ours, stock]);
+  }
+  // repeated and boundary indices; other axes go to the stock kernel (so do batchDims > 0, not
+  // compared here: the stock wasm kernel reads out of bounds now and then with batchDims 1)
+  const x = tensorOf([6, 4, 5], 'float32', 3);
+  const idx = tf.tensor([5, 0, 5, 5, 1], [5], 'int32');
+  for (const f of [() => tf.gather(x, idx), () => tf.gather(x, tf.tensor([3, 0, 3], [3], 'int32'), 1), () => tf.gather(x, tf.tensor([[1, 0], [4, 2]], [2, 2], 'int32'), 2)]) {
+    const [ours, stock] = oursAndStock(() => tf.tidy(f));
+    assertSame(ours, stock, 'gather (repeats, other axes)');
+    tf.dispose([ours, stock]);
+  }
+  tf.dispose([x, idx]);
+  assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+});
+
+test('GatherV2: out-of-range indices are rejected with the stock kernel\'s error, nothing leaked', wasmOnly, () => {
+  const x = tensorOf([7, 3], 'float32', 4);
+  const before = tf.memory().numTensors;
+  for (const bad of [[0, 7], [-1, 2], [3, 100000]]) {
+    const idx = tf.tensor(bad, [2], 'int32');
+    const [ours, stock] = oursAndStock(() => {
+      try {
+        tf.gather(x, idx);
+        return 'no error';
+      } catch (e) {
+        return (e as Error).message;
+      }
+    });
+    assert.match(stock, /GatherV2: the index value -?\d+ is not in \[0, 6\]/, `stock rejects ${bad}`);
+    assert.equal(ours, stock, `ours rejects ${bad} as stock does`);
+    idx.dispose();
+  }
+  assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+  x.dispose();
+});
+
 test('VLM_FAST_KERNELS=0 registers the stock kernels and no native pass', wasmOnly, () => {
-  const names = ['Sum'];
+  const names = ['Sum', 'GatherV2'];
   uninstallFastKernels('wasm');
   const stock = names.map((n) => tf.getKernel(n, 'wasm')!.kernelFunc);
   process.env.VLM_FAST_KERNELS = '0';
