@@ -49,6 +49,8 @@ const CASES: Case[] = [
   { kernel: 'Sum', what: 'Sum [8,80,256] axes 0,1', native: true, inputs: rnd([8, 80, 256]), run: ([x]) => tf.sum(x, [0, 1]) },
   { kernel: 'GatherV2', what: 'GatherV2 [4096,256] x [8,64] (token embedding)', inputs: () => [tf.randomNormal([4096, 256], 0, 1, 'float32', 1), tf.randomUniform([8, 64], 0, 4096, 'int32', 2)], run: ([x, i]) => tf.gather(x, i) },
   { kernel: 'GatherV2', what: 'GatherV2 [512,256] x [248]', inputs: () => [tf.randomNormal([512, 256], 0, 1, 'float32', 1), tf.randomUniform([248], 0, 512, 'int32', 2)], run: ([x, i]) => tf.gather(x, i) },
+  { kernel: 'SplitV', what: 'SplitV [8,64,576] -> 3 x [8,64,192] (ViT qkv)', inputs: rnd([8, 64, 576]), run: ([x]) => tf.split(x, 3, -1) },
+  { kernel: 'Concat', what: 'Concat 3 x [8,64,192] -> [8,64,576] (its gradient)', inputs: () => [0, 1, 2].map((s) => tf.randomNormal([8, 64, 192], 0, 1, 'float32', s)), run: (xs) => tf.concat(xs, -1) },
 ];
 
 const rounds = Number(values.rounds);

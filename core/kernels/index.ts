@@ -35,6 +35,7 @@
 //                         copied with TypedArray.set when the last axis stays last; a (batched)
 //                         matrix transpose (every transposed matMul operand) -> 32 x 32 tiles.
 //   GatherV2 along axis 0 (token embedding rows) -> one block copy per index.
+//   SplitV, Concat (attention's qkv split and its gradient) -> one block copy per row and piece.
 //   Pow with a scalar exponent 2 (tf.norm, hence gradient clipping) -> Square (std::pow per
 //                         element is ~8x slower than x*x).
 //   Sum over leading axes (every bias / norm-weight gradient: [tokens, C] -> [C]): the stock
@@ -44,7 +45,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { originals } from './wasm.ts';
 import { batchMatMul, fusedMatMul, setupBatchMatMul, setupFusedMatMul } from './matmul.ts';
-import { cast, gatherV2, identity, tile, transpose } from './layout.ts';
+import { cast, concat, gatherV2, identity, splitV, tile, transpose } from './layout.ts';
 import { conv2DBackpropFilter, unsortedSegmentSum } from './gradients.ts';
 import { pow, sum } from './reductions.ts';
 import { installNativeMatMul, uninstallNativeMatMul } from './native-matmul.ts';
@@ -109,6 +110,8 @@ function wasmKernels(): tf.KernelConfig[] {
     { kernelName: 'Tile', backendName: 'wasm', kernelFunc: k(tile) },
     { kernelName: 'Transpose', backendName: 'wasm', kernelFunc: k(transpose) },
     { kernelName: 'GatherV2', backendName: 'wasm', kernelFunc: k(gatherV2) },
+    { kernelName: 'SplitV', backendName: 'wasm', kernelFunc: k(splitV) },
+    { kernelName: 'Concat', backendName: 'wasm', kernelFunc: k(concat) },
     { kernelName: 'Pow', backendName: 'wasm', kernelFunc: k(pow) },
     { kernelName: 'Sum', backendName: 'wasm', kernelFunc: k(sum) },
     { kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: k(unsortedSegmentSum) },

@@ -7,8 +7,11 @@
 //                         transpose (every transposed matMul operand) -> 32 x 32 tiles;
 //   GatherV2 of whole rows (axis 0: the token embedding, picking rows) -> one block copy per index
 //                         (the stock kernel computes every element's source index in wasm);
+//   SplitV, Concat (attention's qkv split [B, N, 3C] -> 3 x [B, N, C] and its gradient) -> one block
+//                         copy per row and piece, straight on the heap (the stock SplitV copies all of
+//                         x off the heap once per piece; the stock Concat makes a subarray per block).
 // Block copies are Uint8Array.copyWithin over the wasm heap (a memmove, no allocation): the same
-// bytes as the stock kernel by construction.
+// bytes as the stock kernels by construction.
 import * as tf from '@tensorflow/tfjs';
 import { heapView, stock, stridesOf, type HeapArray, type KernelArgs, type TensorInfo } from './wasm.ts';
 
@@ -190,5 +193,69 @@ export function gatherV2(args: KernelArgs): TensorInfo {
     const from = src + ids[i] * rowBytes;
     heap.copyWithin(dst, from, from + rowBytes);
   }
+  return out;
+}
+
+/**
+ * tf.split(x, sizes, axis): x [outer, D, inner] -> pieces [outer, s_k, inner], each piece one block
+ * copy per outer row (one in all when outer = 1); strings -> the stock kernel.
+ */
+export function splitV(args: KernelArgs): TensorInfo[] {
+  const { inputs, backend, attrs } = args;
+  const x = inputs.x!;
+  if (x.dtype === 'string') return stock('SplitV').kernelFunc(args as any) as unknown as TensorInfo[];
+  const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x as unknown as tf.Tensor, attrs.numOrSizeSplits as number | number[], axis);
+  const outer = sizeOf(x.shape.slice(0, axis));
+  const innerBytes = sizeOf(x.shape.slice(axis + 1)) * bytesPer(x.dtype);
+  const rowBytes = x.shape[axis] * innerBytes; // one outer row of x
+  const outs = sizes.map((s) => backend.makeOutput(x.shape.map((d, i) => (i === axis ? s : d)), x.dtype));
+  const heap = heapBytes(backend);
+  let begin = offsetOf(x, backend);
+  sizes.forEach((s, k) => {
+    const block = s * innerBytes;
+    const dst = offsetOf(outs[k], backend);
+    if (block > 0 && (outer === 1 || block === rowBytes)) heap.copyWithin(dst, begin, begin + outer * block);
+    else if (block > 0) for (let r = 0; r < outer; r++) heap.copyWithin(dst + r * block, begin + r * rowBytes, begin + r * rowBytes + block);
+    begin += block;
+  });
+  return outs;
+}
+
+/**
+ * tf.concat(xs, axis): out [outer, sum of D_k, inner], each outer row the inputs' rows one after the
+ * other, one block copy each; a single non-empty input is shared (Identity); strings -> the stock kernel.
+ */
+export function concat(args: KernelArgs): TensorInfo {
+  const { backend, attrs } = args;
+  const xs = args.inputs as unknown as TensorInfo[];
+  if (xs[0].dtype === 'string') return stock('Concat').kernelFunc(args as any) as TensorInfo;
+  const axis = tf.util.parseAxisParam(attrs.axis as number, xs[0].shape)[0];
+  const shapes = xs.map((t) => t.shape);
+  tf.backend_util.assertParamsConsistent(shapes, axis);
+  const outShape = tf.backend_util.computeOutShape(shapes, axis);
+  const parts = xs.filter((t) => sizeOf(t.shape) > 0);
+  if (parts.length === 1) return identity({ inputs: { x: parts[0] }, backend, attrs: {} });
+  const out = backend.makeOutput(outShape, xs[0].dtype);
+  if (sizeOf(outShape) === 0) return out;
+  const outer = sizeOf(outShape.slice(0, axis));
+  const bpe = bytesPer(xs[0].dtype);
+  const blocks = parts.map((t) => sizeOf(t.shape.slice(axis)) * bpe); // one outer row of each input
+  const heap = heapBytes(backend);
+  const srcs = parts.map((t) => offsetOf(t, backend));
+  let dst = offsetOf(out, backend);
+  if (outer === 1) {
+    parts.forEach((_, k) => {
+      heap.copyWithin(dst, srcs[k], srcs[k] + blocks[k]);
+      dst += blocks[k];
+    });
+    return out;
+  }
+  for (let r = 0; r < outer; r++)
+    for (let k = 0; k < parts.length; k++) {
+      const from = srcs[k] + r * blocks[k];
+      heap.copyWithin(dst, from, from + blocks[k]);
+      dst += blocks[k];
+    }
   return out;
 }

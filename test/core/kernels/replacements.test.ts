@@ -2,7 +2,8 @@
 // native column sums (native/blas.cc columnSums through core/kernels/native-kernels.ts) against a
 // float64 reference, bit for bit against the JS loop they replace (VLM_NATIVE_FUSED=0) and close to
 // the stock wasm kernel; GatherV2's block copies (layout.ts) bit for bit against the stock kernel,
-// out-of-range indices rejected with its error; and that VLM_FAST_KERNELS=0 gives the stock
+// out-of-range indices rejected with its error; SplitV's and Concat's block copies bit for bit
+// against the stock kernels (every axis, dtypes, empty pieces, their gradients); and that VLM_FAST_KERNELS=0 gives the stock
 // kernels back, the native switches the JS paths. The native parts skip without the addon (no compiler / OpenBLAS at
 // `npm ci`), except in CI (CI=true).
 import { test } from 'node:test';
@@ -205,8 +206,78 @@ test('GatherV2: out-of-range indices are rejected with the stock kernel\'s error
   x.dispose();
 });
 
+test('SplitV equals the stock kernel bit for bit (every axis, float32 / int32 / bool, empty pieces)', wasmOnly, () => {
+  const cases: [number[], number | number[], number, 'float32' | 'int32' | 'bool'][] = [
+    [[8, 64, 576], 3, -1, 'float32'], // the ViT's qkv split
+    [[8, 4, 80, 64], [32, 32], -1, 'float32'],
+    [[5, 6, 7], [2, 0, 4], 1, 'float32'], // an empty piece
+    [[6, 5], [1, 5], 0, 'float32'], // leading axis: one copy per piece
+    [[3, 10], [4, -1], 1, 'int32'], // -1: the rest
+    [[4, 3, 6], 2, 2, 'bool'],
+    [[4, 0, 6], 2, 2, 'float32'], // empty x
+  ];
+  const before = tf.memory().numTensors;
+  for (const [shape, split, axis, dtype] of cases) {
+    const what = `split(${dtype} ${JSON.stringify(shape)}, ${JSON.stringify(split)}, ${axis})`;
+    const x = tensorOf(shape, dtype, size(shape) + 2);
+    const [ours, stock] = oursAndStock(() => tf.split(x, split, axis));
+    assert.equal(ours.length, stock.length, `${what}: pieces`);
+    ours.forEach((o, k) => assertSame(o, stock[k], `${what} piece ${k}`));
+    tf.dispose([x, ...ours, ...stock]);
+  }
+  assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+});
+
+test('Concat equals the stock kernel bit for bit (every axis, float32 / int32 / bool, empty inputs)', wasmOnly, () => {
+  const cases: [number[][], number, 'float32' | 'int32' | 'bool'][] = [
+    [[[8, 64, 192], [8, 64, 192], [8, 64, 192]], -1, 'float32'], // the qkv gradient
+    [[[8, 16, 256], [8, 64, 256]], 1, 'float32'], // image tokens before text tokens
+    [[[2, 3], [4, 3], [1, 3]], 0, 'float32'], // leading axis: one copy per input
+    [[[3, 2, 4], [3, 0, 4], [3, 5, 4]], 1, 'int32'], // an empty input
+    [[[3, 2], [3, 1]], 1, 'bool'],
+    [[[0, 4], [5, 4]], 0, 'float32'], // one non-empty input: shared
+    [[[7]], 0, 'float32'],
+  ];
+  const before = tf.memory().numTensors;
+  for (const [shapes, axis, dtype] of cases) {
+    const what = `concat(${dtype} ${JSON.stringify(shapes)}, ${axis})`;
+    const xs = shapes.map((sh, i) => tensorOf(sh, dtype, size(sh) + 10 * i + 3));
+    const [ours, stock] = oursAndStock(() => tf.concat(xs, axis));
+    assertSame(ours, stock, what);
+    tf.dispose([...xs, ours, stock]);
+  }
+  // a shared single input stays valid after its source is disposed
+  const a = tensorOf([0, 4], 'float32', 1);
+  const b = tensorOf([5, 4], 'float32', 2);
+  const expected = Array.from(b.dataSync());
+  installFastKernels('wasm');
+  const c = tf.concat([a, b], 0);
+  tf.dispose([a, b]);
+  assert.deepEqual(Array.from(c.dataSync()), expected);
+  c.dispose();
+  assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+});
+
+test('the gradients of split and concat (each other) equal the stock kernels\' bit for bit', wasmOnly, () => {
+  const x = tensorOf([8, 16, 96], 'float32', 5);
+  const w = tensorOf([8, 16, 96], 'float32', 6);
+  const ys = [0, 1, 2].map((i) => tensorOf([8, 16, 32], 'float32', 7 + i));
+  const f = () =>
+    tf.tidy(() => {
+      const dx = tf.grad((x_: tf.Tensor) => {
+        const [q, k, v] = tf.split(x_, 3, -1);
+        return tf.sum(tf.mul(tf.concat([v, q, k], -1), w));
+      })(x);
+      const dys = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(tf.concat([a, b, c], -1), w)))(ys);
+      return [dx, ...dys];
+    });
+  const [ours, stock] = oursAndStock(f);
+  ours.forEach((o, i) => assertSame(o, stock[i], `gradient ${i}`));
+  tf.dispose([x, w, ...ys, ...ours, ...stock]);
+});
+
 test('VLM_FAST_KERNELS=0 registers the stock kernels and no native pass', wasmOnly, () => {
-  const names = ['Sum', 'GatherV2'];
+  const names = ['Sum', 'GatherV2', 'SplitV', 'Concat'];
   uninstallFastKernels('wasm');
   const stock = names.map((n) => tf.getKernel(n, 'wasm')!.kernelFunc);
   process.env.VLM_FAST_KERNELS = '0';
