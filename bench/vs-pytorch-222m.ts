@@ -1,5 +1,5 @@
 // `npx tsx bench/vs-pytorch-222m.ts --nanovlm <nanoVLM v0.1 checkout> [--batch-sizes 1,2,4,8]
-// [--threads 1,2] [--recipe recipes/bench/full-222m.yaml] [--python /usr/bin/python3] [--json out.json]`: the
+// [--threads 1,2] [--generate] [--recipe recipes/bench/full-222m.yaml] [--python /usr/bin/python3] [--json out.json]`: the
 // full-size 222M model (issue 14, item 5) side by side with PyTorch, in one command. For each batch
 // size, one after the other and each in its own process (so each peak RSS is that batch size's):
 //   PyTorch: bench/reference/nanovlm_222m.py (nanoVLM v0.1's code; one untimed step that creates
@@ -7,6 +7,8 @@
 //   ours:    `vlm bench <recipe> --batch-size B --steps 1 --warmup 1 --no-generate --backend wasm`
 //            (one warm-up step that creates the optimizer state, one timed step, then one profiled
 //            step for the tfjs peak bytes).
+// --generate: then greedy generation of 32 tokens with a KV cache on both sides (PyTorch: v0.1's
+// modules with bench/reference/kv_generate.py; ours: `vlm bench --kv-only`), tokens/s and ratio.
 // Both sides train all 222,081,600 parameters with random weights (nothing to download), on the
 // same batch layout (core/benchmark.ts benchBatch). Prints one table (step wall and CPU time, peak
 // RSS, the ratios ours / PyTorch, the load average around each run) and, with --json, the raw rows.
@@ -26,11 +28,12 @@ const { values } = parseArgs({
     recipe: { type: 'string', default: join(root, 'recipes/bench/full-222m.yaml') },
     python: { type: 'string', default: '/usr/bin/python3' },
     threads: { type: 'string', default: '1' },
+    generate: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
 if (!values.nanovlm) {
-  console.error('usage: npx tsx bench/vs-pytorch-222m.ts --nanovlm <nanoVLM v0.1 checkout> [--batch-sizes 1,2,4,8] [--threads 1,2] [--recipe <yaml>] [--json out.json]');
+  console.error('usage: npx tsx bench/vs-pytorch-222m.ts --nanovlm <nanoVLM v0.1 checkout> [--batch-sizes 1,2,4,8] [--threads 1,2] [--generate] [--recipe <yaml>] [--json out.json]');
   process.exit(2);
 }
 const batches = values['batch-sizes']!.split(',').map(Number);
@@ -53,6 +56,8 @@ interface Row {
   wall_ms: number;
   cpu_ms: number;
   peak_rss_bytes: number;
+  /** --generate: greedy tokens/s with the KV cache (32 tokens, one row, prefill included) */
+  kv_tokens_per_s?: number;
   load: string;
 }
 
@@ -71,11 +76,11 @@ try {
   for (const b of batches) {
     for (const nt of threads) {
       const tj = join(tmp, `torch-${b}-${nt}.json`);
-      const torch = run('PyTorch', b, nt, values.python!, [join(root, 'bench/reference/nanovlm_222m.py'), '--nanovlm', values.nanovlm, '--batch-size', String(b), '--steps', '1', '--threads', String(nt), '--json', tj],
-        { OPENBLAS_NUM_THREADS: String(nt) }, tj, (r) => ({ wall_ms: r.step_ms[0], cpu_ms: r.step_cpu_ms[0], peak_rss_bytes: r.peak_rss_bytes }));
+      const torch = run('PyTorch', b, nt, values.python!, [join(root, 'bench/reference/nanovlm_222m.py'), '--nanovlm', values.nanovlm, '--batch-size', String(b), '--steps', '1', '--threads', String(nt), ...(values.generate ? ['--generate', '32'] : []), '--json', tj],
+        { OPENBLAS_NUM_THREADS: String(nt) }, tj, (r) => ({ wall_ms: r.step_ms[0], cpu_ms: r.step_cpu_ms[0], peak_rss_bytes: r.peak_rss_bytes, kv_tokens_per_s: r.generate?.kv_cache.tokens_per_s }));
       const oj = join(tmp, `ours-${b}-${nt}.json`);
-      const ours = run('ours', b, nt, process.execPath, ['--import', 'tsx', join(root, 'bench/run.ts'), values.recipe!, '--batch-size', String(b), '--steps', '1', '--warmup', '1', '--no-generate', '--backend', 'wasm', '--threads', String(nt), '--json', oj],
-        {}, oj, (r) => ({ wall_ms: r.train_step_ms.median, cpu_ms: r.train_step_cpu_ms.median, peak_rss_bytes: r.peak_rss_bytes }));
+      const ours = run('ours', b, nt, process.execPath, ['--import', 'tsx', join(root, 'bench/run.ts'), values.recipe!, '--batch-size', String(b), '--steps', '1', '--warmup', '1', ...(values.generate ? ['--kv-only', '--gen-tokens', '32'] : ['--no-generate']), '--backend', 'wasm', '--threads', String(nt), '--json', oj],
+        {}, oj, (r) => ({ wall_ms: r.train_step_ms.median, cpu_ms: r.train_step_cpu_ms.median, peak_rss_bytes: r.peak_rss_bytes, kv_tokens_per_s: r.generate?.kv_cache.tokens_per_s }));
       rows.push([torch, ours]);
     }
   }
@@ -86,9 +91,10 @@ try {
 const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
 const s = (ms: number) => `${(ms / 1e3).toFixed(1)} s`;
 console.log(`full-size 222M, fwd + bwd + AdamW · recipe ${values.recipe} · node ${process.version} · ${os.cpus().length} cpus · OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'} · ${new Date().toISOString()}`);
-console.log('| batch | threads | PyTorch step (CPU) | ours step (CPU) | wall ratio | CPU ratio (ours / PyTorch) | PyTorch peak RSS | ours peak RSS | RSS ratio | load average (PyTorch run; ours) |');
-console.log('|---:|---:|---|---|---:|---:|---:|---:|---:|---|');
+const kvHead = values.generate ? ' PyTorch KV tok/s | ours KV tok/s | KV ratio (ours / PyTorch) |' : '';
+console.log(`| batch | threads | PyTorch step (CPU) | ours step (CPU) | wall ratio | CPU ratio (ours / PyTorch) |${kvHead} PyTorch peak RSS | ours peak RSS | RSS ratio | load average (PyTorch run; ours) |`);
+console.log(`|---:|---:|---|---|---:|---:|${values.generate ? '---:|---:|---:|' : ''}---:|---:|---:|---|`);
 for (const [t, o] of rows) {
-  console.log(`| ${t.batch} | ${t.threads} | ${s(t.wall_ms)} (${s(t.cpu_ms)}) | ${s(o.wall_ms)} (${s(o.cpu_ms)}) | ${(o.wall_ms / t.wall_ms).toFixed(2)}× | ${(o.cpu_ms / t.cpu_ms).toFixed(2)}× | ${gib(t.peak_rss_bytes)} | ${gib(o.peak_rss_bytes)} | ${(o.peak_rss_bytes / t.peak_rss_bytes).toFixed(2)}× | ${t.load}; ${o.load} |`);
+  console.log(`| ${t.batch} | ${t.threads} | ${s(t.wall_ms)} (${s(t.cpu_ms)}) | ${s(o.wall_ms)} (${s(o.cpu_ms)}) | ${(o.wall_ms / t.wall_ms).toFixed(2)}× | ${(o.cpu_ms / t.cpu_ms).toFixed(2)}× |${values.generate ? ` ${t.kv_tokens_per_s!.toFixed(1)} | ${o.kv_tokens_per_s!.toFixed(1)} | ${(o.kv_tokens_per_s! / t.kv_tokens_per_s!).toFixed(2)}× |` : ''} ${gib(t.peak_rss_bytes)} | ${gib(o.peak_rss_bytes)} | ${(o.peak_rss_bytes / t.peak_rss_bytes).toFixed(2)}× | ${t.load}; ${o.load} |`);
 }
 if (values.json) writeFileSync(values.json, JSON.stringify(rows.flat(), null, 2) + '\n');

@@ -4,7 +4,7 @@
 
     git clone --branch v0.1 https://github.com/huggingface/nanoVLM /tmp/nanovlm-v0.1
     apt-get install python3-torch        # Debian 12: torch 1.13 + OpenBLAS
-    python3 bench/reference/nanovlm_222m.py --nanovlm /tmp/nanovlm-v0.1 --batch-size 8 [--steps 2] [--json r.json]
+    python3 bench/reference/nanovlm_222m.py --nanovlm /tmp/nanovlm-v0.1 --batch-size 8 [--steps 2] [--generate 32] [--json r.json]
     python3 bench/reference/nanovlm_222m.py --nanovlm /tmp/nanovlm-v0.1 --dump <model folder> --out <dir>
 
 Training (default): one process per batch size (its peak RSS is that batch size's), random weights
@@ -12,7 +12,9 @@ Training (default): one process per batch size (its peak RSS is that batch size'
 (core/commands/bench.ts benchBatch): B rows of 79 text positions, row 0 left-padded by 20, targets =
 next token with the first half -100, 224 px images; fwd + bwd + AdamW with v0.1's two groups (MP 2e-3,
 backbones 1e-4), no clipping (v0.1). The first step creates AdamW's state; the second is timed (wall
-and process CPU time). Printed: step ms, CPU ms, peak RSS (ru_maxrss, as `vlm memory`).
+and process CPU time). Printed: step ms, CPU ms, peak RSS (ru_maxrss, as `vlm memory`). `--generate N`:
+then greedy generation of N tokens for one unpadded row with a KV cache over v0.1's modules
+(bench/reference/kv_generate.py; one warm-up run checked against full recompute, median of --gen-runs).
 
 `--dump <folder>`: loads a checkpoint folder (config.json + model.safetensors, e.g. a model
 `vlm publish` wrote, LoRA adapters merged) with nanoVLM v0.1's from_pretrained and writes, into
@@ -43,6 +45,8 @@ p.add_argument('--model', help='a checkpoint folder to train from (default: rand
 p.add_argument('--dump', help='a checkpoint folder: write inputs/expected for `vlm compare` instead of training')
 p.add_argument('--out', help='output folder of --dump')
 p.add_argument('--batch-dump', type=int, default=2, help='rows of the --dump batch')
+p.add_argument('--generate', type=int, default=0, help='after training: greedy generation of N tokens with a KV cache (bench/reference/kv_generate.py), as `vlm bench --kv-only`')
+p.add_argument('--gen-runs', type=int, default=3, help='measured generation runs after one warm-up run (median reported)')
 p.add_argument('--json')
 args = p.parse_args()
 
@@ -163,14 +167,25 @@ def step():
 
 first = step()
 timed = [step() for _ in range(args.steps)]
+gen = None
+if args.generate:
+    from kv_generate import time_kv_generate  # bench/reference/kv_generate.py
+    model.eval()
+    row = 1 if B > 1 else 0  # one unpadded row, as `vlm bench`
+    gen = {'new_tokens': args.generate, 'kv_cache': time_kv_generate(model, input_ids[row:row + 1], images[row:row + 1], args.generate, args.gen_runs)}
 res = {
     'name': 'pytorch-nanovlm-v0.1-222m', 'backend': f'torch {torch.__version__}', 'threads': torch.get_num_threads(),
     'batch_size': B, 'seq_len': cfg.lm_max_length, 'params': sum(p.numel() for p in model.parameters()),
     'first_step_ms': first['ms'], 'step_ms': [t['ms'] for t in timed], 'step_cpu_ms': [t['cpu_ms'] for t in timed],
     'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'load_avg': os.getloadavg(),
+    'generate': gen,
 }
 print(f"PyTorch {torch.__version__}, {res['threads']} thread(s), nanoVLM v0.1 222M, batch {B}: step {timed[-1]['ms']:.0f} ms "
       f"(CPU {timed[-1]['cpu_ms']:.0f} ms), peak RSS {res['peak_rss_bytes'] / 2**20:.0f} MiB, load {res['load_avg'][0]:.1f}")
+if gen:
+    kv = gen['kv_cache']
+    print(f"generate {args.generate} tokens with a KV cache: {kv['tokens_per_s']:.1f} tok/s (CPU {kv['cpu_ms']:.0f} ms; "
+          f"same tokens as full recompute: {kv['same_tokens_as_recompute']})")
 if args.json:
     with open(args.json, 'w') as f:
         json.dump(res, f, indent=2)

@@ -14,12 +14,11 @@ Timed: forward (no_grad pass), forward+backward, optimiser step, and the process
 forward+backward+step (robust when the machine is shared); generation = nanoVLM v0.1
 VisionLanguageModel.generate (full recompute, no KV cache), 32 new tokens for one row, one warm-up
 run of that length then the median of --gen-runs 3 (the method of `vlm bench`); and greedy
-generation with a KV cache written over v0.1's modules (kv_generate below; v0.1 has none), checked
+generation with a KV cache written over v0.1's modules (bench/reference/kv_generate.py; v0.1 has none), checked
 to give the same tokens as greedy full recompute, timed the same way.
 """
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -53,7 +52,7 @@ import torch  # noqa: E402
 import torch.optim as optim  # noqa: E402
 from models.config import VLMConfig  # noqa: E402
 from models.vision_language_model import VisionLanguageModel  # noqa: E402
-from models.language_model import apply_rotary_pos_embd  # noqa: E402
+from kv_generate import time_kv_generate  # noqa: E402  (bench/reference/kv_generate.py)
 
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -132,76 +131,8 @@ gen_ms = statistics.median(r[0] for r in gen_runs)
 gen_cpu_ms = statistics.median(r[1] for r in gen_runs)
 
 
-# Greedy generation with a KV cache over v0.1's own modules (v0.1 has none: its generate
-# recomputes the whole sequence per token, "Here you could implement improvements like e.g. KV
-# caching"), the method of `vlm bench` (core/generate.ts): prefill of image + prompt, then one
-# position per token, keys/values of earlier positions kept per block. Checked against greedy full
-# recompute through v0.1's forward (same tokens) before timing.
-def attend(blk, h, cos, sin, cache, causal):
-    a = blk.attn
-    B, T, C = h.shape
-    x = blk.norm1(h)
-    q = a.q_proj(x).view(B, T, a.n_heads, a.head_dim).transpose(1, 2)
-    k = a.k_proj(x).view(B, T, a.n_kv_heads, a.head_dim).transpose(1, 2)
-    v = a.v_proj(x).view(B, T, a.n_kv_heads, a.head_dim).transpose(1, 2)
-    q, k = apply_rotary_pos_embd(q, k, cos, sin)
-    if cache:
-        k = torch.cat((cache[0], k), dim=2)
-        v = torch.cat((cache[1], v), dim=2)
-    cache[:] = [k, v]
-    k = k.repeat_interleave(a.n_kv_groups, dim=1)
-    v = v.repeat_interleave(a.n_kv_groups, dim=1)
-    # torch 1.13 has no scaled_dot_product_attention: v0.1's manual path
-    att = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(a.head_dim)
-    if causal:
-        att = att.masked_fill(torch.tril(torch.ones(T, T)).view(1, 1, T, T) == 0, float('-inf'))
-    y = torch.softmax(att, dim=-1) @ v
-    h = h + a.out_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-    return h + blk.mlp(blk.norm2(h))
-
-
-def kv_generate(ids, img, n):
-    dec = model.decoder
-    h = torch.cat((model.MP(model.vision_encoder(img)), dec.token_embedding(ids)), dim=1)  # [1, P, C]
-    P = h.size(1)
-    caches = [[] for _ in dec.blocks]
-    cos, sin = dec.rotary_embd(torch.arange(P).unsqueeze(0))
-    for blk, cache in zip(dec.blocks, caches):
-        h = attend(blk, h, cos, sin, cache, True)
-    tok = dec.head(dec.norm(h[:, -1])).argmax(-1, keepdim=True)  # [1, 1]
-    out = [tok]
-    for i in range(1, n):
-        h = dec.token_embedding(tok)
-        cos, sin = dec.rotary_embd(torch.tensor([[P + i - 1]]))
-        for blk, cache in zip(dec.blocks, caches):
-            h = attend(blk, h, cos, sin, cache, False)
-        tok = dec.head(dec.norm(h[:, -1])).argmax(-1, keepdim=True)
-        out.append(tok)
-    return torch.cat(out, dim=1)
-
-
-def greedy_recompute(ids, img, n):
-    dec = model.decoder
-    h = torch.cat((model.MP(model.vision_encoder(img)), dec.token_embedding(ids)), dim=1)
-    out = []
-    for _ in range(n):
-        tok = dec.head(dec(h)[:, -1]).argmax(-1, keepdim=True)
-        out.append(tok)
-        h = torch.cat((h, dec.token_embedding(tok)), dim=1)
-    return torch.cat(out, dim=1)
-
-
-kv_runs = []
-with torch.no_grad():
-    kv_tokens = kv_generate(ids1, img1, args.gen_tokens)  # also the warm-up run
-    kv_same = bool(torch.equal(kv_tokens, greedy_recompute(ids1, img1, args.gen_tokens)))
-    for _ in range(args.gen_runs):
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        kv_generate(ids1, img1, args.gen_tokens)
-        kv_runs.append(((time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3))
-kv_ms = statistics.median(r[0] for r in kv_runs)
-kv_cpu_ms = statistics.median(r[1] for r in kv_runs)
+kv = time_kv_generate(model, ids1, img1, args.gen_tokens, args.gen_runs)
+kv_same, kv_ms, kv_cpu_ms = kv['same_tokens_as_recompute'], kv['ms'], kv['cpu_ms']
 
 
 def openblas_core():

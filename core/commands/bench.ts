@@ -21,6 +21,7 @@ export const HELP = `Usage: vlm bench <recipe.yaml> [more recipes] [options]
   --gen-tokens <n>    new tokens per generation run (default 32)
   --gen-runs <n>      measured generation runs after one warm-up run; the median is reported (default 3)
   --no-generate       skip the generation benchmark
+  --kv-only           generation with the KV cache only (skip the full-recompute runs: minutes on 222M)
   --backend <name>    auto | webgpu | wasm | cpu | tensorflow (default: the first recipe's runtime.backend)
   --threads <n>       runtime.threads: BLAS threads with the native products, else wasm threads (default: the recipe's, else 1)
   --batch-size <n>    overrides train.batch_size
@@ -39,6 +40,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
       'gen-tokens': { type: 'string', default: '32' },
       'gen-runs': { type: 'string', default: '3' },
       'no-generate': { type: 'boolean', default: false },
+      'kv-only': { type: 'boolean', default: false },
       backend: { type: 'string' },
       threads: { type: 'string' },
       'batch-size': { type: 'string' },
@@ -62,6 +64,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     genTokens: int('gen-tokens', values['gen-tokens'], 1),
     genRuns: int('gen-runs', values['gen-runs'], 1),
     generate: !values['no-generate'],
+    kvOnly: values['kv-only'],
     log: env.log,
   };
 

@@ -47,6 +47,21 @@ test('vlm bench --json writes the documented keys and prints a table with backen
   assert.match(out.text(), /train step ms, median \(min-max\)/);
 });
 
+test('vlm bench --kv-only times generation with the KV cache only (no full-recompute runs)', async (t) => {
+  const backend = await useTestBackend();
+  const dir = mkdtempSync(join(tmpdir(), 'vlm-bench-kv-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const out = capture();
+  const err = capture();
+  const json = join(dir, 'b.json');
+  const code = await cli(['bench', TINY, '--steps', '1', '--warmup', '0', '--gen-tokens', '3', '--gen-runs', '1', '--kv-only', '--backend', backend, '--json', json], { builtins, stdout: out.stream, stderr: err.stream });
+  assert.equal(code, 0, err.text());
+  const r = JSON.parse(readFileSync(json, 'utf8'));
+  assert.ok(r.generate.kv_cache.tokens_per_s > 0);
+  assert.equal(r.generate.no_cache, null);
+  assert.match(out.text(), /generate tok\/s, no cache +-\n/);
+});
+
 test('vlm bench rejects a bad --steps with a user error', async () => {
   const err = capture();
   const code = await cli(['bench', TINY, '--steps', '0'], { builtins, stdout: capture().stream, stderr: err.stream });
