@@ -5,7 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
-import { activationNative, logSoftmaxRows, normNative } from './kernels/native-direct.ts';
+import { activationNative, logSoftmaxRows, normNative, scaledSoftmaxNative } from './kernels/native-direct.ts';
 import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
@@ -195,9 +195,14 @@ export function attention(
   const G = H / Hkv;
   const qg = q.reshape([B, Hkv, G * Tq, hd]); // [B, H, Tq, hd] -> [B, Hkv, G*Tq, hd]
   let scores: tf.Tensor = tf.matMul(qg, k, false, true); // [B, Hkv, G*Tq, Tk]
-  scores = tf.div(scores.reshape([B, H, Tq, Tk]), Math.sqrt(hd)); // [B, H, Tq, Tk]
-  if (opts.bias) scores = tf.add(scores, opts.bias);
-  let probs = softmax(scores);
+  scores = scores.reshape([B, H, Tq, Tk]);
+  // softmax(scores / sqrt(hd) + bias): one addon pass each way when native (core/kernels/native-direct.ts)
+  let probs = scaledSoftmaxNative(scores, Math.sqrt(hd), opts.bias ?? null);
+  if (!probs) {
+    scores = tf.div(scores, Math.sqrt(hd)); // [B, H, Tq, Tk]
+    if (opts.bias) scores = tf.add(scores, opts.bias);
+    probs = softmax(scores);
+  }
   if (opts.training && opts.dropout) probs = tf.dropout(probs, opts.dropout);
   const y = tf.matMul(probs.reshape([B, Hkv, G * Tq, Tk]), v); // [B, Hkv, G*Tq, hd]
   return y.reshape([B, H, Tq, hd]) as tf.Tensor4D;

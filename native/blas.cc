@@ -56,6 +56,16 @@
 //        without the mean(g) term), dw = sum over rows of dy xhat, db = sum over rows of dy (db
 //        null for RMSNorm); in double, the column sums accumulated row by row in row order, each
 //        output rounded once.
+//   scaledSoftmax(x, bias, out, dy, B, H, Tq, Tk, scale, sb, sh, sq, sk)
+//        attention's scores -> probabilities (core/ops.ts attention) in one pass: for each row of
+//        x [B, H, Tq, Tk], z = x / scale + bias (float32, as tf.div then tf.add), out = softmax(z)
+//        (max, exp(z - max), times 1 / sum: XNNPACK's algorithm and order, so bit-identical to the
+//        wasm Softmax kernel and the whole chain); bias (null: none) is read at
+//        b sb + h sh + q sq + k sk (a stride 0 broadcasts that axis). A row with no finite maximum
+//        (all -inf) or a NaN gives NaN, as tf.softmax and torch.softmax. With dy (not null) x is
+//        those probabilities p and out the scores' gradient (dy p - sum(dy p) p) / scale, each
+//        float32 operation in the order of tf.softmax's gradient and tf.div's (the row sum in
+//        float32 from the left, as the wasm Sum kernel), so bit-identical to that chain.
 //   setThreads(n), threads(), info() -> { library, corename, config }
 #define NAPI_VERSION 8
 #define NAPI_DISABLE_CPP_EXCEPTIONS
@@ -63,6 +73,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -522,6 +533,118 @@ Napi::Value NormGrad(const Napi::CallbackInfo& info) {
 
 // ---- end of RMSNorm / LayerNorm -------------------------------------------------------------------
 
+// ---- fused attention softmax (issue 16, core/ops.ts attention) ----
+
+// exp(x) for x <= 0 as XNNPACK's f32 softmax kernels compute it (the rr2_p5 algorithm of its
+// raddstoreexpminusmax micro-kernels, without FMA: the wasm SIMD build's): 2^n by the exponent
+// bits, a degree-5 polynomial on the reduced argument, 0 below the denormal cutoff, NaN for NaN.
+// Written as plain float operations so that the compiler vectorises the loop (std::exp does not).
+inline float ExpNonPositive(float x) {
+  const float log2e = 0x1.715476p+0f, magic = 0x1.8000FEp23f;
+  const float minusLn2Hi = -0x1.62E400p-1f, minusLn2Lo = -0x1.7F7D1Cp-20f;
+  const float c5 = 0x1.0F9F9Cp-7f, c4 = 0x1.573A1Ap-5f, c3 = 0x1.555A80p-3f, c2 = 0x1.FFFDC6p-2f, c1 = 0x1.FFFFF6p-1f;
+  const float cutoff = -0x1.5D589Ep6f;
+  float n = x * log2e + magic;
+  uint32_t bits;
+  std::memcpy(&bits, &n, 4);
+  bits <<= 23;
+  float s;
+  std::memcpy(&s, &bits, 4);
+  n -= magic;
+  float t = n * minusLn2Hi + x;
+  t = n * minusLn2Lo + t;
+  float p = c5 * t + c4;
+  p = p * t + c3;
+  p = p * t + c2;
+  p = p * t + c1;
+  t *= s;
+  const float f = t * p + s;
+  uint32_t fb;  // 0 below the cutoff (x = -inf included), f otherwise (NaN stays NaN): a mask, so the loop vectorises
+  std::memcpy(&fb, &f, 4);
+  fb &= 0u - static_cast<uint32_t>(!(x < cutoff));
+  float r;
+  std::memcpy(&r, &fb, 4);
+  return r;
+}
+
+// z = x / scale + bias row, its maximum, e = exp(z - max) in place, e * (1 / sum(e)): the float32
+// operations of the wasm backend's Softmax (XNNPACK: rmax, raddstoreexpminusmax, vmulc), in its order.
+void SoftmaxRow(const float* xr, const float* br, int64_t sk, float scale, float* o, size_t n) {
+  if (br == nullptr)
+    for (size_t j = 0; j < n; j++) o[j] = xr[j] / scale;
+  else if (sk == 1)
+    for (size_t j = 0; j < n; j++) o[j] = xr[j] / scale + br[j];
+  else if (sk == 0)
+    for (size_t j = 0; j < n; j++) o[j] = xr[j] / scale + br[0];
+  else
+    for (size_t j = 0; j < n; j++) o[j] = xr[j] / scale + br[j * sk];
+  float m8[8];
+  for (int l = 0; l < 8; l++) m8[l] = o[0];
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; l++) m8[l] = o[j + l] > m8[l] ? o[j + l] : m8[l];
+  for (; j < n; j++) m8[0] = o[j] > m8[0] ? o[j] : m8[0];
+  float m = m8[0];
+  for (int l = 1; l < 8; l++) m = m8[l] > m ? m8[l] : m;  // a NaN in the row, or no finite maximum: NaN row below
+  for (j = 0; j < n; j++) o[j] = ExpNonPositive(o[j] - m);
+  // the sum as XNNPACK's kernel adds: 4 float lanes, (l0 + l2) + (l1 + l3), then the last n % 4
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (j = 0; j + 4 <= n; j += 4)
+    for (int l = 0; l < 4; l++) acc[l] += o[j + l];
+  float sum = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+  for (; j < n; j++) sum += o[j];
+  const float inv = 1.f / sum;
+  for (j = 0; j < n; j++) o[j] *= inv;
+}
+
+Napi::Value ScaledSoftmax(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 13) return Fail(env, "scaledSoftmax takes 13 arguments"), env.Undefined();
+  float *x, *bias = nullptr, *out, *dy = nullptr;
+  size_t nx, nb = 0, no, nd = 0;
+  if (!Floats(env, info[0], "x", &x, &nx) || !Floats(env, info[2], "out", &out, &no)) return env.Undefined();
+  const bool hasBias = !info[1].IsNull() && !info[1].IsUndefined();
+  if (hasBias && !Floats(env, info[1], "bias", &bias, &nb)) return env.Undefined();
+  const bool grad = !info[3].IsNull() && !info[3].IsUndefined();
+  if (grad && !Floats(env, info[3], "dy", &dy, &nd)) return env.Undefined();
+  int64_t d[4], st[4];
+  for (int k = 0; k < 4; k++) d[k] = info[4 + k].ToNumber().Int64Value();
+  const float scale = info[8].ToNumber().FloatValue();
+  for (int k = 0; k < 4; k++) st[k] = info[9 + k].ToNumber().Int64Value();
+  const int64_t B = d[0], H = d[1], Tq = d[2], Tk = d[3];
+  if (B < 1 || H < 1 || Tq < 1 || Tk < 1) return Fail(env, "scaledSoftmax: sizes must be positive"), env.Undefined();
+  const size_t total = static_cast<size_t>(B * H * Tq * Tk);
+  if (nx != total || no != total || (grad && nd != total))
+    return Fail(env, "scaledSoftmax: array lengths do not match [B, H, Tq, Tk]"), env.Undefined();
+  if (hasBias) {
+    int64_t last = 0;
+    for (int k = 0; k < 4; k++) {
+      if (st[k] < 0) return Fail(env, "scaledSoftmax: negative bias stride"), env.Undefined();
+      last += (d[k] - 1) * st[k];
+    }
+    if (static_cast<size_t>(last) >= nb) return Fail(env, "scaledSoftmax: bias strides reach past the bias"), env.Undefined();
+  }
+  const size_t n = static_cast<size_t>(Tk);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t q = 0; q < Tq; q++) {
+        const size_t row = static_cast<size_t>(((b * H + h) * Tq + q) * Tk);
+        const float* xr = x + row;
+        float* o = out + row;
+        if (!grad) {
+          SoftmaxRow(xr, hasBias ? bias + (b * st[0] + h * st[1] + q * st[2]) : nullptr, st[3], scale, o, n);
+        } else {
+          const float* d_ = dy + row;
+          float s = 0.f;  // from the left in float32, as the wasm Sum kernel
+          for (size_t j = 0; j < n; j++) s += d_[j] * xr[j];
+          for (size_t j = 0; j < n; j++) o[j] = (d_[j] * xr[j] - s * xr[j]) / scale;
+        }
+      }
+  return env.Undefined();
+}
+
+// ---- end of the fused attention softmax ----
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifndef __APPLE__
   int n = info[0].ToNumber().Int32Value();
@@ -565,6 +688,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("columnSums", Napi::Function::New(env, ColumnSums));  // kernel replacements
   exports.Set("norm", Napi::Function::New(env, Norm));  // RMSNorm / LayerNorm
   exports.Set("normGrad", Napi::Function::New(env, NormGrad));
+  exports.Set("scaledSoftmax", Napi::Function::New(env, ScaledSoftmax));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -27,6 +27,11 @@
 // and one backward giving dx, dw and db (instead of ~10 kernels and two leading-axis sums), in
 // double; the tape keeps only x and the weight (the gradient recomputes the row's mean and rsqrt).
 // VLM_NATIVE_NORM=0 turns these two off alone (VLM_NATIVE_FUSED=0 turns off every fused pass).
+// Attention's scores -> probabilities (core/ops.ts attention: / sqrt(hd), + the additive mask,
+// softmax; ~3 kernels and passes each way, the wasm Softmax and Sum among them) in one addon pass
+// forward and one backward, as a tfjs kernel of its own (VlmScaledSoftmax) so that the mask's
+// gradient, like tf.add's, is computed only when something trains the mask (never in the built-in
+// models); bit-identical to the chain (XNNPACK's exp algorithm and sum order).
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
@@ -44,9 +49,9 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   if (fn === 'norm' && process.env.VLM_NATIVE_NORM === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
@@ -218,4 +223,91 @@ export function normNative(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor | null, eps:
     };
   });
   return b === null ? op(x, w) : op(x, w, b);
+}
+
+const SCALED_SOFTMAX = 'VlmScaledSoftmax';
+type Info = { dataId: object; shape: number[]; dtype: tf.DataType };
+const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** bias [..] right-aligned on x [B, H, Tq, Tk]: element strides (0 on a broadcast axis), or null when it does not broadcast to x */
+function biasStrides(xShape: number[], biasShape: number[]): number[] | null {
+  if (biasShape.length > 4) return null;
+  const padded = [...Array(4 - biasShape.length).fill(1), ...biasShape];
+  const strides = [0, 0, 0, 0];
+  let step = 1;
+  for (let k = 3; k >= 0; k--) {
+    if (padded[k] !== 1 && padded[k] !== xShape[k]) return null;
+    strides[k] = padded[k] === 1 ? 0 : step;
+    step *= padded[k];
+  }
+  return strides;
+}
+
+/** the forward kernel: inputs x [B, H, Tq, Tk] and optional bias; attrs scale, strides */
+function scaledSoftmaxKernel({ inputs, backend, attrs }: { inputs: { x: Info; bias?: Info }; backend: WasmBackend; attrs: { scale: number; strides: number[] } }): Info {
+  const { x, bias } = inputs;
+  const out = backend.makeOutput(x.shape, 'float32');
+  const heap = (t: Info) => new Float32Array(backend.wasm.HEAPU8.buffer, backend.dataIdMap.get(t.dataId).memoryOffset, sizeOf(t.shape));
+  const [B, H, Tq, Tk] = x.shape;
+  const st = attrs.strides;
+  loadNativeBlas()!.scaledSoftmax(heap(x), bias ? heap(bias) : null, heap(out), null, B, H, Tq, Tk, attrs.scale, st[0], st[1], st[2], st[3]);
+  return out;
+}
+
+/** (dy p - sum(dy p) p) / scale over the last axis: native when the addon is in use, else the tfjs chain (the same float32 operations) */
+function scaledSoftmaxGrad(dy: tf.Tensor, p: tf.Tensor, scale: number): tf.Tensor {
+  const n = active('scaledSoftmax');
+  if (!n || dy.dtype !== 'float32') {
+    const dyp = tf.mul(dy, p);
+    return tf.div(tf.sub(dyp, tf.mul(tf.sum(dyp, -1, true), p)), scale);
+  }
+  const [B, H, Tq, Tk] = p.shape;
+  const out = uninitialised(n.backend, p.shape);
+  n.addon.scaledSoftmax(view(n.backend, p), null, view(n.backend, out), view(n.backend, dy), B, H, Tq, Tk, scale, 0, 0, 0, 0);
+  return out;
+}
+
+let scaledSoftmaxRegistered = false;
+function registerScaledSoftmax(): void {
+  if (scaledSoftmaxRegistered) return;
+  scaledSoftmaxRegistered = true;
+  tf.registerKernel({ kernelName: SCALED_SOFTMAX, backendName: 'wasm', kernelFunc: scaledSoftmaxKernel as unknown as tf.KernelFunc });
+  tf.registerGradient({
+    kernelName: SCALED_SOFTMAX,
+    outputsToSave: [true], // the probabilities
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+      const g = dy as tf.Tensor;
+      const [p] = saved;
+      const scale = attrs.scale as number;
+      return {
+        x: () => scaledSoftmaxGrad(g, p, scale),
+        // as tf.add's gradient: only when something trains the bias (the tape asks for it)
+        bias: () => {
+          const shape = attrs.biasShape as number[];
+          const dz = scaledSoftmaxGrad(g, p, 1);
+          const axes = tf.backend_util.getReductionAxes(shape, p.shape);
+          return (axes.length > 0 ? tf.sum(dz, axes) : dz).reshape(shape);
+        },
+      };
+    },
+  });
+}
+
+/**
+ * softmax(x / scale + bias) over the last axis of the attention scores x [B, H, Tq, Tk] (bias: the
+ * additive mask, broadcastable to x without growing it, or null) in one addon pass each way; the
+ * division and sum as the tfjs chain tf.softmax(tf.add(tf.div(x, scale), bias)) (its values differ
+ * from XNNPACK's Softmax by its exp approximation: within a few float32 ulps), the gradient bit for
+ * bit as the chain's from the same probabilities. Dropout on the result stays a tfjs op after it.
+ * null when the addon is not in use or a tensor is not float32 (the caller runs the chain).
+ */
+export function scaledSoftmaxNative(x: tf.Tensor, scale: number, bias: tf.Tensor | null): tf.Tensor | null {
+  const n = active('scaledSoftmax');
+  if (!n || x.rank !== 4 || x.dtype !== 'float32' || x.size === 0 || (bias && bias.dtype !== 'float32')) return null;
+  const strides = bias ? biasStrides(x.shape, bias.shape) : [0, 0, 0, 0];
+  if (!strides) return null;
+  registerScaledSoftmax();
+  const attrs = { scale: Math.fround(scale), strides, biasShape: bias ? bias.shape : [] };
+  const inputs = bias ? { x, bias } : { x };
+  return tf.engine().runKernel(SCALED_SOFTMAX, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
 }

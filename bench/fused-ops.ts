@@ -1,0 +1,69 @@
+// `npx tsx bench/fused-ops.ts [--rounds 40]`: the fused attention softmax (core/ops.ts attention:
+// scores / sqrt(hd) + mask, softmax; native/blas.cc scaledSoftmax) forward and backward at the
+// shapes of bench `small`, A/B in ONE process: each round times it with the addon pass and with
+// VLM_NATIVE_FUSED=0 (the tfjs chain), alternating, so that both sides see the same load on a
+// shared machine. Prints the minimum and median wall ms per call of each side, and checks that
+// both give the same numbers.
+import { parseArgs } from 'node:util';
+import os from 'node:os';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { installFastKernels } from '../core/kernels/index.ts';
+import { nativeMatMulStatus } from '../core/kernels/native-matmul.ts';
+import { attentionBias } from '../core/ops.ts';
+import { scaledSoftmaxNative } from '../core/kernels/native-direct.ts';
+
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '40' } } });
+await tf.setBackend('wasm');
+await tf.ready();
+installFastKernels('wasm');
+const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
+const loadBefore = load();
+
+// `small`'s decoder attention: scores [B, H, T, T] with the causal + padding mask [B, 1, T, T]
+const [B, H, T, hd] = [8, 4, 80, 64];
+const x = tf.randomNormal([B, H, T, T], 0, 4);
+const dy = tf.randomNormal([B, H, T, T]);
+const pad = tf.tensor2d(Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 0 : 1)), [B, T]);
+const bias = attentionBias(T, T, pad);
+const softmaxOf = (a: tf.Tensor) => scaledSoftmaxNative(a, Math.sqrt(hd), bias) ?? tf.softmax(tf.add(tf.div(a, Math.sqrt(hd)), bias));
+
+/** the values of the tensor f makes (read outside tf.tidy: a tidy walks every element of an array it returns) */
+const read = (f: () => tf.Tensor) => () => {
+  const t = tf.tidy(f);
+  const v = t.dataSync() as Float32Array;
+  t.dispose();
+  return v;
+};
+const work: [string, () => Float32Array][] = [
+  [`attention softmax forward [${B}, ${H}, ${T}, ${T}]`, read(() => softmaxOf(x))],
+  [`attention softmax forward + backward [${B}, ${H}, ${T}, ${T}]`, read(() => tf.grads(softmaxOf)([x], dy)[0])],
+];
+
+function timed(fused: boolean, f: () => Float32Array): [number, Float32Array] {
+  if (fused) delete process.env.VLM_NATIVE_FUSED;
+  else process.env.VLM_NATIVE_FUSED = '0';
+  const t0 = performance.now();
+  const r = f();
+  const ms = performance.now() - t0;
+  delete process.env.VLM_NATIVE_FUSED;
+  return [ms, r];
+}
+
+const rounds = Number(values.rounds);
+const med = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
+const rows: string[] = [];
+for (const [label, f] of work) {
+  const [, a] = timed(true, f);
+  const [, b] = timed(false, f);
+  if (!a.every((v, i) => Object.is(v, b[i]))) throw new Error(`${label}: the fused pass and the chain differ`);
+  const ms: [number[], number[]] = [[], []];
+  for (let r = 0; r < rounds; r++) for (const side of [0, 1]) ms[side].push(timed(side === 0, f)[0]);
+  rows.push(`| ${label} | ${Math.min(...ms[0]).toFixed(2)} / ${med(ms[0]).toFixed(2)} | ${Math.min(...ms[1]).toFixed(2)} / ${med(ms[1]).toFixed(2)} | ${(med(ms[1]) / med(ms[0])).toFixed(2)}× |`);
+}
+console.log(`${nativeMatMulStatus()} · ${rounds} rounds · load ${loadBefore} → ${load()} · ${new Date().toISOString()}`);
+console.log('Results identical (bit for bit) with the fused passes and with the tfjs chains.');
+console.log('| work | fused ms, min / median | tfjs chain ms (VLM_NATIVE_FUSED=0), min / median | speed-up (median) |');
+console.log('|---|---:|---:|---:|');
+for (const r of rows) console.log(r);
+tf.dispose([x, dy, pad, bias]);
