@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { UserError } from './errors.ts';
 import { installFastKernels } from './kernels/index.ts';
-import { nativeMatMulActive, nativeMatMulStatus, nativeMatMulWillRun, setNativeThreads } from './kernels/native-matmul.ts';
+import { nativeBlasHint, nativeMatMulActive, nativeMatMulStatus, nativeMatMulWillRun, setNativeThreads } from './kernels/native-matmul.ts';
 import { describeAdapter, gpuAdapter, guardLimits, loadWebGpu, WebGpuUnavailable, type GpuAdapterSummary } from './webgpu.ts';
 import { enableWasmThreads } from './wasm-threads.ts';
 
@@ -27,6 +27,8 @@ export interface RuntimeInfo {
   blasThreads?: number;
   /** wasm: which matrix-product kernel runs, and its threads (core/kernels/native-matmul.ts) */
   products?: string;
+  /** wasm: a note when OpenBLAS runs kernels far below the CPU's (core/kernels/native-matmul.ts blasCoreHint) */
+  productsHint?: string;
   /** the GPU adapter (webgpu) */
   adapter?: GpuAdapterSummary;
 }
@@ -126,7 +128,8 @@ export async function initRuntime(
     const products = c.backend === 'wasm' ? nativeMatMulStatus() : undefined;
     if (c.backend === 'webgpu') guardLimits();
     const blasThreads = c.backend === 'wasm' && nativeMatMulActive() ? Math.max(1, Math.floor(opts.threads ?? 1)) : undefined;
-    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, blasThreads, products, adapter: c.backend === 'webgpu' ? gpuAdapter ?? undefined : undefined };
+    const productsHint = (c.backend === 'wasm' && nativeBlasHint()) || undefined;
+    const info: RuntimeInfo = { backend: c.backend, provider: c.provider, skipped, threads, blasThreads, products, productsHint, adapter: c.backend === 'webgpu' ? gpuAdapter ?? undefined : undefined };
     opts.log?.(describeRuntime(info));
     return info;
   }
@@ -148,6 +151,7 @@ export async function initRuntime(
 export function describeRuntime(info: RuntimeInfo): string {
   const lines = [`backend: ${info.backend} (${info.provider})${info.threads ? `, ${info.threads} threads` : ''}`];
   if (info.products) lines.push(`  ${info.products}`);
+  if (info.productsHint) lines.push(`  ${info.productsHint}`);
   if (info.adapter) lines.push(`  ${describeAdapter(info.adapter)}`);
   for (const s of info.skipped) lines.push(`  skipped ${s}`);
   return lines.join('\n');

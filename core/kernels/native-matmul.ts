@@ -15,7 +15,7 @@
 // runtime.threads (setNativeThreads, called by core/runtime.ts).
 import * as tf from '@tensorflow/tfjs';
 import { broadcastIndexer, outShapeOf } from './matmul.ts';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -103,6 +103,35 @@ export function nativeMatMulStatus(): string {
   }
   const why = process.env.VLM_NATIVE_MATMUL === '0' ? 'VLM_NATIVE_MATMUL=0' : loadError || 'native addon not installed';
   return `products: XNNPACK (wasm); ${why}`;
+}
+
+// OpenBLAS cores without AVX2/FMA kernels: chosen on a CPU that has them, OpenBLAS did not recognise it
+const OLD_CORES = new Set(['prescott', 'core2', 'penryn', 'dunnington', 'nehalem', 'atom', 'katmai', 'coppermine', 'northwood', 'banias', 'sandybridge']);
+
+/**
+ * A hint when OpenBLAS runs kernels far below what the CPU can do, or null. Debian 12's OpenBLAS
+ * 0.3.21 does not recognise recent Intel Xeons and falls back to Prescott (SSE3) kernels, ~3-5x
+ * slower on a product than its AVX2 (Haswell) or AVX-512 (SkylakeX) kernels; OPENBLAS_CORETYPE,
+ * read by OpenBLAS when it loads, picks them. Never when the user set OPENBLAS_CORETYPE.
+ *   corename: openblas_get_corename(); cpuFlags: /proc/cpuinfo's flags
+ */
+export function blasCoreHint(corename: string, cpuFlags: Set<string>, coretypeEnv: string | undefined): string | null {
+  if (coretypeEnv || !OLD_CORES.has(corename.toLowerCase()) || !cpuFlags.has('avx2') || !cpuFlags.has('fma')) return null;
+  const best = cpuFlags.has('avx512f') && cpuFlags.has('avx512bw') && cpuFlags.has('avx512vl') && cpuFlags.has('avx512dq') ? 'SkylakeX' : 'Haswell';
+  return `note: OpenBLAS did not recognise this CPU and runs its ${corename} kernels (no AVX2); products are 2-4x faster with OPENBLAS_CORETYPE=${best}${best === 'SkylakeX' ? ' (AVX-512; or Haswell, AVX2)' : ' (AVX2)'} in the environment`;
+}
+
+/** blasCoreHint for the loaded addon on this machine (Linux: /proc/cpuinfo), or null */
+export function nativeBlasHint(): string | null {
+  if (!nativeMatMulActive()) return null;
+  let flags = new Set<string>();
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
+  } catch {
+    return null; // not Linux: Accelerate (macOS) picks its own kernels
+  }
+  return blasCoreHint(addon!.info().corename, flags, process.env.OPENBLAS_CORETYPE);
 }
 
 /** Register the native BatchMatMul / _FusedMatMul over the current wasm ones; false if unavailable. */
