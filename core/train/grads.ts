@@ -43,7 +43,9 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { 
 export function accumulate(acc: Map<string, tf.Tensor>, grads: Map<string, tf.Tensor>, w: number): void {
   for (const [k, g] of grads) {
     const prev = acc.get(k);
-    const next = tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, w)) : tf.mul(g, w)));
+    // w = 1 (one micro-batch: every step without accumulation): g * 1 is g, so a clone (on wasm a
+    // shared buffer) rather than a pass over every gradient (issue 16: 6.3M elements a `small` step)
+    const next = tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, w)) : w === 1 ? tf.clone(g) : tf.mul(g, w)));
     prev?.dispose();
     acc.set(k, next);
   }

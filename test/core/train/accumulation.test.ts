@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { accumulatedLossAndGrads, lossAndGrads } from '../../../core/train/grads.ts';
+import { accumulate, accumulatedLossAndGrads, lossAndGrads } from '../../../core/train/grads.ts';
 import { countTargets } from '../../../core/data/collator.ts';
 import { randomHostBatch, sliceHostBatch, tensorsOf, tinyModel } from '../../helpers/train.ts';
 
@@ -41,4 +41,28 @@ test('accumulation 2 x 4 equals batch 8 (loss and every gradient), token counts 
   tf.dispose([one.loss, two.loss, ...one.grads.values(), ...two.grads.values(), ...Object.values(bigT), ...parts.flatMap((p) => Object.values(p))]);
   for (const m of means) tf.dispose([m.loss, ...m.grads.values()]);
   model.dispose();
+});
+
+test('one micro-batch (weight 1): the gradients are kept as they are, without a Multiply pass over them', async () => {
+  const grads = new Map([
+    ['a', tf.tensor([1.5, -0, Infinity, NaN, 3e-39], [5])],
+    ['b', tf.tensor([[2, -7], [0.1, 1e30]], [2, 2])],
+  ]);
+  const acc = new Map<string, tf.Tensor>();
+  const before = tf.memory().numTensors;
+  const prof = await tf.profile(() => accumulate(acc, grads, 1));
+  assert.deepEqual(prof.kernels.filter((k) => k.name === 'Multiply').map((k) => k.name), [], 'no Multiply kernel');
+  assert.equal(tf.memory().numTensors, before + 2, 'one new tensor per gradient');
+  for (const [k, g] of grads) {
+    const want = g.dataSync();
+    g.dispose(); // the accumulator owns its tensors
+    const got = acc.get(k)!.dataSync();
+    assert.equal(got.length, want.length);
+    for (let i = 0; i < got.length; i++) assert.ok(Object.is(got[i], want[i]), `${k}[${i}]: ${got[i]} vs ${want[i]}`);
+  }
+  // a second micro-batch adds w * g as before
+  const g2 = new Map([['a', tf.tensor([2, 2, 2, 2, 2], [5])]]);
+  accumulate(acc, g2, 0.5);
+  assert.deepEqual(Array.from(acc.get('a')!.dataSync()).slice(0, 2), [2.5, 1]);
+  tf.dispose([...acc.values(), ...g2.values()]);
 });
