@@ -246,8 +246,14 @@ export interface HostTensor {
 
 export interface Optimizer {
   readonly groups: ParamGroup[];
-  /** apply one update; `lrs[i]` is the current lr of groups[i]; grads keyed by full param name */
-  step(grads: Map<string, tf.Tensor>, lrs: number[]): void;
+  /**
+   * apply one update; `lrs[i]` is the current lr of groups[i]; grads keyed by full param name;
+   * `gradScale` (only passed when `takesGradScale`): multiply every gradient by it first, in float32
+   * as tf.mul(g, gradScale) would (the clipping coefficient: one pass less over all gradients)
+   */
+  step(grads: Map<string, tf.Tensor>, lrs: number[], gradScale?: number): void;
+  /** true when step() applies `gradScale`; otherwise core/train/step.ts multiplies the gradients itself */
+  readonly takesGradScale?: boolean;
   /** state tensors keyed "<param>.<slot>" (e.g. "MP.proj.weight.exp_avg") + step count, for checkpoints */
   state(): { step: number; tensors: Map<string, tf.Tensor | HostTensor> };
   loadState(state: { step: number; tensors: Map<string, tf.Tensor | HostTensor> }): void;

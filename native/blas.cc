@@ -14,8 +14,9 @@
 //        C [rows, N] += bias (size N: per column, size 1: scalar; biasOffset < 0: none), then the
 //        activation in place (tfjs _FusedMatMul codes: 0 linear, 1 relu, 2 relu6, 4 leakyrelu,
 //        5 sigmoid, 6 elu).
-//   adamwStep(p, g, m, v, out, decay, beta1, beta2, bc2Sqrt, eps, stepSize)
-//        one AdamW step (torch 1.13 _single_tensor_adamw, each operation rounded to float32 in the
+//   adamwStep(p, g, m, v, out, decay, beta1, beta2, bc2Sqrt, eps, stepSize[, gradScale])
+//        one AdamW step (of g * gradScale in float32 when given: the gradient-clipping coefficient,
+//        folded in rather than a pass over every gradient; `adamwGradScale` says it is supported) (torch 1.13 _single_tensor_adamw, each operation rounded to float32 in the
 //        order of plugins/optimizer/adamw.ts): m, v updated in place, the new parameter written to
 //        out (which may be p). Every argument a Float32Array of the same length: views over the
 //        wasm heap or host arrays (adamw host_state).
@@ -221,9 +222,9 @@ bool Floats(const Napi::Env& env, const Napi::Value& v, const char* name, float*
 // the same rounding after every operation (no FMA contraction: -ffp-contract=off), so the result
 // is bit-identical to the tfjs kernels' chain. Elementwise, so out may alias p.
 void AdamWLoop(const float* p, const float* g, float* m, float* v, float* out, size_t n, float decay, float b1, float ob1,
-               float b2, float ob2, float bc2, float eps, float stepSize) {
+               float b2, float ob2, float bc2, float eps, float stepSize, float gradScale) {
   for (size_t i = 0; i < n; i++) {
-    const float gi = g[i];
+    const float gi = g[i] * gradScale;  // tf.mul(g, clip coefficient); x * 1 is x
     const float mi = m[i] * b1 + gi * ob1;
     const float vi = v[i] * b2 + (gi * gi) * ob2;
     m[i] = mi;
@@ -235,7 +236,7 @@ void AdamWLoop(const float* p, const float* g, float* m, float* v, float* out, s
 
 Napi::Value AdamW(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 11) return Fail(env, "adamwStep takes 11 arguments"), env.Undefined();
+  if (info.Length() != 11 && info.Length() != 12) return Fail(env, "adamwStep takes 11 or 12 arguments"), env.Undefined();
   const char* names[5] = {"p", "g", "m", "v", "out"};
   float* a[5];
   size_t n[5];
@@ -248,8 +249,9 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   // the constants as tf.mul(x, c) / tf.sub(1, beta) in float32 would see them (adamw-host.ts: f(...))
   const float decay = static_cast<float>(s[0]), b1 = static_cast<float>(s[1]), ob1 = static_cast<float>(1 - s[1]);
   const float b2 = static_cast<float>(s[2]), ob2 = static_cast<float>(1 - s[2]);
+  const float gradScale = info.Length() == 12 ? info[11].ToNumber().FloatValue() : 1.f;
   AdamWLoop(a[0], a[1], a[2], a[3], a[4], n[0], decay, b1, ob1, b2, ob2, static_cast<float>(s[3]), static_cast<float>(s[4]),
-            static_cast<float>(s[5]));
+            static_cast<float>(s[5]), gradScale);
   return env.Undefined();
 }
 
@@ -680,6 +682,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("biasActivation", Napi::Function::New(env, BiasActivation));
   exports.Set("adamwStep", Napi::Function::New(env, AdamW));
+  exports.Set("adamwGradScale", Napi::Boolean::New(env, true));  // adamwStep takes gradScale
   exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));

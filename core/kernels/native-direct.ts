@@ -46,6 +46,9 @@ export interface AdamWStepScalars {
   bc2Sqrt: number; // sqrt(1 - beta2^t)
   eps: number;
   stepSize: number; // lr / (1 - beta1^t)
+  /** a float32 value every gradient value is multiplied by first, as tf.mul(g, s) would (the
+   *  gradient-clipping coefficient, core/train/step.ts); absent: 1 */
+  gradScale?: number;
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
@@ -93,6 +96,8 @@ export function adamwUpdateNative(p: tf.Variable, g: tf.Tensor, m: tf.Variable |
   const n = active('adamwStep');
   if (!n || p.size === 0 || p.dtype !== 'float32' || g.dtype !== 'float32' || g.size !== p.size) return false;
   const { addon, backend } = n;
+  const scale = s.gradScale ?? 1;
+  if (scale !== 1 && !(addon as unknown as { adamwGradScale?: boolean }).adamwGradScale) return false; // an addon built before gradScale
   for (const x of [m, v]) {
     if (x instanceof Float32Array) {
       if (x.length !== p.size) return false;
@@ -103,7 +108,7 @@ export function adamwUpdateNative(p: tf.Variable, g: tf.Tensor, m: tf.Variable |
   }
   const next = uninitialised(backend, p.shape);
   const moment = (x: tf.Variable | Float32Array) => (x instanceof Float32Array ? x : view(backend, x));
-  addon.adamwStep(view(backend, p), view(backend, g), moment(m), moment(v), view(backend, next), s.decay, s.beta1, s.beta2, s.bc2Sqrt, s.eps, s.stepSize);
+  addon.adamwStep(view(backend, p), view(backend, g), moment(m), moment(v), view(backend, next), s.decay, s.beta1, s.beta2, s.bc2Sqrt, s.eps, s.stepSize, Math.fround(scale));
   p.assign(next);
   next.dispose();
   return true;

@@ -33,7 +33,7 @@ type KernelArgs = { inputs: Record<string, TensorInfo | undefined>; backend: Was
 export interface NativeBlas {
   gemm(heap: Uint8Array, tA: boolean, tB: boolean, M: number, N: number, K: number, lda: number, ldb: number, ldc: number, offsets: Uint32Array): void;
   biasActivation(heap: Uint8Array, cOffset: number, rows: number, N: number, biasOffset: number, biasSize: number, act: number, alpha: number): void;
-  adamwStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, decay: number, beta1: number, beta2: number, bc2Sqrt: number, eps: number, stepSize: number): void;
+  adamwStep(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, out: Float32Array, decay: number, beta1: number, beta2: number, bc2Sqrt: number, eps: number, stepSize: number, gradScale?: number): void;
   sumSquares(xs: Float32Array[]): Float64Array;
   activation(kind: number, x: Float32Array, s: Float32Array | null, dy: Float32Array | null, out: Float32Array, c1: number, c2: number, c3: number): void;
   logSoftmax(x: Float32Array, out: Float32Array, rows: number, V: number, dy: Float32Array | null): void;

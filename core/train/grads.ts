@@ -25,6 +25,16 @@ export function globalNorm(grads: Map<string, tf.Tensor>): tf.Scalar {
  * gradient multiplied by it (torch 1.13 always multiplies, by 1 when nothing is clipped).
  * Returns new gradient tensors (the inputs are not disposed) and the norm before clipping.
  */
+/**
+ * clipGradNorm's coefficient from the norm's float32 value, on the host: min(max_norm /
+ * (norm + 1e-6), 1) with each operation rounded to float32 as the tfjs chain rounds it, so the
+ * same value (for an optimizer that folds it into its update: Optimizer.takesGradScale).
+ */
+export function clipCoefficient(norm: number, maxNorm: number): number {
+  const f = Math.fround;
+  return Math.min(f(f(maxNorm) / f(f(norm) + f(1e-6))), 1);
+}
+
 export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): { grads: Map<string, tf.Tensor>; norm: tf.Scalar } {
   const norm = globalNorm(grads);
   const coef = tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(norm, 1e-6)), 1));

@@ -25,7 +25,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { HostBatch, Optimizer, Schedule } from '../types.ts';
 import type { VisionLanguageModel } from '../model/vlm.ts';
 import { countTargets, toTensors } from '../data/collator.ts';
-import { accumulatedLossAndGrads, clipGradNorm, globalNorm } from './grads.ts';
+import { accumulatedLossAndGrads, clipCoefficient, clipGradNorm, globalNorm } from './grads.ts';
 import { toHost } from '../host.ts';
 
 /** phase boundaries, in order, for benchmarks (`mark` is called after each) */
@@ -80,10 +80,12 @@ export async function trainStep(model: VisionLanguageModel, optimizer: Optimizer
   await toHost(...batches.flatMap((b) => [b.targets, b.attentionMask])); // what the loss reads on the host (GPU backends: core/host.ts)
   mark('tensors');
   let names: string[] = [];
+  const foldClip = !!opts.maxGradNorm && optimizer.takesGradScale === true;
   const kept = tf.tidy(() => {
     const { loss, grads } = accumulatedLossAndGrads(model, batches, counts, trainable, { checkpoint: opts.checkpoint }); // forward -> loss -> backward
     mark('backward');
-    const clipped = opts.maxGradNorm ? clipGradNorm(grads, opts.maxGradNorm) : { grads, norm: globalNorm(grads) }; // clip
+    // clip: the optimizer multiplies by the coefficient itself when it can (one pass less over all gradients)
+    const clipped = opts.maxGradNorm && !foldClip ? clipGradNorm(grads, opts.maxGradNorm) : { grads, norm: globalNorm(grads) };
     names = [...grads.keys()];
     return { stats: tf.stack([loss, clipped.norm]), raw: names.map((n) => grads.get(n)!), clipped: names.map((n) => clipped.grads.get(n)!) };
   });
@@ -95,11 +97,12 @@ export async function trainStep(model: VisionLanguageModel, optimizer: Optimizer
       throw new Error(`training diverged: loss ${lossValue}, gradient norm ${gradNorm}`);
     }
     const lrs = groupLrs(optimizer, opts.schedule, opts.step ?? 0, opts.totalSteps ?? 1); // lr
-    tf.tidy(() => optimizer.step(new Map(names.map((n, i) => [n, kept.clipped[i]])), lrs)); // step
+    const grads = new Map(names.map((n, i) => [n, kept.clipped[i]]));
+    tf.tidy(() => (foldClip ? optimizer.step(grads, lrs, clipCoefficient(gradNorm, opts.maxGradNorm!)) : optimizer.step(grads, lrs))); // step
     mark('update');
     return { loss: lossValue, gradNorm, lrs, counted };
   } finally {
-    tf.dispose([kept.stats, ...kept.raw, ...kept.clipped, ...batches.flatMap((b) => [b.images, b.inputIds, b.targets, ...(b.attentionMask ? [b.attentionMask] : [])])]);
+    tf.dispose([kept.stats, ...new Set([...kept.raw, ...kept.clipped]), ...batches.flatMap((b) => [b.images, b.inputIds, b.targets, ...(b.attentionMask ? [b.attentionMask] : [])])]);
   }
 }
 

@@ -26,9 +26,10 @@ export function adamwHostUpdate(p: ArrayLike<number>, g: ArrayLike<number>, m: F
   const bc2 = f(s.bc2Sqrt);
   const eps = f(s.eps);
   const stepSize = f(s.stepSize);
+  const scale = f(s.gradScale ?? 1);
   const out = new Float32Array(p.length);
   for (let i = 0; i < p.length; i++) {
-    const gi = g[i];
+    const gi = f(g[i] * scale); // tf.mul(g, clip coefficient); x * 1 is x
     const mi = f(f(m[i] * b1) + f(gi * ob1));
     const vi = f(f(v[i] * b2) + f(f(gi * gi) * ob2));
     m[i] = mi;

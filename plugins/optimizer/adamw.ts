@@ -15,6 +15,9 @@
 // With the native addon on the wasm backend (issue 16) each parameter's update is one call of a
 // fused kernel on the heap (adamwUpdateNative: the same float32 operations in the same order,
 // bit-identical) instead of ~13 tfjs kernels; the host_state moments are updated there too.
+// Gradient clipping (core/train/step.ts) hands step() the clipping coefficient (`gradScale`,
+// `takesGradScale`) instead of multiplying every gradient by it first: each path multiplies g by
+// it in float32 where it reads g (the same values, one pass over every gradient less).
 import * as tf from '@tensorflow/tfjs';
 import { adamwHostUpdate, hostTensor } from './adamw-host.ts';
 import { definePlugin } from 'nanovlm-ts/plugin-api';
@@ -151,7 +154,10 @@ export class AdamW implements Optimizer {
     return this.groups.flatMap((g) => g.params);
   }
 
-  step(grads: Map<string, tf.Tensor>, lrs: number[]): void {
+  /** step() multiplies every gradient by its `gradScale` first (core/train/step.ts folds the clipping into it) */
+  readonly takesGradScale = true;
+
+  step(grads: Map<string, tf.Tensor>, lrs: number[], gradScale = 1): void {
     this.t += 1;
     const bc1 = 1 - this.beta1 ** this.t;
     const bc2Sqrt = Math.sqrt(1 - this.beta2 ** this.t);
@@ -163,7 +169,7 @@ export class AdamW implements Optimizer {
         const g = grads.get(name);
         if (!g) continue; // like torch: a parameter without gradient is not touched
         const p = this.params.get(name)!;
-        const scalars = { decay, beta1: this.beta1, beta2: this.beta2, bc2Sqrt, eps: this.eps, stepSize };
+        const scalars = { decay, beta1: this.beta1, beta2: this.beta2, bc2Sqrt, eps: this.eps, stepSize, gradScale };
         const h = this.host?.get(name);
         // one fused call in the native addon (wasm backend, addon built); else the tfjs kernels
         if (tf.tidy(() => adamwUpdateNative(p, g, h?.m ?? this.m.get(name)!, h?.v ?? this.v.get(name)!, scalars))) continue;
@@ -175,9 +181,10 @@ export class AdamW implements Optimizer {
         const m = this.m.get(name)!;
         const v = this.v.get(name)!;
         tf.tidy(() => {
+          const gs = gradScale !== 1 ? tf.mul(g, gradScale) : g; // as clipGradNorm's tf.mul(g, coef)
           const pDecayed = tf.mul(p, decay);
-          const mNew = tf.add(tf.mul(m, this.beta1), tf.mul(g, 1 - this.beta1));
-          const vNew = tf.add(tf.mul(v, this.beta2), tf.mul(tf.mul(g, g), 1 - this.beta2));
+          const mNew = tf.add(tf.mul(m, this.beta1), tf.mul(gs, 1 - this.beta1));
+          const vNew = tf.add(tf.mul(v, this.beta2), tf.mul(tf.mul(gs, gs), 1 - this.beta2));
           const denom = tf.add(tf.div(tf.sqrt(vNew), bc2Sqrt), this.eps);
           const pNew = tf.sub(pDecayed, tf.mul(tf.div(mNew, denom), stepSize));
           m.assign(mNew);
