@@ -1,5 +1,6 @@
 // `npx tsx bench/fused-ops.ts [--rounds 40]`: the fused attention softmax (core/ops.ts attention:
-// scores / sqrt(hd) + mask, softmax; native/blas.cc scaledSoftmax) forward and backward at the
+// scores / sqrt(hd) + mask, softmax; native/blas.cc scaledSoftmax) and the decoder MLP's
+// silu(gate) * up (core/ops.ts siluMul; native/blas.cc siluMul), forward and backward at the
 // shapes of bench `small`, A/B in ONE process: each round times it with the addon pass and with
 // VLM_NATIVE_FUSED=0 (the tfjs chain), alternating, so that both sides see the same load on a
 // shared machine. Prints the minimum and median wall ms per call of each side, and checks that
@@ -10,7 +11,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { installFastKernels } from '../core/kernels/index.ts';
 import { nativeMatMulStatus } from '../core/kernels/native-matmul.ts';
-import { attentionBias } from '../core/ops.ts';
+import { attentionBias, silu, siluMul } from '../core/ops.ts';
 import { scaledSoftmaxNative } from '../core/kernels/native-direct.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '40' } } });
@@ -35,9 +36,18 @@ const read = (f: () => tf.Tensor) => () => {
   t.dispose();
   return v;
 };
+// `small`'s decoder MLP: gate, up [B, T, inter]
+const inter = 768;
+const gate = tf.randomNormal([B, T, inter], 0, 2);
+const up = tf.randomNormal([B, T, inter]);
+const dm = tf.randomNormal([B, T, inter]);
 const work: [string, () => Float32Array][] = [
   [`attention softmax forward [${B}, ${H}, ${T}, ${T}]`, read(() => softmaxOf(x))],
   [`attention softmax forward + backward [${B}, ${H}, ${T}, ${T}]`, read(() => tf.grads(softmaxOf)([x], dy)[0])],
+  [`silu(gate) * up forward [${B}, ${T}, ${inter}]`, read(() => siluMul(gate, up))],
+  [`silu(gate) * up forward + backward (dgate, dup) [${B}, ${T}, ${inter}]`, read(() => tf.concat(tf.grads(siluMul)([gate, up], dm)))],
+  // the path before siluMul: tf.mul(silu(gate), up), its SiLU gradient fused (activation kind 2) on the left side
+  [`tf.mul(silu(gate), up) forward + backward [${B}, ${T}, ${inter}]`, read(() => tf.concat(tf.grads((g: tf.Tensor, u: tf.Tensor) => tf.mul(silu(g), u))([gate, up], dm)))],
 ];
 
 function timed(fused: boolean, f: () => Float32Array): [number, Float32Array] {
@@ -66,4 +76,4 @@ console.log('Results identical (bit for bit) with the fused passes and with the 
 console.log('| work | fused ms, min / median | tfjs chain ms (VLM_NATIVE_FUSED=0), min / median | speed-up (median) |');
 console.log('|---|---:|---:|---:|');
 for (const r of rows) console.log(r);
-tf.dispose([x, dy, pad, bias]);
+tf.dispose([x, dy, pad, bias, gate, up, dm]);

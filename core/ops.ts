@@ -5,7 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
-import { activationNative, logSoftmaxRows, normNative, scaledSoftmaxNative } from './kernels/native-direct.ts';
+import { activationNative, logSoftmaxRows, normNative, scaledSoftmaxNative, siluMulNative } from './kernels/native-direct.ts';
 import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
@@ -152,6 +152,15 @@ export function silu(x: tf.Tensor): tf.Tensor {
     };
   });
   return op(x);
+}
+
+/**
+ * The decoder MLP's silu(gate) * up (SwiGLU): one addon pass each way when native (bit-identical:
+ * core/kernels/native-direct.ts siluMulNative), else tf.mul(silu(gate), up).
+ *   gate, up [..., inter] -> [..., inter]
+ */
+export function siluMul(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
+  return siluMulNative(gate, up) ?? tf.mul(silu(gate), up);
 }
 
 /** Softmax over the last axis. */

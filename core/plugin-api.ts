@@ -13,7 +13,7 @@ export * from './plugin.ts';
 export type * from './types.ts';
 // errors a user can act on (file, YAML path, hint)
 export { UserError, UserErrors, isUserError, type Where } from './errors.ts';
-// tensor building blocks: linear, attention (+ bias), layerNorm, rmsNorm, geluTanh, silu, heads, dropout, loss; parameters and their initialisation
+// tensor building blocks: linear, attention (+ bias), layerNorm, rmsNorm, geluTanh, silu, siluMul, heads, dropout, loss; parameters and their initialisation
 export * from './ops.ts';
 // seeded randomness: mulberry32, mixSeed, hashString, permutations, Rng
 export * from './rng.ts';

@@ -67,6 +67,12 @@
 //        those probabilities p and out the scores' gradient (dy p - sum(dy p) p) / scale, each
 //        float32 operation in the order of tf.softmax's gradient and tf.div's (the row sum in
 //        float32 from the left, as the wasm Sum kernel), so bit-identical to that chain.
+//   siluMul(g, u, dy, out, out2)
+//        the decoder MLP's silu(gate) * up (core/ops.ts siluMul) from g = gate and u = up alone:
+//        out = (g s) u with s = sigmoid(g) computed as the wasm Sigmoid kernel does (XNNPACK's
+//        algorithm, bit-identical); with dy (not null) s is recomputed, out = dgate = (dy u) (s (1 +
+//        g (1 - s))) and out2 = dup = dy (g s): the float32 operations of tf.sigmoid, tf.mul and
+//        core/ops.ts silu's chains, bit-identical to them.
 //   setThreads(n), threads(), info() -> { library, corename, config }
 #define NAPI_VERSION 8
 #define NAPI_DISABLE_CPP_EXCEPTIONS
@@ -535,7 +541,7 @@ Napi::Value NormGrad(const Napi::CallbackInfo& info) {
 
 // ---- end of RMSNorm / LayerNorm -------------------------------------------------------------------
 
-// ---- fused attention softmax (issue 16, core/ops.ts attention) ----
+// ---- fused attention softmax and SwiGLU product (issue 16, core/ops.ts attention, siluMul) ----
 
 // exp(x) for x <= 0 as XNNPACK's f32 softmax kernels compute it (the rr2_p5 algorithm of its
 // raddstoreexpminusmax micro-kernels, without FMA: the wasm SIMD build's): 2^n by the exponent
@@ -645,7 +651,69 @@ Napi::Value ScaledSoftmax(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// ---- end of the fused attention softmax ----
+// sigmoid(x) as the wasm backend's Sigmoid kernel computes it (XNNPACK's rr2_p5_div algorithm of its
+// vsigmoid micro-kernels, without FMA): e = exp(-|x|) as in ExpNonPositive (the polynomial's
+// coefficients for exp(-t)), e / (e + 1), 0 past the cutoff, 1 - that for x >= 0 (by the sign bit).
+inline float SigmoidXnn(float x) {
+  const float minusLog2e = -0x1.715476p+0f, magic = 0x1.8000FEp23f;
+  const float ln2Hi = 0x1.62E400p-1f, ln2Lo = 0x1.7F7D1Cp-20f;
+  const float c5 = -0x1.0F9F9Cp-7f, c4 = 0x1.573A1Ap-5f, c3 = -0x1.555A80p-3f, c2 = 0x1.FFFDC6p-2f, c1 = -0x1.FFFFF6p-1f;
+  const float cutoff = 0x1.5D589Ep6f;
+  const float z = std::fabs(x);
+  float n = magic + z * minusLog2e;
+  uint32_t bits;
+  std::memcpy(&bits, &n, 4);
+  bits <<= 23;
+  float s;
+  std::memcpy(&s, &bits, 4);
+  n -= magic;
+  float t = z + n * ln2Hi;
+  t = t + n * ln2Lo;
+  float p = c4 + t * c5;
+  p = c3 + t * p;
+  p = c2 + t * p;
+  p = c1 + t * p;
+  t *= s;
+  const float e = s + t * p;
+  const float f = e / (e + 1.f);
+  uint32_t fb, cb, xb;  // masks instead of branches, so the loops vectorise
+  std::memcpy(&fb, &f, 4);
+  fb &= 0u - static_cast<uint32_t>(!(z > cutoff));
+  float fm;
+  std::memcpy(&fm, &fb, 4);
+  const float cf = 1.f - fm;
+  std::memcpy(&cb, &cf, 4);
+  std::memcpy(&xb, &x, 4);
+  const uint32_t neg = 0u - (xb >> 31);
+  const uint32_t rb = (fb & neg) | (cb & ~neg);
+  float r;
+  std::memcpy(&r, &rb, 4);
+  return r;
+}
+
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 5) return Fail(env, "siluMul takes 5 arguments"), env.Undefined();
+  float *g, *u, *dy = nullptr, *out, *out2 = nullptr;
+  size_t ng, nu, nd = 0, no, no2 = 0;
+  if (!Floats(env, info[0], "g", &g, &ng) || !Floats(env, info[1], "u", &u, &nu) || !Floats(env, info[3], "out", &out, &no))
+    return env.Undefined();
+  const bool grad = !info[2].IsNull() && !info[2].IsUndefined();
+  if (grad && (!Floats(env, info[2], "dy", &dy, &nd) || !Floats(env, info[4], "out2", &out2, &no2))) return env.Undefined();
+  if (nu != ng || no != ng || (grad && (nd != ng || no2 != ng))) return Fail(env, "siluMul: arrays of different lengths"), env.Undefined();
+  if (!grad) {
+    for (size_t i = 0; i < ng; i++) out[i] = (g[i] * SigmoidXnn(g[i])) * u[i];
+  } else {
+    for (size_t i = 0; i < ng; i++) {
+      const float gi = g[i], si = SigmoidXnn(gi), di = dy[i];
+      out[i] = (di * u[i]) * (si * (1.f + gi * (1.f - si)));
+      out2[i] = di * (gi * si);
+    }
+  }
+  return env.Undefined();
+}
+
+// ---- end of the fused attention softmax and SwiGLU product ----
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifndef __APPLE__
@@ -692,6 +760,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("norm", Napi::Function::New(env, Norm));  // RMSNorm / LayerNorm
   exports.Set("normGrad", Napi::Function::New(env, NormGrad));
   exports.Set("scaledSoftmax", Napi::Function::New(env, ScaledSoftmax));
+  exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -32,6 +32,9 @@
 // forward and one backward, as a tfjs kernel of its own (VlmScaledSoftmax) so that the mask's
 // gradient, like tf.add's, is computed only when something trains the mask (never in the built-in
 // models); bit-identical to the chain (XNNPACK's exp algorithm and sum order).
+// The decoder MLP's silu(gate) * up (core/ops.ts siluMul): one pass each way, the sigmoid computed
+// in it with XNNPACK's algorithm (dgate and dup together; the tape keeps gate and up only),
+// bit-identical to tf.mul(silu(gate), up).
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
@@ -52,9 +55,9 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax' | 'siluMul'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax' || fn === 'siluMul') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   if (fn === 'norm' && process.env.VLM_NATIVE_NORM === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
@@ -315,4 +318,31 @@ export function scaledSoftmaxNative(x: tf.Tensor, scale: number, bias: tf.Tensor
   const attrs = { scale: Math.fround(scale), strides, biasShape: bias ? bias.shape : [] };
   const inputs = bias ? { x, bias } : { x };
   return tf.engine().runKernel(SCALED_SOFTMAX, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/**
+ * silu(gate) * up in one addon pass (the sigmoid computed in it as the wasm Sigmoid kernel does),
+ * and dgate, dup in one pass (the tape keeps gate and up only; the sigmoid is recomputed), bit for
+ * bit as tf.mul(core/ops.ts silu(gate), up); null when the addon is not in use or gate, up are not
+ * float32 tensors of one shape (the caller runs the chain).
+ */
+export function siluMulNative(gate: tf.Tensor, up: tf.Tensor): tf.Tensor | null {
+  const n = active('siluMul');
+  if (!n || gate.dtype !== 'float32' || up.dtype !== 'float32' || gate.size === 0 || !tf.util.arraysEqual(gate.shape, up.shape)) return null;
+  const { addon, backend } = n;
+  const op = customOp((g: tf.Tensor, u: tf.Tensor, save: tf.GradSaveFunc) => {
+    const out = uninitialised(backend, g.shape);
+    addon.siluMul(view(backend, g), view(backend, u), null, view(backend, out), null);
+    save([g, u]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor, [gg, uu]: tf.Tensor[]) => {
+        const dgate = uninitialised(backend, gg.shape);
+        const dup = uninitialised(backend, gg.shape);
+        addon.siluMul(view(backend, gg), view(backend, uu), view(backend, dy), view(backend, dgate), view(backend, dup));
+        return [dgate, dup];
+      },
+    };
+  });
+  return op(gate, up);
 }

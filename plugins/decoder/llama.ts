@@ -19,7 +19,7 @@ import * as tf from '@tensorflow/tfjs';
 import { definePlugin, type ModuleDescription } from 'nanovlm-ts/plugin-api';
 import type { Decoder, KVCache, PluginContext } from 'nanovlm-ts/plugin-api';
 import { UserError } from 'nanovlm-ts/plugin-api';
-import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, segmentBias, segmentPositions, silu, splitHeads } from 'nanovlm-ts/plugin-api';
+import { adaptedLinear, attention, attentionBias, constInit, customOp, FLOAT32_MIN, linear, maybeDropout, mergeHeads, normalInit, param, Rng, rmsNorm, segmentBias, segmentPositions, siluMul, splitHeads } from 'nanovlm-ts/plugin-api';
 import { VLM_CONFIG_DEFAULTS as D } from 'nanovlm-ts/plugin-api';
 import { backboneConfig, buildBackbone, expandBlocks, loadHubTensors, localBackboneConfig, readBackboneConfig, resolveBackbone, type HubTensor } from 'nanovlm-ts/plugin-api';
 import { blockParams, checkpointBlock, keepForRecompute, noCheckpointWithDropout } from 'nanovlm-ts/plugin-api';
@@ -336,7 +336,7 @@ export class LlamaDecoder implements Decoder {
   /** LanguageModelMLP.forward (#L175): down_proj(silu(gate_proj(x)) * up_proj(x)), [B, T, C] -> [B, T, C] */
   private mlp(h: tf.Tensor, lin: BlockLinears): tf.Tensor {
     const [gate, up] = lin.gateUp(h); // [B, T, inter] each
-    return lin.down(tf.mul(silu(gate), up));
+    return lin.down(siluMul(gate, up)); // silu(gate) * up (one fused pass each way when native)
   }
 
   /** Block i's linear maps on the parameters, RoPE as nanoVLM writes it (training, full recompute). */

@@ -1,10 +1,12 @@
-// The fused attention softmax of the native addon (core/kernels/native-direct.ts scaledSoftmaxNative;
-// native/blas.cc scaledSoftmax): softmax(x / sqrt(hd) + mask) bit for bit as the tfjs chain it
-// replaces (tf.div, tf.add, tf.softmax: XNNPACK's exp and sum order) and against a float64 reference
+// The fused attention softmax and SwiGLU product of the native addon (core/kernels/native-direct.ts
+// scaledSoftmaxNative, siluMulNative; native/blas.cc scaledSoftmax, siluMul): softmax(x / sqrt(hd)
+// + mask) bit for bit as the tfjs chain it replaces (tf.div, tf.add, tf.softmax: XNNPACK's exp and
+// sum order) and against a float64 reference
 // with the masks the models build (causal -inf, padding finfo.min, packed-row segments, a fully
 // masked row), its gradient bit for bit as the chain's and against float64, the mask's
 // gradient when something trains it, attention() with grouped-query heads and with dropout;
-// VLM_NATIVE_FUSED=0 turns it off; no leaked tensors. Skips without the addon (no compiler / OpenBLAS at `npm ci`), except in CI.
+// silu(gate) * up and its gradients bit for bit as tf.mul(silu(gate), up); VLM_NATIVE_FUSED=0 turns
+// both off; no leaked tensors. Skips without the addon (no compiler / OpenBLAS at `npm ci`), except in CI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
@@ -12,13 +14,13 @@ import { useTestBackend } from '../../helpers/backend.ts';
 import { values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus } from '../../../core/kernels/native-matmul.ts';
-import { scaledSoftmaxNative } from '../../../core/kernels/native-direct.ts';
-import { attention, attentionBias, FLOAT32_MIN, segmentBias } from '../../../core/ops.ts';
+import { scaledSoftmaxNative, siluMulNative } from '../../../core/kernels/native-direct.ts';
+import { attention, attentionBias, FLOAT32_MIN, segmentBias, silu, siluMul } from '../../../core/ops.ts';
 
 const backend = await useTestBackend();
 const addon = loadNativeBlas();
 // an addon built before native/blas.cc had these functions: rebuild it (CI always builds afresh)
-const current = addon !== null && ['scaledSoftmax'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
+const current = addon !== null && ['scaledSoftmax', 'siluMul'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
 const opts =
   backend !== 'wasm'
     ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
@@ -26,7 +28,7 @@ const opts =
       ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0 / VLM_NATIVE_FUSED=0)' }
       : current || process.env.CI === 'true'
         ? {}
-        : { skip: addon ? 'the native addon predates scaledSoftmax: npm run build:native' : `${nativeMatMulStatus()}` };
+        : { skip: addon ? 'the native addon predates scaledSoftmax / siluMul: npm run build:native' : `${nativeMatMulStatus()}` };
 
 if (!opts.skip) {
   installFastKernels('wasm');
@@ -196,12 +198,57 @@ test('attention(): grouped-query heads with the padding mask, and with dropout (
   tf.dispose([q, k, v, dy, pad, bias]);
 });
 
-test('VLM_NATIVE_FUSED=0 turns the fused attention softmax off (the chain runs)', opts, () => {
+test('siluMul: silu(gate) * up and dgate, dup bit for bit as tf.mul(silu(gate), up) (the sigmoid as tf.sigmoid), within 1e-6 of float64; no leaks', opts, () => {
+  const n = [3, 1367]; // not a multiple of any vector width
+  const gate = tf.tensor2d(values(n[0] * n[1], 31).map((v) => v * 8), n as [number, number]);
+  const up = tf.tensor2d(values(n[0] * n[1], 32).map((v) => v * 2), n as [number, number]);
+  const dy = tf.tensor2d(values(n[0] * n[1], 33), n as [number, number]);
+  const probe = siluMulNative(gate, up);
+  assert.ok(probe !== null, 'the addon runs the SwiGLU pass');
+  probe.dispose();
+  const run = (f: (g: tf.Tensor, u: tf.Tensor) => tf.Tensor) =>
+    tf.tidy(() => {
+      const { value, grads } = tf.valueAndGrads(f)([gate, up], dy);
+      return [value, ...grads].map((t) => t.dataSync().slice() as Float32Array);
+    });
+  const before = tf.memory().numTensors;
+  const [native, tfjs] = nativeAndTfjs(() => run(siluMul));
+  assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+  assert.deepEqual(native, tfjs, 'value, dgate, dup as the tfjs chain');
+  assert.deepEqual(native, run((g, u) => tf.mul(silu(g), u)), 'and as the chain with the native SiLU gradient');
+  const [G, U, D] = [gate, up, dy].map((t) => t.dataSync());
+  let worst = 0;
+  for (let i = 0; i < G.length; i++) {
+    const s = 1 / (1 + Math.exp(-G[i]));
+    const want = [G[i] * s * U[i], D[i] * U[i] * s * (1 + G[i] * (1 - s)), D[i] * G[i] * s];
+    for (let k = 0; k < 3; k++) worst = Math.max(worst, Math.abs(native[k][i] - want[k]) / Math.max(1, Math.abs(want[k])));
+  }
+  assert.ok(worst <= 1e-6, `vs float64 ${worst}`);
+  // the sigmoid inside the pass is the wasm Sigmoid kernel's, also at its edges (0, -0, +-inf, NaN, the cutoff, denormal results)
+  const edges = tf.tensor2d([0, -0, Infinity, -Infinity, NaN, 87, -87, 87.34, -87.34, 88, -88, 1e-30, -1e-30, 20, -20, 104, -104], [1, 17]);
+  const ones = tf.onesLike(edges);
+  const edgeRun = () =>
+    tf.tidy(() => {
+      const { value, grads } = tf.valueAndGrads((g: tf.Tensor, u: tf.Tensor) => siluMul(g, u))([edges, ones], ones);
+      return [value, ...grads].map((t) => t.dataSync().slice() as Float32Array);
+    });
+  const [fused, chain] = nativeAndTfjs(edgeRun);
+  assert.deepEqual(fused, chain, 'edge values and their gradients as the chain');
+  tf.dispose([edges, ones]);
+  // without a tape (generation): the forward alone, the same values
+  assert.deepEqual(tf.tidy(() => siluMul(gate, up).dataSync().slice()), native[0]);
+  const narrower = up.slice([0, 0], [3, 1366]);
+  assert.equal(siluMulNative(gate, narrower), null, 'different shapes: the chain');
+  tf.dispose([gate, up, dy, narrower]);
+});
+
+test('VLM_NATIVE_FUSED=0 turns the fused attention softmax and SwiGLU product off (the chains run)', opts, () => {
   const x = tf.ones([1, 1, 2, 2]);
   const prev = process.env.VLM_NATIVE_FUSED;
   process.env.VLM_NATIVE_FUSED = '0';
   try {
     assert.equal(scaledSoftmaxNative(x, 1, null), null);
+    assert.equal(siluMulNative(x, x), null);
   } finally {
     if (prev === undefined) delete process.env.VLM_NATIVE_FUSED;
     else process.env.VLM_NATIVE_FUSED = prev;
