@@ -301,12 +301,16 @@ function registerScaledSoftmax(): void {
   });
 }
 
+/** true when attention's softmax runs as the fused pass (core/train/memory.ts: its tape keeps less) */
+export function fusedAttentionActive(): boolean {
+  return active('scaledSoftmax') !== null;
+}
+
 /**
  * softmax(x / scale + bias) over the last axis of the attention scores x [B, H, Tq, Tk] (bias: the
- * additive mask, broadcastable to x without growing it, or null) in one addon pass each way; the
- * division and sum as the tfjs chain tf.softmax(tf.add(tf.div(x, scale), bias)) (its values differ
- * from XNNPACK's Softmax by its exp approximation: within a few float32 ulps), the gradient bit for
- * bit as the chain's from the same probabilities. Dropout on the result stays a tfjs op after it.
+ * additive mask, broadcastable to x without growing it, or null) in one addon pass each way, bit
+ * for bit as the tfjs chain tf.softmax(tf.add(tf.div(x, scale), bias)) and its gradient (XNNPACK's
+ * exp algorithm and sum order). Dropout on the result stays a tfjs op after it.
  * null when the addon is not in use or a tensor is not float32 (the caller runs the chain).
  */
 export function scaledSoftmaxNative(x: tf.Tensor, scale: number, bias: tf.Tensor | null): tf.Tensor | null {

@@ -9,6 +9,9 @@
 //                                   (saved inputs/outputs of the linear maps, norms, activations
 //                                   and the attention probabilities):
 //                                     per token: ~20 x width + 12 x MLP width, per head: 6 x length^2
+//                                   (4 x length^2 with the fused attention softmax of the native
+//                                   addon: its tape keeps the scores and probabilities only, not the
+//                                   scaled and masked scores of the tfjs chain)
 //                                   (the tape's saved tensors and, at the peak of the backward pass,
 //                                   the gradients flowing through them)
 //                                   with train.activation_checkpointing only each block's input, plus
@@ -23,6 +26,7 @@
 // checks the estimate against measured peaks); it is an estimate (within ~30%), used to refuse a
 // run that cannot fit before it starts, and to explain an out-of-memory abort when one happens.
 import { UserError } from '../errors.ts';
+import { fusedAttentionActive } from '../kernels/native-direct.ts';
 import type { Optimizer } from '../types.ts';
 
 /** The wasm backend's heap limit: emscripten getHeapMax() of tfjs-backend-wasm 4.22 (4 GiB - 64 KiB). */
@@ -72,13 +76,15 @@ export interface EstimateOptions {
   optimizerState: { backend: number; host: number };
   /** image tokens as placeholders: the tiles the vision encoder sees per row (placeholderTiles); absent: one image, its tokens before the text */
   tilesPerRow?: number;
+  /** attention's softmax runs as one native pass (core/kernels/native-direct.ts fusedAttentionActive): 4 instead of 6 length^2 tensors a head */
+  fusedAttention?: boolean;
 }
 
 const F32 = 4;
 
 /** bytes the gradient tape keeps for one block over one sample of `tokens` positions */
-function blockBytes(tokens: number, width: number, mlp: number, heads: number): number {
-  return F32 * (tokens * (20 * width + 12 * mlp) + 6 * heads * tokens * tokens);
+function blockBytes(tokens: number, width: number, mlp: number, heads: number, perHead: number): number {
+  return F32 * (tokens * (20 * width + 12 * mlp) + perHead * heads * tokens * tokens);
 }
 
 export function estimateTrainingMemory(c: ShapeConfig, o: EstimateOptions): MemoryEstimate {
@@ -88,8 +94,9 @@ export function estimateTrainingMemory(c: ShapeConfig, o: EstimateOptions): Memo
   const placeholders = o.tilesPerRow !== undefined;
   const Tl = placeholders ? c.lm_max_length : Ni + c.lm_max_length;
   const tiles = B * (placeholders ? o.tilesPerRow! : 1); // images through the vision encoder
-  const vBlock = tiles * blockBytes(Tv, c.vit_hidden_dim, c.vit_inter_dim, c.vit_n_heads);
-  const lBlock = B * blockBytes(Tl, c.lm_hidden_dim, c.lm_inter_dim, c.lm_n_heads);
+  const perHead = o.fusedAttention ? 4 : 6; // length^2 tensors the tape keeps per attention head
+  const vBlock = tiles * blockBytes(Tv, c.vit_hidden_dim, c.vit_inter_dim, c.vit_n_heads, perHead);
+  const lBlock = B * blockBytes(Tl, c.lm_hidden_dim, c.lm_inter_dim, c.lm_n_heads, perHead);
   const full = c.vit_n_blocks * vBlock + c.lm_n_blocks * lBlock;
   // checkpointed: each block's input, plus one block's tape and its gradients during the recomputation
   const inputs = F32 * (tiles * c.vit_n_blocks * Tv * c.vit_hidden_dim + B * c.lm_n_blocks * Tl * c.lm_hidden_dim);
@@ -211,6 +218,7 @@ export function trainingMemory(
     clipping: o.clipping,
     optimizerState: optimizer.stateBytes?.() ?? { backend: 8 * trainable, host: 0 },
     tilesPerRow: o.tilesPerRow,
+    fusedAttention: o.backend === 'wasm' && fusedAttentionActive(),
   });
   const limit = backendLimit(o.backend);
   return { estimate, limit, fits: limit === null || estimate.total <= limit };

@@ -14,7 +14,9 @@ import { useTestBackend } from '../../helpers/backend.ts';
 import { values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus } from '../../../core/kernels/native-matmul.ts';
-import { scaledSoftmaxNative, siluMulNative } from '../../../core/kernels/native-direct.ts';
+import { fusedAttentionActive, scaledSoftmaxNative, siluMulNative } from '../../../core/kernels/native-direct.ts';
+import { estimateTrainingMemory, type ShapeConfig } from '../../../core/train/memory.ts';
+import { VLM_CONFIG_DEFAULTS } from '../../../core/model/config.ts';
 import { attention, attentionBias, FLOAT32_MIN, segmentBias, silu, siluMul } from '../../../core/ops.ts';
 
 const backend = await useTestBackend();
@@ -248,6 +250,7 @@ test('VLM_NATIVE_FUSED=0 turns the fused attention softmax and SwiGLU product of
   process.env.VLM_NATIVE_FUSED = '0';
   try {
     assert.equal(scaledSoftmaxNative(x, 1, null), null);
+    assert.equal(fusedAttentionActive(), false, 'the memory estimate counts the chain\'s tape');
     assert.equal(siluMulNative(x, x), null);
   } finally {
     if (prev === undefined) delete process.env.VLM_NATIVE_FUSED;
@@ -258,4 +261,16 @@ test('VLM_NATIVE_FUSED=0 turns the fused attention softmax and SwiGLU product of
   assert.ok(y !== null, 'on again');
   assert.deepEqual(Array.from(y.dataSync()), [0.5, 0.5, 0.5, 0.5]);
   tf.dispose([x, y, mask]);
+});
+
+test('the memory estimate counts 2 fewer length^2 tensors a head with the fused softmax (what its tape no longer keeps)', opts, () => {
+  assert.equal(fusedAttentionActive(), true);
+  const c = VLM_CONFIG_DEFAULTS as unknown as ShapeConfig;
+  const base = { batchSize: 2, totalParams: 1, trainableParams: 1, largestParam: 1, checkpoint: false, optimizerState: { backend: 0, host: 0 } };
+  const chain = estimateTrainingMemory(c, base).activations;
+  const fused = estimateTrainingMemory(c, { ...base, fusedAttention: true }).activations;
+  const Tv = (c.vit_img_size / c.vit_patch_size) ** 2;
+  const Tl = Tv / c.mp_pixel_shuffle_factor ** 2 + c.lm_max_length;
+  const perHead = (T: number, heads: number, blocks: number) => 2 * 4 * blocks * heads * T * T * base.batchSize;
+  assert.equal(chain - fused, perHead(Tv, c.vit_n_heads, c.vit_n_blocks) + perHead(Tl, c.lm_n_heads, c.lm_n_blocks));
 });
