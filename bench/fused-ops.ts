@@ -1,7 +1,8 @@
 // `npx tsx bench/fused-ops.ts [--rounds 40]`: the fused attention softmax (core/ops.ts attention:
 // scores / sqrt(hd) + mask, softmax; native/blas.cc scaledSoftmax) and the decoder MLP's
-// silu(gate) * up (core/ops.ts siluMul; native/blas.cc siluMul), forward and backward at the
-// shapes of bench `small`, A/B in ONE process: each round times it with the addon pass and with
+// silu(gate) * up (core/ops.ts siluMul; native/blas.cc siluMul) and the ViT MLP's GELU (core/ops.ts
+// geluTanh; native/blas.cc gelu), forward and backward at the shapes of bench `small`, A/B in ONE
+// process: each round times it with the addon pass and with
 // VLM_NATIVE_FUSED=0 (the tfjs chain), alternating, so that both sides see the same load on a
 // shared machine. Prints the minimum and median wall ms per call of each side, and checks that
 // both give the same numbers.
@@ -11,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { installFastKernels } from '../core/kernels/index.ts';
 import { nativeMatMulStatus } from '../core/kernels/native-matmul.ts';
-import { attentionBias, silu, siluMul } from '../core/ops.ts';
+import { attentionBias, geluTanh, silu, siluMul } from '../core/ops.ts';
 import { scaledSoftmaxNative } from '../core/kernels/native-direct.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '40' } } });
@@ -36,8 +37,11 @@ const read = (f: () => tf.Tensor) => () => {
   t.dispose();
   return v;
 };
+const inter = 768; // both MLPs' inner width in `small`
+// `small`'s ViT MLP: fc1's output [B, patches, inter] through GELU
+const h = tf.randomNormal([B, 64, inter], 0, 2);
+const dh = tf.randomNormal([B, 64, inter]);
 // `small`'s decoder MLP: gate, up [B, T, inter]
-const inter = 768;
 const gate = tf.randomNormal([B, T, inter], 0, 2);
 const up = tf.randomNormal([B, T, inter]);
 const dm = tf.randomNormal([B, T, inter]);
@@ -46,6 +50,8 @@ const work: [string, () => Float32Array][] = [
   [`attention softmax forward + backward [${B}, ${H}, ${T}, ${T}]`, read(() => tf.grads(softmaxOf)([x], dy)[0])],
   [`silu(gate) * up forward [${B}, ${T}, ${inter}]`, read(() => siluMul(gate, up))],
   [`silu(gate) * up forward + backward (dgate, dup) [${B}, ${T}, ${inter}]`, read(() => tf.concat(tf.grads(siluMul)([gate, up], dm)))],
+  [`geluTanh forward [${B}, 64, ${inter}]`, read(() => geluTanh(h))],
+  [`geluTanh forward + backward [${B}, 64, ${inter}]`, read(() => tf.grads(geluTanh)([h], dh)[0])],
   // the path before siluMul: tf.mul(silu(gate), up), its SiLU gradient fused (activation kind 2) on the left side
   [`tf.mul(silu(gate), up) forward + backward [${B}, ${T}, ${inter}]`, read(() => tf.concat(tf.grads((g: tf.Tensor, u: tf.Tensor) => tf.mul(silu(g), u))([gate, up], dm)))],
 ];
@@ -76,4 +82,4 @@ console.log('Results identical (bit for bit) with the fused passes and with the 
 console.log('| work | fused ms, min / median | tfjs chain ms (VLM_NATIVE_FUSED=0), min / median | speed-up (median) |');
 console.log('|---|---:|---:|---:|');
 for (const r of rows) console.log(r);
-tf.dispose([x, dy, pad, bias, gate, up, dm]);
+tf.dispose([x, dy, pad, bias, gate, up, dm, h, dh]);

@@ -5,7 +5,7 @@
 // Also the seeded host-side RNG used to initialise parameters as nanoVLM does.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from './rng.ts';
-import { activationNative, logSoftmaxRows, normNative, scaledSoftmaxNative, siluMulNative } from './kernels/native-direct.ts';
+import { activationNative, geluNative, logSoftmaxRows, normNative, scaledSoftmaxNative, siluMulNative } from './kernels/native-direct.ts';
 import type { Module } from './types.ts';
 
 /** y = x W^T + b for x [..., in], W [out, in], b [out] -> [..., out] (torch.nn.Linear). */
@@ -121,6 +121,9 @@ const GELU_CUBIC = 0.044715;
  *   dy/dx = s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2), s = sigmoid(2u)
  */
 export function geluTanh(x: tf.Tensor): tf.Tensor {
+  // the whole function in one addon pass each way when native, the tape keeping x only (bit-identical)
+  const fused = geluNative(x, GELU_CUBIC, 2 * SQRT_2_OVER_PI, 3 * GELU_CUBIC);
+  if (fused) return fused;
   const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
     // the elementwise chains: one addon pass each when native (bit-identical: core/kernels/native-direct.ts)
     const u2 = activationNative(0, x_, null, null, GELU_CUBIC, 2 * SQRT_2_OVER_PI) ?? tf.mul(tf.add(x_, tf.mul(tf.mul(tf.mul(x_, x_), x_), GELU_CUBIC)), 2 * SQRT_2_OVER_PI); // 2u

@@ -73,6 +73,11 @@
 //        algorithm, bit-identical); with dy (not null) s is recomputed, out = dgate = (dy u) (s (1 +
 //        g (1 - s))) and out2 = dup = dy (g s): the float32 operations of tf.sigmoid, tf.mul and
 //        core/ops.ts silu's chains, bit-identical to them.
+//   gelu(x, dy, out, c1, c2, c3)
+//        core/ops.ts geluTanh (the ViT MLP) in one pass: out = x sigmoid((x + x^3 c1) c2), the
+//        sigmoid as the wasm Sigmoid kernel computes it; with dy (not null) out = its gradient with
+//        the sigmoid recomputed (activation kind 1's formula): bit-identical to the chain of
+//        activation kind 0, tf.sigmoid, tf.mul and kind 1, from x alone.
 //   setThreads(n), threads(), info() -> { library, corename, config }
 #define NAPI_VERSION 8
 #define NAPI_DISABLE_CPP_EXCEPTIONS
@@ -541,13 +546,13 @@ Napi::Value NormGrad(const Napi::CallbackInfo& info) {
 
 // ---- end of RMSNorm / LayerNorm -------------------------------------------------------------------
 
-// ---- fused attention softmax and SwiGLU product (issue 16, core/ops.ts attention, siluMul) ----
+// ---- fused attention softmax, SwiGLU product and GELU (issue 16, core/ops.ts attention, siluMul, geluTanh) ----
 
 // exp(x) for x <= 0 as XNNPACK's f32 softmax kernels compute it (the rr2_p5 algorithm of its
 // raddstoreexpminusmax micro-kernels, without FMA: the wasm SIMD build's): 2^n by the exponent
 // bits, a degree-5 polynomial on the reduced argument, 0 below the denormal cutoff, NaN for NaN.
 // Written as plain float operations so that the compiler vectorises the loop (std::exp does not).
-inline float ExpNonPositive(float x) {
+__attribute__((always_inline)) inline float ExpNonPositive(float x) {
   const float log2e = 0x1.715476p+0f, magic = 0x1.8000FEp23f;
   const float minusLn2Hi = -0x1.62E400p-1f, minusLn2Lo = -0x1.7F7D1Cp-20f;
   const float c5 = 0x1.0F9F9Cp-7f, c4 = 0x1.573A1Ap-5f, c3 = 0x1.555A80p-3f, c2 = 0x1.FFFDC6p-2f, c1 = 0x1.FFFFF6p-1f;
@@ -654,7 +659,8 @@ Napi::Value ScaledSoftmax(const Napi::CallbackInfo& info) {
 // sigmoid(x) as the wasm backend's Sigmoid kernel computes it (XNNPACK's rr2_p5_div algorithm of its
 // vsigmoid micro-kernels, without FMA): e = exp(-|x|) as in ExpNonPositive (the polynomial's
 // coefficients for exp(-t)), e / (e + 1), 0 past the cutoff, 1 - that for x >= 0 (by the sign bit).
-inline float SigmoidXnn(float x) {
+// always inlined: a call inside the loops would keep them from vectorising
+__attribute__((always_inline)) inline float SigmoidXnn(float x) {
   const float minusLog2e = -0x1.715476p+0f, magic = 0x1.8000FEp23f;
   const float ln2Hi = 0x1.62E400p-1f, ln2Lo = 0x1.7F7D1Cp-20f;
   const float c5 = -0x1.0F9F9Cp-7f, c4 = 0x1.573A1Ap-5f, c3 = -0x1.555A80p-3f, c2 = 0x1.FFFDC6p-2f, c1 = -0x1.FFFFF6p-1f;
@@ -713,7 +719,35 @@ Napi::Value SiluMul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// ---- end of the fused attention softmax and SwiGLU product ----
+// GELU (tanh approximation) as core/ops.ts geluTanh's chain computes it: 2u = (x + ((x x) x) c1) c2
+// (activation kind 0), s = sigmoid(2u) as SigmoidXnn, y = x s; the gradient as activation kind 1
+// from s recomputed: dy (s + (x (s (1 - s))) (((x x) c3 + 1) c2)).
+Napi::Value Gelu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 6) return Fail(env, "gelu takes 6 arguments"), env.Undefined();
+  float *x, *dy = nullptr, *out;
+  size_t nx, nd = 0, no;
+  if (!Floats(env, info[0], "x", &x, &nx) || !Floats(env, info[2], "out", &out, &no)) return env.Undefined();
+  const bool grad = !info[1].IsNull() && !info[1].IsUndefined();
+  if (grad && !Floats(env, info[1], "dy", &dy, &nd)) return env.Undefined();
+  if (no != nx || (grad && nd != nx)) return Fail(env, "gelu: arrays of different lengths"), env.Undefined();
+  const float c1 = info[3].ToNumber().FloatValue(), c2 = info[4].ToNumber().FloatValue(), c3 = info[5].ToNumber().FloatValue();
+  if (!grad) {
+    for (size_t i = 0; i < nx; i++) {
+      const float xi = x[i];
+      out[i] = xi * SigmoidXnn((xi + ((xi * xi) * xi) * c1) * c2);
+    }
+  } else {
+    for (size_t i = 0; i < nx; i++) {
+      const float xi = x[i], si = SigmoidXnn((xi + ((xi * xi) * xi) * c1) * c2);
+      const float du2 = ((xi * xi) * c3 + 1.f) * c2;
+      out[i] = dy[i] * (si + (xi * (si * (1.f - si))) * du2);
+    }
+  }
+  return env.Undefined();
+}
+
+// ---- end of the fused attention softmax, SwiGLU product and GELU ----
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 #ifndef __APPLE__
@@ -761,6 +795,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("normGrad", Napi::Function::New(env, NormGrad));
   exports.Set("scaledSoftmax", Napi::Function::New(env, ScaledSoftmax));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("gelu", Napi::Function::New(env, Gelu));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -35,6 +35,7 @@
 // The decoder MLP's silu(gate) * up (core/ops.ts siluMul): one pass each way, the sigmoid computed
 // in it with XNNPACK's algorithm (dgate and dup together; the tape keeps gate and up only),
 // bit-identical to tf.mul(silu(gate), up).
+// GELU (core/ops.ts geluTanh) likewise in one pass each way, the tape keeping x alone.
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
@@ -55,9 +56,9 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax' | 'siluMul'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax' | 'siluMul' | 'gelu'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax' || fn === 'siluMul') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax' || fn === 'siluMul' || fn === 'gelu') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   if (fn === 'norm' && process.env.VLM_NATIVE_NORM === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
@@ -349,4 +350,31 @@ export function siluMulNative(gate: tf.Tensor, up: tf.Tensor): tf.Tensor | null 
     };
   });
   return op(gate, up);
+}
+
+/**
+ * core/ops.ts geluTanh (x sigmoid(2u), 2u = (x + x^3 c1) c2) in one addon pass, the sigmoid computed
+ * in it as the wasm Sigmoid kernel does, and its gradient in one pass (the tape keeps x only; the
+ * sigmoid is recomputed), bit for bit as geluTanh's chain; null when the addon is not in use or x
+ * is not float32 (the caller runs the chain). c3 is the gradient's 3 c1.
+ */
+export function geluNative(x: tf.Tensor, c1: number, c2: number, c3: number): tf.Tensor | null {
+  const n = active('gelu');
+  if (!n || x.dtype !== 'float32' || x.size === 0) return null;
+  const { addon, backend } = n;
+  const [f1, f2, f3] = [c1, c2, c3].map(Math.fround);
+  const op = customOp((x_: tf.Tensor, save: tf.GradSaveFunc) => {
+    const out = uninitialised(backend, x_.shape);
+    addon.gelu(view(backend, x_), null, view(backend, out), f1, f2, f3);
+    save([x_]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor, [xx]: tf.Tensor[]) => {
+        const dx = uninitialised(backend, xx.shape);
+        addon.gelu(view(backend, xx), view(backend, dy), view(backend, dx), f1, f2, f3);
+        return dx;
+      },
+    };
+  });
+  return op(x);
 }

@@ -43,6 +43,7 @@ export interface NativeBlas {
   normGrad(kind: number, x: Float32Array, w: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, db: Float32Array | null, rows: number, C: number, eps: number): void;
   scaledSoftmax(x: Float32Array, bias: Float32Array | null, out: Float32Array, dy: Float32Array | null, B: number, H: number, Tq: number, Tk: number, scale: number, sb: number, sh: number, sq: number, sk: number): void;
   siluMul(g: Float32Array, u: Float32Array, dy: Float32Array | null, out: Float32Array, out2: Float32Array | null): void;
+  gelu(x: Float32Array, dy: Float32Array | null, out: Float32Array, c1: number, c2: number, c3: number): void;
   setThreads(n: number): void;
   threads(): number;
   info(): { library: string; corename: string; config: string };

@@ -5,8 +5,8 @@
 // with the masks the models build (causal -inf, padding finfo.min, packed-row segments, a fully
 // masked row), its gradient bit for bit as the chain's and against float64, the mask's
 // gradient when something trains it, attention() with grouped-query heads and with dropout;
-// silu(gate) * up and its gradients bit for bit as tf.mul(silu(gate), up); VLM_NATIVE_FUSED=0 turns
-// both off; no leaked tensors. Skips without the addon (no compiler / OpenBLAS at `npm ci`), except in CI.
+// silu(gate) * up and its gradients bit for bit as tf.mul(silu(gate), up), GELU (geluTanh) in one
+// pass bit for bit as its chain; VLM_NATIVE_FUSED=0 turns them off; no leaked tensors. Skips without the addon (no compiler / OpenBLAS at `npm ci`), except in CI.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
@@ -14,15 +14,15 @@ import { useTestBackend } from '../../helpers/backend.ts';
 import { values } from '../../helpers/matmul-reference.ts';
 import { installFastKernels } from '../../../core/kernels/index.ts';
 import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus } from '../../../core/kernels/native-matmul.ts';
-import { fusedAttentionActive, scaledSoftmaxNative, siluMulNative } from '../../../core/kernels/native-direct.ts';
+import { fusedAttentionActive, geluNative, scaledSoftmaxNative, siluMulNative } from '../../../core/kernels/native-direct.ts';
 import { estimateTrainingMemory, type ShapeConfig } from '../../../core/train/memory.ts';
 import { VLM_CONFIG_DEFAULTS } from '../../../core/model/config.ts';
-import { attention, attentionBias, FLOAT32_MIN, segmentBias, silu, siluMul } from '../../../core/ops.ts';
+import { attention, attentionBias, FLOAT32_MIN, geluTanh, segmentBias, silu, siluMul } from '../../../core/ops.ts';
 
 const backend = await useTestBackend();
 const addon = loadNativeBlas();
 // an addon built before native/blas.cc had these functions: rebuild it (CI always builds afresh)
-const current = addon !== null && ['scaledSoftmax', 'siluMul'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
+const current = addon !== null && ['scaledSoftmax', 'siluMul', 'gelu'].every((f) => typeof (addon as unknown as Record<string, unknown>)[f] === 'function');
 const opts =
   backend !== 'wasm'
     ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
@@ -30,7 +30,7 @@ const opts =
       ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0 / VLM_NATIVE_FUSED=0)' }
       : current || process.env.CI === 'true'
         ? {}
-        : { skip: addon ? 'the native addon predates scaledSoftmax / siluMul: npm run build:native' : `${nativeMatMulStatus()}` };
+        : { skip: addon ? 'the native addon predates scaledSoftmax / siluMul / gelu: npm run build:native' : `${nativeMatMulStatus()}` };
 
 if (!opts.skip) {
   installFastKernels('wasm');
@@ -244,7 +244,35 @@ test('siluMul: silu(gate) * up and dgate, dup bit for bit as tf.mul(silu(gate), 
   tf.dispose([gate, up, dy, narrower]);
 });
 
-test('VLM_NATIVE_FUSED=0 turns the fused attention softmax and SwiGLU product off (the chains run)', opts, () => {
+test('geluTanh in one pass: value and gradient bit for bit as its tfjs chain (and as the chain with the activation passes), edges included; no leaks', opts, () => {
+  const x = tf.tensor2d([...values(4099, 41).map((v) => v * 7), 0, -0, Infinity, -Infinity, NaN, 10, -10, 40, -40, 1e-30], [1, 4109]);
+  const dy = tf.tensor2d(values(4109, 42), [1, 4109]);
+  const probe = geluNative(x, 0.044715, 1, 1);
+  assert.ok(probe !== null, 'the addon runs the GELU pass');
+  probe.dispose();
+  const run = () =>
+    tf.tidy(() => {
+      const { value, grads } = tf.valueAndGrads((a: tf.Tensor) => geluTanh(a))([x], dy);
+      return [value, grads[0]].map((t) => t.dataSync().slice() as Float32Array);
+    });
+  const before = tf.memory().numTensors;
+  const [fused, chain] = nativeAndTfjs(run);
+  assert.equal(tf.memory().numTensors, before, 'no leaked tensors');
+  assert.deepEqual(fused, chain, 'value and gradient as the tfjs chain');
+  assert.deepEqual(tf.tidy(() => geluTanh(x).dataSync().slice() as Float32Array), fused[0], 'without a tape: the same values');
+  const X = x.dataSync();
+  let worst = 0;
+  const c = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < 4099; i++) {
+    const v = X[i];
+    const want = 0.5 * v * (1 + Math.tanh(c * (v + 0.044715 * v ** 3)));
+    worst = Math.max(worst, Math.abs(fused[0][i] - want) / Math.max(1, Math.abs(want)));
+  }
+  assert.ok(worst <= 1e-5, `vs float64 ${worst}`);
+  tf.dispose([x, dy]);
+});
+
+test('VLM_NATIVE_FUSED=0 turns the fused attention softmax, SwiGLU product and GELU off (the chains run)', opts, () => {
   const x = tf.ones([1, 1, 2, 2]);
   const prev = process.env.VLM_NATIVE_FUSED;
   process.env.VLM_NATIVE_FUSED = '0';
@@ -252,6 +280,7 @@ test('VLM_NATIVE_FUSED=0 turns the fused attention softmax and SwiGLU product of
     assert.equal(scaledSoftmaxNative(x, 1, null), null);
     assert.equal(fusedAttentionActive(), false, 'the memory estimate counts the chain\'s tape');
     assert.equal(siluMulNative(x, x), null);
+    assert.equal(geluNative(x, 1, 1, 1), null);
   } finally {
     if (prev === undefined) delete process.env.VLM_NATIVE_FUSED;
     else process.env.VLM_NATIVE_FUSED = prev;
