@@ -29,8 +29,10 @@ const opts =
         ? {}
         : { skip: addon ? 'the native addon predates norm / normGrad: npm run build:native' : `${nativeMatMulStatus()}` };
 
-installFastKernels('wasm');
-installNativeMatMul('wasm');
+if (backend === 'wasm') {
+  installFastKernels('wasm');
+  installNativeMatMul('wasm');
+}
 
 /** f() with the native kernels, then with the tfjs ones (the addon uninstalled) */
 function nativeAndTfjs<T>(f: () => T): [T, T] {
