@@ -5,7 +5,7 @@
 //                         transposes the reduced axes to the end first (a copy, ~5 ns/element); a
 //                         row-by-row accumulation on the heap reads x once; with the native addon
 //                         in use (native-kernels.ts) the same accumulation in C (native/blas.cc
-//                         columnSums: the same order, so the same values, 7-13x faster than the JS loop).
+//                         columnSums: the same order, so the same values, 2.5-5x faster than the JS loop).
 import * as tf from '@tensorflow/tfjs';
 import { heapView, stock, type KernelArgs, type TensorInfo } from './wasm.ts';
 import { nativeKernels } from './native-kernels.ts';
@@ -51,6 +51,15 @@ export function sum(args: KernelArgs): TensorInfo {
 /** out[j] = sum_r x[r, j] of x [rows, inner], a float64 accumulator per column, rows in order */
 export function columnSumsJs(xs: Float32Array, out: Float32Array, rows: number, inner: number): void {
   const acc = new Float64Array(inner);
-  for (let r = 0, base = 0; r < rows; r++, base += inner) for (let j = 0; j < inner; j++) acc[j] += xs[base + j];
+  let r = 0;
+  // four rows per sweep (one load and store of the accumulator instead of four), still added in row order
+  for (; r + 4 <= rows; r += 4) {
+    const b0 = r * inner;
+    const b1 = b0 + inner;
+    const b2 = b1 + inner;
+    const b3 = b2 + inner;
+    for (let j = 0; j < inner; j++) acc[j] = acc[j] + xs[b0 + j] + xs[b1 + j] + xs[b2 + j] + xs[b3 + j];
+  }
+  for (; r < rows; r++) for (let j = 0, b = r * inner; j < inner; j++) acc[j] += xs[b + j];
   out.set(acc);
 }
