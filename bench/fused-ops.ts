@@ -1,21 +1,26 @@
-// `npx tsx bench/fused-ops.ts [--rounds 40]`: the fused attention softmax (core/ops.ts attention:
-// scores / sqrt(hd) + mask, softmax; native/blas.cc scaledSoftmax) and the decoder MLP's
+// `npx tsx bench/fused-ops.ts [--rounds 40] [--steps 10]`: the fused attention softmax (core/ops.ts
+// attention: scores / sqrt(hd) + mask, softmax; native/blas.cc scaledSoftmax), the decoder MLP's
 // silu(gate) * up (core/ops.ts siluMul; native/blas.cc siluMul) and the ViT MLP's GELU (core/ops.ts
 // geluTanh; native/blas.cc gelu), forward and backward at the shapes of bench `small`, A/B in ONE
-// process: each round times it with the addon pass and with
-// VLM_NATIVE_FUSED=0 (the tfjs chain), alternating, so that both sides see the same load on a
-// shared machine. Prints the minimum and median wall ms per call of each side, and checks that
-// both give the same numbers.
+// process: each round times it with the addon pass and with VLM_NATIVE_FUSED=0 (the tfjs chain),
+// alternating, so that both sides see the same load on a shared machine. Prints the minimum and
+// median wall ms per call of each side, and checks that both give the same numbers. Then one
+// `small` training step (trainStep, as `vlm bench`), CPU and wall ms, with these three passes and
+// with VLM_NATIVE_ATTN_MLP=0 (only they off, every other pass native), alternating.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { benchSetup } from './setup.ts';
+import { trainStep } from '../core/train/step.ts';
 import { installFastKernels } from '../core/kernels/index.ts';
 import { nativeMatMulStatus } from '../core/kernels/native-matmul.ts';
 import { attentionBias, geluTanh, silu, siluMul } from '../core/ops.ts';
 import { scaledSoftmaxNative } from '../core/kernels/native-direct.ts';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '40' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '40' }, steps: { type: 'string', default: '10' } } });
 await tf.setBackend('wasm');
 await tf.ready();
 installFastKernels('wasm');
@@ -77,9 +82,35 @@ for (const [label, f] of work) {
   for (let r = 0; r < rounds; r++) for (const side of [0, 1]) ms[side].push(timed(side === 0, f)[0]);
   rows.push(`| ${label} | ${Math.min(...ms[0]).toFixed(2)} / ${med(ms[0]).toFixed(2)} | ${Math.min(...ms[1]).toFixed(2)} / ${med(ms[1]).toFixed(2)} | ${(med(ms[1]) / med(ms[0])).toFixed(2)}× |`);
 }
+// one training step of `small`, the three passes on / off (VLM_NATIVE_ATTN_MLP=0), alternating
+tf.dispose([x, dy, pad, bias, gate, up, dm, h, dh]);
+const { model, optimizer, host } = await benchSetup(join(dirname(fileURLToPath(import.meta.url)), '..', 'recipes', 'bench', 'small.yaml'), { backend: 'wasm', threads: 1, defaultBatch: 8 });
+const step = async (on: boolean): Promise<[number, number]> => {
+  if (on) delete process.env.VLM_NATIVE_ATTN_MLP;
+  else process.env.VLM_NATIVE_ATTN_MLP = '0';
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await trainStep(model, optimizer, [host], { maxGradNorm: 1 });
+  const wall = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  delete process.env.VLM_NATIVE_ATTN_MLP;
+  return [(c.user + c.system) / 1000, wall];
+};
+for (const on of [true, false, true, false]) await step(on); // warm-up of both
+const cpu: [number[], number[]] = [[], []];
+const wall: [number[], number[]] = [[], []];
+for (let r = 0; r < Number(values.steps); r++)
+  for (const side of [0, 1]) {
+    const [c, w] = await step(side === 0);
+    cpu[side].push(c);
+    wall[side].push(w);
+  }
+rows.push(`| one \`small\` training step: CPU ms | ${Math.min(...cpu[0]).toFixed(0)} / ${med(cpu[0]).toFixed(0)} | ${Math.min(...cpu[1]).toFixed(0)} / ${med(cpu[1]).toFixed(0)} (VLM_NATIVE_ATTN_MLP=0) | ${(med(cpu[1]) / med(cpu[0])).toFixed(2)}× |`);
+rows.push(`| one \`small\` training step: wall ms | ${Math.min(...wall[0]).toFixed(0)} / ${med(wall[0]).toFixed(0)} | ${Math.min(...wall[1]).toFixed(0)} / ${med(wall[1]).toFixed(0)} (VLM_NATIVE_ATTN_MLP=0) | ${(med(wall[1]) / med(wall[0])).toFixed(2)}× |`);
+optimizer.dispose();
+model.dispose();
 console.log(`${nativeMatMulStatus()} · ${rounds} rounds · load ${loadBefore} → ${load()} · ${new Date().toISOString()}`);
 console.log('Results identical (bit for bit) with the fused passes and with the tfjs chains.');
 console.log('| work | fused ms, min / median | tfjs chain ms (VLM_NATIVE_FUSED=0), min / median | speed-up (median) |');
 console.log('|---|---:|---:|---:|');
 for (const r of rows) console.log(r);
-tf.dispose([x, dy, pad, bias, gate, up, dm, h, dh]);

@@ -36,6 +36,7 @@
 // in it with XNNPACK's algorithm (dgate and dup together; the tape keeps gate and up only),
 // bit-identical to tf.mul(silu(gate), up).
 // GELU (core/ops.ts geluTanh) likewise in one pass each way, the tape keeping x alone.
+// VLM_NATIVE_ATTN_MLP=0 turns these three off alone (bench/fused-ops.ts measures them so).
 // The plugins reach these through `nanovlm-ts/plugin-api`.
 import * as tf from '@tensorflow/tfjs';
 import { loadNativeBlas, nativeMatMulActive } from './native-matmul.ts';
@@ -60,6 +61,7 @@ function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logS
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
   if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax' || fn === 'siluMul' || fn === 'gelu') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   if (fn === 'norm' && process.env.VLM_NATIVE_NORM === '0') return null;
+  if ((fn === 'scaledSoftmax' || fn === 'siluMul' || fn === 'gelu') && process.env.VLM_NATIVE_ATTN_MLP === '0') return null;
   const addon = loadNativeBlas()!;
   // an addon built before these functions existed (rebuild: npm run build:native) keeps the tfjs paths
   if (typeof addon[fn] !== 'function' || (fn === 'norm' && typeof addon.normGrad !== 'function')) return null;

@@ -26,8 +26,8 @@ const current = addon !== null && ['scaledSoftmax', 'siluMul', 'gelu'].every((f)
 const opts =
   backend !== 'wasm'
     ? { skip: `native kernels are wasm-only (test backend is ${backend})` }
-    : process.env.VLM_NATIVE_MATMUL === '0' || process.env.VLM_NATIVE_DIRECT === '0' || process.env.VLM_NATIVE_FUSED === '0'
-      ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0 / VLM_NATIVE_FUSED=0)' }
+    : process.env.VLM_NATIVE_MATMUL === '0' || process.env.VLM_NATIVE_DIRECT === '0' || process.env.VLM_NATIVE_FUSED === '0' || process.env.VLM_NATIVE_ATTN_MLP === '0'
+      ? { skip: 'native kernels turned off in the environment (VLM_NATIVE_MATMUL=0 / VLM_NATIVE_DIRECT=0 / VLM_NATIVE_FUSED=0 / VLM_NATIVE_ATTN_MLP=0)' }
       : current || process.env.CI === 'true'
         ? {}
         : { skip: addon ? 'the native addon predates scaledSoftmax / siluMul / gelu: npm run build:native' : `${nativeMatMulStatus()}` };
@@ -272,7 +272,7 @@ test('geluTanh in one pass: value and gradient bit for bit as its tfjs chain (an
   tf.dispose([x, dy]);
 });
 
-test('VLM_NATIVE_FUSED=0 turns the fused attention softmax, SwiGLU product and GELU off (the chains run)', opts, () => {
+test('VLM_NATIVE_FUSED=0 (and VLM_NATIVE_ATTN_MLP=0) turns the fused attention softmax, SwiGLU product and GELU off (the chains run)', opts, () => {
   const x = tf.ones([1, 1, 2, 2]);
   const prev = process.env.VLM_NATIVE_FUSED;
   process.env.VLM_NATIVE_FUSED = '0';
@@ -284,6 +284,14 @@ test('VLM_NATIVE_FUSED=0 turns the fused attention softmax, SwiGLU product and G
   } finally {
     if (prev === undefined) delete process.env.VLM_NATIVE_FUSED;
     else process.env.VLM_NATIVE_FUSED = prev;
+  }
+  process.env.VLM_NATIVE_ATTN_MLP = '0'; // these three alone
+  try {
+    assert.equal(scaledSoftmaxNative(x, 1, null), null);
+    assert.equal(siluMulNative(x, x), null);
+    assert.equal(geluNative(x, 1, 1, 1), null);
+  } finally {
+    delete process.env.VLM_NATIVE_ATTN_MLP;
   }
   const mask = tf.fill([1, 1, 2, 2], FLOAT32_MIN);
   const y = scaledSoftmaxNative(x, 1, mask);
