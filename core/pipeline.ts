@@ -3,13 +3,22 @@
 // a terminal; a plain line-by-line renderer when output is not a TTY or CI=true (logs, CI). Plain
 // output prints each line once: the log lines as they come, and of the live line only the stage's
 // last report (its summary), unless that was logged already — not the once-a-second progress.
-import { Listr } from 'listr2';
+// Plain output goes to the command's streams (run.streams), not process.stdout itself: a caller
+// that captures them (the tests, under node --test, whose child processes report on stdout)
+// gets every line.
+import { Listr, LISTR_LOGGER_STDERR_LEVELS, ListrLogger, ProcessOutput } from 'listr2';
 import type { Run } from './run.ts';
 import type { Stage } from './types.ts';
 
 export function plainOutput(): boolean {
   const ci = process.env.CI;
   return !process.stdout.isTTY || !process.stderr.isTTY || (!!ci && ci !== 'false' && ci !== '0');
+}
+
+/** listr2's logger for plain output, on the run's streams (failures to stderr, as listr2's own) */
+function plainLogger(run: Run): ListrLogger {
+  const out = (s: { write(x: string): unknown }) => s as NodeJS.WriteStream; // listr2 only calls write()
+  return new ListrLogger({ useIcons: true, toStderr: LISTR_LOGGER_STDERR_LEVELS, processOutput: new ProcessOutput(out(run.streams.stdout), out(run.streams.stderr)) });
 }
 
 export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
@@ -59,6 +68,8 @@ export async function runPipeline(run: Run, stages: Stage[]): Promise<void> {
       renderer: plain ? 'simple' : 'default',
       rendererOptions: { collapseErrors: false, showErrorMessage: false } as object,
       fallbackRenderer: 'simple',
+      // (listr2 takes the fallback's options when its condition holds: plain output)
+      fallbackRendererOptions: { logger: plainLogger(run) },
       fallbackRendererCondition: plain,
     },
   );

@@ -20,6 +20,8 @@ export interface Run {
   ctx: RunContext;
   /** where console lines go; the pipeline redirects it into the live stage line */
   console: { write(line: string): void };
+  /** the command's output streams (process.stdout / process.stderr unless given): the stage lines of plain output */
+  streams: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } };
   /** remove the signal handlers (call when the run ends) */
   close(): void;
 }
@@ -40,6 +42,7 @@ export function createRun(
     registry: Registry;
     backend: string;
     flags: RunFlags;
+    stdout?: { write(s: string): unknown };
     stderr?: { write(s: string): unknown };
     runDir?: string;
     /** the command-line overrides, recorded in run.json so `--resume <dir>` can repeat them */
@@ -128,6 +131,7 @@ export function createRun(
   return {
     ctx,
     console: consoleSink,
+    streams: { stdout: opts.stdout ?? process.stdout, stderr },
     close() {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

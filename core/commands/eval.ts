@@ -115,7 +115,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
     registry: env.registry,
     backend: runtime.backend,
     flags: { debug: !!values.debug || env.debug, force: !!values.force || !!values.out },
-    stderr: env.stderr,
+    stdout: env.stdout, stderr: env.stderr,
     runDir,
   });
   const { ctx } = run;

@@ -83,7 +83,7 @@ export async function main(argv: string[], env: CommandEnv): Promise<number> {
   const recipe = await resolveRecipe(args.recipe, { registry: env.registry, overrides: args.overrides });
   const rt = recipe.data.runtime;
   const runtime = await initRuntime(rt.backend, { threads: rt.threads, log: env.log.info });
-  const run = createRun(recipe, { registry: env.registry, backend: runtime.backend, flags: args.flags, stderr: env.stderr, overrides: args.overrides });
+  const run = createRun(recipe, { registry: env.registry, backend: runtime.backend, flags: args.flags, stdout: env.stdout, stderr: env.stderr, overrides: args.overrides });
   const { ctx } = run;
   const dashboard = args.serve ? await startDashboardProcess(ctx.runDir, args.serve).catch((e) => (run.close(), Promise.reject(e))) : null;
   if (dashboard) ctx.log.info(`dashboard: ${dashboard.url}dashboard (it stops with the run; afterwards: vlm serve ${ctx.runDir})`);

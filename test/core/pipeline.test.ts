@@ -10,7 +10,14 @@ import type { RunContext, Stage } from '../../core/types.ts';
 test('plain output: progress lines that are also logged appear once; the final report once', async () => {
   assert.equal(plainOutput(), true, 'the test runner pipes stdout: plain output');
   const printed: string[] = [];
-  const run = { ctx: { facts: {}, signal: new AbortController().signal, log: { debug() {} } } as unknown as RunContext, console: { write: (l: string) => void printed.push(l) }, close() {} } as Run;
+  let out = '';
+  const capture = { write: (s: string) => ((out += s), true) };
+  const run = {
+    ctx: { facts: {}, signal: new AbortController().signal, log: { debug() {} } } as unknown as RunContext,
+    console: { write: (l: string) => void printed.push(l) },
+    streams: { stdout: capture, stderr: capture },
+    close() {},
+  } as Run;
   const stage: Stage = {
     title: 'train',
     async run(_ctx, report) {
@@ -22,17 +29,18 @@ test('plain output: progress lines that are also logged appear once; the final r
       report('4 steps in 1 s');
     },
   };
-  let out = '';
+  // the stage lines go to the run's streams, never to process.stdout itself (under node --test a
+  // child's stdout carries the runner's serialized reports: raw writes there corrupt them)
+  let leaked = '';
   const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => ((out += s), true)) as typeof process.stderr.write;
+  process.stdout.write = ((s: string) => ((leaked += s), true)) as typeof process.stdout.write;
   try {
     await runPipeline(run, [stage]);
   } finally {
     process.stdout.write = write;
-    process.stderr.write = writeErr;
   }
+  assert.equal(leaked, '', 'nothing written to process.stdout');
+  assert.match(out, /\S train\n/, "the stage line, on the run's stdout");
   const all = [...printed, ...out.split('\n')].join('\n');
   const count = (s: string) => all.split(s).length - 1;
   assert.equal(count('step 2/4 · loss 0.5'), 1, all);
