@@ -1,12 +1,14 @@
-// The fused attention softmax and SwiGLU product of the native addon (core/kernels/native-direct.ts
-// scaledSoftmaxNative, siluMulNative; native/blas.cc scaledSoftmax, siluMul): softmax(x / sqrt(hd)
-// + mask) bit for bit as the tfjs chain it replaces (tf.div, tf.add, tf.softmax: XNNPACK's exp and
-// sum order) and against a float64 reference
-// with the masks the models build (causal -inf, padding finfo.min, packed-row segments, a fully
-// masked row), its gradient bit for bit as the chain's and against float64, the mask's
-// gradient when something trains it, attention() with grouped-query heads and with dropout;
-// silu(gate) * up and its gradients bit for bit as tf.mul(silu(gate), up), GELU (geluTanh) in one
-// pass bit for bit as its chain; VLM_NATIVE_FUSED=0 turns them off; no leaked tensors. Skips without the addon (no compiler / OpenBLAS at `npm ci`), except in CI.
+// The fused attention softmax, SwiGLU product and GELU of the native addon (core/kernels/
+// native-direct.ts scaledSoftmaxNative, siluMulNative, geluNative; native/blas.cc scaledSoftmax,
+// siluMul, gelu): softmax(x / sqrt(hd) + mask) bit for bit as the tfjs chain it replaces (tf.div,
+// tf.add, tf.softmax: XNNPACK's exp and sum order) and against a float64 reference with the masks
+// the models build (causal -inf, padding finfo.min, packed-row segments, a fully masked row), its
+// gradient bit for bit as the chain's and against float64, the mask's gradient when something
+// trains it, attention() with grouped-query heads and with dropout; silu(gate) * up and its
+// gradients bit for bit as tf.mul(silu(gate), up); geluTanh bit for bit as its chain; a model with
+// LoRA on gate / up / fc1 bit for bit with and without them; VLM_NATIVE_FUSED=0 and
+// VLM_NATIVE_ATTN_MLP=0 turn them off; the memory estimate's fused-attention term; no leaked
+// tensors. Skips without the addon (no compiler / OpenBLAS at `npm ci`), except in CI (CI=true).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
@@ -17,6 +19,10 @@ import { installNativeMatMul, loadNativeBlas, nativeMatMulStatus } from '../../.
 import { fusedAttentionActive, geluNative, scaledSoftmaxNative, siluMulNative } from '../../../core/kernels/native-direct.ts';
 import { estimateTrainingMemory, type ShapeConfig } from '../../../core/train/memory.ts';
 import { VLM_CONFIG_DEFAULTS } from '../../../core/model/config.ts';
+import { attachAdapters } from '../../../core/model/adapters.ts';
+import { Registry } from '../../../core/registry.ts';
+import lora from '../../../plugins/adapter/lora.ts';
+import { randomHostBatch, silentLog, tensorsOf, tinyModel } from '../../helpers/train.ts';
 import { attention, attentionBias, FLOAT32_MIN, geluTanh, segmentBias, silu, siluMul } from '../../../core/ops.ts';
 
 const backend = await useTestBackend();
@@ -310,4 +316,35 @@ test('the memory estimate counts 2 fewer length^2 tensors a head with the fused 
   const Tl = Tv / c.mp_pixel_shuffle_factor ** 2 + c.lm_max_length;
   const perHead = (T: number, heads: number, blocks: number) => 2 * 4 * blocks * heads * T * T * base.batchSize;
   assert.equal(chain - fused, perHead(Tv, c.vit_n_heads, c.vit_n_blocks) + perHead(Tl, c.lm_n_heads, c.lm_n_blocks));
+});
+
+test('a model with LoRA on gate_proj / up_proj / fc1: loss and every adapter gradient bit for bit with and without the three passes', opts, async () => {
+  const model = await tinyModel(3);
+  await attachAdapters(model, [{ use: 'lora', r: 4, alpha: 8, targets: ['decoder.*.mlp.gate_proj', 'decoder.*.mlp.up_proj', 'vision_encoder.*.mlp.fc1'] }], new Registry([lora]), { recipe: {}, recipeDir: process.cwd(), seed: 0, log: silentLog });
+  const adapterVars = [...model.adapterParams()];
+  assert.ok(adapterVars.length >= 4, 'adapters attached');
+  const batch = tensorsOf(randomHostBatch(2, 5));
+  // LoRA B starts at zero: give it values, so that the adapters change gate and up
+  adapterVars.forEach((v, i) => v.assign(tf.tidy(() => tf.randomNormal(v.shape, 0, 0.05, 'float32', i + 1))));
+  const run = () => {
+    const { value, grads } = tf.variableGrads(() => model.trainingLoss(batch), adapterVars);
+    const out = [value.dataSync().slice() as Float32Array, ...adapterVars.map((v) => grads[v.name].dataSync().slice() as Float32Array)];
+    tf.dispose([value, ...Object.values(grads)]);
+    return out;
+  };
+  const prev = process.env.VLM_NATIVE_ATTN_MLP;
+  assert.ok(fusedAttentionActive(), 'the passes run on the first side');
+  const fused = run();
+  process.env.VLM_NATIVE_ATTN_MLP = '0';
+  let chain: Float32Array[];
+  try {
+    chain = run();
+  } finally {
+    if (prev === undefined) delete process.env.VLM_NATIVE_ATTN_MLP;
+    else process.env.VLM_NATIVE_ATTN_MLP = prev;
+  }
+  assert.deepEqual(fused, chain);
+  assert.ok(fused.slice(1).every((g) => g.some((v) => v !== 0)), 'every adapter gets a gradient');
+  tf.dispose([batch.images, batch.inputIds, batch.targets, batch.attentionMask!]);
+  model.dispose();
 });
