@@ -27,4 +27,4 @@ export * from './hub/backbone.ts';
 export * from './train/activation-checkpointing.ts';
 export { hostValues, toHost } from './host.ts';
 // native addon functions called directly (wasm backend with native/blas.cc built; null / false otherwise: run the tfjs path)
-export { adamwUpdateNative, matMulRowsNative, ropeNative, sumSquaresNative, nativeOptimizerActive, type AdamWStepScalars } from './kernels/native-direct.ts';
+export { adamwUpdateNative, decodeAttendNative, matMulRowsNative, ropeNative, sumSquaresNative, nativeOptimizerActive, type AdamWStepScalars } from './kernels/native-direct.ts';

@@ -24,6 +24,12 @@
 //        y [rows, N] = x [rows, K] w [K, N], row-major Float32Arrays (heap views or host arrays):
 //        generation's one-token products (plugins/decoder/llama-decode.ts) without a tfjs kernel
 //        call; the same BLAS routine as gemm for that product (sgemv for one row), so the same values.
+//   decodeAttend(q, K, V, y, mask, H, G, hd, L, cap, kvBase, m0, yAt, scale)   [generation]
+//        attention of one row's H query heads q [H, hd] (RoPE applied) over L cached positions, query
+//        head h reading kv head h / G at K, V[kvBase + ((h / G) cap + t) hd]: softmax(q k * scale +
+//        (mask[m0 + t] == 0 ? finfo.min : 0)) v into y[yAt + h hd ...]. The arithmetic of
+//        plugins/decoder/llama-decode.ts hostAttend (dots, exp sums and the weighted sum of v in
+//        double, the score rounded to float32 as there), four positions' dots interleaved.
 //   rope(x, cos, sin, out, B, H, T, hd, cosRows, inverse)
 //        rotary embedding of x [B, H, T, hd] with cos, sin [cosRows, 1, T, hd] (cosRows 1 or B):
 //        out = x cos + rotate_half(x) sin, or with inverse its adjoint (the gradient)
@@ -285,6 +291,89 @@ Napi::Value MatmulArrays(const Napi::CallbackInfo& info) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, K, 1.f, x, K, w, 1, 0.f, y, 1);
   else
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, N, K, 1.f, x, K, w, N, 0.f, y, N);
+  return env.Undefined();
+}
+
+// Generation's attention over the KV cache for one row (decodeAttend above). Each dot product is
+// summed in d order as hostAttend's loop does; four positions run side by side (independent
+// chains), which changes no value.
+void DecodeAttendHead(const float* q, const float* K, const float* V, float* y, const int32_t* mask, int hd, int L,
+                      double scale, double* sc, double* acc) {
+  double mx = -INFINITY;
+  int t = 0;
+  for (; t + 4 <= L; t += 4) {
+    const float *k0 = K + static_cast<size_t>(t) * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+    double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+    for (int d = 0; d < hd; d++) {
+      const double qd = q[d];
+      d0 += qd * k0[d];
+      d1 += qd * k1[d];
+      d2 += qd * k2[d];
+      d3 += qd * k3[d];
+    }
+    const double dots[4] = {d0, d1, d2, d3};
+    for (int i = 0; i < 4; i++) sc[t + i] = dots[i];
+  }
+  for (; t < L; t++) {
+    const float* k = K + static_cast<size_t>(t) * hd;
+    double dot = 0;
+    for (int d = 0; d < hd; d++) dot += static_cast<double>(q[d]) * k[d];
+    sc[t] = dot;
+  }
+  for (t = 0; t < L; t++) {
+    float s = static_cast<float>(static_cast<double>(static_cast<float>(sc[t])) * scale);
+    if (mask != nullptr && mask[t] == 0) s = static_cast<float>(static_cast<double>(s) + -3.4028234663852886e38);
+    sc[t] = s;
+    if (s > mx) mx = s;
+  }
+  double sum = 0;
+  for (t = 0; t < L; t++) {
+    const double e = std::exp(sc[t] - mx);
+    sc[t] = e;
+    sum += e;
+  }
+  for (int d = 0; d < hd; d++) acc[d] = 0;
+  for (t = 0; t < L; t++) {
+    const double p = sc[t] / sum;
+    const float* v = V + static_cast<size_t>(t) * hd;
+    for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+  }
+  for (int d = 0; d < hd; d++) y[d] = static_cast<float>(acc[d]);
+}
+
+Napi::Value DecodeAttend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 14) return Fail(env, "decodeAttend takes 14 arguments"), env.Undefined();
+  float *q, *K, *V, *y;
+  size_t nq, nK, nV, ny;
+  if (!Floats(env, info[0], "q", &q, &nq) || !Floats(env, info[1], "K", &K, &nK) || !Floats(env, info[2], "V", &V, &nV) ||
+      !Floats(env, info[3], "y", &y, &ny))
+    return env.Undefined();
+  const int32_t* mask = nullptr;
+  size_t nm = 0;
+  if (!info[4].IsNull()) {
+    if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      return Fail(env, "decodeAttend: mask must be an Int32Array or null"), env.Undefined();
+    Napi::Int32Array m = info[4].As<Napi::Int32Array>();
+    mask = m.Data();
+    nm = m.ElementLength();
+  }
+  const int H = info[5].ToNumber().Int32Value(), G = info[6].ToNumber().Int32Value(), hd = info[7].ToNumber().Int32Value();
+  const int L = info[8].ToNumber().Int32Value(), cap = info[9].ToNumber().Int32Value();
+  const int64_t kvBase = info[10].ToNumber().Int64Value(), m0 = info[11].ToNumber().Int64Value(), yAt = info[12].ToNumber().Int64Value();
+  const double scale = info[13].ToNumber().DoubleValue();
+  if (H < 1 || G < 1 || H % G != 0 || hd < 1 || L < 1 || cap < L || kvBase < 0 || m0 < 0 || yAt < 0)
+    return Fail(env, "decodeAttend: bad sizes"), env.Undefined();
+  const size_t kvEnd = static_cast<size_t>(kvBase) + static_cast<size_t>(H / G) * cap * hd;
+  if (nq < static_cast<size_t>(H) * hd || kvEnd > nK || kvEnd > nV || static_cast<size_t>(yAt) + static_cast<size_t>(H) * hd > ny ||
+      (mask != nullptr && static_cast<size_t>(m0) + L > nm))
+    return Fail(env, "decodeAttend: an array is shorter than the sizes say"), env.Undefined();
+  std::vector<double> sc(L), acc(hd);
+  for (int h = 0; h < H; h++) {
+    const size_t kv = static_cast<size_t>(kvBase) + static_cast<size_t>(h / G) * cap * hd;
+    DecodeAttendHead(q + static_cast<size_t>(h) * hd, K + kv, V + kv, y + yAt + static_cast<size_t>(h) * hd,
+                     mask == nullptr ? nullptr : mask + m0, hd, L, scale, sc.data(), acc.data());
+  }
   return env.Undefined();
 }
 
@@ -786,6 +875,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adamwStep", Napi::Function::New(env, AdamW));
   exports.Set("adamwGradScale", Napi::Boolean::New(env, true));  // adamwStep takes gradScale
   exports.Set("matmulArrays", Napi::Function::New(env, MatmulArrays));
+  exports.Set("decodeAttend", Napi::Function::New(env, DecodeAttend));  // generation
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("logSoftmax", Napi::Function::New(env, LogSoftmax));
   exports.Set("activation", Napi::Function::New(env, Activation));

@@ -57,9 +57,9 @@ export interface AdamWStepScalars {
 }
 
 /** the addon and the wasm backend when the native kernels are in use and the addon has `fn`, else null */
-function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax' | 'siluMul' | 'gelu'): { addon: NativeBlas; backend: WasmBackend } | null {
+function active(fn: 'adamwStep' | 'sumSquares' | 'matmulArrays' | 'decodeAttend' | 'rope' | 'logSoftmax' | 'activation' | 'norm' | 'scaledSoftmax' | 'siluMul' | 'gelu'): { addon: NativeBlas; backend: WasmBackend } | null {
   if (!nativeMatMulActive() || tf.getBackend() !== 'wasm' || process.env.VLM_NATIVE_DIRECT === '0') return null;
-  if ((fn === 'rope' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax' || fn === 'siluMul' || fn === 'gelu') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
+  if ((fn === 'rope' || fn === 'decodeAttend' || fn === 'logSoftmax' || fn === 'activation' || fn === 'norm' || fn === 'scaledSoftmax' || fn === 'siluMul' || fn === 'gelu') && process.env.VLM_NATIVE_FUSED === '0') return null; // to measure them
   if (fn === 'norm' && process.env.VLM_NATIVE_NORM === '0') return null;
   if ((fn === 'scaledSoftmax' || fn === 'siluMul' || fn === 'gelu') && process.env.VLM_NATIVE_ATTN_MLP === '0') return null;
   const addon = loadNativeBlas()!;
@@ -138,6 +138,21 @@ export function matMulRowsNative(rows: Float32Array, B: number, w: tf.Tensor2D):
   const out = new Float32Array(B * N);
   n.addon.matmulArrays(rows, view(n.backend, w), out, B, K, N);
   return out;
+}
+
+/** the attention of one row over the KV cache in generation (native/blas.cc decodeAttend; see DecodeAttend) */
+export type DecodeAttend = (q: Float32Array, K: Float32Array, V: Float32Array, y: Float32Array, mask: Int32Array | null, H: number, G: number, hd: number, L: number, cap: number, kvBase: number, m0: number, yAt: number, scale: number) => void;
+
+/**
+ * Generation's attention over the KV cache (plugins/decoder/llama-decode.ts decodeNext) in the
+ * addon: one call per row for all its query heads, the arithmetic of the decoder's JavaScript loop
+ * (hostAttend; its dot products in double, four cached positions at a time); null when the addon
+ * is not in use (VLM_NATIVE_DIRECT=0 or VLM_NATIVE_FUSED=0 included), and the caller runs its loop. Taken once per
+ * token: the checks are not repeated per head.
+ */
+export function decodeAttendNative(): DecodeAttend | null {
+  const n = active('decodeAttend');
+  return n ? n.addon.decodeAttend.bind(n.addon) : null;
 }
 
 /**

@@ -39,6 +39,7 @@ export interface NativeBlas {
   logSoftmax(x: Float32Array, out: Float32Array, rows: number, V: number, dy: Float32Array | null): void;
   rope(x: Float32Array, cos: Float32Array, sin: Float32Array, out: Float32Array, B: number, H: number, T: number, hd: number, cosRows: number, inverse: boolean): void;
   matmulArrays(x: Float32Array, w: Float32Array, y: Float32Array, rows: number, K: number, N: number): void;
+  decodeAttend(q: Float32Array, K: Float32Array, V: Float32Array, y: Float32Array, mask: Int32Array | null, H: number, G: number, hd: number, L: number, cap: number, kvBase: number, m0: number, yAt: number, scale: number): void;
   norm(kind: number, x: Float32Array, w: Float32Array, b: Float32Array | null, y: Float32Array, rows: number, C: number, eps: number): void;
   normGrad(kind: number, x: Float32Array, w: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, db: Float32Array | null, rows: number, C: number, eps: number): void;
   scaledSoftmax(x: Float32Array, bias: Float32Array | null, out: Float32Array, dy: Float32Array | null, B: number, H: number, Tq: number, Tk: number, scale: number, sb: number, sh: number, sq: number, sk: number): void;

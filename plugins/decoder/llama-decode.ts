@@ -9,7 +9,7 @@
 //                     SiLU on the host (tested against the model: test/plugins/decoder/).
 import * as tf from '@tensorflow/tfjs';
 import type { KVCache } from 'nanovlm-ts/plugin-api';
-import { adaptedWeight, FLOAT32_MIN, matMulRowsNative, splitHeads } from 'nanovlm-ts/plugin-api';
+import { adaptedWeight, decodeAttendNative, FLOAT32_MIN, matMulRowsNative, splitHeads } from 'nanovlm-ts/plugin-api';
 import { applyRope, keptPositions, ropeCosSin, type BlockLinears, type LlamaDecoder } from './llama.ts';
 
 // ---- KV cache --------------------------------------------------------------------------------------
@@ -310,6 +310,8 @@ export class LlamaFastPath {
     };
     const norm = (x: Float32Array, w: Float32Array) => hostRmsNorm(x, w, B, C, eps, new Float32Array(B * C));
 
+    const attend = decodeAttendNative(); // the attention loop below in the addon (same arithmetic), or null
+    const qAll = new Float32Array(H * hd);
     const x = Float32Array.from(tf.tidy(() => tf.gather(this.p('token_embedding.weight'), tf.tensor1d(ids, 'int32')).dataSync() as Float32Array)); // [B, C]
     const q = new Float32Array(hd);
     const scores = new Float64Array(L);
@@ -327,6 +329,11 @@ export class LlamaFastPath {
           const dst = ((b * Hkv + j) * kv.cap + pos) * hd;
           hostRope(qkv, row + C + j * hd, cosOf(b), sinOf(b), hd, kv.k, dst);
           kv.v.set(qkv.subarray(row + C + kvDim + j * hd, row + C + kvDim + (j + 1) * hd), dst);
+        }
+        if (attend) {
+          for (let h = 0; h < H; h++) hostRope(qkv, row + h * hd, cosOf(b), sinOf(b), hd, qAll, h * hd);
+          attend(qAll, kv.k, kv.v, y, mask, H, G, hd, L, kv.cap, b * Hkv * kv.cap * hd, b * L, b * C, scale);
+          continue;
         }
         for (let h = 0; h < H; h++) {
           const j = Math.floor(h / G); // query head h reads kv head j
