@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { abRows, switchTimed } from './ab.ts';
 import { benchSetup } from './setup.ts';
 import { buildOptimizer } from '../core/build.ts';
 import { generate } from '../core/generate.ts';
@@ -51,17 +52,7 @@ const work: [string, () => unknown][] = [
 ];
 
 /** the work with (true) or without the direct calls; returns [CPU ms, wall ms, result] */
-async function timed(direct: boolean, f: () => unknown): Promise<[number, number, unknown]> {
-  if (direct) delete process.env.VLM_NATIVE_DIRECT;
-  else process.env.VLM_NATIVE_DIRECT = '0';
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const r = await f();
-  const wall = performance.now() - t0;
-  const c = process.cpuUsage(c0);
-  delete process.env.VLM_NATIVE_DIRECT;
-  return [(c.user + c.system) / 1000, wall, r];
-}
+const timed = (direct: boolean, f: () => unknown) => switchTimed('VLM_NATIVE_DIRECT', direct, f);
 
 // same numbers on both sides: AdamW from the same state, and the generated tokens
 {
@@ -82,21 +73,7 @@ async function timed(direct: boolean, f: () => unknown): Promise<[number, number
 }
 
 const rounds = Number(values.rounds);
-const rows: string[] = [];
-for (const [label, f] of work) {
-  await timed(true, f);
-  await timed(false, f); // warm-up of both
-  const cpu: [number[], number[]] = [[], []];
-  const wall: [number[], number[]] = [[], []];
-  for (let r = 0; r < rounds; r++)
-    for (const side of [0, 1]) {
-      const [c, w] = await timed(side === 0, f);
-      cpu[side].push(c);
-      wall[side].push(w);
-    }
-  const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
-  rows.push(`| ${label} | ${med(cpu[0]).toFixed(1)} | ${med(cpu[1]).toFixed(1)} | ${(med(cpu[1]) / med(cpu[0])).toFixed(2)}× | ${med(wall[0]).toFixed(1)} | ${med(wall[1]).toFixed(1)} |`);
-}
+const rows = await abRows('VLM_NATIVE_DIRECT', work, rounds);
 console.log(`${file.replace(root + '/', '')} · ${nativeMatMulStatus()} · OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'} · ${rounds} rounds · load ${loadBefore} → ${load()} · ${new Date().toISOString()}`);
 console.log('AdamW results and generated tokens identical with and without the direct calls.');
 console.log('| work | CPU ms, direct | CPU ms, tfjs kernels (VLM_NATIVE_DIRECT=0) | speed-up (CPU) | wall ms, direct | wall ms, tfjs kernels |');

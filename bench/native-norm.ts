@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { abRows } from './ab.ts';
 import { benchSetup } from './setup.ts';
 import { trainStep } from '../core/train/step.ts';
 import { nativeMatMulStatus } from '../core/kernels/native-matmul.ts';
@@ -59,35 +60,8 @@ const work: [string, () => unknown][] = [
   ['training step', () => trainStep(model, optimizer, [host], { maxGradNorm: null })],
 ];
 
-/** the work with (true) or without the fused passes; returns [CPU ms, wall ms] */
-async function timed(on: boolean, f: () => unknown): Promise<[number, number]> {
-  if (on) delete process.env[key];
-  else process.env[key] = '0';
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  await f();
-  const wall = performance.now() - t0;
-  const c = process.cpuUsage(c0);
-  delete process.env[key];
-  return [(c.user + c.system) / 1000, wall];
-}
-
 const rounds = Number(values.rounds);
-const rows: string[] = [];
-for (const [label, f] of work) {
-  await timed(true, f);
-  await timed(false, f); // warm-up of both
-  const cpu: [number[], number[]] = [[], []];
-  const wall: [number[], number[]] = [[], []];
-  for (let r = 0; r < rounds; r++)
-    for (const side of [0, 1]) {
-      const [c, w] = await timed(side === 0, f);
-      cpu[side].push(c);
-      wall[side].push(w);
-    }
-  const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
-  rows.push(`| ${label} | ${med(cpu[0]).toFixed(1)} | ${med(cpu[1]).toFixed(1)} | ${(med(cpu[1]) / med(cpu[0])).toFixed(2)}× | ${med(wall[0]).toFixed(1)} | ${med(wall[1]).toFixed(1)} |`);
-}
+const rows = await abRows(key, work, rounds);
 console.log(`${file.replace(root + '/', '')} · ${nativeMatMulStatus()} · OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'} · ${rounds} rounds · load ${loadBefore} → ${load()} · ${new Date().toISOString()}`);
 console.log(`| work | CPU ms, fused | CPU ms, tfjs chains (${key}=0) | speed-up (CPU) | wall ms, fused | wall ms, tfjs chains |`);
 console.log('|---|---:|---:|---:|---:|---:|');
