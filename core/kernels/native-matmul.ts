@@ -54,6 +54,8 @@ export const NATIVE_ADDON = fileURLToPath(new URL('../../native/build/nanovlm_bl
 
 let addon: NativeBlas | null | undefined;
 let loadError = '';
+/** the OPENBLAS_CORETYPE this process gave OpenBLAS (autoBlasCore), or null */
+let autoCore: string | null = null;
 
 /** The addon, or null with the reason in nativeMatMulStatus() (loaded once). */
 export function loadNativeBlas(): NativeBlas | null {
@@ -62,11 +64,19 @@ export function loadNativeBlas(): NativeBlas | null {
   if (!existsSync(NATIVE_ADDON)) {
     loadError = 'native addon not built (needs a C++ compiler and OpenBLAS: apt-get install build-essential libopenblas-dev, then npm run build:native)';
   } else {
+    // OpenBLAS reads OPENBLAS_CORETYPE once, when it loads (with the addon, just below): set for
+    // that moment only, so that child processes (PyTorch references, ...) keep the user's environment
+    autoCore = autoBlasCore(process.env, cpuFlags());
+    const before = process.env.OPENBLAS_CORETYPE; // unset or empty
+    if (autoCore) process.env.OPENBLAS_CORETYPE = autoCore;
     try {
       addon = createRequire(import.meta.url)(NATIVE_ADDON) as NativeBlas;
       addon.setThreads(threads);
     } catch (e) {
       loadError = `native addon failed to load (${String((e as Error).message ?? e).split('\n')[0]})`;
+    } finally {
+      if (autoCore && before === undefined) delete process.env.OPENBLAS_CORETYPE;
+      else if (autoCore) process.env.OPENBLAS_CORETYPE = before;
     }
   }
   return addon;
@@ -98,7 +108,7 @@ export function nativeMatMulActive(): boolean {
 export function nativeMatMulStatus(): string {
   if (nativeMatMulActive()) {
     const i = addon!.info();
-    const core = i.corename ? `, ${i.corename} kernels` : '';
+    const core = i.corename ? `, ${i.corename} kernels${autoCore ? ', picked from the CPU flags as OPENBLAS_CORETYPE is unset' : ''}` : '';
     // the direct calls of core/kernels/native-direct.ts (an addon built before them has none)
     const direct = typeof addon!.adamwStep === 'function' && process.env.VLM_NATIVE_DIRECT !== '0' ? '; AdamW, gradient norm and one-token products too' : '';
     const n = addon!.threads() || threads;
@@ -119,22 +129,54 @@ const OLD_CORES = new Set(['prescott', 'core2', 'penryn', 'dunnington', 'nehalem
  *   corename: openblas_get_corename(); cpuFlags: /proc/cpuinfo's flags
  */
 export function blasCoreHint(corename: string, cpuFlags: Set<string>, coretypeEnv: string | undefined): string | null {
-  if (coretypeEnv || !OLD_CORES.has(corename.toLowerCase()) || !cpuFlags.has('avx2') || !cpuFlags.has('fma')) return null;
-  const best = cpuFlags.has('avx512f') && cpuFlags.has('avx512bw') && cpuFlags.has('avx512vl') && cpuFlags.has('avx512dq') ? 'SkylakeX' : 'Haswell';
-  return `note: OpenBLAS did not recognise this CPU and runs its ${corename} kernels (no AVX2); products are 2-4x faster with OPENBLAS_CORETYPE=${best}${best === 'SkylakeX' ? ' (AVX-512; or Haswell, AVX2)' : ' (AVX2)'} in the environment`;
+  const best = bestBlasCore(cpuFlags);
+  if (coretypeEnv || !OLD_CORES.has(corename.toLowerCase()) || !best) return null;
+  return `note: OpenBLAS did not recognise this CPU and runs its ${corename} kernels (no AVX2); products are 2-4x faster with OPENBLAS_CORETYPE=${best}${best === 'SkylakeX' ? ' (AVX-512; or Haswell, AVX2)' : ' (AVX2)'} in the environment (what nanovlm-ts sets by itself unless VLM_BLAS_AUTOCORE=0)`;
+}
+
+/** The CPU's feature flags (Linux: /proc/cpuinfo), or null elsewhere (macOS: Accelerate picks its own kernels). */
+function cpuFlags(): Set<string> | null {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    return new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
+  } catch {
+    return null;
+  }
+}
+
+/** The best OpenBLAS x86-64 core these CPU flags run: SkylakeX (AVX-512 F/BW/VL/DQ), Haswell (AVX2 + FMA), or null. */
+export function bestBlasCore(flags: Set<string>): 'SkylakeX' | 'Haswell' | null {
+  if (flags.has('avx512f') && flags.has('avx512bw') && flags.has('avx512vl') && flags.has('avx512dq')) return 'SkylakeX';
+  return flags.has('avx2') && flags.has('fma') ? 'Haswell' : null;
+}
+
+/**
+ * The OPENBLAS_CORETYPE to load OpenBLAS with when the user set none: bestBlasCore of the CPU, so
+ * that an OpenBLAS older than the CPU does not fall back to SSE3 kernels (Debian 12's 0.3.21 on a
+ * recent Xeon: Prescott, 2-4x slower products; blasCoreHint). null, leaving OpenBLAS its own
+ * detection: OPENBLAS_CORETYPE set (the user's choice; empty counts as unset), VLM_BLAS_AUTOCORE=0, no
+ * /proc/cpuinfo (flags null), or a CPU without AVX2. On a CPU OpenBLAS does know this asks for the
+ * kernels it would run anyway (SkylakeX on AVX-512 Xeons; on AMD Zen its Zen target uses the
+ * Haswell sgemm kernels).
+ */
+export function autoBlasCore(env: Record<string, string | undefined>, flags: Set<string> | null): string | null {
+  if (env.OPENBLAS_CORETYPE || env.VLM_BLAS_AUTOCORE === '0' || !flags) return null;
+  return bestBlasCore(flags);
+}
+
+/** autoBlasCore for this process on this machine: the core the addon will ask OpenBLAS for, or null */
+export function autoBlasCoreHere(): string | null {
+  return autoBlasCore(process.env, cpuFlags());
 }
 
 /** blasCoreHint for the loaded addon on this machine (Linux: /proc/cpuinfo), or null */
 export function nativeBlasHint(): string | null {
   if (!nativeMatMulActive()) return null;
-  let flags = new Set<string>();
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
-    flags = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
-  } catch {
-    return null; // not Linux: Accelerate (macOS) picks its own kernels
-  }
-  return blasCoreHint(addon!.info().corename, flags, process.env.OPENBLAS_CORETYPE);
+  const flags = cpuFlags();
+  const corename = addon!.info().corename;
+  if (autoCore && flags && OLD_CORES.has(corename.toLowerCase()))
+    return `note: OpenBLAS runs its ${corename} kernels although OPENBLAS_CORETYPE=${autoCore} was asked (a build without DYNAMIC_ARCH?); products are 2-4x slower than this CPU allows: an OpenBLAS built for it (or Debian/Ubuntu's libopenblas0-pthread) fixes that`;
+  return flags && blasCoreHint(corename, flags, process.env.OPENBLAS_CORETYPE);
 }
 
 /** Register the native BatchMatMul / _FusedMatMul over the current wasm ones; false if unavailable. */
