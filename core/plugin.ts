@@ -147,6 +147,8 @@ export interface ModulePeers {
   decoder?: { hiddenDim: number };
   /** for adapters: the model's linear layers, full names and weight shapes [out, in] */
   linearLayers?: { name: string; shape: number[] }[];
+  /** for adapters: the entry's YAML path (model.adapters[0]), for errors */
+  yamlPath?: string;
 }
 export interface ModuleDescription {
   /** local parameter name -> shape (tied parameters listed once) */

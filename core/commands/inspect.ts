@@ -5,13 +5,13 @@
 import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
 import { UserError } from '../errors.ts';
-import type { ModuleDescription, ModulePeers } from '../plugin.ts';
+import { describeModules, linearLayersOf, MODULE_PREFIX } from '../model/describe.ts';
+import type { ModuleDescription } from '../plugin.ts';
 import { isOverride } from '../recipe/overrides.ts';
 import { formatPath } from '../recipe/positions.ts';
 import { recipeToYaml, resolveRecipe } from '../recipe/index.ts';
 import { pluginEntries, recipeSchemaFor, stagePlugins } from '../recipe/schema.ts';
 import type { Registry } from '../registry.ts';
-import type { PluginKind } from '../types.ts';
 
 export const INSPECT_USAGE = `Usage: vlm inspect <recipe.yaml> [key.path=value ...] [--json]
 
@@ -38,8 +38,6 @@ export interface ParamReport {
   memory: { params: number; grads: number; adamw: number; total: number } | null;
 }
 
-const PREFIX: Record<string, string> = { vision_encoder: 'vision_encoder.', MP: 'MP.', decoder: 'decoder.' };
-
 /** optimizer.freeze semantics: "decoder" freezes "decoder.*" (a trailing dot is allowed) */
 function frozen(name: string, freeze: string[]): boolean {
   return freeze.some((f) => {
@@ -57,47 +55,18 @@ function count(d: ModuleDescription): number {
 /** Parameter counts of the model a resolved recipe describes, from the plugins' describe(). */
 export function parameterReport(recipe: Record<string, any>, registry: Registry): ParamReport {
   const m = recipe.model ?? {};
-  const modules: ParamReport['modules'] = [];
-  const peers: ModulePeers = {};
   const freeze: string[] = Array.isArray(recipe.optimizer?.freeze) ? recipe.optimizer.freeze : [];
+  const described = describeModules(recipe, registry);
+  const modules: ParamReport['modules'] = described.map(({ module, plugin, desc, note }) => ({ module, plugin, params: desc ? count(desc) : null, ...(note ? { note } : {}) }));
   let trainable = 0;
-  const describe = (kind: PluginKind, key: string, module: string): ModuleDescription | null => {
-    const entry = m[key];
-    if (!entry) {
-      modules.push({ module, plugin: '-', params: null, note: m.from ? `comes from model.from (${m.from})` : 'not in the recipe' });
-      return null;
+  for (const { module, desc } of described)
+    for (const [name, shape] of Object.entries(desc?.params ?? {})) {
+      if (!frozen(MODULE_PREFIX[module] + name, freeze)) trainable += shape.reduce((p, n) => p * n, 1);
     }
-    const plugin = registry.get(kind, entry.use);
-    if (!plugin.describe) {
-      modules.push({ module, plugin: entry.use, params: null, note: `plugin ${entry.use} has no describe(): count unknown until it is built` });
-      return null;
-    }
-    const { use: _u, ...options } = entry;
-    try {
-      const d = plugin.describe(options, peers);
-      modules.push({ module, plugin: entry.use, params: count(d) });
-      for (const [name, shape] of Object.entries(d.params)) {
-        if (!frozen(PREFIX[module] + name, freeze)) trainable += shape.reduce((p, n) => p * n, 1);
-      }
-      return d;
-    } catch (e) {
-      modules.push({ module, plugin: entry.use, params: null, note: `describe() failed: ${(e as Error).message}` });
-      return null;
-    }
-  };
-  const v = describe('vision', 'vision', 'vision_encoder');
-  if (v?.hiddenDim !== undefined && v.numTokens !== undefined) peers.vision = { hiddenDim: v.hiddenDim, numTokens: v.numTokens };
-  const d = describe('decoder', 'decoder', 'decoder');
-  if (d?.hiddenDim !== undefined) peers.decoder = { hiddenDim: d.hiddenDim };
-  const p = describe('projector', 'projector', 'MP');
-  // nanoVLM's order: vision_encoder, MP, decoder
-  modules.sort((a, b) => ['vision_encoder', 'MP', 'decoder'].indexOf(a.module) - ['vision_encoder', 'MP', 'decoder'].indexOf(b.module));
   // model.adapters: described over the modules' linear layers; they alone train (the base model is frozen)
   const adapters: { use: string; [k: string]: unknown }[] = Array.isArray(m.adapters) ? m.adapters : [];
   if (adapters.length) {
-    const linearLayers = ([['vision_encoder', v], ['MP', p], ['decoder', d]] as const).flatMap(([module, desc]) =>
-      (desc?.linearLayers ?? []).map((local) => ({ name: PREFIX[module] + local, shape: desc!.params[`${local}.weight`] })),
-    );
+    const linearLayers = linearLayersOf(described, { partial: true })!;
     trainable = 0;
     adapters.forEach((entry, i) => {
       const module = `adapters[${i}]`;
@@ -105,7 +74,7 @@ export function parameterReport(recipe: Record<string, any>, registry: Registry)
       const { use: _u, ...options } = entry;
       try {
         if (!plugin.describe) throw new Error(`plugin ${entry.use} has no describe(): count unknown until it is built`);
-        const n = count(plugin.describe(options, { linearLayers }));
+        const n = count(plugin.describe(options, { linearLayers, yamlPath: `model.adapters[${i}]` }));
         modules.push({ module, plugin: entry.use, params: n });
         trainable += n;
       } catch (e) {

@@ -1,7 +1,7 @@
 // `vlm validate <recipe> [key.path=value ...] [--data]`: load the recipe with its extends chain and
 // plugin modules, apply the overrides, and check everything (recipe schema, every plugin's options,
-// stage names, what the stages need). Every problem is printed at once with file:line:col and YAML
-// path; exit code 1. With --data it also opens the datasets (as the load stage does) and checks
+// stage names, what the stages need, adapter targets). Every problem is printed at once with
+// file:line:col and YAML path; exit code 1. With --data it also opens the datasets (as the load stage does) and checks
 // that the training data fills at least one optimizer step.
 import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
@@ -19,7 +19,9 @@ did-you-mean):
   - the overrides (key paths and value types);
   - every section and key against the recipe schema (unknown keys, types, ranges);
   - every plugin entry: the plugin exists, and its options against the plugin's schema;
-  - the stage names, and what the stages need (a model for load, optimizer/schedule/data for train).
+  - the stage names, and what the stages need (a model for load, optimizer/schedule/data for train);
+  - model.adapters: each LoRA target matches a linear layer of the model the recipe's shapes
+    describe (not for a model that only model.from gives).
 It does not open datasets, download anything or build the model, unless:
   --data        also open the datasets (local files are read, Hub datasets downloaded) and check
                 that data.train fills at least one optimizer step (batch_size x grad_accum samples)

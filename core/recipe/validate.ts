@@ -1,9 +1,11 @@
 // Recipe validation: the recipe schema, each stage's section (`train:`, `eval:`, ...) against its
 // stage plugin's options schema, every plugin entry against its plugin's options schema, the stage
-// names, and what the chosen stages need (asked of each stage plugin: checkRecipe). Every problem
+// names, what the chosen stages need (asked of each stage plugin: checkRecipe), and model.adapters'
+// targets against the model's linear layers (each plugin's describe()). Every problem
 // is collected (not just the first), each with file:line:col and YAML path. Defaults are filled in
 // along the way.
 import { UserError } from '../errors.ts';
+import { describeModules, linearLayersOf } from '../model/describe.ts';
 import type { Registry } from '../registry.ts';
 import { describeErrors, validator } from './ajv.ts';
 import { formatPath, type SourceMap } from './positions.ts';
@@ -54,5 +56,32 @@ export function validateRecipe(recipe: Record<string, any>, registry: Registry, 
     if (typeof s !== 'string' || !registry.has('stage', s)) continue;
     for (const p of registry.get('stage', s).checkRecipe?.(recipe) ?? []) errors.push(new UserError(p.message, { where: at(p.path, p.atKey), hint: p.hint }));
   }
+
+  // 6. model.adapters against the model the recipe describes (core/model/describe.ts; no weights):
+  //    a LoRA target that matches no linear layer is reported here, not when the model is built.
+  //    Only on an otherwise valid recipe whose modules all describe themselves (not model.from).
+  if (!errors.length) errors.push(...checkAdapters(recipe, registry, positions));
+  return errors;
+}
+
+function checkAdapters(recipe: Record<string, any>, registry: Registry, positions: SourceMap): UserError[] {
+  const adapters: unknown[] = Array.isArray(recipe.model?.adapters) ? recipe.model.adapters : [];
+  if (!adapters.length) return [];
+  const linearLayers = linearLayersOf(describeModules(recipe, registry));
+  if (!linearLayers) return [];
+  const errors: UserError[] = [];
+  adapters.forEach((entry, i) => {
+    if (!entry || typeof entry !== 'object') return;
+    const { use, ...options } = entry as { use: string };
+    const plugin = registry.plugin('adapter', use);
+    if (!plugin?.describe) return;
+    try {
+      plugin.describe(options, { linearLayers, yamlPath: `model.adapters[${i}]` });
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      const path = e.where.yamlPath;
+      errors.push(path && !e.where.file ? new UserError(e.message, { where: positions.lookup(path), hint: e.hint }) : e);
+    }
+  });
   return errors;
 }

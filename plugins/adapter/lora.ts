@@ -143,7 +143,7 @@ export default definePlugin({
   },
   /** `vlm inspect`: the adapter's parameter shapes over the model's linear layers (peers.linearLayers) */
   describe(options, peers) {
-    const layers = chooseLayers(peers.linearLayers ?? [], options.targets, (yamlPath) => ({ yamlPath }), 'model.adapters[?]');
+    const layers = chooseLayers(peers.linearLayers ?? [], options.targets, (yamlPath) => ({ yamlPath }), peers.yamlPath ?? 'model.adapters[?]');
     const params: Record<string, number[]> = {};
     for (const l of layers) Object.assign(params, { [`${l.layer}.lora_A.weight`]: [options.r, l.in], [`${l.layer}.lora_B.weight`]: [l.out, options.r] });
     return { params };

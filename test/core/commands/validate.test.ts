@@ -1,5 +1,6 @@
 // `vlm validate` / `vlm inspect` --help say what is checked and the exit codes; `vlm validate --data`
-// opens the datasets and knows a small folder dataset cannot fill one batch (issue 20, items 10, 15).
+// opens the datasets and knows a small folder dataset cannot fill one batch (issue 20, items 10, 15);
+// a LoRA target matching no linear layer is found by `vlm validate`, before the model is built.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,4 +37,25 @@ test('validate --data: a folder dataset too small for one batch is reported befo
   const ok = commandEnv();
   assert.equal(await validateMain([recipe, '--data', 'train.batch_size=4'], ok.env), 0);
   assert.match(ok.out(), /datasets opened: train small; val -; eval small/);
+});
+
+test('validate: a LoRA target that matches no linear layer is reported at its file:line and YAML path, without building the model', async () => {
+  const recipe = join(root, 'lora.yaml');
+  const adapters = '  adapters: [ { use: lora, r: 2, targets: [q_proj, "decoder.*.attn.qproj"] } ]\n';
+  writeFileSync(recipe, tinyRecipe(root).replace('data:\n', adapters + 'data:\n'));
+  const line = tinyRecipe(root).replace('data:\n', adapters + 'data:\n').split('\n').findIndex((l) => l.startsWith('  adapters:')) + 1;
+  await assert.rejects(validateMain([recipe], commandEnv().env), (e: Error & { errors?: { message: string; where: { file?: string; line?: number; yamlPath?: string }; hint?: string }[] }) => {
+    const errors = e.errors ?? [e as never];
+    assert.equal(errors.length, 1, e.message);
+    const [err] = errors;
+    assert.match(err.message, /lora target "decoder\.\*\.attn\.qproj" matches no linear layer of the model/);
+    assert.equal(err.where.yamlPath, 'model.adapters[0].targets[1]');
+    assert.equal(err.where.file, recipe);
+    assert.equal(err.where.line, line);
+    assert.match(err.hint ?? '', /decoder\.blocks\.0\.attn\.q_proj|vision_encoder\.blocks\.0/);
+    return true;
+  });
+  const ok = commandEnv();
+  assert.equal(await validateMain([recipe, 'model.adapters[0].targets[1]=decoder.*.attn.v_proj'], ok.env), 0, ok.err());
+  assert.match(ok.out(), /ok/);
 });
