@@ -1,8 +1,8 @@
 // `vlm validate <recipe> [key.path=value ...] [--data]`: load the recipe with its extends chain and
 // plugin modules, apply the overrides, and check everything (recipe schema, every plugin's options,
 // stage names, what the stages need, adapter targets). Every problem is printed at once with
-// file:line:col and YAML path; exit code 1. With --data it also opens the datasets (as the load stage does) and checks
-// that the training data fills at least one optimizer step.
+// file:line:col and YAML path; exit code 1. With --data it also opens the datasets (as the load
+// stage does) and checks that the training data fills at least one optimizer step.
 import { parseArgs } from 'node:util';
 import type { CommandEnv } from '../cli.ts';
 import { buildDatasets } from '../build.ts';
