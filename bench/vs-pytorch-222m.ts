@@ -19,13 +19,10 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { autoBlasCoreHere } from '../core/kernels/native-matmul.ts';
+import { sameBlasCoreForBothSides } from './blas-core.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// OPENBLAS_CORETYPE unset: `vlm` would pick the core from the CPU flags (core/kernels/native-matmul.ts
-// autoBlasCore) while PyTorch's OpenBLAS detects its own; set the same one for both sides
-const pickedCore = autoBlasCoreHere();
-if (pickedCore) process.env.OPENBLAS_CORETYPE = pickedCore;
+const blasCore = sameBlasCoreForBothSides();
 const { values } = parseArgs({
   options: {
     nanovlm: { type: 'string' },
@@ -95,7 +92,7 @@ try {
 
 const gib = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
 const s = (ms: number) => `${(ms / 1e3).toFixed(1)} s`;
-console.log(`full-size 222M, fwd + bwd + AdamW · recipe ${values.recipe} · node ${process.version} · ${os.cpus().length} cpus · OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'}${pickedCore ? ' (unset: picked from the CPU flags, as vlm does, for both sides)' : ''} · ${new Date().toISOString()}`);
+console.log(`full-size 222M, fwd + bwd + AdamW · recipe ${values.recipe} · node ${process.version} · ${os.cpus().length} cpus · ${blasCore} · ${new Date().toISOString()}`);
 const kvHead = values.generate ? ' PyTorch KV tok/s | ours KV tok/s | KV ratio (ours / PyTorch) |' : '';
 console.log(`| batch | threads | PyTorch step (CPU) | ours step (CPU) | wall ratio | CPU ratio (ours / PyTorch) |${kvHead} PyTorch peak RSS | ours peak RSS | RSS ratio | load average (PyTorch run; ours) |`);
 console.log(`|---:|---:|---|---|---:|---:|${values.generate ? '---:|---:|---:|' : ''}---:|---:|---:|---|`);

@@ -18,13 +18,10 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { autoBlasCoreHere } from '../core/kernels/native-matmul.ts';
+import { sameBlasCoreForBothSides } from './blas-core.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-// OPENBLAS_CORETYPE unset: `vlm` would pick the core from the CPU flags (core/kernels/native-matmul.ts
-// autoBlasCore) while PyTorch's OpenBLAS detects its own; set the same one for both sides
-const pickedCore = autoBlasCoreHere();
-if (pickedCore) process.env.OPENBLAS_CORETYPE = pickedCore;
+const blasCore = sameBlasCoreForBothSides();
 const { values } = parseArgs({
   options: {
     nanovlm: { type: 'string' },
@@ -93,7 +90,7 @@ for (let round = 1; round <= repeat; round++) for (const n of values.threads!.sp
 }
 rmSync(tmp, { recursive: true, force: true });
 
-console.log(`small benchmark, ${values.steps} steps · node ${process.version} · ${os.cpus().length} cpus · OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'}${pickedCore ? ' (unset: picked from the CPU flags, as vlm does, for both sides)' : ''} OPENBLAS_L2_SIZE=${process.env.OPENBLAS_L2_SIZE ?? '(unset)'} · ${new Date().toISOString()}`);
+console.log(`small benchmark, ${values.steps} steps · node ${process.version} · ${os.cpus().length} cpus · ${blasCore} OPENBLAS_L2_SIZE=${process.env.OPENBLAS_L2_SIZE ?? '(unset)'} · ${new Date().toISOString()}`);
 console.log('| run | train step ms | CPU ms | forward / backward / optimiser ms | KV-cache tok/s | step ratio (ours / PyTorch) | KV ratio (ours / PyTorch) | products | load average (1/5/15 min, before → after) |');
 console.log('|---|---:|---:|---|---:|---:|---:|---|---|');
 for (const [torch, ...ours] of rows) {

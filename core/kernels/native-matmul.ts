@@ -135,7 +135,7 @@ export function blasCoreHint(corename: string, cpuFlags: Set<string>, coretypeEn
 }
 
 /** The CPU's feature flags (Linux: /proc/cpuinfo), or null elsewhere (macOS: Accelerate picks its own kernels). */
-function cpuFlags(): Set<string> | null {
+export function cpuFlags(): Set<string> | null {
   try {
     const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
     return new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));

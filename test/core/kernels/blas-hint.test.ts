@@ -7,10 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../../helpers/shared.ts';
-import { NATIVE_ADDON, autoBlasCore, bestBlasCore, blasCoreHint } from '../../../core/kernels/native-matmul.ts';
+import { NATIVE_ADDON, autoBlasCore, bestBlasCore, blasCoreHint, cpuFlags } from '../../../core/kernels/native-matmul.ts';
 
 const avx512 = new Set(['sse3', 'avx', 'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq']);
 const avx2 = new Set(['sse3', 'avx', 'avx2', 'fma']);
@@ -43,13 +43,7 @@ test('bestBlasCore / autoBlasCore: the best core of the CPU flags, only where th
   assert.equal(autoBlasCore({}, new Set(['sse3', 'avx'])), null);
 });
 
-const flags = (() => {
-  try {
-    return new Set((readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'))?.split(':')[1] ?? '').trim().split(/\s+/));
-  } catch {
-    return null;
-  }
-})();
+const flags = cpuFlags();
 const best = flags && bestBlasCore(flags);
 const loadSkip = !existsSync(NATIVE_ADDON)
   ? 'native addon not built (npm run build:native; CI builds it)'
